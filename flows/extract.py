@@ -1,0 +1,301 @@
+"""The extraction flow: clip table -> feature sets, one Prefect task per batch of clips.
+
+Planning happens in the flow process (fingerprints, skip what is committed, partition); each task
+extracts one batch with a model loaded once per worker process and commits it through the store's
+protocol. Per-clip failures become rows in the failure table; only store I/O errors are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
+from features.base import ClipFailure, ClipInput, Extractor, FeatureResult, Word, create_extractor
+from flows.config import ExtractConfig, PipelineConfig
+from flows.runners import build_task_runner
+from store import FeatureStore
+from store.errors import StoreError
+from store.featurestore import now_utc
+from store.fingerprint import feature_fingerprint
+
+@dataclass
+class Batch:
+    feature_set: str
+    extractor: str
+    config: dict[str, Any]
+    clips: list[dict[str, Any]]  # clip-table rows + "fingerprint"
+
+    @property
+    def seconds(self) -> float:
+        return sum(c["duration"] for c in self.clips)
+
+
+@dataclass
+class BatchResult:
+    feature_set: str
+    extractor: str
+    done: int = 0
+    failed: int = 0
+    absent: int = 0
+    media_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SetPlan:
+    feature_set: str
+    extractor: str
+    modality: str
+    todo: int
+    skipped: int
+    batches: list[Batch]
+
+
+# -- per-process model cache ----------------------------------------------------------------
+_EXTRACTORS: dict[str, Extractor] = {}
+_LOCK = threading.Lock()
+
+
+def cached_extractor(name: str, config: dict[str, Any]) -> Extractor:
+    """One extractor (and so one loaded model) per process and config, never per clip."""
+    key = f"{name}:{json.dumps(config, sort_keys=True)}"
+    with _LOCK:
+        if key not in _EXTRACTORS:
+            _limit_threads_on_dask_worker()
+            _EXTRACTORS[key] = create_extractor(name, config)
+        return _EXTRACTORS[key]
+
+
+def _limit_threads_on_dask_worker() -> None:
+    """On a Dask worker, torch uses as many threads as the worker has (1 by default), so that
+    n worker processes x 1 thread do not oversubscribe the cores (measured faster than 1 x n)."""
+    try:
+        from distributed import get_worker
+
+        nthreads = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return
+    import torch
+
+    torch.set_num_threads(max(1, nthreads))
+
+
+def clip_input(row: dict[str, Any]) -> ClipInput:
+    words = tuple(Word(w["word"], w["start"], w["end"]) for w in row["words"]) if row.get("words") else None
+    return ClipInput(
+        clip_id=row["clip_id"],
+        media_uri=row.get("media_uri"),
+        start=row.get("start"),
+        end=row.get("end"),
+        text=row.get("text") or "",
+        duration=float(row["duration"]),
+        words=words,
+    )
+
+
+# -- planning -------------------------------------------------------------------------------
+def set_attrs(ext: Extractor) -> dict[str, Any]:
+    return {
+        "extractor": ext.name,
+        "version": ext.version,
+        "modality": ext.modality,
+        "config": ext.config.model_dump(mode="json"),
+        "identity": ext.identity(),
+        "dim": ext.dim,
+        "created": now_utc().isoformat(),
+    }
+
+
+def set_name(ext: Extractor) -> str:
+    return f"{ext.name}-{ext.identity_hash()[:8]}"
+
+
+def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[SetPlan]:
+    """Fingerprint every clip per extractor, drop what is committed, partition the rest."""
+    clips = store.clips().to_pylist()
+    plans = []
+    for name, ext_cfg in cfg.extractors.items():
+        ext = create_extractor(name, ext_cfg)  # cheap: models load lazily on first extract
+        sname = set_name(ext)
+        if create:
+            fset = store.ensure_feature_set(sname, set_attrs(ext))
+            committed = fset.committed_fingerprints()
+        else:
+            committed = store.feature_set(sname).committed_fingerprints() if sname in store.feature_set_names() else set()
+        failed: set[str] = set()
+        if cfg.only_failed:
+            fails = store.failures()
+            failed = {c for c, s in zip(fails.column("clip_id").to_pylist(), fails.column("feature_set").to_pylist()) if s == sname}
+        identity = ext.identity()
+        todo = []
+        for row in clips:
+            fp = feature_fingerprint(row, ext.modality, identity)
+            if cfg.only_failed and row["clip_id"] not in failed:
+                continue
+            if fp in committed and not cfg.force:
+                continue
+            todo.append({**row, "fingerprint": fp})
+        batches = partition(todo, sname, name, ext.config.model_dump(mode="json"), cfg)
+        plans.append(SetPlan(sname, name, ext.modality, len(todo), len(clips) - len(todo), batches))
+    return plans
+
+
+def partition(rows: list[dict[str, Any]], sname: str, name: str, config: dict[str, Any], cfg: ExtractConfig) -> list[Batch]:
+    batches: list[Batch] = []
+    current: list[dict[str, Any]] = []
+    seconds = 0.0
+    for row in rows:
+        if current and (len(current) >= cfg.batch_clips or seconds + row["duration"] > cfg.batch_seconds):
+            batches.append(Batch(sname, name, config, current))
+            current, seconds = [], 0.0
+        current.append(row)
+        seconds += row["duration"]
+    if current:
+        batches.append(Batch(sname, name, config, current))
+    return batches
+
+
+# -- one batch ------------------------------------------------------------------------------
+def _failure_row(f: ClipFailure, batch: Batch, fp: str, run_id: str) -> dict[str, Any]:
+    return {
+        "clip_id": f.clip_id,
+        "feature_set": batch.feature_set,
+        "extractor": batch.extractor,
+        "fingerprint": fp,
+        "stage": f.stage,
+        "error_type": f.error_type,
+        "message": f.message,
+        "transient": f.transient,
+        "run_id": run_id,
+        "time": now_utc(),
+    }
+
+
+def _extract_isolated(ext: Extractor, inputs: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
+    """Run the batch; if the extractor itself raises, retry clip by clip so one clip cannot sink it."""
+    try:
+        return ext.extract(inputs)
+    except Exception:  # noqa: BLE001 - isolate below, each clip's own error is recorded
+        out: list[FeatureResult | ClipFailure] = []
+        for clip in inputs:
+            try:
+                out.extend(ext.extract([clip]))
+            except Exception as exc:  # noqa: BLE001
+                out.append(ClipFailure(clip.clip_id, "extract", type(exc).__name__, f"clip {clip.clip_id!r}: {exc}"))
+        return out
+
+
+def process_batch(store_url: str, batch: Batch, run_id: str) -> BatchResult:
+    """Plain function: extract one batch and commit it (shard, then index part, then failures)."""
+    t0 = time.perf_counter()
+    ext = cached_extractor(batch.extractor, batch.config)
+    results = _extract_isolated(ext, [clip_input(c) for c in batch.clips])
+    store = FeatureStore.open(store_url)
+    fset = store.feature_set(batch.feature_set)
+    res = BatchResult(batch.feature_set, batch.extractor)
+    items, failures = [], []
+    for row, out in zip(batch.clips, results, strict=True):
+        if isinstance(out, ClipFailure):
+            failures.append(_failure_row(out, batch, row["fingerprint"], run_id))
+            continue
+        items.append((row["clip_id"], row["fingerprint"], out, row["duration"]))
+        res.media_seconds += row["duration"]
+        res.absent += out.absent is not None
+    fset.commit(items)
+    store.record_failures(failures)
+    res.done, res.failed, res.failures = len(items), len(failures), failures
+    res.wall_seconds = time.perf_counter() - t0
+    return res
+
+
+def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry store I/O problems; a deterministic error would only fail again."""
+    try:
+        state.result()
+    except (StoreError, OSError, TimeoutError):
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(name="extract-batch", task_run_name="{batch.extractor}-{batch.feature_set}", retry_condition_fn=_is_transient)
+def extract_batch_task(store_url: str, batch: Batch, run_id: str) -> BatchResult:
+    return process_batch(store_url, batch, run_id)
+
+
+# -- the flow -------------------------------------------------------------------------------
+ProgressHook = Callable[[BatchResult], None]
+_progress_hooks: list[ProgressHook] = []
+
+
+@dataclass
+class ExtractSummary:
+    run_id: str
+    sets: dict[str, dict[str, Any]]
+    wall_seconds: float
+
+    @property
+    def failed(self) -> int:
+        return sum(s["failed"] for s in self.sets.values())
+
+
+@flow(name="emoflow-extract")
+def extract_flow(config: PipelineConfig) -> ExtractSummary:
+    """Plan, map one task per batch, commit; summary per extractor with the realtime factor."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{id(config) % 10_000:04d}"
+    extract = config.extract
+    store = FeatureStore.open(config.store)
+    plans = plan(store, extract)
+    sets = {
+        p.feature_set: {"extractor": p.extractor, "done": 0, "skipped": p.skipped, "failed": 0, "absent": 0,
+                        "media_seconds": 0.0, "compute_seconds": 0.0}
+        for p in plans
+    }
+    for p in plans:
+        log.info("%s: %d clips to extract in %d batches, %d already committed", p.feature_set, p.todo, len(p.batches), p.skipped)
+    batches = [b for p in plans for b in p.batches]
+    futures = [extract_batch_task.with_options(retries=extract.retries).submit(config.store, b, run_id) for b in batches]
+    for fut in as_completed(futures):
+        res: BatchResult = fut.result()
+        s = sets[res.feature_set]
+        s["done"] += res.done
+        s["failed"] += res.failed
+        s["absent"] += res.absent
+        s["media_seconds"] += res.media_seconds
+        s["compute_seconds"] += res.wall_seconds
+        for f in res.failures:
+            log.warning("%s failed on %s: %s", res.extractor, f["clip_id"], f["message"])
+        for hook in _progress_hooks:
+            hook(res)
+    wall = time.perf_counter() - t0
+    for name, s in sets.items():
+        store.record_run({"run_id": run_id, "feature_set": name, "extractor": s["extractor"], "clips_done": s["done"],
+                          "clips_skipped": s["skipped"], "clips_failed": s["failed"], "media_seconds": s["media_seconds"],
+                          "wall_seconds": s["compute_seconds"], "time": now_utc()})
+        log.info("%s: done %d, skipped %d, failed %d, %.1f media-s", name, s["done"], s["skipped"], s["failed"], s["media_seconds"])
+    return ExtractSummary(run_id=run_id, sets=sets, wall_seconds=wall)
+
+
+def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) -> ExtractSummary:
+    """Run the flow on the configured task runner (threads or Dask) with an optional progress hook."""
+    runner = build_task_runner(config.executor)
+    if progress:
+        _progress_hooks.append(progress)
+    try:
+        return extract_flow.with_options(task_runner=runner)(config)
+    finally:
+        if progress:
+            _progress_hooks.remove(progress)
+
+
+def plan_summary(plans: list[SetPlan]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in asdict(p).items() if k != "batches"} | {"batches": len(p.batches)} for p in plans]

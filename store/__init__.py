@@ -1,0 +1,17 @@
+"""The emoflow feature store: layout, schemas, fingerprints, commit protocol, readers, views."""
+
+from store.errors import EmoflowError, StoreConflictError, StoreError
+from store.featurestore import ClipFeatures, FeatureSet, FeatureStore
+from store.views import AlignedView, open_view, write_view
+
+__all__ = [
+    "AlignedView",
+    "ClipFeatures",
+    "EmoflowError",
+    "FeatureSet",
+    "FeatureStore",
+    "StoreConflictError",
+    "StoreError",
+    "open_view",
+    "write_view",
+]

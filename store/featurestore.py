@@ -1,0 +1,328 @@
+"""The feature store: a directory (or fsspec URL) of Parquet tables and Zarr v3 feature shards.
+
+Commit protocol: a batch writes its shard under a fresh id, then its index part. Readers trust only
+clips listed in index parts, so a crash leaves at most an orphan shard (``vacuum`` removes it),
+never a half-visible clip. Every writer owns its shard, so concurrent writers need no locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import zarr
+from zarr.codecs import BloscCodec
+
+from store import schema
+from store.errors import StoreConflictError, StoreError
+from store.fs import StoreFS
+
+FORMAT = "emoflow-store"
+FORMAT_VERSION = 1
+ROWS_PER_CHUNK = 2048
+_COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """Sortable unique id: UTC time then randomness."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:10]}"
+
+
+class FeatureLike(Protocol):
+    """What a committed clip needs (``features.base.FeatureResult`` satisfies it)."""
+
+    values: np.ndarray
+    times: np.ndarray
+    extras: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    absent: str | None
+
+
+@dataclass
+class ClipFeatures:
+    """One clip read back from a feature set."""
+
+    clip_id: str
+    values: np.ndarray
+    times: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    absent: str | None = None
+    fingerprint: str = ""
+
+
+def checksum(values: np.ndarray, times: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(values).tobytes())
+    h.update(np.ascontiguousarray(times).tobytes())
+    return h.hexdigest()
+
+
+class FeatureStore:
+    """Entry point: ``FeatureStore.open(url, create=True)``."""
+
+    def __init__(self, fs: StoreFS) -> None:
+        self.fs = fs
+
+    @property
+    def url(self) -> str:
+        return self.fs.url
+
+    @classmethod
+    def open(cls, url: str | os.PathLike[str], create: bool = False) -> FeatureStore:
+        fs = StoreFS(url)
+        if fs.exists("store.json"):
+            meta = json.loads(fs.read_bytes("store.json"))
+            if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+                raise StoreError(f"{fs.url}: not an emoflow store of format version {FORMAT_VERSION}: {meta}")
+        elif create:
+            fs.write_bytes_atomic(
+                "store.json",
+                json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "created": now_utc().isoformat()}).encode(),
+            )
+        else:
+            raise StoreError(f"{fs.url}: no emoflow store here (store.json missing); run `emoflow ingest` first")
+        return cls(fs)
+
+    # -- clip table ------------------------------------------------------------------------
+    def write_clips(self, table: pa.Table) -> None:
+        self.fs.write_parquet("clips.parquet", table.select(schema.CLIPS.names).cast(schema.CLIPS))
+
+    def clips(self) -> pa.Table:
+        if not self.fs.exists("clips.parquet"):
+            return schema.CLIPS.empty_table()
+        return self.fs.read_parquet("clips.parquet").cast(schema.CLIPS)
+
+    def write_rejects(self, table: pa.Table) -> None:
+        self.fs.write_parquet("rejects.parquet", table.cast(schema.REJECTS))
+
+    def rejects(self) -> pa.Table:
+        if not self.fs.exists("rejects.parquet"):
+            return schema.REJECTS.empty_table()
+        return self.fs.read_parquet("rejects.parquet")
+
+    # -- feature sets ----------------------------------------------------------------------
+    def feature_set_names(self) -> list[str]:
+        return [n for n in self.fs.ls("features") if self.fs.exists(f"features/{n}/zarr.json")]
+
+    def feature_set(self, name: str) -> FeatureSet:
+        if not self.fs.exists(f"features/{name}/zarr.json"):
+            known = ", ".join(self.feature_set_names()) or "none"
+            raise StoreError(f"{self.url}: no feature set {name!r} (known: {known})")
+        return FeatureSet(self, name)
+
+    def ensure_feature_set(self, name: str, attrs: dict[str, Any]) -> FeatureSet:
+        """Create the set's group with ``attrs`` or check that an existing one has the same identity."""
+        rel = f"features/{name}"
+        if self.fs.exists(f"{rel}/zarr.json"):
+            existing = dict(self.fs.open_group(rel).attrs)
+            if existing.get("identity") != attrs.get("identity"):
+                raise StoreConflictError(
+                    f"feature set {name!r} in {self.url} was written by a different extractor identity; "
+                    "refusing to mix features"
+                )
+        else:
+            group = zarr.open_group(self.fs.zarr_store(rel), mode="a", zarr_format=3)
+            group.attrs.update(attrs)
+        return FeatureSet(self, name)
+
+    def sets_for(self, extractor: str) -> list[FeatureSet]:
+        """All feature sets written by extractor ``extractor``, newest first."""
+        sets = [self.feature_set(n) for n in self.feature_set_names()]
+        sets = [s for s in sets if s.attrs.get("extractor") == extractor]
+        return sorted(sets, key=lambda s: s.attrs.get("created", ""), reverse=True)
+
+    # -- failures and runs -----------------------------------------------------------------
+    def record_failures(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=schema.FAILURES)
+            self.fs.write_parquet(f"status/{new_id()}.parquet", table)
+
+    def failures(self, active_only: bool = True) -> pa.Table:
+        """Failure rows; ``active_only`` drops those whose (set, fingerprint) has since committed."""
+        table = self.fs.read_parquet_dir("status", schema.FAILURES)
+        if not active_only or table.num_rows == 0:
+            return table
+        keep = np.ones(table.num_rows, bool)
+        sets = table.column("feature_set").to_pylist()
+        fps = table.column("fingerprint").to_pylist()
+        committed: dict[str, set[str]] = {}
+        for i, (s, fp) in enumerate(zip(sets, fps)):
+            if s not in committed:
+                committed[s] = self.feature_set(s).committed_fingerprints() if s in self.feature_set_names() else set()
+            keep[i] = fp not in committed[s]
+        return table.filter(pa.array(keep))
+
+    def record_run(self, row: dict[str, Any]) -> None:
+        self.fs.write_parquet(f"runs/{new_id()}.parquet", pa.Table.from_pylist([row], schema=schema.RUNS))
+
+    def runs(self) -> pa.Table:
+        return self.fs.read_parquet_dir("runs", schema.RUNS)
+
+    # -- listings --------------------------------------------------------------------------
+    def view_names(self) -> list[str]:
+        return [n for n in self.fs.ls("aligned") if self.fs.exists(f"aligned/{n}/view.json")]
+
+    def report_names(self) -> list[str]:
+        return [n for n in self.fs.ls("reports") if not n.startswith(".")]
+
+
+class FeatureSet:
+    """One extractor identity's features: Zarr shards plus Parquet index parts."""
+
+    def __init__(self, store: FeatureStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.rel = f"features/{name}"
+        self._index: pa.Table | None = None
+        self._positions: dict[str, int] | None = None
+        self._shards: dict[str, zarr.Group] = {}
+
+    @property
+    def fs(self) -> StoreFS:
+        return self.store.fs
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.fs.open_group(self.rel).attrs)
+
+    # -- writing ---------------------------------------------------------------------------
+    def commit(self, items: Iterable[tuple[str, str, FeatureLike, float]]) -> str | None:
+        """Commit ``(clip_id, fingerprint, features, media_seconds)`` items as one shard + index part.
+
+        Returns the shard id, or None when ``items`` is empty.
+        """
+        items = list(items)
+        if not items:
+            return None
+        shard = new_id()
+        rows, offset = [], 0
+        values, times = [], []
+        extras: dict[str, list[np.ndarray]] = {}
+        for clip_id, fp, feat, seconds in items:
+            v = np.asarray(feat.values, np.float32)
+            t = np.asarray(feat.times, np.float64)
+            if v.ndim != 2 or t.shape != (v.shape[0], 2):
+                raise StoreError(f"clip {clip_id!r}: values {v.shape} and times {t.shape} do not match")
+            values.append(v)
+            times.append(t)
+            for k, arr in feat.extras.items():
+                extras.setdefault(k, []).append(np.asarray(arr))
+            rows.append(
+                {
+                    "clip_id": clip_id,
+                    "shard": shard,
+                    "offset": offset,
+                    "length": v.shape[0],
+                    "fingerprint": fp,
+                    "checksum": checksum(v, t),
+                    "absent": feat.absent,
+                    "meta": json.dumps(feat.meta, sort_keys=True, default=str),
+                    "duration": float(seconds),
+                    "committed_at": now_utc(),
+                }
+            )
+            offset += v.shape[0]
+        dims = {v.shape[1] for v in values}
+        if len(dims) != 1:
+            raise StoreError(f"feature set {self.name}: clips of one batch have different dims {sorted(dims)}")
+        self._write_shard(shard, np.concatenate(values), np.concatenate(times), extras, offset)
+        self._write_index(shard, pa.Table.from_pylist(rows, schema=schema.INDEX))
+        return shard
+
+    def _write_shard(
+        self, shard: str, values: np.ndarray, times: np.ndarray, extras: dict[str, list[np.ndarray]], n: int
+    ) -> None:
+        try:
+            group = zarr.open_group(self.fs.zarr_store(f"{self.rel}/shards/{shard}"), mode="w", zarr_format=3)
+            self._write_array(group, "values", values, ("row", "dim"))
+            self._write_array(group, "times", times, ("row", "bound"))
+            for name, parts in extras.items():
+                arr = np.concatenate(parts) if parts else np.zeros((0,))
+                if arr.shape[0] != n:
+                    raise StoreError(f"feature set {self.name}: extra {name!r} has {arr.shape[0]} rows, not {n}")
+                self._write_array(group, f"extra_{name}", arr, None)
+        except OSError as exc:
+            raise StoreError(f"cannot write shard {self.fs.path(self.rel, 'shards', shard)}: {exc}") from exc
+
+    @staticmethod
+    def _write_array(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...] | None) -> None:
+        chunks = (max(1, min(ROWS_PER_CHUNK, data.shape[0])), *data.shape[1:])
+        arr = group.create_array(
+            name, shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=_COMPRESSORS, dimension_names=dims
+        )
+        if data.size:
+            arr[...] = data
+
+    def _write_index(self, shard: str, table: pa.Table) -> None:
+        self.fs.write_parquet(f"{self.rel}/index/{shard}.parquet", table)
+        self._index = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def index_parts(self) -> pa.Table:
+        """Every committed index row, including superseded ones."""
+        return self.fs.read_parquet_dir(f"{self.rel}/index", schema.INDEX)
+
+    def index(self) -> pa.Table:
+        """The latest committed row per clip (loaded once per FeatureSet object)."""
+        if self._index is None:
+            parts = self.index_parts()
+            if parts.num_rows:
+                order = pc.sort_indices(parts, [("committed_at", "descending"), ("shard", "descending")])
+                parts = parts.take(order)
+                _, first = np.unique(np.asarray(parts.column("clip_id").to_pylist(), dtype=object), return_index=True)
+                parts = parts.take(pa.array(np.sort(first)))
+            self._index = parts
+            self._positions = {c: i for i, c in enumerate(parts.column("clip_id").to_pylist())}
+        return self._index
+
+    def committed_fingerprints(self) -> set[str]:
+        return set(self.index_parts().column("fingerprint").to_pylist())
+
+    def _shard(self, shard: str) -> zarr.Group:
+        if shard not in self._shards:
+            self._shards[shard] = self.fs.open_group(f"{self.rel}/shards/{shard}")
+        return self._shards[shard]
+
+    def read(self, clip_id: str) -> ClipFeatures:
+        index = self.index()
+        assert self._positions is not None
+        if clip_id not in self._positions:
+            raise StoreError(f"feature set {self.name}: clip {clip_id!r} is not committed")
+        row = index.slice(self._positions[clip_id], 1).to_pylist()[0]
+        return self._read_row(row)
+
+    def read_many(self, clip_ids: Iterable[str]) -> list[ClipFeatures]:
+        return [self.read(c) for c in clip_ids]
+
+    def _read_row(self, row: dict[str, Any]) -> ClipFeatures:
+        group = self._shard(row["shard"])
+        sl = slice(row["offset"], row["offset"] + row["length"])
+        extras = {k[len("extra_"):]: group[k][sl] for k in group.array_keys() if k.startswith("extra_")}
+        return ClipFeatures(
+            clip_id=row["clip_id"],
+            values=group["values"][sl],
+            times=group["times"][sl],
+            extras=extras,
+            meta=json.loads(row["meta"] or "{}"),
+            absent=row["absent"],
+            fingerprint=row["fingerprint"],
+        )
+
+    def iter_rows(self) -> Iterable[tuple[dict[str, Any], ClipFeatures]]:
+        """Every latest index row with its features, shard by shard (for verify and stats)."""
+        for row in self.index().to_pylist():
+            yield row, self._read_row(row)

@@ -1,0 +1,95 @@
+"""Filesystem access through fsspec, so a store is a local directory or any fsspec URL."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+from zarr.storage import FsspecStore, LocalStore
+
+from store.errors import StoreError
+
+
+class StoreFS:
+    """A root URL plus the fsspec filesystem that serves it; paths are relative to the root."""
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        url = os.fspath(url)
+        fs, root = fsspec.core.url_to_fs(url)
+        self.fs: fsspec.AbstractFileSystem = fs
+        self.root = root.rstrip("/") or "/"
+        self.is_local = isinstance(fs, LocalFileSystem)
+        self.url = os.path.abspath(url) if self.is_local else url.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def ls(self, rel: str) -> list[str]:
+        """Names (not paths) directly under ``rel``; empty when it does not exist."""
+        p = self.path(rel)
+        if not self.fs.exists(p):
+            return []
+        return sorted(os.path.basename(x.rstrip("/")) for x in self.fs.ls(p, detail=False))
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.makedirs(self.path(rel), exist_ok=True)
+
+    def write_bytes_atomic(self, rel: str, data: bytes) -> None:
+        """Write then rename (local) or a single PUT (object stores): readers never see half a file."""
+        target = self.path(rel)
+        parent = os.path.dirname(target)
+        try:
+            self.fs.makedirs(parent, exist_ok=True)
+            if self.is_local:
+                tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(target)}"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            else:
+                self.fs.pipe_file(target, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes_atomic(rel, buf.getvalue())
+
+    def read_parquet(self, rel: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+    def read_parquet_dir(self, rel: str, schema: pa.Schema) -> pa.Table:
+        """Concatenate every ``*.parquet`` directly under ``rel`` (temp files are skipped)."""
+        names = [n for n in self.ls(rel) if n.endswith(".parquet") and not n.startswith(".")]
+        tables = [self.read_parquet(f"{rel}/{n}") for n in names]
+        if not tables:
+            return schema.empty_table()
+        return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+
+    def rm(self, rel: str, recursive: bool = True) -> None:
+        p = self.path(rel)
+        if self.fs.exists(p):
+            self.fs.rm(p, recursive=recursive)
+
+    def zarr_store(self, rel: str, read_only: bool = False) -> Any:
+        if self.is_local:
+            return LocalStore(self.path(rel), read_only=read_only)
+        return FsspecStore.from_url(f"{self.url}/{rel.strip('/')}", read_only=read_only)
+
+    def open_group(self, rel: str, mode: str = "r") -> zarr.Group:
+        return zarr.open_group(self.zarr_store(rel, read_only=mode == "r"), mode=mode, zarr_format=3)

@@ -1,0 +1,82 @@
+"""Arrow schemas of the store's tables (one place, so writers and readers cannot drift)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+WORD = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
+
+CLIPS = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("video_id", pa.string()),
+        ("media_uri", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("duration", pa.float64()),
+        ("text", pa.string()),
+        ("words", pa.list_(WORD)),
+        ("label", pa.float64()),
+        ("label_T", pa.float64()),
+        ("label_A", pa.float64()),
+        ("label_V", pa.float64()),
+        ("split", pa.string()),
+        ("has_video", pa.bool_()),
+        ("has_audio", pa.bool_()),
+        ("media_fingerprint", pa.string()),
+        ("clip_fingerprint", pa.string()),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        ("source", pa.string()),  # manifest file and row, e.g. "manifest.csv:12"
+        ("clip_id", pa.string()),
+        ("reason", pa.string()),  # short stable code, e.g. "missing_file"
+        ("message", pa.string()),
+    ]
+)
+
+INDEX = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+        ("fingerprint", pa.string()),
+        ("checksum", pa.string()),
+        ("absent", pa.string()),  # reason a modality is missing, null when present
+        ("meta", pa.string()),  # JSON provenance (streams chosen, sample rate, ...)
+        ("duration", pa.float64()),  # media seconds covered, for throughput figures
+        ("committed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+FAILURES = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("feature_set", pa.string()),
+        ("extractor", pa.string()),
+        ("fingerprint", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("transient", pa.bool_()),
+        ("run_id", pa.string()),
+        ("time", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("feature_set", pa.string()),
+        ("extractor", pa.string()),
+        ("clips_done", pa.int64()),
+        ("clips_skipped", pa.int64()),
+        ("clips_failed", pa.int64()),
+        ("media_seconds", pa.float64()),
+        ("wall_seconds", pa.float64()),
+        ("time", pa.timestamp("us", tz="UTC")),
+    ]
+)

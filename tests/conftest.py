@@ -1,0 +1,35 @@
+"""Shared fixtures: the generated sample dataset (session-wide) and the shared real-data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Media-fingerprint cache per test session, never the user's."""
+    os.environ["EMOFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("emoflow-cache"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory):  # -> features.synth.GeneratedDataset
+    """12 generated clips in the manifest layout, shared by every test that only reads them."""
+    from features.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("demo-data"), n_clips=12, seed=7, layout="manifest")

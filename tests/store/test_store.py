@@ -1,0 +1,181 @@
+"""The store: commit/read round trips on local and fsspec URLs, fingerprints, verify, vacuum."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.base import FeatureResult
+from store import FeatureStore, StoreConflictError, StoreError
+from store.fingerprint import clip_fingerprint, feature_fingerprint, hash_obj, media_fingerprint
+from store.verify import orphan_shards, vacuum, verify
+
+
+def _result(rows: int, dim: int = 4, seed: int = 0) -> FeatureResult:
+    rng = np.random.default_rng(seed)
+    times = np.stack([np.arange(rows) * 0.1, np.arange(rows) * 0.1 + 0.1], axis=1)
+    return FeatureResult(
+        values=rng.normal(size=(rows, dim)).astype(np.float32),
+        times=times,
+        extras={"word_index": np.arange(rows, dtype=np.int32)},
+        meta={"stream": 1},
+    )
+
+
+@pytest.mark.parametrize("url", ["local", "memory://emoflow-test-store"])
+def test_commit_then_read_returns_identical_arrays_on_local_and_fsspec_stores(tmp_path: Path, url: str) -> None:
+    store = FeatureStore.open(tmp_path / "s" if url == "local" else url, create=True)
+    fset = store.ensure_feature_set("audio.mfcc-1234", {"identity": {"a": 1}, "dim": 4, "extractor": "audio.mfcc"})
+    a, b = _result(7, seed=1), _result(3, seed=2)
+    fset.commit([("a", "fp-a", a, 1.5), ("b", "fp-b", b, 0.5)])
+    fset.commit([("c", "fp-c", FeatureResult.empty(4, "no audio stream"), 2.0)])
+
+    reread = FeatureStore.open(store.url).feature_set("audio.mfcc-1234")
+    got = reread.read("a")
+    np.testing.assert_array_equal(got.values, a.values)
+    np.testing.assert_array_equal(got.times, a.times)
+    np.testing.assert_array_equal(got.extras["word_index"], np.arange(7))
+    assert got.meta == {"stream": 1} and got.fingerprint == "fp-a"
+    np.testing.assert_array_equal(reread.read("b").values, b.values)
+    c = reread.read("c")
+    assert c.absent == "no audio stream" and c.values.shape == (0, 4)
+    assert reread.committed_fingerprints() == {"fp-a", "fp-b", "fp-c"}
+    assert verify(reread.store) == []
+
+
+def test_recommitting_a_clip_supersedes_the_old_row_for_readers(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1})
+    fset.commit([("a", "old", _result(2, seed=1), 1.0)])
+    new = _result(5, seed=2)
+    fset.commit([("a", "new", new, 1.0)])
+    fresh = store.feature_set("x-1")
+    assert fresh.index().num_rows == 1
+    np.testing.assert_array_equal(fresh.read("a").values, new.values)
+
+
+def test_feature_set_refuses_a_different_extractor_identity(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    store.ensure_feature_set("x-1", {"identity": {"config": 1}})
+    with pytest.raises(StoreConflictError, match="refusing to mix"):
+        store.ensure_feature_set("x-1", {"identity": {"config": 2}})
+
+
+def test_opening_a_missing_store_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no emoflow store here"):
+        FeatureStore.open(tmp_path / "nothing")
+
+
+def test_unwritable_index_path_raises_a_store_error_naming_it_and_commits_nothing(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path / "s", create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1})
+    (tmp_path / "s" / "features" / "x-1" / "index").write_text("not a directory")  # works even as root
+    with pytest.raises(StoreError, match=r"cannot write .*features/x-1/index/"):
+        fset.commit([("a", "fp", _result(2), 1.0)])
+    (tmp_path / "s" / "features" / "x-1" / "index").unlink()
+    assert store.feature_set("x-1").index().num_rows == 0
+
+
+# -- fingerprints ----------------------------------------------------------------------------
+CLIP = {"clip_id": "c1", "media_fingerprint": "m" * 64, "start": 1.0, "end": 4.0, "duration": 3.0,
+        "text": "a fine film", "words": None, "label": 1.2, "split": "train"}
+IDENTITY = {"name": "audio.mfcc", "version": "1", "config": {"n_mfcc": 40}, "model": {}}
+
+
+def test_fingerprints_are_stable_across_processes() -> None:
+    code = ("from store.fingerprint import feature_fingerprint, clip_fingerprint;"
+            f"print(feature_fingerprint({CLIP!r}, 'audio', {IDENTITY!r}), clip_fingerprint({CLIP!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [feature_fingerprint(CLIP, "audio", IDENTITY), clip_fingerprint(CLIP)]
+
+
+@pytest.mark.parametrize(
+    ("modality", "change", "changes"),
+    [
+        ("audio", {"media_fingerprint": "n" * 64}, True),
+        ("audio", {"start": 1.5}, True),
+        ("audio", {"end": 3.5}, True),
+        ("audio", {"text": "an awful film"}, False),  # audio does not read the transcript
+        ("vision", {"media_fingerprint": "n" * 64}, True),
+        ("text", {"text": "an awful film"}, True),
+        ("text", {"words": [{"word": "a", "start": 0.0, "end": 0.2}]}, True),
+        ("text", {"media_fingerprint": "n" * 64}, False),  # text does not read the media
+        ("text", {"label": -2.0}, False),  # labels never change features
+    ],
+)
+def test_feature_fingerprint_changes_exactly_with_the_inputs_its_modality_reads(modality: str, change: dict, changes: bool) -> None:
+    before = feature_fingerprint(CLIP, modality, IDENTITY)
+    assert (feature_fingerprint({**CLIP, **change}, modality, IDENTITY) != before) is changes
+
+
+def test_feature_fingerprint_changes_with_extractor_config_and_version() -> None:
+    base = feature_fingerprint(CLIP, "audio", IDENTITY)
+    assert feature_fingerprint(CLIP, "audio", {**IDENTITY, "config": {"n_mfcc": 20}}) != base
+    assert feature_fingerprint(CLIP, "audio", {**IDENTITY, "version": "2"}) != base
+    assert hash_obj({"b": 1, "a": 2.0000000001}) == hash_obj({"a": 2.0, "b": 1})  # canonical
+
+
+def test_media_fingerprint_is_a_content_hash_that_follows_changes(tmp_path: Path) -> None:
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"hello")
+    first = media_fingerprint(f)
+    assert media_fingerprint(f) == first
+    g = tmp_path / "copy.bin"
+    g.write_bytes(b"hello")
+    assert media_fingerprint(g) == first  # content, not path
+    f.write_bytes(b"hellO")
+    os.utime(f, ns=(1, 1))
+    assert media_fingerprint(f) != first
+
+
+def test_clip_fingerprint_changes_with_label_and_split() -> None:
+    assert clip_fingerprint({**CLIP, "label": 0.0}) != clip_fingerprint(CLIP)
+    assert clip_fingerprint({**CLIP, "split": "test"}) != clip_fingerprint(CLIP)
+
+
+# -- verify and vacuum ---------------------------------------------------------------------
+def test_verify_reports_a_corrupted_shard_per_clip(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
+    shard = fset.commit([("a", "fa", _result(6, seed=3), 1.0), ("b", "fb", _result(4, seed=4), 1.0)])
+    chunk_dir = tmp_path / "features" / "x-1" / "shards" / shard / "values" / "c"
+    chunk = next(p for p in chunk_dir.rglob("*") if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # a torn write
+    problems = verify(store)
+    assert {p.clip_id for p in problems} == {"a", "b"}
+    assert all(p.feature_set == "x-1" and ("unreadable" in p.problem or "checksum" in p.problem) for p in problems)
+
+
+def test_verify_catches_a_shard_overwritten_with_other_values(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
+    shard = fset.commit([("a", "fa", _result(6, seed=3), 1.0), ("b", "fb", _result(4, seed=4), 1.0)])
+    import zarr
+
+    arr = zarr.open_array(tmp_path / "features" / "x-1" / "shards" / shard / "values", mode="r+")
+    arr[7, 0] = 42.0  # a row of clip b
+    assert [(p.clip_id, p.problem.split(" (")[0]) for p in verify(store)] == [("b", "checksum mismatch")]
+
+
+def test_verify_reports_non_finite_values(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    bad = _result(3)
+    bad.values[1, 2] = np.nan
+    store.ensure_feature_set("x-1", {"identity": 1}).commit([("a", "fa", bad, 1.0), ("b", "fb", _result(2), 1.0)])
+    assert [(p.clip_id, p.problem) for p in verify(store)] == [("a", "non-finite values")]
+
+
+def test_vacuum_removes_orphans_but_spares_recent_ones_and_committed_shards(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1})
+    kept = fset.commit([("a", "fa", _result(2), 1.0)])
+    fset._write_shard("orphan-1", np.zeros((2, 4), np.float32), np.zeros((2, 2)), {}, 2)
+    assert orphan_shards(store, grace_seconds=3600) == []  # a writer may still be busy with it
+    assert vacuum(store, grace_seconds=0) == [("x-1", "orphan-1")]
+    assert os.listdir(tmp_path / "features" / "x-1" / "shards") == [kept]
+    assert verify(store) == []

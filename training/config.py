@@ -1,0 +1,152 @@
+"""Training configuration: every hyper-parameter of the MCMF+SLGM spec (docs: model-spec.md).
+
+One strict pydantic model so a run directory can store the fully resolved config and a YAML file
+with a typo fails loudly instead of silently training something else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Modality = Literal["text", "audio", "vision"]
+ALL_MODALITIES: tuple[Modality, ...] = ("text", "audio", "vision")
+#: store modality name -> the spec's short name (l = language, a = acoustic, v = visual)
+SHORT: dict[str, str] = {"text": "l", "audio": "a", "vision": "v"}
+
+#: the hyper-parameter search space of spec §7 (field name -> candidate values)
+SEARCH_SPACE: dict[str, tuple[float | int, ...]] = {
+    "k": (32, 64),
+    "heads": (4, 8),
+    "lgt_layers": (1, 2, 3, 4),
+    "glimpses": (1, 4, 8),
+    "d_f": (8, 16, 32),
+    "head_dropout_m": (0.0, 0.2, 0.5),
+    "lr_other": (5e-4, 1e-3, 2e-3),
+    "attn_dropout": (0.0, 0.1, 0.2),
+}
+
+
+class ExpectedView(BaseModel):
+    """What the config expects of the aligned view it trains on; ``None`` accepts whatever the view has."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fingerprint: str | None = None
+    modalities: list[Modality] | None = None
+    dims: dict[Modality, int] | None = None
+
+
+class TrainConfig(BaseModel):
+    """All settings of one training run (defaults = spec §2, §3, §6 for CMU-MOSI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- architecture (§2-§3) ---
+    k: int = Field(64, gt=0, description="model width")
+    heads: int = Field(8, gt=0, description="attention heads h (must divide k)")
+    lgt_layers: int = Field(2, ge=1, description="L_lgt, layers per LGT branch")
+    glimpses: int = Field(4, ge=1, description="G, SM glimpse vectors")
+    d_f: int = Field(16, gt=0, description="UFF projection width; F_m has (d_f+1)^3 entries")
+    text_dropout: float = Field(0.1, ge=0, lt=1, description="dropout on X_l before W_l")
+    attn_dropout: float = Field(0.1, ge=0, lt=1)
+    res_dropout: float = Field(0.1, ge=0, lt=1)
+    relu_dropout: float = Field(0.1, ge=0, lt=1)
+    av_input_norm: bool = Field(False, description="LayerNorm on audio/vision inputs before the BiLSTM")
+    text_positions: bool = Field(False, description="sinusoidal positions on E_l (word-pooled text)")
+    head_layers: Literal[2, 3] = Field(3, description="3 = Self-MM head, 2 = paper Eq. 11")
+    head_dim_m: int = Field(128, gt=0)
+    head_dim_l: int = Field(32, gt=0)
+    head_dim_a: int = Field(16, gt=0)
+    head_dim_v: int = Field(32, gt=0)
+    head_dropout_m: float | None = Field(None, ge=0, lt=1, description="None: 0.2 with fusion=uff, else 0.0")
+    head_dropout_l: float = Field(0.1, ge=0, lt=1)
+    head_dropout_a: float = Field(0.1, ge=0, lt=1)
+    head_dropout_v: float = Field(0.0, ge=0, lt=1)
+
+    # --- ablation switches (§10) ---
+    use_lgt: bool = True
+    use_sm: bool = True
+    fusion: Literal["uff", "concat", "sum"] = "uff"
+    use_slgm: bool = True
+    distance: Literal["l2", "bhattacharyya"] = "l2"
+    label_momentum: Literal["selfmm", "paper3"] = "selfmm"
+    unimodal_input: Literal["lgt", "encoder"] = "lgt"
+    modalities: list[Modality] = Field(default_factory=lambda: list(ALL_MODALITIES))
+
+    # --- SLGM (§4) ---
+    label_clip: float = Field(3.0, gt=0, description="H: generated labels are clipped to [-H, H]")
+    exclude_zero: bool = Field(True, description="zero labels belong to neither class centre")
+
+    # --- text encoder (§6) ---
+    text_mode: Literal["finetune", "frozen"] = "finetune"
+    text_model_path: str | None = Field(None, description="local HF folder; None: the view's text_model_path")
+
+    # --- optimisation (§6) ---
+    lr_text: float = Field(5e-5, gt=0)
+    lr_av: float = Field(5e-3, gt=0)
+    lr_other: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = Field(16, gt=0)
+    accumulate: int = Field(4, ge=1, description="batches per optimizer step")
+    grad_clip: float | None = Field(0.8, gt=0, description="global grad-norm clip; None = off")
+    patience: int = Field(8, ge=1, description="epochs without valid L_m improvement before stopping")
+    min_delta: float = Field(1e-6, ge=0, description="improvement threshold on valid L_m")
+    max_epochs: int | None = Field(60, ge=1, description="hard cap; None = until early stop")
+
+    # --- reproducibility / runtime ---
+    seed: int = 1111
+    seeds: list[int] = Field(default_factory=lambda: [1111, 1112, 1113, 1114, 1115])
+    deterministic: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (spawned, see training.data)")
+    cache_mb: int = Field(1024, ge=0, description="per-process cache of decompressed view blocks")
+
+    view: ExpectedView = Field(default_factory=ExpectedView)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.k % self.heads:
+            raise ValueError(f"heads={self.heads} must divide k={self.k}")
+        if self.k % 2:
+            raise ValueError(f"k={self.k} must be even (BiLSTM uses k/2 per direction)")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities has duplicates: {self.modalities}")
+        if len(self.modalities) not in (1, 3):
+            raise ValueError(
+                f"modalities={self.modalities}: use all three or exactly one (single-modality ablation)"
+            )
+        if self.single_modality is not None and self.use_slgm:
+            raise ValueError("a single-modality run has no unimodal tasks: set use_slgm=false")
+        if self.head_dropout_m is None:
+            self.head_dropout_m = 0.2 if self.fusion == "uff" else 0.0
+        return self
+
+    @property
+    def single_modality(self) -> str | None:
+        """The short name (l/a/v) of the only modality of a single-modality ablation, else None."""
+        return SHORT[self.modalities[0]] if len(self.modalities) == 1 else None
+
+    @property
+    def short_modalities(self) -> tuple[str, ...]:
+        """Modalities in l, a, v order (short names)."""
+        return tuple(SHORT[m] for m in ALL_MODALITIES if m in self.modalities)
+
+    def head_dim(self, task: str) -> int:
+        return {"m": self.head_dim_m, "l": self.head_dim_l, "a": self.head_dim_a, "v": self.head_dim_v}[task]
+
+    def head_dropout(self, task: str) -> float:
+        p = {"m": self.head_dropout_m, "l": self.head_dropout_l, "a": self.head_dropout_a, "v": self.head_dropout_v}
+        return float(p[task])  # type: ignore[arg-type]  # head_dropout_m is resolved by _check
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` = CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an error."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch sees no CUDA GPU")
+    return torch.device(setting)

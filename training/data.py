@@ -1,0 +1,280 @@
+"""Batches for the model: a lazy Dataset over an aligned view, padding collate, loaders.
+
+Zarr 3 drives I/O from a background event-loop thread, and a fork after the parent has read
+anything can deadlock DataLoader workers (conventions §2.9). So the dataset holds only the store
+URL, the view name and row numbers; each process opens the arrays on its first item, and worker
+processes are spawned, never forked. Views are chunked by many rows, so reading one clip would
+decompress a whole chunk: each process keeps recently read row blocks in a bounded LRU cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from store.errors import ConfigError
+from store.views import AlignedView, open_view
+from training.config import SHORT, TrainConfig
+from training.model import ModalityInput
+
+STD_FLOOR = 1e-6  # a constant feature dimension is left unscaled instead of divided by ~0
+
+
+@dataclass
+class ClipItem:
+    """One clip as the dataset returns it: unpadded per-modality values keyed by l/a/v."""
+
+    clip_id: str
+    label: float
+    index: int  # position among the train clips (SLGM banks); -1 outside the train split
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # [len, D], len may be 0
+    input_ids: np.ndarray | None = None  # [T] text token ids (finetune mode)
+    attention_mask: np.ndarray | None = None  # [T]
+
+
+@dataclass
+class Batch:
+    """A padded batch: model inputs, labels y_m [B], train indices [B] and clip ids."""
+
+    inputs: dict[str, ModalityInput]
+    label: Tensor
+    index: Tensor
+    clip_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            inputs={u: x.to(device) for u, x in self.inputs.items()},
+            label=self.label.to(device),
+            index=self.index,
+            clip_ids=self.clip_ids,
+        )
+
+
+class Collator:
+    """Pads each modality to the batch's longest clip and z-normalises audio/vision.
+
+    ``stats`` maps a/v to the view's train-split (mean, std); text is used as is. NaN/±inf
+    features become 0 before normalisation; a missing modality gets one zero step so every
+    mask has at least one real step (attention over no keys is undefined).
+    """
+
+    def __init__(self, stats: dict[str, tuple[np.ndarray, np.ndarray]], finetune_text: bool) -> None:
+        self.stats = {
+            u: (np.nan_to_num(m).astype(np.float32), np.where(np.nan_to_num(s) > STD_FLOOR, s, 1.0).astype(np.float32))
+            for u, (m, s) in stats.items()
+        }
+        self.finetune_text = finetune_text
+
+    def __call__(self, items: list[ClipItem]) -> Batch:
+        modalities = list(items[0].values)
+        if self.finetune_text and items[0].input_ids is not None:
+            modalities.append("l")
+        inputs = {}
+        for u in modalities:
+            if u == "l" and self.finetune_text:
+                inputs[u] = self._tokens(items)
+            else:
+                inputs[u] = self._values(u, [it.values[u] for it in items])
+        return Batch(
+            inputs=inputs,
+            label=torch.tensor([it.label for it in items], dtype=torch.float32),
+            index=torch.tensor([it.index for it in items], dtype=torch.int64),
+            clip_ids=[it.clip_id for it in items],
+        )
+
+    def _values(self, u: str, seqs: list[np.ndarray]) -> ModalityInput:
+        lengths = [max(len(s), 1) for s in seqs]
+        out = np.zeros((len(seqs), max(lengths), seqs[0].shape[-1]), dtype=np.float32)
+        mask = np.zeros(out.shape[:2], dtype=bool)
+        for i, (s, n) in enumerate(zip(seqs, lengths)):
+            mask[i, :n] = True
+            if len(s) == 0:
+                continue
+            x = np.asarray(s, dtype=np.float32)
+            if u in self.stats:
+                mean, std = self.stats[u]
+                x = (np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) - mean) / std
+            out[i, : len(s)] = x
+        return ModalityInput(
+            mask=torch.from_numpy(mask), lengths=torch.tensor(lengths, dtype=torch.int64), values=torch.from_numpy(out)
+        )
+
+    @staticmethod
+    def _tokens(items: list[ClipItem]) -> ModalityInput:
+        width = max(max(len(it.input_ids), 1) for it in items if it.input_ids is not None)
+        ids = np.zeros((len(items), width), dtype=np.int64)
+        mask = np.zeros((len(items), width), dtype=bool)
+        for i, it in enumerate(items):
+            assert it.input_ids is not None and it.attention_mask is not None
+            ids[i, : len(it.input_ids)] = it.input_ids
+            mask[i, : len(it.attention_mask)] = it.attention_mask.astype(bool)
+            mask[i, 0] |= not mask[i].any()  # empty transcript: one step so attention is defined
+        m = torch.from_numpy(mask)
+        return ModalityInput(mask=m, lengths=m.sum(1), input_ids=torch.from_numpy(ids))
+
+
+class _BlockCache:
+    """LRU cache of decompressed row blocks (one zarr chunk of rows each), bounded in bytes."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.blocks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self.size = 0
+
+    def row(self, name: str, arr: zarr.Array, row: int) -> np.ndarray:
+        step = int(arr.chunks[0])
+        key = (name, row // step)
+        block = self.blocks.get(key)
+        if block is None:
+            start = key[1] * step
+            block = np.asarray(arr[start : start + step])
+            self.blocks[key] = block
+            self.size += block.nbytes
+            while self.size > self.budget and len(self.blocks) > 1:
+                _, old = self.blocks.popitem(last=False)
+                self.size -= old.nbytes
+        else:
+            self.blocks.move_to_end(key)
+        return block[row - key[1] * step]
+
+
+class ViewDataset(Dataset[ClipItem]):
+    """The clips of one split of an aligned view, read lazily (store modality names in ``modalities``).
+
+    ``tokens``: return text token ids instead of cached text states (finetune mode).
+    """
+
+    def __init__(
+        self, view: AlignedView, split: str, modalities: Sequence[str], *, tokens: bool, cache_mb: int = 1024
+    ) -> None:
+        clips = view.clips.sort_by("row").to_pydict()
+        picked = [i for i, s in enumerate(clips["split"]) if s == split]
+        if not picked:
+            raise ConfigError(f"view {view.name!r} has no clips in split {split!r}")
+        self.url = view.fs.url
+        self.view_name = view.name
+        self.split = split
+        self.modalities = list(modalities)
+        self.tokens = tokens and "text" in self.modalities
+        self.rows = [int(clips["row"][i]) for i in picked]
+        self.clip_ids = [str(clips["clip_id"][i]) for i in picked]
+        self.labels = np.asarray([clips["label"][i] for i in picked], dtype=np.float32)
+        self.cache_bytes = cache_mb * 2**20
+        self._arrays: dict[str, zarr.Array] | None = None
+        self._cache = _BlockCache(self.cache_bytes)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Workers get the recipe, not open handles or cached blocks."""
+        state = dict(self.__dict__)
+        state["_arrays"] = None
+        state["_cache"] = _BlockCache(self.cache_bytes)
+        return state
+
+    def _open(self) -> dict[str, zarr.Array]:
+        if self._arrays is None:
+            view = open_view(self.url, self.view_name)
+            names = []
+            for m in self.modalities:
+                if m == "text" and self.tokens:
+                    names += ["text_tokens/input_ids", "text_tokens/attention_mask"]
+                else:
+                    names += [f"{m}/values", f"{m}/lengths", f"{m}/present"]
+            group = view.group()
+            self._arrays = {n: group[n] for n in names}
+        return self._arrays
+
+    def _read(self, name: str, row: int) -> np.ndarray:
+        return self._cache.row(name, self._open()[name], row)
+
+    def __getitem__(self, i: int) -> ClipItem:
+        row = self.rows[i]
+        item = ClipItem(
+            clip_id=self.clip_ids[i], label=float(self.labels[i]), index=i if self.split == "train" else -1
+        )
+        for m in self.modalities:
+            if m == "text" and self.tokens:
+                mask = self._read("text_tokens/attention_mask", row)
+                n = int(np.flatnonzero(mask)[-1]) + 1 if mask.any() else 0
+                item.input_ids = self._read("text_tokens/input_ids", row)[:n].astype(np.int64)
+                item.attention_mask = mask[:n]
+                continue
+            values = self._read(f"{m}/values", row)
+            n = int(self._read(f"{m}/lengths", row)) if bool(self._read(f"{m}/present", row)) else 0
+            item.values[SHORT[m]] = values[:n]
+        return item
+
+
+def view_dims(view: AlignedView) -> dict[str, int]:
+    """Feature size D_m of each modality of the view (store names), from the arrays themselves."""
+    group = view.group()
+    return {m: int(group[f"{m}/values"].shape[-1]) for m in view.modalities}
+
+
+def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The view's train-split (mean, std) for audio/vision, keyed by short name."""
+    group = view.group()
+    return {
+        SHORT[m]: (np.asarray(group[f"{m}/mean"][...]), np.asarray(group[f"{m}/std"][...]))
+        for m in modalities
+        if m in ("audio", "vision")
+    }
+
+
+def text_model_path(view: AlignedView, config: TrainConfig) -> str | None:
+    """The local text-model folder: the config's override, else the view's ``text_model_path`` attr."""
+    return config.text_model_path or view.attrs.get("text_model_path")
+
+
+def check_view(view: AlignedView, config: TrainConfig) -> dict[str, int]:
+    """Refuse a view that does not match the config; returns its dims (store modality names)."""
+    expected = config.view
+    problems = []
+    if expected.fingerprint is not None and expected.fingerprint != view.fingerprint:
+        problems.append(f"fingerprint is {view.fingerprint!r}, config expects {expected.fingerprint!r}")
+    if expected.modalities is not None and sorted(expected.modalities) != view.modalities:
+        problems.append(f"modalities are {view.modalities}, config expects {sorted(expected.modalities)}")
+    missing = [m for m in config.modalities if m not in view.modalities]
+    if missing:
+        problems.append(f"lacks modalities {missing} that config.modalities={config.modalities} trains on")
+    dims = view_dims(view)
+    for m, d in (expected.dims or {}).items():
+        if dims.get(m) != d:
+            problems.append(f"{m} has dim {dims.get(m)}, config expects {d}")
+    if config.text_mode == "finetune" and "text" in config.modalities:
+        if not view.has_array("text_tokens/input_ids"):
+            problems.append("has no text_tokens/input_ids, which text_mode=finetune needs (or use text_mode=frozen)")
+        if text_model_path(view, config) is None:
+            problems.append("names no text_model_path and the config sets none (needed by text_mode=finetune)")
+    if problems:
+        raise ConfigError(f"aligned view {view.name!r} does not match the training config: " + "; ".join(problems))
+    return dims
+
+
+def make_loader(dataset: Dataset[Any], collator: Collator, config: TrainConfig, *, shuffle: bool) -> DataLoader[Any]:
+    """A DataLoader with seeded shuffling; workers (if any) are spawned and persistent."""
+    extra: dict[str, Any] = {}
+    if config.num_workers > 0:
+        extra = {"multiprocessing_context": "spawn", "persistent_workers": True}
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        collate_fn=collator,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed) if shuffle else None,
+        **extra,
+    )
