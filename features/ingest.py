@@ -233,15 +233,15 @@ def detect_layout(path: Path) -> str:
 
 
 # -- validation -----------------------------------------------------------------------------
-def _resolve_media(root: Path, rel: str) -> Path:
+def _resolve_media(root: Path, rel: str, clip_id: str) -> Path:
     """Confine a manifest path to the dataset root: no absolute paths, no '..', no symlink out."""
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
-        raise Reject(PATH_ESCAPES_ROOT, f"media path {rel!r} escapes the dataset root")
+        raise Reject(PATH_ESCAPES_ROOT, f"clip {clip_id!r}: media path {rel!r} escapes the dataset root")
     full = root / p
     real = Path(os.path.realpath(full))
     if not real.is_relative_to(Path(os.path.realpath(root))):
-        raise Reject(PATH_ESCAPES_ROOT, f"media path {rel!r} resolves outside the dataset root (to {real})")
+        raise Reject(PATH_ESCAPES_ROOT, f"clip {clip_id!r}: media path {rel!r} resolves outside the dataset root")
     return full
 
 
@@ -294,7 +294,7 @@ def validate(raw: RawClip, root: Path) -> dict[str, Any]:
     media_uri = media_fp = None
     has_video = has_audio = False
     if raw.media:
-        path = _resolve_media(root, raw.media)
+        path = _resolve_media(root, raw.media, cid)
         if not path.exists():
             raise Reject(MISSING_FILE, f"clip {cid!r}: media file {raw.media!r} does not exist")
         if path.stat().st_size == 0:

@@ -288,16 +288,14 @@ def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     rather than in swscale because swscale's SIMD paths are not bit-reproducible across runs.
     """
     n, height, width = rgb.shape[:3]
-    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
-    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
-
-    def pool(c: np.ndarray) -> np.ndarray:
-        return c[:, 0::2, 0::2] + c[:, 1::2, 0::2] + c[:, 0::2, 1::2] + c[:, 1::2, 1::2]
-
-    r4, g4, b4 = pool(r), pool(g), pool(b)  # 4x the 2x2 mean
-    u = ((-38 * r4 - 74 * g4 + 112 * b4 + 512) >> 10) + 128
-    v = ((112 * r4 - 94 * g4 - 18 * b4 + 512) >> 10) + 128
-    flat = np.concatenate([y.reshape(n, -1), u.reshape(n, -1), v.reshape(n, -1)], axis=1)
+    x = rgb.astype(np.int32)  # integer maths: exact, so identical on every run and machine
+    y = (np.tensordot(x, np.array([66, 129, 25], np.int32), axes=([3], [0])) + 128 >> 8) + 16
+    quad = x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]  # 4x 2x2 mean
+    coef = np.array([[-38, 112], [-74, -94], [112, -18]], np.int32)
+    uv = ((np.tensordot(quad, coef, axes=([3], [0])) + 512) >> 10) + 128
+    flat = np.concatenate(
+        [y.reshape(n, -1), uv[..., 0].reshape(n, -1), uv[..., 1].reshape(n, -1)], axis=1
+    )
     return flat.clip(0, 255).astype(np.uint8).reshape(n, height * 3 // 2, width)
 
 

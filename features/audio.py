@@ -1,0 +1,128 @@
+"""``audio.mfcc``: librosa MFCCs of the clip's audio, decoded by PyAV to 16 kHz mono float32.
+
+Frames are not centred (``center=False``): frame ``i`` covers samples ``[i*hop, i*hop + n_fft)``, so
+its time span is exact and never reaches before the clip start; it is clipped to the clip's end.
+A clip shorter than one window is zero-padded to one frame. Silence gives finite values (librosa's
+``power_to_db`` floors the power at ``amin``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import librosa
+import numpy as np
+from pydantic import Field, model_validator
+
+from features.base import (
+    ClipFailure,
+    ClipInput,
+    Extractor,
+    ExtractorConfig,
+    FeatureResult,
+    register_extractor,
+)
+from features.media import clip_window_args, decode_audio, failure_from_exception, local_media_path
+from features.probe import probe_media
+
+log = logging.getLogger(__name__)
+
+
+class MfccConfig(ExtractorConfig):
+    """MFCC settings. Defaults: 40 coefficients over 40 mel bands, 25 ms windows (n_fft 400) with a
+    10 ms hop (160) at 16 kHz. ``deltas``: 0 (MFCC only), 1 (+Δ) or 2 (+Δ+ΔΔ), computed along time
+    with ``mode="nearest"`` so clips shorter than the delta width still work.
+    ``audio_stream``: container stream index to use (None: the highest sample rate)."""
+
+    sample_rate: int = Field(16000, ge=1000)
+    n_mfcc: int = Field(40, ge=1)
+    n_mels: int = Field(40, ge=1)
+    n_fft: int = Field(400, ge=16)
+    hop_length: int = Field(160, ge=1)
+    fmin: float = Field(0.0, ge=0.0)
+    fmax: float | None = None
+    deltas: int = Field(0, ge=0, le=2)
+    delta_width: int = Field(9, ge=3)
+    audio_stream: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MfccConfig:
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
+        if self.delta_width % 2 == 0:
+            raise ValueError(f"delta_width must be odd, got {self.delta_width}")
+        return self
+
+
+def mfcc_frames(samples: np.ndarray, cfg: MfccConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(values [frames, dim] float32, spans [frames, 2] float64)`` for mono samples at cfg.sample_rate."""
+    y = np.asarray(samples, dtype=np.float32)
+    if len(y) < cfg.n_fft:
+        y = np.pad(y, (0, cfg.n_fft - len(y)))
+    m = librosa.feature.mfcc(
+        y=y,
+        sr=cfg.sample_rate,
+        n_mfcc=cfg.n_mfcc,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.n_fft,
+        center=False,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+    )
+    parts = [m]
+    for order in range(1, cfg.deltas + 1):
+        parts.append(librosa.feature.delta(m, width=cfg.delta_width, order=order, mode="nearest"))
+    values = np.concatenate(parts, axis=0).T.astype(np.float32)
+    n = values.shape[0]
+    starts = np.arange(n, dtype=np.float64) * cfg.hop_length / cfg.sample_rate
+    spans = np.stack([starts, starts + cfg.n_fft / cfg.sample_rate], axis=1).reshape(n, 2)
+    return values, spans
+
+
+@register_extractor
+class MfccExtractor(Extractor):
+    """MFCC frames per clip; no audio stream (or no media) → a recorded absence."""
+
+    name: ClassVar[str] = "audio.mfcc"
+    version: ClassVar[str] = "1"
+    modality: ClassVar[str] = "audio"
+    config_cls: ClassVar[type[ExtractorConfig]] = MfccConfig
+    config: MfccConfig
+
+    @property
+    def dim(self) -> int:
+        return self.config.n_mfcc * (1 + self.config.deltas)
+
+    def model_identity(self) -> dict[str, Any]:
+        return {"librosa": librosa.__version__}
+
+    def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
+        return [self._one(clip) for clip in clips]
+
+    def _one(self, clip: ClipInput) -> FeatureResult | ClipFailure:
+        cfg = self.config
+        if not clip.media_uri:
+            return FeatureResult.empty(self.dim, "no media file")
+        try:
+            path = local_media_path(clip.media_uri)
+            info = probe_media(path, clip_id=clip.clip_id)
+            audio = decode_audio(
+                path, sample_rate=cfg.sample_rate, stream=cfg.audio_stream, clip_id=clip.clip_id, info=info,
+                **clip_window_args(clip),
+            )
+        except Exception as exc:
+            return failure_from_exception(clip, exc, "decode")
+        if audio is None:
+            return FeatureResult.empty(self.dim, "no audio stream", meta={"n_audio_streams": 0})
+        try:
+            values, spans = mfcc_frames(audio.samples, cfg)
+        except Exception as exc:
+            return failure_from_exception(clip, exc, "extract")
+        limit = audio.meta["window"][1] - audio.meta["window"][0]
+        spans = np.minimum(spans, limit)
+        meta = dict(audio.meta)
+        meta["n_samples"] = int(len(audio.samples))
+        return FeatureResult(values=values, times=spans, meta=meta)

@@ -1,0 +1,215 @@
+"""Training loop (model-spec.md §5-§6): multi-task L1 loss with SLGM labels, Adam param groups,
+gradient accumulation, clipping, early stopping on validation L_m; plus prediction and seeding."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from training.config import TrainConfig, resolve_device
+from training.data import Batch
+from training.metrics import regression_metrics
+from training.model import MCMF, ModelOutput
+from training.slgm import SLGM
+
+#: called after every epoch with (record, model, improved); runs.py saves checkpoints from it
+EpochCallback = Callable[[dict[str, float], nn.Module, bool], None]
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (all devices); deterministic cuDNN for reported runs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def param_groups(model: MCMF, config: TrainConfig) -> list[dict[str, Any]]:
+    """Three lr groups (§6): fine-tuned text encoder, audio/vision BiLSTM encoders, everything else."""
+    text = list(model.text_encoder.parameters()) if model.text_encoder is not None else []
+    av = [p for u in ("a", "v") if u in model.encoders for p in model.encoders[u].parameters()]
+    taken = {id(p) for p in text + av}
+    other = [p for p in model.parameters() if id(p) not in taken]
+    groups = [
+        {"name": "text", "params": text, "lr": config.lr_text},
+        {"name": "av", "params": av, "lr": config.lr_av},
+        {"name": "other", "params": other, "lr": config.lr_other},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: MCMF, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(param_groups(model, config), betas=config.adam_betas, weight_decay=config.weight_decay)
+
+
+def multitask_loss(out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, float]]:
+    """L = L_m + Σ_u mean(w_u |ŷ_u − y_u|), w_u = tanh|y_u − y_m| (§5).
+
+    ``targets`` are SLGM's current labels of the batch; ``None`` (SLGM off) trains every head on
+    y_m with weight 1. Returns the loss and its per-task parts (floats, for logging).
+    """
+    parts = {"m": (out.preds["m"] - y_m).abs().mean()}
+    for x, pred in out.preds.items():
+        if x == "m":
+            continue
+        if targets is None:
+            parts[x] = (pred - y_m).abs().mean()
+        else:
+            weight = torch.tanh((targets[x] - targets["m"]).abs()).detach()
+            parts[x] = (weight * (pred - targets[x]).abs()).mean()
+    total = torch.stack(list(parts.values())).sum()
+    return total, {x: float(v.detach()) for x, v in parts.items()}
+
+
+def train_epoch(
+    model: MCMF,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    slgm: SLGM | None,
+    epoch: int,
+) -> dict[str, float]:
+    """One pass over the training data in the exact order of §4.6; returns sample-weighted mean losses."""
+    model.train()
+    if slgm is not None:
+        slgm.start_epoch(epoch)
+    n_batches = len(loader)  # type: ignore[arg-type]
+    acc = config.accumulate
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sums: dict[str, float] = defaultdict(float)
+    seen = 0
+    optimizer.zero_grad(set_to_none=True)
+    for b, batch in enumerate(loader):
+        batch = batch.to(device)
+        group_size = min(acc, n_batches - (b // acc) * acc)  # the last group may be short
+        out = model(batch.inputs)
+        targets = slgm.targets(batch.index.to(device)) if slgm is not None else None
+        loss, parts = multitask_loss(out, batch.label, targets)
+        (loss / group_size).backward()  # accumulated gradient = that of one batch of acc×B clips
+        if (b + 1) % acc == 0 or b + 1 == n_batches:
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if slgm is not None:
+            slgm.step(out.features, batch.index)
+        n = len(batch)
+        seen += n
+        sums["train_loss"] += float(loss.detach()) * n
+        for x, v in parts.items():
+            sums[f"train_loss_{x}"] += v * n
+    return {k: v / max(seen, 1) for k, v in sums.items()}
+
+
+@dataclass
+class Predictions:
+    """ŷ_m and y_m of every clip of a loader, in loader order."""
+
+    clip_ids: list[str]
+    pred: np.ndarray
+    label: np.ndarray
+
+
+@torch.no_grad()
+def predict(model: MCMF, loader: Iterable[Batch], device: torch.device | None = None) -> Predictions:
+    """Multimodal predictions in eval mode (only ŷ_m is the model's output at inference)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    ids: list[str] = []
+    preds: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for batch in loader:
+        out = model(batch.to(device).inputs)
+        ids += batch.clip_ids
+        preds.append(out.preds["m"].float().cpu().numpy())
+        labels.append(batch.label.numpy())
+    return Predictions(ids, np.concatenate(preds), np.concatenate(labels))
+
+
+def evaluate(model: MCMF, loader: Iterable[Batch], device: torch.device | None = None) -> dict[str, float]:
+    """MMSA metrics of a split; ``MAE`` is also that split's L_m."""
+    p = predict(model, loader, device)
+    return regression_metrics(p.pred, p.label)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_valid_loss: float
+    stopped_early: bool
+    device: str
+
+
+def fit(
+    model: MCMF,
+    train_loader: Iterable[Batch],
+    valid_loader: Iterable[Batch],
+    config: TrainConfig,
+    *,
+    train_labels: Tensor | np.ndarray | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> FitResult:
+    """Train until validation L_m has not improved by ``min_delta`` for ``patience`` epochs (or the
+    cap), then load the best-validation weights into ``model``.
+
+    ``train_labels`` [N] are y_m of the training clips by train index (needed by SLGM); batches
+    must carry those indices.
+    """
+    device = resolve_device(config.device)
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    slgm = None
+    if config.use_slgm and len(model.tasks) > 1:
+        if train_labels is None:
+            raise ValueError("use_slgm needs train_labels (y_m of every training clip by train index)")
+        slgm = SLGM(
+            torch.as_tensor(np.asarray(train_labels), dtype=torch.float32),
+            {x: config.head_dim(x) for x in model.tasks},
+            distance=config.distance,
+            momentum=config.label_momentum,
+            exclude_zero=config.exclude_zero,
+            label_clip=config.label_clip,
+        ).to(device)
+
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch = math.inf, 0
+    best_state: dict[str, Tensor] | None = None
+    stopped_early = False
+    epoch = 0
+    while config.max_epochs is None or epoch < config.max_epochs:
+        epoch += 1
+        start = time.perf_counter()
+        record: dict[str, float] = {"epoch": epoch}
+        record.update(train_epoch(model, train_loader, optimizer, config, device, slgm, epoch))
+        valid = evaluate(model, valid_loader, device)
+        record["valid_loss_m"] = valid["MAE"]
+        record.update({f"valid_{k}": v for k, v in valid.items()})
+        if slgm is not None:
+            record.update({f"label_gap_{u}": g for u, g in slgm.label_gap().items()})
+        improved = valid["MAE"] <= best_loss - config.min_delta
+        if improved:
+            best_loss, best_epoch = valid["MAE"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record, model, improved)
+        if epoch - best_epoch >= config.patience:
+            stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(history, best_epoch, best_loss, stopped_early, str(device))

@@ -1,0 +1,204 @@
+"""Run directories: everything needed to trust, reproduce and re-evaluate one training run.
+
+Layout of ``<run_dir>/``:
+  config.yaml        the fully resolved TrainConfig
+  run.json           store URL, view name + fingerprint + attrs, input dims, text model path,
+                     device, versions, best epoch, timings
+  epochs.json/.csv   one record per epoch (train losses, valid metrics, SLGM label gaps)
+  best.safetensors   the best-validation weights (safetensors: loading runs no pickle)
+  metrics.json/.md   final metrics per split of the best checkpoint (MMSA table)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from store.errors import ConfigError, StoreConflictError
+from store.views import open_view
+from training.config import SHORT, TrainConfig, resolve_device
+from training.data import Collator, ViewDataset, check_view, make_loader, read_stats, text_model_path
+from training.loop import FitResult, evaluate, fit, seed_everything
+from training.metrics import format_table
+from training.model import MCMF, build_model
+
+CHECKPOINT = "best.safetensors"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write the weights as safetensors (shared tensors are de-duplicated by ``save_model``)."""
+    tmp = f"{os.fspath(path)}.tmp"
+    save_model(model, tmp, metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load weights saved by ``save_checkpoint``; every key must match (strict)."""
+    load_model(model, os.fspath(path), strict=True, device=str(next(model.parameters()).device))
+
+
+class RunDir:
+    """Writer/reader of one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: TrainConfig, info: dict[str, Any]) -> RunDir:
+        """Start a run: write the resolved config and run info; refuse to overwrite a finished run."""
+        run = cls(path)
+        if (run.path / "metrics.json").exists():
+            raise FileExistsError(f"{run.path} already holds a finished run; choose a new run directory")
+        run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        base = {"started": _now(), "torch": torch.__version__, "python": platform.python_version()}
+        _write_json(run.path / "run.json", {**base, **info})
+        for name in ("epochs.json", "epochs.csv", CHECKPOINT):
+            (run.path / name).unlink(missing_ok=True)
+        return run
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.model_validate(yaml.safe_load((self.path / "config.yaml").read_text()))
+
+    def info(self) -> dict[str, Any]:
+        return json.loads((self.path / "run.json").read_text())
+
+    def update_info(self, **fields: Any) -> None:
+        _write_json(self.path / "run.json", {**self.info(), **fields})
+
+    def epochs(self) -> list[dict[str, float]]:
+        p = self.path / "epochs.json"
+        return json.loads(p.read_text()) if p.exists() else []
+
+    def log_epoch(self, record: dict[str, float], model: nn.Module, improved: bool) -> None:
+        """Append the epoch record (JSON + CSV) and save the checkpoint when validation improved."""
+        records = [*self.epochs(), record]
+        _write_json(self.path / "epochs.json", records)
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        with open(self.path / "epochs.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+        if improved:
+            save_checkpoint(model, self.checkpoint)
+
+    def write_metrics(self, metrics: dict[str, dict[str, float]]) -> None:
+        _write_json(self.path / "metrics.json", metrics)
+        (self.path / "metrics.md").write_text(format_table(metrics))
+
+
+def _dims_short(dims: dict[str, int]) -> dict[str, int]:
+    return {SHORT[m]: d for m, d in dims.items()}
+
+
+def train_on_view(
+    store: Any, view_name: str, config: TrainConfig, run_dir: str | os.PathLike[str]
+) -> tuple[RunDir, FitResult]:
+    """Train MCMF(+SLGM) on an aligned view and leave a complete run directory.
+
+    ``store`` is a FeatureStore, a path or a URL. Refuses (ConfigError) a view whose fingerprint,
+    modalities or dims differ from ``config.view``. Final metrics are those of the best-validation
+    checkpoint on valid and test (test only if the view has it).
+    """
+    view = open_view(store, view_name)
+    dims = check_view(view, config)
+    splits = set(view.clips.column("split").to_pylist())
+    if not {"train", "valid"} <= splits:
+        raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
+    text_path = text_model_path(view, config)
+    device = resolve_device(config.device)
+    run = RunDir.create(
+        run_dir,
+        config,
+        {
+            "store": view.fs.url,
+            "view": view.name,
+            "view_fingerprint": view.fingerprint,
+            "view_attrs": view.attrs,
+            "dims": dims,
+            "text_model_path": text_path,
+            "device": str(device),
+        },
+    )
+    seed_everything(config.seed, config.deterministic)
+    model = build_model(config, _dims_short(dims), text_path)
+    tokens = config.text_mode == "finetune"
+    datasets = {
+        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb)
+        for s in ("train", "valid", "test")
+        if s in splits
+    }
+    collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
+    loaders = {s: make_loader(ds, collator, config, shuffle=s == "train") for s, ds in datasets.items()}
+    result = fit(
+        model,
+        loaders["train"],
+        loaders["valid"],
+        config,
+        train_labels=datasets["train"].labels,
+        on_epoch_end=run.log_epoch,
+    )
+    metrics = {s: evaluate(model, loaders[s]) for s in ("valid", "test") if s in loaders}
+    run.write_metrics(metrics)
+    run.update_info(
+        finished=_now(),
+        best_epoch=result.best_epoch,
+        best_valid_loss=result.best_valid_loss,
+        epochs_run=len(result.history),
+        stopped_early=result.stopped_early,
+    )
+    return run, result
+
+
+def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -> MCMF:
+    """Rebuild a run's model from its config and load the best checkpoint."""
+    run = RunDir(run_dir)
+    config = run.config()
+    info = run.info()
+    model = build_model(config, _dims_short(info["dims"]), info.get("text_model_path"))
+    model.to(resolve_device(device or config.device))
+    load_checkpoint(model, run.checkpoint)
+    return model
+
+
+def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None = None) -> dict[str, float]:
+    """MMSA metrics of a run's best checkpoint on ``split`` of its view (``store`` overrides the
+    recorded store location, e.g. after moving it); refuses a view whose fingerprint changed."""
+    run = RunDir(run_dir)
+    config = run.config()
+    info = run.info()
+    view = open_view(store if store is not None else info["store"], info["view"])
+    if view.fingerprint != info["view_fingerprint"]:
+        raise StoreConflictError(
+            f"view {view.name!r} fingerprint is now {view.fingerprint!r}; run {run.path} was trained on "
+            f"{info['view_fingerprint']!r}"
+        )
+    model = load_run_model(run_dir)
+    tokens = config.text_mode == "finetune"
+    dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb)
+    loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, shuffle=False)
+    return evaluate(model, loader)
