@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 VideoDecoderChoice = Literal["auto", "decord", "pyav"]
 _EPS = 1e-6
+_AUDIO_PREROLL = 0.5  # seconds decoded before a clip start and dropped
 
 
 # --------------------------------------------------------------------------------------------- paths
@@ -106,6 +107,22 @@ def frame_sample_times(duration: float, fps: float) -> np.ndarray:
     n = max(math.ceil(duration * fps - 1e-9), 0)
     t = np.arange(n, dtype=np.float64) / fps
     return np.stack([t, np.minimum(t + 1.0 / fps, duration)], axis=1).reshape(n, 2)
+
+
+def check_complete(
+    kind: str, stream: StreamInfo, decoded_end: float, stop: float, info: MediaInfo, clip_id: str | None
+) -> None:
+    """Raise ``CorruptMediaError`` when a stream's data ends well before what its header declares
+    (a truncated file: the header survived, the media data did not) and before the clip end."""
+    declared = stream.duration or info.duration
+    expected = min(stop, declared)
+    if decoded_end < expected - max(0.5, 0.05 * declared):
+        raise CorruptMediaError(
+            f"truncated: {kind} stream {stream.index} has data up to {decoded_end:.2f} s "
+            f"but its header declares {declared:.2f} s",
+            clip_id=clip_id,
+            path=info.path,
+        )
 
 
 # --------------------------------------------------------------------------------------------- video
@@ -201,17 +218,24 @@ def open_video(
                 raise CorruptMediaError(f"decord cannot read video stream {chosen.index}: {exc}",
                                         clip_id=clip_id, path=path) from exc
             log.info("decord failed on %s (%s); decoding stream %d with PyAV", path, exc, chosen.index)
+            meta["decord_error"] = str(exc).strip().splitlines()[-1][:200]
             reader = None
         if reader is not None:
             name = "decord+remux" if remuxed else "decord"
             meta["video_decoder"] = name
-            plan = _decord_plan(reader, offset, times)
+            plan, last_end = _decord_plan(reader, offset, times)
+            try:
+                check_complete("video", chosen, last_end, offset + duration, info, clip_id)
+            except MediaError:
+                for d in cleanup:
+                    shutil.rmtree(d, ignore_errors=True)
+                raise
             times = times[plan >= 0]
             idx = plan[plan >= 0]
             chunks = _decord_chunks(reader, idx, times, chunk_size, path, clip_id)
             return VideoFrames(path, chosen, name, times, meta, chunks, cleanup)
     meta["video_decoder"] = "pyav"
-    chunks = _pyav_chunks(path, chosen, offset, times, width, height, chunk_size, clip_id)
+    chunks = _pyav_chunks(path, info, chosen, offset, times, width, height, chunk_size, clip_id)
     # the PyAV path learns the stream end while decoding: rows past it are dropped from the chunks
     return VideoFrames(path, chosen, "pyav", times, meta, chunks, cleanup)
 
@@ -272,8 +296,9 @@ def _remux_stream(path: str, index: int, dst: str, clip_id: str | None) -> str:
     return dst
 
 
-def _decord_plan(reader: Any, offset: float, times: np.ndarray) -> np.ndarray:
-    """Frame index shown at each row's start time (-1: past the end of the video stream)."""
+def _decord_plan(reader: Any, offset: float, times: np.ndarray) -> tuple[np.ndarray, float]:
+    """Frame index shown at each row's start time (-1: past the end of the video stream), and the
+    end time of the stream's last frame."""
     n = len(reader)
     ts = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64).reshape(n, 2)
     starts, last_end = ts[:, 0], float(ts[-1, 1])
@@ -281,7 +306,7 @@ def _decord_plan(reader: Any, offset: float, times: np.ndarray) -> np.ndarray:
     idx = np.searchsorted(starts, media_t + _EPS, side="right") - 1
     idx = np.clip(idx, 0, n - 1)
     idx[media_t >= last_end - _EPS] = -1
-    return idx.astype(np.int64)
+    return idx.astype(np.int64), last_end
 
 
 def _decord_chunks(
@@ -302,6 +327,7 @@ def _decord_chunks(
 
 def _pyav_chunks(
     path: str,
+    info: MediaInfo,
     chosen: StreamInfo,
     offset: float,
     times: np.ndarray,
@@ -346,6 +372,12 @@ def _pyav_chunks(
                 prev = frame
                 dur = float(frame.duration * st.time_base) if frame.duration else 1.0 / (chosen.fps or 25.0)
                 prev_end = t + dur
+            if k < len(targets):  # the stream ended before the last row: was it cut short?
+                if prev is None:
+                    raise CorruptMediaError(
+                        f"video stream {chosen.index} has no decodable frames", clip_id=clip_id, path=path
+                    )
+                check_complete("video", chosen, prev_end, offset + float(times[-1, 1]), info, clip_id)
             while prev is not None and k < len(targets) and targets[k] < prev_end - _EPS:
                 emit(prev)
                 k += 1
@@ -402,8 +434,9 @@ def decode_audio(
     try:
         with av.open(path) as c:
             st = c.streams[chosen.index]
-            if offset > 0:
-                c.seek(int(offset / st.time_base), stream=st, backward=True)
+            if offset > _AUDIO_PREROLL:
+                # start early: codecs with overlapping frames (AAC, Opus) need a frame to warm up
+                c.seek(int((offset - _AUDIO_PREROLL) / st.time_base), stream=st, backward=True)
             for frame in c.decode(st):
                 if frame.time is not None:
                     if t0 is None:
@@ -425,15 +458,7 @@ def decode_audio(
         ) from exc
     if t0 is None:
         raise CorruptMediaError(f"audio stream {chosen.index} has no decodable frames", clip_id=clip_id, path=path)
-    declared = chosen.duration or info.duration
-    expected_end = min(stop, declared)
-    if last_end < expected_end - max(0.5, 0.05 * declared):
-        raise CorruptMediaError(
-            f"truncated: audio stream {chosen.index} decodes to {last_end:.2f} s "
-            f"but its header declares {declared:.2f} s",
-            clip_id=clip_id,
-            path=path,
-        )
+    check_complete("audio", chosen, last_end, stop, info, clip_id)
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     # sample 0 of `audio` is at media time t0; realign so sample 0 is the clip start
     lead = int(round((offset - t0) * sample_rate))

@@ -90,11 +90,13 @@ def files_sha256(folder: Path, names: tuple[str, ...]) -> str:
 
 def load_text_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """(fast tokenizer, eval-mode float32 encoder), loaded once per process per (path, device)."""
-    from transformers import AutoModel, AutoTokenizer
-
     folder = Path(path).resolve()
     key = (str(folder), str(torch.device(device)))
     with _LOCK:
+        # Imported under the lock: transformers' lazy module import is not thread-safe, and two
+        # threads of the ThreadPool runner importing it at once fail with "cannot import AutoModel".
+        from transformers import AutoModel, AutoTokenizer
+
         if key not in _MODEL_CACHE:
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"no Hugging Face model folder (config.json) at {folder}")
@@ -172,6 +174,16 @@ class BertTextExtractor(Extractor):
             },
         }
 
+    def _empty(self, reason: str) -> FeatureResult:
+        """A recorded absence carrying the same (zero-length) extras as a real result."""
+        r = FeatureResult.empty(self.dim, reason)
+        r.extras = {
+            "input_ids": np.zeros(0, np.int32),
+            "attention_mask": np.zeros(0, np.int8),
+            "word_index": np.zeros(0, np.int32),
+        }
+        return r
+
     def _model(self) -> tuple[Any, Any, torch.device]:
         device = resolve_device(self.config.device)
         tokenizer, model = load_text_model(self.model_path, device)
@@ -191,7 +203,7 @@ class BertTextExtractor(Extractor):
             try:
                 words, spans = clip_words(clip)
                 if not words:
-                    results[i] = FeatureResult.empty(self.dim, "empty transcript")
+                    results[i] = self._empty("empty transcript")
                     continue
                 enc = tokenizer(
                     words, is_split_into_words=True, truncation=True, max_length=self.config.max_length,

@@ -77,6 +77,80 @@ def ingest(
 
 
 @app.command()
+def extract(
+    store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
+    extractor: Annotated[Optional[list[str]], typer.Option("--extractor", "-e", help="only these extractors (repeatable)")] = None,
+    dask: Annotated[Optional[str], typer.Option("--dask", help="'local' (LocalCluster) or a scheduler address tcp://HOST:PORT")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="threads, or Dask worker processes for --dask local")] = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute clips already in the store")] = False,
+    only_failed: Annotated[bool, typer.Option("--only-failed", help="retry only clips with a failure row")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="rich progress bar")] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Extract text, audio and vision features for every clip not yet in the store."""
+    from flows.extract import plan, plan_summary
+
+    try:
+        cfg = _config(
+            config, set_, store=store, **{"executor.dask": dask, "executor.workers": workers},
+            **{"extract.force": force or None, "extract.only_failed": only_failed or None},
+        )
+        if extractor:
+            extractors = {e: cfg.extract.extractors.get(e, {}) for e in extractor}
+            cfg = cfg.model_copy(update={"extract": cfg.extract.model_copy(update={"extractors": extractors})})
+        from store import FeatureStore
+
+        st = FeatureStore.open(cfg.store)
+        plans = plan(st, cfg.extract, create=not dry_run)
+        rows = plan_summary(plans)
+        console.print(_table("plan", ["feature set", "extractor", "to extract", "already in store", "batches"],
+                             [[r["feature_set"], r["extractor"], r["todo"], r["skipped"], r["batches"]] for r in rows]))
+        if dry_run:
+            console.print(dump_config(cfg))
+            return
+        total_clips = sum(p.todo for p in plans)
+        total_seconds = sum(b.seconds for p in plans for b in p.batches)
+        summary = _run_with_progress(cfg, total_clips, total_seconds, progress and sys.stdout.isatty())
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    rows = []
+    for name, s in summary.sets.items():
+        rtf = s["media_seconds"] / summary.wall_seconds if summary.wall_seconds else 0.0
+        rows.append([name, s["done"], s["skipped"], s["failed"], s["absent"], f"{s['media_seconds']:.1f}", f"{rtf:.1f}x"])
+    console.print(_table(f"extraction summary ({summary.wall_seconds:.1f} s wall)",
+                         ["feature set", "done", "skipped", "failed", "absent", "media s", "realtime"], rows))
+    if summary.failed:
+        console.print(f"[yellow]{summary.failed} clip failures recorded; see `emoflow store ls` and retry with --only-failed[/]")
+        raise typer.Exit(1)
+
+
+def _run_with_progress(cfg: PipelineConfig, total_clips: int, total_seconds: float, show: bool):  # -> ExtractSummary
+    """Drive a rich progress bar from completed batches (never from inside tasks)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from flows.extract import run_extract
+
+    if not show:
+        return run_extract(cfg)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as bar:
+        clips_task = bar.add_task("clips", total=total_clips, rate="")
+        secs_task = bar.add_task("media-seconds", total=round(total_seconds), rate="")
+
+        def hook(res) -> None:  # noqa: ANN001 - BatchResult
+            bar.advance(clips_task, res.done + res.failed)
+            bar.advance(secs_task, round(res.media_seconds))
+            elapsed = bar.tasks[secs_task].elapsed or 1e-9
+            bar.update(secs_task, rate=f"{bar.tasks[secs_task].completed / elapsed:.1f}x realtime")
+
+        return run_extract(cfg, progress=hook)
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo dataset and store go")] = Path("work/demo"),
     clips: Annotated[int, typer.Option("--clips", help="number of generated clips")] = 24,

@@ -18,6 +18,7 @@ def demo_config(workdir: Path) -> PipelineConfig:
 def run_demo(workdir: Path, n_clips: int = 24, seed: int = 0, console: Console | None = None) -> dict[str, str]:
     """Run the pipeline end to end on generated clips; returns stage -> output location."""
     from features.synth import generate_dataset
+    from flows.extract import run_extract
     from flows.ingest import ingest_flow
 
     console = console or Console()
@@ -34,4 +35,10 @@ def run_demo(workdir: Path, n_clips: int = 24, seed: int = 0, console: Console |
     summary = ingest_flow(cfg)
     console.print(f"{summary.clips} clips, {summary.rejects} rejected")
     outputs["clip table"] = f"{cfg.store}/clips.parquet"
+
+    console.rule("extract")
+    extracted = run_extract(cfg)
+    for name, s in extracted.sets.items():
+        console.print(f"{name}: {s['done']} extracted, {s['skipped']} already in store, {s['failed']} failed")
+        outputs[f"features {s['extractor']}"] = f"{cfg.store}/features/{name}"
     return outputs

@@ -33,3 +33,12 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory):  # -> features.synth.Ge
     from features.synth import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("demo-data"), n_clips=12, seed=7, layout="manifest")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (own database) for the whole session; patient on 2 cores."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

