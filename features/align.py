@@ -335,7 +335,10 @@ def resolve_feature_sets(store: FeatureStore, cfg: AlignConfig) -> dict[str, str
     return out
 
 
-def _source(store: FeatureStore, modality: str, name: str, clips: list[dict[str, Any]]) -> ModalitySource:
+def modality_source(store: FeatureStore, modality: str, name: str, clips: list[dict[str, Any]]) -> ModalitySource:
+    """Per clip (clip-table order): the set's latest committed index row when it is usable, and a
+    status — ``ok``, ``absent`` (the extractor recorded a missing modality), ``missing`` (never
+    committed, e.g. failed), ``stale`` (committed for an older media file or transcript), ``empty``."""
     fset = store.feature_set(name)
     attrs = fset.attrs
     by_clip = {r["clip_id"]: r for r in fset.index().to_pylist()}
@@ -381,7 +384,7 @@ def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) ->
     if not sets:
         raise ConfigError(f"{store.url}: no text.bert, audio.mfcc or vision.cnn feature set to align; "
                           "run `emoflow extract` first (or name sets in align.feature_sets)")
-    sources = {m: _source(store, m, name, clips) for m, name in sets.items()}
+    sources = {m: modality_source(store, m, name, clips) for m, name in sets.items()}
     notes = [f"{m}: not aligned (no {DEFAULT_EXTRACTORS[m]} feature set in the store)"
              for m in MODALITIES if m not in sets and m not in cfg.feature_sets]
     train = _train_positions(clips)

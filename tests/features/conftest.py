@@ -71,6 +71,8 @@ def write_media(
         if vs is not None:
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.options = {"preset": "ultrafast", "g": str(fps)}
+            if still:  # lossless, so every decoded frame of the still picture is bit-identical
+                vs.options = {**vs.options, "qp": "0"}
         ast = c.add_stream("aac", rate=sample_rate) if audio else None
         if ast is not None:
             ast.layout = "mono"
@@ -128,7 +130,7 @@ class SyntheticMedia:
     video_only: Path  # 2 s, video stream only
     audio_only: Path  # 2 s WAV
     silent: Path  # 1.5 s of digital silence, WAV
-    still: Path  # 4 s of one still picture (h264)
+    still: Path  # 4 s of one still picture (lossless h264: identical decoded frames)
     truncated: Path  # first half of av_mp4's bytes (moov atom at the end → lost)
     truncated_faststart: Path  # first half of a faststart mp4 (moov up front, media data cut)
     corrupt: Path  # random bytes

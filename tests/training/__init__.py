@@ -6,11 +6,14 @@ first feature dimension (plus noise), so a model can learn it in a few epochs on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 from torch.utils.data import Dataset
 
 from store.views import write_view
@@ -20,6 +23,18 @@ from training.data import ClipItem
 DIMS = {"text": 6, "audio": 4, "vision": 5}
 SHORT_DIMS = {"l": 6, "a": 4, "v": 5}
 VOCAB = 40
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models train ~10x faster on one intra-op thread, and far faster still when other
+    processes load the 2 cores (OpenMP threads then spin against each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def tiny_config(**overrides: Any) -> TrainConfig:

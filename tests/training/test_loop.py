@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,20 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from tests.training import SHORT_DIMS, ItemDataset, synthetic_items, tiny_config
+from tests.training import SHORT_DIMS, ItemDataset, one_torch_thread, synthetic_items, tiny_config
 from training.config import SEARCH_SPACE, TrainConfig
 from training.data import Collator
-from training.loop import build_optimizer, fit, multitask_loss, predict, seed_everything, train_epoch
+from training.loop import fit, multitask_loss, predict, seed_everything, train_epoch
 from training.model import MCMF, ModelOutput
 from training.runs import load_checkpoint, save_checkpoint
 
 STATS = {"a": (np.full(4, 5.0), np.ones(4)), "v": (np.full(5, -2.0), np.ones(5))}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 def loaders(config: TrainConfig, n_train: int = 48, n_valid: int = 16) -> tuple[DataLoader, DataLoader, np.ndarray]:

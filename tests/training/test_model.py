@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.training import SHORT_DIMS, save_tiny_bert, synthetic_items, tiny_config
+from tests.training import SHORT_DIMS, one_torch_thread, save_tiny_bert, synthetic_items, tiny_config
 from training.config import TrainConfig
 from training.data import Collator
 from training.loop import param_groups
 from training.model import MCMF, UFF, LGTBranch, ModalityInput, build_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 def test_uff_size_and_ones_augmentation_contains_unimodal_and_bimodal_terms() -> None:

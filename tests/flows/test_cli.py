@@ -1,0 +1,59 @@
+"""The `emoflow` CLI end to end on real files: ingest, extract, store ls/verify/vacuum, dry runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+from store import FeatureStore
+
+runner = CliRunner()
+
+
+def test_ingest_dry_run_prints_the_resolved_config_and_writes_nothing(demo_data, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(demo_data.root), "--store", str(tmp_path / "s"), "--dry-run",
+                                 "--set", "extract.batch_clips=5"])
+    assert result.exit_code == 0, result.output
+    assert "batch_clips: 5" in result.output and str(tmp_path / "s") in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_override_is_a_clear_config_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", "x", "--store", str(tmp_path), "--set", "extract.batch_clips=zero"])
+    assert result.exit_code == 2
+    assert "extract.batch_clips" in result.output
+
+
+def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Path, prefect_harness) -> None:
+    store = str(tmp_path / "s")
+    out = runner.invoke(app, ["ingest", str(demo_data.root), "--store", store])
+    assert out.exit_code == 0, out.output
+    assert "ingested 12 clips" in " ".join(out.output.split())
+
+    dry = runner.invoke(app, ["extract", "--store", store, "-e", "audio.mfcc", "--dry-run"])
+    assert dry.exit_code == 0 and "audio.mfcc" in dry.output
+    assert FeatureStore.open(store).feature_set_names() == []  # a dry run writes nothing
+
+    ext = runner.invoke(app, ["extract", "--store", store, "-e", "audio.mfcc", "--no-progress"])
+    assert ext.exit_code == 0, ext.output
+    assert "extraction summary" in ext.output
+
+    ls = runner.invoke(app, ["store", "ls", store])
+    assert ls.exit_code == 0 and "12 clips" in ls.output and "audio.mfcc-" in ls.output
+    assert runner.invoke(app, ["store", "verify", store]).exit_code == 0
+    vac = runner.invoke(app, ["store", "vacuum", store, "--grace", "0"])
+    assert vac.exit_code == 0 and "removed 0 orphan" in vac.output
+
+
+def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: Path) -> None:
+    import numpy as np
+
+    from features.base import FeatureResult
+
+    st = FeatureStore.open(tmp_path, create=True)
+    bad = FeatureResult(values=np.array([[np.inf, 1.0]], np.float32), times=np.zeros((1, 2)))
+    st.ensure_feature_set("x-1", {"identity": 1}).commit([("clip-7", "fp", bad, 1.0)])
+    result = runner.invoke(app, ["store", "verify", str(tmp_path)])
+    assert result.exit_code == 1 and "clip-7" in result.output and "non-finite" in result.output

@@ -1,0 +1,112 @@
+"""Collate (padding, normalisation) and the lazy Dataset over an aligned view."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from store.errors import ConfigError
+from store.views import open_view
+from tests.training import DIMS, tiny_config, write_tiny_view
+from training.data import ClipItem, Collator, ViewDataset, check_view, make_loader, read_stats
+
+
+def _item(i: int, lens: dict[str, int], ids: list[int] | None = None) -> ClipItem:
+    values = {u: np.full((n, 2), float(i + 1), dtype=np.float32) for u, n in lens.items()}
+    mask = None if ids is None else np.ones(len(ids), dtype=np.int32)
+    return ClipItem(
+        clip_id=f"c{i}", label=float(i), index=i, values=values,
+        input_ids=None if ids is None else np.array(ids), attention_mask=mask,
+    )
+
+
+def test_collate_pads_to_batch_max_and_normalises_audio_vision_only() -> None:
+    stats = {"a": (np.array([1.0, 0.0]), np.array([2.0, 0.0]))}  # std 0 is left unscaled
+    batch = Collator(stats, finetune_text=False)([_item(0, {"l": 3, "a": 1}), _item(1, {"l": 1, "a": 4})])
+    l, a = batch.inputs["l"], batch.inputs["a"]
+    assert l.values is not None and a.values is not None
+    assert l.values.shape == (2, 3, 2) and a.values.shape == (2, 4, 2)
+    assert l.lengths.tolist() == [3, 1] and a.lengths.tolist() == [1, 4]
+    assert l.mask.tolist() == [[True, True, True], [True, False, False]]
+    assert torch.equal(l.values[0], torch.ones(3, 2))  # text as is
+    assert a.values[1, 0].tolist() == [(2.0 - 1.0) / 2.0, 2.0]  # (x - mean) / std, std 0 -> 1
+    assert a.values[0, 1:].abs().sum() == 0  # padding stays 0
+    assert batch.label.tolist() == [0.0, 1.0] and batch.index.tolist() == [0, 1] and batch.clip_ids == ["c0", "c1"]
+
+
+def test_collate_gives_missing_modalities_one_zero_step_and_zeroes_nan() -> None:
+    bad = _item(0, {"a": 2})
+    bad.values["a"][0, 0] = np.nan
+    bad.values["a"][1, 1] = -np.inf
+    batch = Collator({"a": (np.zeros(2), np.ones(2))}, finetune_text=False)([bad, _item(1, {"a": 0})])
+    a = batch.inputs["a"]
+    assert a.values is not None
+    assert a.lengths.tolist() == [2, 1] and a.mask.tolist() == [[True, True], [True, False]]
+    assert a.values[0].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert a.values[1].abs().sum() == 0
+
+
+def test_collate_tokens_for_finetuning() -> None:
+    items = [_item(0, {}, ids=[101, 7, 102]), _item(1, {}, ids=[101, 102]), _item(2, {}, ids=[])]
+    t = Collator({}, finetune_text=True)(items).inputs["l"]
+    assert t.input_ids is not None and t.values is None
+    assert t.input_ids.tolist() == [[101, 7, 102], [101, 102, 0], [0, 0, 0]]
+    assert t.mask.tolist() == [[True, True, True], [True, True, False], [True, False, False]]
+    assert t.lengths.tolist() == [3, 2, 1]
+
+
+def test_view_dataset_reads_the_right_rows_lazily(tmp_path: Path) -> None:
+    arrays = write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    clips = view.clips.to_pydict()
+    train = ViewDataset(view, "train", ["text", "audio", "vision"], tokens=False, cache_mb=0)
+    assert len(train) == 24 and train._arrays is None  # nothing opened until the first item
+    for i in range(len(train)):
+        item = train[i]
+        row = clips["clip_id"].index(item.clip_id)
+        assert clips["split"][row] == "train" and item.index == i
+        assert item.label == pytest.approx(clips["label"][row])
+        n = int(arrays["audio/lengths"][row])
+        assert np.array_equal(item.values["a"], arrays["audio/values"][row, :n])
+        if row == 3:  # vision absent for this clip
+            assert item.values["v"].shape == (0, DIMS["vision"])
+    state = pickle.loads(pickle.dumps(train))  # what a spawned worker receives
+    assert state._arrays is None and state._cache.size == 0
+    test = ViewDataset(view, "test", ["text"], tokens=True)
+    item = test[0]
+    row = clips["clip_id"].index(item.clip_id)
+    n = int(arrays["text_tokens/attention_mask"][row].sum())
+    assert item.index == -1 and item.values == {}
+    assert item.input_ids is not None and item.input_ids.tolist() == arrays["text_tokens/input_ids"][row, :n].tolist()
+
+
+def test_loader_with_spawned_worker(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    config = tiny_config(num_workers=1, batch_size=8)
+    dataset = ViewDataset(view, "valid", config.modalities, tokens=False)
+    batches = list(make_loader(dataset, Collator(read_stats(view, config.modalities), False), config, shuffle=False))
+    assert [len(b) for b in batches] == [8]
+    assert batches[0].clip_ids == dataset.clip_ids
+
+
+def test_check_view_refuses_mismatches_with_a_clear_message(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    assert check_view(view, tiny_config()) == DIMS
+    cases = {
+        "fingerprint is 'fp-tiny'": tiny_config(view={"fingerprint": "other"}),
+        "vision has dim 5, config expects 1280": tiny_config(view={"dims": {"vision": 1280}}),
+        "modalities are ['audio', 'text', 'vision']": tiny_config(view={"modalities": ["text", "audio"]}),
+        "names no text_model_path": tiny_config(text_mode="finetune"),
+    }
+    for message, config in cases.items():
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            check_view(view, config)
+    write_tiny_view(tmp_path, "other", fingerprint="x")
+    with pytest.raises(ConfigError, match="no clips in split 'nope'"):
+        ViewDataset(open_view(tmp_path, "other"), "nope", ["text"], tokens=False)
