@@ -186,10 +186,17 @@ def _pool_matrix(values: np.ndarray, members: np.ndarray, how: str) -> np.ndarra
 
 
 def nearest_rows(times: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """For each step the row closest in time: smallest gap between the spans, ties by centre."""
-    gap = np.maximum(0.0, np.maximum(times[None, :, 0] - steps[:, 1:2], steps[:, 0:1] - times[None, :, 1]))
-    centre = np.abs(times[None, :, :].mean(axis=2) - steps[:, None, :].mean(axis=2))
-    return np.lexsort((centre, gap), axis=-1)[:, 0]
+    """For each step the row closest in time: smallest gap between the spans, ties by centre.
+    Steps go in chunks so the [steps, rows] work arrays stay small on long clips."""
+    out = np.zeros(len(steps), np.int64)
+    chunk = max(1, (1 << 20) // max(1, len(times)))
+    mid = times.mean(axis=1)[None, :]
+    for lo in range(0, len(steps), chunk):
+        st = steps[lo : lo + chunk]
+        gap = np.maximum(0.0, np.maximum(times[None, :, 0] - st[:, 1:2], st[:, 0:1] - times[None, :, 1]))
+        centre = np.abs(mid - st.mean(axis=1)[:, None])
+        out[lo : lo + chunk] = np.lexsort((centre, gap), axis=-1)[:, 0]
+    return out
 
 
 def pool(

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import librosa
 import numpy as np
+from librosa.feature import delta as librosa_delta
+from librosa.feature import mfcc as librosa_mfcc  # resolved now: librosa's lazy loader is not thread-safe
 from pydantic import Field, model_validator
 
 from features.base import (
@@ -60,7 +62,7 @@ def mfcc_frames(samples: np.ndarray, cfg: MfccConfig) -> tuple[np.ndarray, np.nd
     y = np.asarray(samples, dtype=np.float32)
     if len(y) < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - len(y)))
-    m = librosa.feature.mfcc(
+    m = librosa_mfcc(
         y=y,
         sr=cfg.sample_rate,
         n_mfcc=cfg.n_mfcc,
@@ -74,7 +76,7 @@ def mfcc_frames(samples: np.ndarray, cfg: MfccConfig) -> tuple[np.ndarray, np.nd
     )
     parts = [m]
     for order in range(1, cfg.deltas + 1):
-        parts.append(librosa.feature.delta(m, width=cfg.delta_width, order=order, mode="nearest"))
+        parts.append(librosa_delta(m, width=cfg.delta_width, order=order, mode="nearest"))
     values = np.concatenate(parts, axis=0).T.astype(np.float32)
     n = values.shape[0]
     starts = np.arange(n, dtype=np.float64) * cfg.hop_length / cfg.sample_rate

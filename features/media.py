@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import av
+import decord  # imported here, not lazily in a decode thread
 import numpy as np
 
 from features.base import ClipFailure, ClipInput
@@ -254,8 +255,6 @@ def _open_decord(
 ) -> tuple[Any, bool]:
     """A decord VideoReader on the chosen stream: the file itself when decord's own pick is that
     stream, else a temporary single-stream remux of it."""
-    import decord
-
     if len(info.video) == 1:
         return decord.VideoReader(path, width=width, height=height), False
     reader = decord.VideoReader(path, width=width, height=height)

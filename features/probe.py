@@ -67,6 +67,8 @@ def probe_media(path: str | os.PathLike[str], clip_id: str | None = None) -> Med
         with av.open(str(p)) as container:
             video, audio = [], []
             for s in container.streams:
+                if s.codec_context is None:  # unknown codec, no decoder in this FFmpeg build: unusable
+                    continue
                 duration = _seconds(s.duration, s.time_base)
                 if s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic:
                     rate = s.average_rate or s.guessed_rate

@@ -27,7 +27,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -63,7 +63,8 @@ AUDIO_SAMPLE_RATE = 16_000
 FRAME_SIZE = (160, 120)  # (width, height)
 NEGATIVE_RGB = np.array([30.0, 70.0, 190.0])  # blue background at v = -1
 POSITIVE_RGB = np.array([235.0, 140.0, 30.0])  # warm orange background at v = +1
-_SHAPE_GREY = 128  # R == G == B, so the moving shape never shifts the hue signal
+_SHAPE_GREY = 225  # R == G == B, so the moving shape never shifts the hue signal
+_FILLER_GREY = 128  # mosi_gap filler frames
 
 # Sentiment lexicon: slot score -> words. A sentence has two clause slots; its text polarity is the
 # mean slot score (neutral clauses score 0), which equals the planted ``t`` (on a 0.25 grid).
@@ -196,6 +197,76 @@ def _speaking(times: np.ndarray, words: Sequence[Word]) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _Scene:
+    """What a clip's picture is: a static background plus one grey box per frame (x0, x1, y0, y1)."""
+
+    background: np.ndarray  # [H, W, 3] uint8
+    boxes: np.ndarray  # [n_frames, 4] int
+
+
+def _scene(
+    n_frames: int,
+    fps: float,
+    v: float,
+    size: tuple[int, int],
+    words: Sequence[Word],
+    rng: np.random.Generator,
+) -> _Scene:
+    width, height = size
+    bg = background_rgb(v)
+    grad = np.linspace(-12.0, 12.0, height)[:, None, None]  # brightness gradient, zero mean
+    column = np.clip(bg[None, None, :] + grad, 0, 255).astype(np.uint8)
+    background = np.ascontiguousarray(np.broadcast_to(column, (height, width, 3)))
+    side = int(rng.integers(max(4, min(size) // 6), max(5, min(size) // 3)))
+    phase = float(rng.uniform(0.0, 2.0 * math.pi))
+    speed = float(rng.uniform(0.6, 1.4))  # radians per second around the ellipse
+    times = (np.arange(n_frames) + 0.5) / fps
+    half_h = side / 2 * (1.0 + 0.5 * _speaking(times, words))  # the box "talks" while a word is on
+    cx = width / 2 + (width / 2 - side) * 0.8 * np.cos(phase + speed * times)
+    cy = height / 2 + (height / 2 - side) * 0.6 * np.sin(phase + speed * times)
+    boxes = np.stack(
+        [
+            np.maximum(0, cx - side / 2).astype(int),
+            np.minimum(width, cx + side / 2).astype(int),
+            np.maximum(0, cy - half_h).astype(int),
+            np.minimum(height, cy + half_h).astype(int),
+        ],
+        axis=1,
+    )
+    return _Scene(background, boxes)
+
+
+def _scene_rgb(scene: _Scene) -> np.ndarray:
+    frames = np.empty((len(scene.boxes), *scene.background.shape), dtype=np.uint8)
+    frames[:] = scene.background
+    for frame, (x0, x1, y0, y1) in zip(frames, scene.boxes, strict=True):
+        frame[y0:y1, x0:x1] = _SHAPE_GREY
+    return frames
+
+
+def _scene_yuv(scene: _Scene) -> np.ndarray:
+    """Same pixels as ``_rgb_to_yuv420p(_scene_rgb(scene))``, converting only each box's area."""
+    height, width = scene.background.shape[:2]
+    n = len(scene.boxes)
+    base = _rgb_to_yuv420p(scene.background[None])[0]
+    out = np.empty((n, *base.shape), dtype=np.uint8)
+    out[:] = base
+    y_plane, u_plane, v_plane = _planes(out, height, width)
+    for i, (x0, x1, y0, y1) in enumerate(scene.boxes):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ex0, ey0 = x0 - x0 % 2, y0 - y0 % 2  # whole 2x2 chroma blocks
+        ex1, ey1 = min(width, x1 + x1 % 2), min(height, y1 + y1 % 2)
+        crop = scene.background[ey0:ey1, ex0:ex1].copy()
+        crop[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0] = _SHAPE_GREY
+        cy, cu, cv = _planes(_rgb_to_yuv420p(crop[None]), ey1 - ey0, ex1 - ex0)
+        y_plane[i, ey0:ey1, ex0:ex1] = cy[0]
+        u_plane[i, ey0 // 2 : ey1 // 2, ex0 // 2 : ex1 // 2] = cu[0]
+        v_plane[i, ey0 // 2 : ey1 // 2, ex0 // 2 : ex1 // 2] = cv[0]
+    return out
+
+
 def render_frames(
     n_frames: int,
     fps: float,
@@ -209,28 +280,7 @@ def render_frames(
 
     A small vertical gradient and the square keep frames non-constant without moving the mean hue.
     """
-    rng = rng or np.random.default_rng(0)
-    width, height = size
-    bg = background_rgb(v)
-    grad = np.linspace(-12.0, 12.0, height)[:, None, None]  # brightness gradient, zero mean
-    base = np.clip(bg[None, None, :] + grad, 0, 255).astype(np.uint8)
-    base = np.broadcast_to(base, (height, width, 3))
-    frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
-    frames[:] = base
-    side = int(rng.integers(max(4, min(size) // 6), max(5, min(size) // 3)))
-    phase = float(rng.uniform(0.0, 2.0 * math.pi))
-    speed = float(rng.uniform(0.6, 1.4))  # radians per second around the ellipse
-    times = (np.arange(n_frames) + 0.5) / fps
-    talk = _speaking(times, words)
-    cx = width / 2 + (width / 2 - side) * 0.8 * np.cos(phase + speed * times)
-    cy = height / 2 + (height / 2 - side) * 0.6 * np.sin(phase + speed * times)
-    for i in range(n_frames):
-        half_w = side / 2
-        half_h = side / 2 * (1.0 + 0.5 * talk[i])
-        x0, x1 = int(max(0, cx[i] - half_w)), int(min(width, cx[i] + half_w))
-        y0, y1 = int(max(0, cy[i] - half_h)), int(min(height, cy[i] + half_h))
-        frames[i, y0:y1, x0:x1] = _SHAPE_GREY
-    return frames
+    return _scene_rgb(_scene(n_frames, fps, v, size, words, rng or np.random.default_rng(0)))
 
 
 def render_audio(
@@ -284,8 +334,8 @@ def render_audio(
 def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     """[N, H, W, 3] uint8 RGB -> [N, H * 3 / 2, W] uint8 planar YUV 4:2:0 (PyAV's yuv420p layout).
 
-    Integer BT.601 limited range (what decoders assume for an untagged SD stream), done here
-    rather than in swscale because swscale's SIMD paths are not bit-reproducible across runs.
+    Integer BT.601 limited range (what decoders assume for an untagged SD stream), done here so
+    the encoder's input is exact integer maths, independent of swscale's CPU-specific code paths.
     """
     n, height, width = rgb.shape[:3]
     x = rgb.astype(np.int32)  # integer maths: exact, so identical on every run and machine
@@ -299,9 +349,21 @@ def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     return flat.clip(0, 255).astype(np.uint8).reshape(n, height * 3 // 2, width)
 
 
-# Constant QP, P-frames only, no lookahead: x264's lookahead (mbtree, CRF complexity, B-frame and
-# scenecut decisions) occasionally reads uninitialised border memory at the right frame edge, which
-# made ~1% of encodes differ between processes. Without it the bytes are reproducible.
+def _planes(yuv: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y [N, H, W], U and V [N, H/2, W/2] planes inside packed [N, H * 3 / 2, W] frames."""
+    flat = yuv.reshape(len(yuv), -1)
+    luma, chroma = height * width, (height // 2) * (width // 2)
+    return (
+        flat[:, :luma].reshape(-1, height, width),
+        flat[:, luma : luma + chroma].reshape(-1, height // 2, width // 2),
+        flat[:, luma + chroma :].reshape(-1, height // 2, width // 2),
+    )
+
+
+# Constant QP, P-frames only, no lookahead. With CRF + mbtree + B-frames (x264's defaults), about
+# 1 encode in 100 came out different in another process from identical input (always in the
+# right-most macroblock column, i.e. something reads frame-border memory); with the lookahead off,
+# 33 full 24-clip runs (several in parallel) were byte-identical. Files stay ~20-45 KB.
 _X264_OPTIONS = {
     "preset": "veryfast",
     "x264-params": "bframes=0:scenecut=0:rc-lookahead=0:mbtree=0:sync-lookahead=0:weightp=0",
@@ -311,7 +373,8 @@ _X264_OPTIONS = {
 def _encode(
     path: Path,
     *,
-    frames: np.ndarray | None,
+    frames: np.ndarray | None = None,
+    yuv: np.ndarray | None = None,
     fps: int | Fraction,
     audio: np.ndarray | None,
     sample_rate: int,
@@ -320,7 +383,9 @@ def _encode(
     qp: int = 30,
     audio_bitrate: int = 32_000,
 ) -> None:
-    """Mux RGB frames and/or audio [samples] or [channels, samples] into one file with PyAV.
+    """Mux video and/or audio [samples] or [channels, samples] into one file with PyAV.
+
+    Video is RGB ``frames`` [N, H, W, 3] or, cheaper, packed ``yuv`` 4:2:0 [N, H * 3 / 2, W].
 
     Single-threaded x264 and no timestamps in the header keep the bytes identical across runs.
     """
@@ -330,29 +395,36 @@ def _encode(
     with av.open(str(tmp), mode="w", format=fmt) as container:
         container.metadata.clear()
         vstream = astream = None
-        if frames is not None:
+        if frames is not None and yuv is None and video_codec == "libx264":
+            if frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0:
+                yuv = _rgb_to_yuv420p(frames)
+        if yuv is not None:
+            height, width = yuv.shape[1] * 2 // 3, yuv.shape[2]
+        elif frames is not None:
+            height, width = frames.shape[1:3]
+        if frames is not None or yuv is not None:
             rate = Fraction(fps)
             options = _X264_OPTIONS | {"qp": str(qp)} if video_codec == "libx264" else {}
             vstream = container.add_stream(video_codec, rate=rate, options=options)
-            vstream.width = int(frames.shape[2])
-            vstream.height = int(frames.shape[1])
+            vstream.width = int(width)
+            vstream.height = int(height)
             vstream.pix_fmt = "yuv420p"
             vstream.codec_context.thread_count = 1
             vstream.codec_context.time_base = 1 / rate
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
             layout = "mono" if audio.shape[0] == 1 else "stereo"
-            astream = container.add_stream(audio_codec, rate=sample_rate, layout=layout)
+            aopts = {"aac_coder": "fast"} if audio_codec == "aac" else {}  # 3x faster than twoloop
+            astream = container.add_stream(audio_codec, rate=sample_rate, layout=layout, options=aopts)
             astream.bit_rate = audio_bitrate
             astream.codec_context.thread_count = 1
         if vstream is not None:
-            assert frames is not None
-            even = frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0
-            planes = _rgb_to_yuv420p(frames) if even and video_codec == "libx264" else None
-            for i, arr in enumerate(frames):
-                if planes is not None:
-                    frame = av.VideoFrame.from_ndarray(planes[i], format="yuv420p")
-                else:  # odd sizes / other codecs: let PyAV convert
+            source = yuv if yuv is not None else frames
+            assert source is not None
+            for i, arr in enumerate(source):
+                if yuv is not None:
+                    frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
+                else:  # other codecs: let PyAV convert
                     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
                 frame.pts = i
                 container.mux(vstream.encode(frame))
@@ -397,6 +469,8 @@ def write_clip(
     """
     if not (audio or video):
         raise ValueError("write_clip needs audio=True or video=True")
+    if video and video_codec == "libx264" and (size[0] % 2 or size[1] % 2):
+        raise ValueError(f"libx264 with yuv420p needs an even width and height, got {size}")
     path = Path(path)
     rng = np.random.default_rng(seed)
     if words is None:
@@ -404,7 +478,10 @@ def write_clip(
             Word(f"w{i}", i + 0.2, min(seconds, i + 0.8)) for i in range(int(seconds)) if i + 0.3 < seconds
         )
     n_frames = max(1, int(round(seconds * float(fps))))
-    frames = render_frames(n_frames, float(fps), v, size=size, words=words, rng=rng) if video else None
+    scene = _scene(n_frames, float(fps), v, size, words, rng) if video else None
+    use_yuv = video_codec == "libx264"  # even size checked above; other codecs get RGB
+    yuv = _scene_yuv(scene) if scene is not None and use_yuv else None
+    frames = _scene_rgb(scene) if scene is not None and not use_yuv else None
     samples = None
     if audio:
         n = max(1, int(round(seconds * sample_rate)))
@@ -413,6 +490,7 @@ def write_clip(
     _encode(
         path,
         frames=frames,
+        yuv=yuv,
         fps=fps,
         audio=samples,
         sample_rate=sample_rate,
@@ -544,8 +622,8 @@ def _plan(
 def _word_times(text: str, duration: float, rng: np.random.Generator) -> tuple[Word, ...]:
     """Spread words over a speech span inside the clip, longer words longer, short pauses between."""
     tokens = text.split()
-    lead = float(rng.uniform(0.15, 0.45))
-    tail = float(rng.uniform(0.15, 0.45))
+    lead = min(float(rng.uniform(0.15, 0.45)), 0.15 * duration)  # caps only bite below 3 s
+    tail = min(float(rng.uniform(0.15, 0.45)), 0.15 * duration)
     span = duration - lead - tail
     pause = min(0.12, 0.25 * span / len(tokens))
     weights = np.array([len(w) + 2.0 for w in tokens])
@@ -606,7 +684,7 @@ def generate_dataset(
     Everything is a function of ``seed`` (same seed, same tables and the same media bytes) and the
     clip contents do not depend on ``layout``. ``fps`` is drawn per video (a MOSI video has one frame
     rate), so it varies across videos. ``mosi_gap`` inserts that many seconds of neutral filler
-    (grey frames, near-silence) before each segment of a ``mosi`` video, like the unlabelled parts of
+    (grey frames, silence) before each segment of a ``mosi`` video, like the unlabelled parts of
     real MOSI videos. Returns what was written, including each clip's planted components.
     """
     if n_clips < 1:
@@ -615,6 +693,8 @@ def generate_dataset(
         raise ValueError(f"unknown layout {layout!r}; expected 'manifest', 'mmsa' or 'mosi'")
     if not (0 < min_seconds <= max_seconds):
         raise ValueError("need 0 < min_seconds <= max_seconds")
+    if size[0] % 2 or size[1] % 2:
+        raise ValueError(f"size must have an even width and height (H.264 4:2:0), got {size}")
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     plans, n_videos = _plan(n_clips, seed, levels, label_noise, clips_per_video)
@@ -625,7 +705,7 @@ def generate_dataset(
 
     # Per-clip timing, words and media, each from its own stream seeded by (seed, index).
     clips: list[SynthClip] = []
-    frames_of: dict[int, np.ndarray] = {}
+    yuv_of: dict[int, np.ndarray] = {}
     audio_of: dict[int, np.ndarray] = {}
     for p in sorted(plans, key=lambda p: (p.video, p.local)):
         crng = np.random.default_rng([seed, 0xC11, p.index])
@@ -634,7 +714,7 @@ def generate_dataset(
         duration = n_frames / fps
         n_samples = int(round(n_frames * sample_rate / fps))
         words = _word_times(p.text, duration, crng)
-        frames_of[p.index] = render_frames(n_frames, fps, p.v, size=size, words=words, rng=crng)
+        yuv_of[p.index] = _scene_yuv(_scene(n_frames, fps, p.v, size, words, crng))
         audio_of[p.index] = render_audio(n_samples, p.a, words, sample_rate=sample_rate, rng=crng)
         vid = video_ids[p.video]
         local = f"{p.local + 1:04d}"
@@ -660,22 +740,16 @@ def generate_dataset(
         )
 
     writer = {"manifest": _write_manifest, "mmsa": _write_mmsa, "mosi": _write_mosi}[layout]
-    clips, manifest, files = writer(root, clips, frames_of, audio_of, sample_rate, mosi_gap)
+    clips, manifest, files = writer(root, clips, yuv_of, audio_of, sample_rate, mosi_gap)
     return GeneratedDataset(
         root=root, layout=layout, seed=seed, manifest=manifest, clips=tuple(clips), files=tuple(files)
     )
 
 
-def _replace(clip: SynthClip, **changes: object) -> SynthClip:
-    from dataclasses import replace
-
-    return replace(clip, **changes)  # type: ignore[arg-type]
-
-
 def _write_manifest(
     root: Path,
     clips: list[SynthClip],
-    frames_of: dict[int, np.ndarray],
+    yuv_of: dict[int, np.ndarray],
     audio_of: dict[int, np.ndarray],
     sample_rate: int,
     _gap: float,
@@ -688,9 +762,9 @@ def _write_manifest(
     for c in sorted(clips, key=lambda c: c.clip_id):
         rel = f"media/{c.clip_id}.mp4"
         path = root / rel
-        _encode(path, frames=frames_of[c.index], fps=c.fps, audio=audio_of[c.index], sample_rate=sample_rate)
+        _encode(path, yuv=yuv_of[c.index], fps=c.fps, audio=audio_of[c.index], sample_rate=sample_rate)
         files.append(path)
-        out.append(_replace(c, media=path))
+        out.append(replace(c, media=path))
         words = _words_json(c.words)
         rows.append([c.clip_id, rel, "", "", c.text, json.dumps(words), _fmt(c.label), c.split])
         record = {
@@ -714,7 +788,7 @@ def _write_manifest(
 def _write_mmsa(
     root: Path,
     clips: list[SynthClip],
-    frames_of: dict[int, np.ndarray],
+    yuv_of: dict[int, np.ndarray],
     audio_of: dict[int, np.ndarray],
     sample_rate: int,
     _gap: float,
@@ -725,9 +799,9 @@ def _write_mmsa(
     rows: list[list[object]] = []
     for c in sorted(clips, key=lambda c: c.clip_id):
         path = root / "Raw" / c.video_id / f"{c.local_id}.mp4"
-        _encode(path, frames=frames_of[c.index], fps=c.fps, audio=audio_of[c.index], sample_rate=sample_rate)
+        _encode(path, yuv=yuv_of[c.index], fps=c.fps, audio=audio_of[c.index], sample_rate=sample_rate)
         files.append(path)
-        out.append(_replace(c, media=path))
+        out.append(replace(c, media=path))
         lt, la, lv = c.label_tav
         rows.append(
             [c.video_id, c.local_id, c.text, _fmt(c.label), _fmt(lt), _fmt(la), _fmt(lv),
@@ -742,7 +816,7 @@ def _write_mmsa(
 def _write_mosi(
     root: Path,
     clips: list[SynthClip],
-    frames_of: dict[int, np.ndarray],
+    yuv_of: dict[int, np.ndarray],
     audio_of: dict[int, np.ndarray],
     sample_rate: int,
     gap: float,
@@ -766,14 +840,15 @@ def _write_mosi(
         for c in segs:
             if gap > 0:
                 g_frames = int(round(gap * fps))
-                height, width = frames_of[c.index].shape[1:3]
-                frame_parts.append(np.full((g_frames, height, width, 3), _SHAPE_GREY, np.uint8))
+                height, width = yuv_of[c.index].shape[1] * 2 // 3, yuv_of[c.index].shape[2]
+                grey = np.full((1, height, width, 3), _FILLER_GREY, np.uint8)
+                frame_parts.append(np.repeat(_rgb_to_yuv420p(grey), g_frames, axis=0))
                 cum_frames += g_frames
                 g_end = int(round(cum_frames * sample_rate / fps))
                 audio_parts.append(np.zeros(g_end - cum_samples, np.float32))
                 cum_samples = g_end
             start = cum_frames / fps
-            frame_parts.append(frames_of[c.index])
+            frame_parts.append(yuv_of[c.index])
             cum_frames += c.n_frames
             end = cum_frames / fps
             # keep audio on the video's frame grid: segment k ends at round(frames * sr / fps)
@@ -783,11 +858,11 @@ def _write_mosi(
             seg_rows.append([vid, c.local_id, _fmt(round(start, 6)), _fmt(round(end, 6)), _fmt(c.label)])
             transcript.append(f"{c.local_id}_DELIM_{c.text}")
             words_json[c.local_id] = _words_json(c.words)
-            out.append(_replace(c, start=round(start, 6), end=round(end, 6)))
+            out.append(replace(c, start=round(start, 6), end=round(end, 6)))
         path = root / "Video" / "Full" / f"{vid}.mp4"
         _encode(
             path,
-            frames=np.concatenate(frame_parts),
+            yuv=np.concatenate(frame_parts),
             fps=fps,
             audio=np.concatenate(audio_parts),
             sample_rate=sample_rate,
@@ -800,7 +875,7 @@ def _write_mosi(
         wpath.write_text(json.dumps(words_json, indent=1) + "\n", encoding="utf-8")
         files += [path, tpath, wpath]
         fold_rows.append([vid, segs[0].split])
-        out = [_replace(c, media=path) if c.video_id == vid else c for c in out]
+        out = [replace(c, media=path) if c.video_id == vid else c for c in out]
     manifest = _write_csv(root / "segments.csv", ("video_id", "segment_id", "start", "end", "label"), seg_rows)
     folds = _write_csv(root / "folds.csv", ("video_id", "split"), fold_rows)
     files += [manifest, folds]

@@ -96,6 +96,7 @@ def load_text_model(path: str | os.PathLike[str], device: str | torch.device = "
         # Imported under the lock: transformers' lazy module import is not thread-safe, and two
         # threads of the ThreadPool runner importing it at once fail with "cannot import AutoModel".
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         if key not in _MODEL_CACHE:
             if not (folder / "config.json").is_file():
@@ -103,7 +104,13 @@ def load_text_model(path: str | os.PathLike[str], device: str | torch.device = "
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             if not tokenizer.is_fast:
                 raise RuntimeError(f"{folder}: a fast tokenizer is needed for the word-piece → word mapping")
-            model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # a per-load progress bar is noise in batch logs
+            try:
+                model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
             model.eval().requires_grad_(False).to(device)
             _MODEL_CACHE[key] = (tokenizer, model)
         return _MODEL_CACHE[key]
@@ -235,7 +242,8 @@ class BertTextExtractor(Extractor):
                 continue
             for (i, b), st in zip(batch, states):
                 results[i] = self._result(clips[i], b, st)
-        return [r for r in results if r is not None]
+        assert all(r is not None for r in results), "every clip gets a result"
+        return results  # type: ignore[return-value]
 
     @torch.inference_mode()
     def _forward(self, ids: list[list[int]], tokenizer: Any, model: Any, device: torch.device) -> list[np.ndarray]:

@@ -314,7 +314,6 @@ class CnnVisionExtractor(Extractor):
                 "n_computed": len(st.feats),
                 "still_max_diff": cfg.still_max_diff,
                 "model": "efficientnet-lite0",
-                "device": str(next(model.parameters()).device),
             })
             out.append(FeatureResult(values=values, times=times, meta=meta))
         return out

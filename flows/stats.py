@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger, task
 from features.align import modality_source
 from flows.config import PipelineConfig
 from store import FeatureStore
+from store.errors import ConfigError
 from store.featurestore import now_utc
 from store.fs import StoreFS
 from store.views import open_view, view_names
@@ -32,6 +33,7 @@ LABEL_EDGES = [round(-3.0 + 0.5 * i, 1) for i in range(13)]  # 12 bins of 0.5 ov
 SEVEN = [str(k) for k in range(-3, 4)]
 TEMPLATES = Path(__file__).parent / "templates"
 PCTS = (5, 25, 50, 75, 95)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -170,12 +172,7 @@ def _feature_set_stats(store: FeatureStore, name: str, clips: list[dict[str, Any
     index = {r["clip_id"]: r for r in fset.index().to_pylist()}
     failed_clips = {f["clip_id"] for f in failures if f["feature_set"] == name}
     per_split: dict[str, Any] = {}
-    all_rows: list[int] = []
-    length_edges_src: list[int] = []
-    for pos, c in enumerate(clips):
-        if src.status[pos] == "ok":
-            length_edges_src.append(int(src.rows[pos]["length"]))  # type: ignore[index]
-    edges = shared_edges(length_edges_src, integer=True)
+    edges = shared_edges([int(r["length"]) for r in src.rows if r is not None], integer=True)
     for split in [*splits, "all"]:
         pos_ = [i for i, c in enumerate(clips) if split == "all" or c["split"] == split]
         status = [src.status[i] for i in pos_]
@@ -197,8 +194,6 @@ def _feature_set_stats(store: FeatureStore, name: str, clips: list[dict[str, Any
                                        if src.rows[i] is not None)),
         }
         per_split[split] = entry
-        if split == "all":
-            all_rows = rows
     absent_reasons = _count(index[c["clip_id"]]["absent"] for i, c in enumerate(clips) if src.status[i] == "absent")
     out: dict[str, Any] = {
         "extractor": attrs.get("extractor"), "modality": modality, "dim": attrs.get("dim"),
@@ -227,7 +222,6 @@ def _feature_set_stats(store: FeatureStore, name: str, clips: list[dict[str, Any
                 bad_clips += int(not np.isfinite(v).all())
                 mom.add(v)
         out["values"] = {**mom.summary(), "nonfinite_clips": bad_clips}
-    _ = all_rows
     return out
 
 
@@ -513,8 +507,9 @@ def report_figures(stats: dict[str, Any]) -> list[dict[str, str]]:
             absent = [fs["splits"][s]["absent"] / max(1, fs["splits"][s]["clips"]) for _, fs in sets]
             missing = [(fs["splits"][s]["missing"] + fs["splits"][s]["stale"]) / max(1, fs["splits"][s]["clips"])
                        for _, fs in sets]
-            ax.bar(x + j * width, absent, width, label=f"{s} absent")
-            ax.bar(x + j * width, missing, width, bottom=absent, label=f"{s} missing/stale", hatch="//", alpha=0.6)
+            ax.bar(x + j * width, absent, width, color=f"C{j}", label=f"{s} absent")
+            ax.bar(x + j * width, missing, width, bottom=absent, color=f"C{j}", alpha=0.45, hatch="//",
+                   label=f"{s} missing/stale")
         ax.set_xticks(x + width * (len(splits) - 1) / 2, [n for n, _ in sets], rotation=15)
         ax.set(ylabel="fraction of clips", ylim=(0, 1), title="Missing modalities")
         ax.legend(fontsize=7, ncol=2)
@@ -559,7 +554,7 @@ def _env(autoescape: bool) -> Any:
 def _headline(stats: dict[str, Any]) -> list[tuple[str, str]]:
     c = stats["clips"]["all"]
     return [
-        ("clips", f"{stats['n_clips']} ({', '.join(f'{s} {stats['clips'][s]['clips']}' for s in stats['splits'])})"),
+        ("clips", f"{stats['n_clips']} (" + ", ".join(f"{s} {stats['clips'][s]['clips']}" for s in stats["splits"]) + ")"),
         ("total duration", f"{fmt(c['duration'].get('total'))} s"),
         ("feature sets", ", ".join(stats["feature_sets"]) or "none"),
         ("aligned views", ", ".join(stats["views"]) or "none"),
@@ -618,6 +613,8 @@ class StatsSummary:
 def run_stats(store_url: str, view: str | None = None, name: str | None = None,
               read_values: bool = True) -> tuple[StatsSummary, dict[str, Any]]:
     """Plain function (no Prefect): compute the statistics and write ``reports/<name>/``."""
+    if name is not None and not NAME_RE.fullmatch(name):
+        raise ConfigError(f"report name {name!r}: use letters, digits, '_', '.' and '-' (no spaces or slashes)")
     store = FeatureStore.open(store_url)
     stats = compute_stats(store, view, read_values=read_values, name=name)
     name = stats["name"]
@@ -654,12 +651,24 @@ def stats_task(store_url: str, view: str | None, name: str | None, read_values: 
     return run_stats(store_url, view, name, read_values)
 
 
+def stats_options(config: PipelineConfig, view: str | None = None, name: str | None = None,
+                  read_values: bool | None = None) -> tuple[str | None, str | None, bool]:
+    """Explicit arguments over the config's ``stats:`` section (when it has one) over the defaults."""
+    section = getattr(config, "stats", None)
+    get = (lambda k, d: section.get(k, d)) if isinstance(section, dict) else (lambda k, d: getattr(section, k, d))
+    return (view if view is not None else get("view", None),
+            name if name is not None else get("name", None),
+            read_values if read_values is not None else bool(get("read_values", True)))
+
+
 @flow(name="emoflow-stats")
 def stats_flow(config: PipelineConfig, view: str | None = None, name: str | None = None,
-               read_values: bool = True) -> StatsSummary:
+               read_values: bool | None = None) -> StatsSummary:
     """Statistics of ``config.store`` into ``reports/<name>/`` (``name``: the view's name, else
     ``dataset``), published as a Prefect markdown artifact ``emoflow-stats-<name>`` and one table
-    artifact per report table ``emoflow-stats-<name>-<table>``."""
+    artifact per report table ``emoflow-stats-<name>-<table>``. Arguments left None come from the
+    config's ``stats`` section when it has one."""
+    view, name, read_values = stats_options(config, view, name, read_values)
     summary, stats = stats_task(config.store, view, name, read_values)
     summary.artifacts = publish_artifacts(stats)
     get_run_logger().info("%s", summary.message)

@@ -50,13 +50,21 @@ def write_view(
         data = np.asarray(data)
         if data.ndim >= 1 and key.split("/")[-1] not in ("mean", "std") and data.shape[0] != n:
             raise StoreError(f"view {name!r}: array {key!r} has {data.shape[0]} rows for {n} clips")
-        chunks = (max(1, min(256, data.shape[0])), *data.shape[1:]) if data.ndim else ()
-        arr = group.create_array(key, shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=_COMPRESSORS)
+        arr = group.create_array(key, shape=data.shape, dtype=data.dtype, compressors=_COMPRESSORS, **_layout(data))
         if data.size:
             arr[...] = data
     table = clips.select(CLIPS_SCHEMA.names).cast(CLIPS_SCHEMA)
     fs.write_parquet(f"{rel}/clips.parquet", table)
     fs.write_bytes_atomic(f"{rel}/view.json", json.dumps(attrs, sort_keys=True, default=str).encode())
+
+
+def _layout(data: np.ndarray) -> dict[str, Any]:
+    """Per-clip arrays get one chunk per clip (a random read decompresses one clip) grouped into
+    shards of up to 256 clips (few files); vectors such as mean/std are one chunk."""
+    if data.ndim < 2:
+        return {"chunks": data.shape or ()}
+    clip = (1, *data.shape[1:])
+    return {"chunks": clip, "shards": (max(1, min(256, data.shape[0])), *data.shape[1:])}
 
 
 @dataclass

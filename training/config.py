@@ -150,3 +150,23 @@ def resolve_device(setting: str) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device=cuda but torch sees no CUDA GPU")
     return torch.device(setting)
+
+
+#: Named ablations (spec §10) as config overrides; single-modality runs train one head on y_m.
+ABLATIONS: dict[str, dict[str, object]] = {
+    "full": {},
+    "no_uff": {"fusion": "concat"},
+    "no_lgt": {"use_lgt": False},
+    "no_sm": {"use_sm": False},
+    "no_slgm": {"use_slgm": False},
+    "text": {"modalities": ["text"], "use_slgm": False},
+    "audio": {"modalities": ["audio"], "use_slgm": False},
+    "vision": {"modalities": ["vision"], "use_slgm": False},
+}
+
+
+def with_ablation(config: TrainConfig, ablation: str) -> TrainConfig:
+    """``config`` with the named ablation's switches applied (validated again)."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
+    return TrainConfig.model_validate({**config.model_dump(), **ABLATIONS[ablation]})

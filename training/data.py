@@ -65,15 +65,15 @@ class Collator:
     """Pads each modality to the batch's longest clip and z-normalises audio/vision.
 
     ``stats`` maps a/v to the view's train-split (mean, std); text is used as is. NaN/±inf
-    features become 0 before normalisation; a missing modality gets one zero step so every
-    mask has at least one real step (attention over no keys is undefined).
+    audio/vision features become 0 before normalisation; a missing modality gets one zero step so
+    every mask has at least one real step (attention over no keys is undefined).
     """
 
     def __init__(self, stats: dict[str, tuple[np.ndarray, np.ndarray]], finetune_text: bool) -> None:
-        self.stats = {
-            u: (np.nan_to_num(m).astype(np.float32), np.where(np.nan_to_num(s) > STD_FLOOR, s, 1.0).astype(np.float32))
-            for u, (m, s) in stats.items()
-        }
+        self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for u, (mean, std) in stats.items():
+            std = np.nan_to_num(np.asarray(std, dtype=np.float32), nan=0.0, posinf=0.0)
+            self.stats[u] = (np.nan_to_num(np.asarray(mean, dtype=np.float32)), np.where(std > STD_FLOOR, std, 1.0))
         self.finetune_text = finetune_text
 
     def __call__(self, items: list[ClipItem]) -> Batch:
@@ -102,9 +102,11 @@ class Collator:
             if len(s) == 0:
                 continue
             x = np.asarray(s, dtype=np.float32)
-            if u in self.stats:
-                mean, std = self.stats[u]
-                x = (np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) - mean) / std
+            if u != "l":  # audio/vision: NaN/±inf -> 0 on the raw features, then z-normalise
+                x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+                if u in self.stats:
+                    mean, std = self.stats[u]
+                    x = (x - mean) / std
             out[i, : len(s)] = x
         return ModalityInput(
             mask=torch.from_numpy(mask), lengths=torch.tensor(lengths, dtype=torch.int64), values=torch.from_numpy(out)

@@ -252,6 +252,12 @@ def _pool(config: TrainConfig) -> nn.Module:
     return SoftMapping(config.k, config.glimpses) if config.use_sm else MaskedMean()
 
 
+def _fusion(config: TrainConfig) -> UFF | ConcatFusion | SumFusion:
+    if config.fusion == "uff":
+        return UFF(config.k, config.d_f)
+    return ConcatFusion(config.k) if config.fusion == "concat" else SumFusion(config.k)
+
+
 class MCMF(nn.Module):
     """The multi-task model of spec §2-§3 (and its ablations, §10).
 
@@ -265,7 +271,6 @@ class MCMF(nn.Module):
         c = config
         self.modalities = c.short_modalities
         self.single = c.single_modality
-        self.unimodal_input = c.unimodal_input
         finetune = c.text_mode == "finetune" and "l" in self.modalities
         if finetune and text_encoder is None:
             raise ValueError("text_mode=finetune needs a TextEncoder")
@@ -280,24 +285,20 @@ class MCMF(nn.Module):
                 encoders[u] = SequenceEncoder(dims[u], c.k, c.av_input_norm)
         self.encoders = nn.ModuleDict(encoders)
 
-        self.lgt = (
-            nn.ModuleDict({b: LGTBranch(c, self_attention=b == "l" or self.single is not None) for b in self.modalities})
-            if c.use_lgt
-            else None
-        )
+        self_attending = {b: b == "l" or self.single is not None for b in self.modalities}
+        self.lgt = nn.ModuleDict({b: LGTBranch(c, sa) for b, sa in self_attending.items()}) if c.use_lgt else None
         self.pool = nn.ModuleDict({b: _pool(c) for b in self.modalities})
 
         if self.single is not None:
             u = self.single
             self.pool_encoder = None
-            self.fusion = None
+            self.fusion: UFF | ConcatFusion | SumFusion | None = None
             self.heads = nn.ModuleDict({"m": Head(c.k, c.head_dim(u), c.head_dropout(u), c.head_layers)})
             self.tasks: tuple[str, ...] = ("m",)
             return
-        self.pool_encoder = nn.ModuleDict({u: _pool(c) for u in self.modalities}) if c.unimodal_input == "encoder" else None
-        self.fusion = {"uff": lambda: UFF(c.k, c.d_f), "concat": lambda: ConcatFusion(c.k), "sum": lambda: SumFusion(c.k)}[
-            c.fusion
-        ]()
+        encoder_input = c.unimodal_input == "encoder"
+        self.pool_encoder = nn.ModuleDict({u: _pool(c) for u in self.modalities}) if encoder_input else None
+        self.fusion = _fusion(c)
         heads = {"m": Head(self.fusion.out_dim, c.head_dim("m"), c.head_dropout("m"), c.head_layers)}
         heads.update({u: Head(c.k, c.head_dim(u), c.head_dropout(u), c.head_layers) for u in self.modalities})
         self.heads = nn.ModuleDict(heads)
@@ -331,10 +332,8 @@ class MCMF(nn.Module):
             u = self.single
             hidden, hidden_masks = {u: self.lgt[u](enc[u], masks[u])}, masks
         else:  # every branch's queries come from the text encoding, so outputs have text length
-            hidden = {
-                b: self.lgt[b](enc["l"], masks["l"], enc[b], masks[b]) if b != "l" else self.lgt[b](enc["l"], masks["l"])
-                for b in self.modalities
-            }
+            hidden = {"l": self.lgt["l"](enc["l"], masks["l"])}
+            hidden.update({b: self.lgt[b](enc["l"], masks["l"], enc[b], masks[b]) for b in self.modalities if b != "l"})
             hidden_masks = {b: masks["l"] for b in self.modalities}
         pooled = {b: self.pool[b](hidden[b], hidden_masks[b]) for b in self.modalities}
 

@@ -1,0 +1,677 @@
+#!/usr/bin/env python
+"""Extraction benchmark: naive one-clip-at-a-time baseline vs the real pipeline (``run_extract``).
+
+    python benchmarks/extract.py [--clips 10,100] [--shared /work/shared/data/clips]
+                                 [--out benchmarks/results/extract.json] [--quick]
+
+What it measures, per stage (text.bert, audio.mfcc, vision.cnn) and end to end, on a mix of the
+shared real clips and generated ones (features/synth.py):
+
+* realtime factor = media seconds / wall seconds, clips/s, CPU seconds of the process tree, and the
+  peak RSS of the process tree (main + Dask workers + Prefect's ephemeral server), sampled with
+  psutil on a background thread;
+* NAIVE: one clip at a time, stages in sequence (text, audio, vision), same models, vision with
+  ``still_max_diff=None, channels_last=False, prefetch=0``, one process, torch default threads;
+* OPTIMISED: ingest into a temp store and ``flows.extract.run_extract`` with the Lite0 default
+  extractor configs, for a few executor / batch configurations; the fastest end-to-end one is then
+  run stage by stage and on 10 vs 100 generated clips (peak RSS must stay flat).
+
+Every configuration runs in a fresh child interpreter (this script with ``--_child``), one after the
+other, so model caches, page cache warm-up and RSS do not leak from one configuration into the next;
+inside a child each measured run starts with empty model caches. The load average is recorded at the
+start and end of every run: the machine is shared, compare figures of the same invocation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # runnable as ``python benchmarks/extract.py`` from anywhere
+    sys.path.insert(0, str(REPO))
+
+STAGES = ("text.bert", "audio.mfcc", "vision.cnn")
+MODALITY = {"text.bert": "text", "audio.mfcc": "audio", "vision.cnn": "vision"}
+NAIVE_CONFIGS: dict[str, dict[str, Any]] = {
+    "text.bert": {},
+    "audio.mfcc": {},
+    "vision.cnn": {"still_max_diff": None, "channels_last": False, "prefetch": 0},
+}
+# Candidate pipeline configurations (label -> executor + batching). The Lite0 default extractor
+# configs are used throughout; ``vision_batch`` overrides only vision.cnn's runtime batch_size.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "threads-2": {"executor": {"dask": None, "workers": 2}, "batch_clips": 8},
+    "dask-1x2": {"executor": {"dask": "local", "workers": 1, "threads_per_worker": 2}, "batch_clips": 8},
+    "dask-2x1": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8},
+    "dask-2x1-b4": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 4},
+    "dask-2x1-b16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 16},
+    "dask-2x1-b4-v16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 4,
+                        "vision_batch": 16},
+}
+FULL_CANDIDATES = ("threads-2", "dask-1x2", "dask-2x1", "dask-2x1-b4", "dask-2x1-b16")
+QUICK_CANDIDATES = ("threads-2", "dask-2x1-b4")
+SHARED_TRANSCRIPTS = {  # media file -> transcript file next to it (None: no transcript shipped)
+    "nasa_webb_narration.mp4": "nasa_webb_narration.en.srt",
+    "nasa_webb_narration.vp9_opus.webm": "nasa_webb_narration.en.srt",
+    "manifesto_audiobook.mp4": "manifesto_audiobook.words.json",
+    "jfk_inaugural.flac": "jfk_inaugural.txt",
+    "librispeech_2412-153948-0000.flac": "librispeech_2412-153948-0000.txt",
+}
+MEDIA_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".flac", ".ogg", ".mp3", ".wav", ".m4a")
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ----------------------------------------------------------------------------------------------
+# process-tree sampler (RSS + CPU), used inside each child
+# ----------------------------------------------------------------------------------------------
+def _role(proc: Any, root_pid: int) -> str:
+    if proc.pid == root_pid:
+        return "main"
+    try:
+        cmd = " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - a process that just ended
+        return "other"
+    if "resource_tracker" in cmd:
+        return "other"
+    if "spawn_main" in cmd or "distributed" in cmd or "dask" in cmd:
+        return "dask-worker"
+    if "prefect" in cmd or "uvicorn" in cmd:
+        return "prefect-server"
+    return "other"
+
+
+class TreeSampler(threading.Thread):
+    """Samples RSS and CPU times of this process and all its descendants every ``interval`` s.
+
+    ``start_window()`` / ``stop_window()`` bracket one measured run; the window reports the peak of
+    the summed RSS of the tree, the peak per role (main, dask-worker, prefect-server, other), the
+    largest single process, and the CPU seconds (user + sys) the tree spent inside the window.
+    Summed RSS counts pages shared between processes (libtorch text) once per process: it is an
+    upper bound of the real footprint, the right one for "does it fit".
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        import psutil
+
+        self.psutil = psutil
+        self.root = psutil.Process()
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.roles: dict[int, str] = {}
+        self.procs: dict[int, Any] = {self.root.pid: self.root}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.peak_total = 0
+        self.peak_role: dict[str, int] = {}
+        self.peak_single = 0
+        self.cpu_base: dict[int, float] = {}
+        self.cpu_last: dict[int, float] = {}
+        self.max_procs = 0
+        self.samples = 0
+
+    def _tree(self) -> list[Any]:
+        try:
+            kids = self.root.children(recursive=True)
+        except self.psutil.Error:
+            kids = []
+        out = [self.root]
+        for k in kids:  # keep Process objects so cpu_times/roles are cheap and stable
+            p = self.procs.setdefault(k.pid, k)
+            out.append(p)
+        return out
+
+    def sample(self) -> None:
+        per_role: dict[str, int] = {}
+        total = 0
+        single = 0
+        cpu_now: dict[int, float] = {}
+        procs = self._tree()
+        for p in procs:
+            try:
+                with p.oneshot():
+                    rss = p.memory_info().rss
+                    ct = p.cpu_times()
+            except self.psutil.Error:
+                continue
+            if p.pid not in self.roles:
+                self.roles[p.pid] = _role(p, self.root.pid)
+            role = self.roles[p.pid]
+            per_role[role] = per_role.get(role, 0) + rss
+            total += rss
+            single = max(single, rss)
+            cpu_now[p.pid] = ct.user + ct.system
+        with self.lock:
+            self.samples += 1
+            self.peak_total = max(self.peak_total, total)
+            self.peak_single = max(self.peak_single, single)
+            self.max_procs = max(self.max_procs, len(procs))
+            for role, v in per_role.items():
+                self.peak_role[role] = max(self.peak_role.get(role, 0), v)
+            for pid, c in cpu_now.items():
+                self.cpu_base.setdefault(pid, 0.0 if self._started_after_window(pid) else c)
+                self.cpu_last[pid] = c
+
+    def _started_after_window(self, pid: int) -> bool:
+        return pid not in self._at_window_start
+
+    def start_window(self) -> None:
+        with self.lock:
+            self._reset()
+            self._at_window_start = {p.pid for p in self._tree()}
+        self.sample()
+
+    def stop_window(self) -> dict[str, Any]:
+        self.sample()
+        with self.lock:
+            cpu = sum(self.cpu_last[p] - self.cpu_base.get(p, 0.0) for p in self.cpu_last)
+            mb = 1024 * 1024
+            return {
+                "peak_rss_mb": round(self.peak_total / mb, 1),
+                "peak_rss_by_role_mb": {k: round(v / mb, 1) for k, v in sorted(self.peak_role.items())},
+                "peak_rss_single_process_mb": round(self.peak_single / mb, 1),
+                "cpu_s": round(cpu, 2),
+                "max_processes": self.max_procs,
+                "rss_samples": self.samples,
+            }
+
+    def run(self) -> None:
+        self._at_window_start = {self.root.pid}
+        while not self.stop_event.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - never let the sampler kill a benchmark
+                pass
+
+
+# ----------------------------------------------------------------------------------------------
+# child side: one configuration, fresh interpreter
+# ----------------------------------------------------------------------------------------------
+def _clear_model_caches() -> None:
+    """Cold start for every measured run (Dask workers are fresh processes each run anyway)."""
+    import gc
+
+    import features.efficientnet as eff
+    import features.text as txt
+    import flows.extract as fx
+
+    fx._EXTRACTORS.clear()
+    eff._MODELS.clear()
+    txt._MODEL_CACHE.clear()
+    gc.collect()
+
+
+def _clip_rows(store_url: str) -> list[dict[str, Any]]:
+    from store import FeatureStore
+
+    return FeatureStore.open(store_url).clips().to_pylist()
+
+
+def _stage_media(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Media seconds each stage really covers: vision needs a video stream, audio an audio stream,
+    text a transcript; end to end counts every clip's duration once."""
+    def secs(pred: Any) -> float:
+        return round(sum(r["duration"] for r in rows if pred(r)), 3)
+
+    return {
+        "clips": len(rows),
+        "media_s": secs(lambda r: True),
+        "stage_media_s": {
+            "text.bert": secs(lambda r: bool((r.get("text") or "").strip())),
+            "audio.mfcc": secs(lambda r: r["has_audio"]),
+            "vision.cnn": secs(lambda r: r["has_video"]),
+        },
+        "stage_clips": {
+            "text.bert": sum(1 for r in rows if (r.get("text") or "").strip()),
+            "audio.mfcc": sum(1 for r in rows if r["has_audio"]),
+            "vision.cnn": sum(1 for r in rows if r["has_video"]),
+        },
+    }
+
+
+def _pipeline_config(store: str, dataset: str, cand: dict[str, Any], stages: tuple[str, ...]) -> Any:
+    from flows.config import PipelineConfig
+
+    extractors: dict[str, dict[str, Any]] = {s: {} for s in stages}
+    if "vision.cnn" in extractors and cand.get("vision_batch"):
+        extractors["vision.cnn"] = {"batch_size": cand["vision_batch"]}
+    return PipelineConfig.model_validate({
+        "store": store,
+        "dataset": {"path": dataset, "layout": "manifest"},
+        "executor": cand["executor"],
+        "extract": {"extractors": extractors, "batch_clips": cand.get("batch_clips", 8)},
+    })
+
+
+def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
+    import torch
+
+    from features.base import ClipFailure, create_extractor
+    from flows.config import PipelineConfig
+    from flows.extract import clip_input
+    from flows.ingest import run_ingest
+
+    store = str(Path(spec["workdir"]) / "store-naive")
+    run_ingest(PipelineConfig.model_validate({"store": store, "dataset": {"path": spec["dataset"], "layout": "manifest"}}))
+    rows = _clip_rows(store)
+    clips = [clip_input(r) for r in rows]
+    runs = []
+    for rep in range(spec.get("repeats", 1)):
+        _clear_model_caches()
+        exts = {s: create_extractor(s, NAIVE_CONFIGS[s]) for s in STAGES}
+        wall = {s: 0.0 for s in STAGES}
+        cpu = {s: 0.0 for s in STAGES}
+        failures = []
+        load0 = loadavg()
+        sampler.start_window()
+        t_all = time.perf_counter()
+        for clip in clips:
+            for s in STAGES:
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = exts[s].extract([clip])
+                wall[s] += time.perf_counter() - t0
+                cpu[s] += time.process_time() - c0
+                failures += [f"{s}:{o.clip_id}:{o.message}" for o in out if isinstance(o, ClipFailure)]
+        total = time.perf_counter() - t_all
+        tree = sampler.stop_window()
+        runs.append({
+            "rep": rep, "wall_s": round(total, 3), "stage_wall_s": {k: round(v, 3) for k, v in wall.items()},
+            "stage_cpu_s": {k: round(v, 3) for k, v in cpu.items()}, "failures": failures,
+            "load_start": load0, "load_end": loadavg(), "torch_threads": torch.get_num_threads(), **tree,
+        })
+    return {"kind": "naive", "dataset": spec["dataset"], **_stage_media(rows), "runs": runs}
+
+
+def _warm_prefect() -> float:
+    """Start Prefect's ephemeral API server (a subprocess) before timing: a deployment runs against
+    a long-lived server, so its start-up is not part of a run's extraction cost."""
+    from prefect import flow
+
+    @flow(name="bench-warmup")
+    def warm() -> int:
+        return 1
+
+    t0 = time.perf_counter()
+    warm()
+    return round(time.perf_counter() - t0, 2)
+
+
+def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
+    from flows.extract import run_extract
+    from flows.ingest import run_ingest
+
+    warm_s = _warm_prefect()
+    cand = spec["candidate"]
+    runs = []
+    meta = None
+    for i, item in enumerate(spec["runs"]):
+        stages = tuple(item["stages"])
+        store = str(Path(spec["workdir"]) / f"store-{spec['label']}-{i}")
+        cfg = _pipeline_config(store, spec["dataset"], cand, stages)
+        run_ingest(cfg)
+        rows = _clip_rows(store)
+        meta = meta or _stage_media(rows)
+        _clear_model_caches()
+        first_batch: list[float] = []
+        load0 = loadavg()
+        sampler.start_window()
+        t0 = time.perf_counter()
+        summary = run_extract(cfg, progress=lambda res: first_batch.append(time.perf_counter()))
+        wall = time.perf_counter() - t0
+        tree = sampler.stop_window()
+        rec: dict[str, Any] = {
+            "stages": list(stages), "wall_s": round(wall, 3), "failed": summary.failed,
+            "first_batch_s": round(min(first_batch) - t0, 3) if first_batch else None,
+            "batches": len(first_batch),
+            "sets": {s["extractor"]: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
+                     for s in summary.sets.values()},
+            "load_start": load0, "load_end": loadavg(), **tree,
+        }
+        if item.get("overhead"):
+            # the same run again on the now committed store: everything is skipped, so its wall is
+            # the fixed cost of a run (cluster start-up, flow, planning), without extraction
+            sampler.start_window()
+            t1 = time.perf_counter()
+            run_extract(cfg)
+            rec["overhead_s"] = round(time.perf_counter() - t1, 3)
+            sampler.stop_window()
+        runs.append(rec)
+        shutil.rmtree(store, ignore_errors=True)
+    return {"kind": "pipeline", "label": spec["label"], "candidate": cand, "dataset": spec["dataset"],
+            "prefect_warmup_s": warm_s, **(meta or {}), "runs": runs}
+
+
+def child_main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    sampler = TreeSampler()
+    sampler.start()
+    try:
+        result = child_naive(spec, sampler) if spec["kind"] == "naive" else child_pipeline(spec, sampler)
+    finally:
+        sampler.stop_event.set()
+    Path(spec["result"]).write_text(json.dumps(result, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# parent side: data, jobs, table
+# ----------------------------------------------------------------------------------------------
+def _transcript(media: Path) -> tuple[str, list[dict[str, Any]] | None]:
+    name = SHARED_TRANSCRIPTS.get(media.name)
+    if not name or not (media.parent / name).is_file():
+        return "", None
+    path = media.parent / name
+    if path.suffix == ".json":  # manifesto: [{content, start, end, words: [{word, start, end}]}]
+        words = [{"word": w["word"], "start": float(w["start"]), "end": float(w["end"])}
+                 for seg in json.loads(path.read_text()) for w in seg.get("words", [])]
+        return " ".join(w["word"] for w in words), words
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".srt":
+        lines = [ln.strip() for ln in text.splitlines()]
+        text = " ".join(ln for ln in lines if ln and "-->" not in ln and not ln.isdigit())
+        text = text.replace("NAR:", "").strip()
+    return " ".join(text.split()), None
+
+
+def prepare_data(root: Path, shared: Path | None, counts: list[int], mix_generated: int) -> dict[str, Any]:
+    """Generated clips (manifest layout, seed 0) + copies of the shared clips in one dataset root;
+    one manifest CSV per dataset the benchmark uses: mix.csv, gen-<n>.csv."""
+    from features.synth import generate_dataset
+
+    n_gen = max(counts + [mix_generated])
+    stamp = root / f".generated-{n_gen}"
+    t0 = time.perf_counter()
+    if not stamp.exists():
+        if root.exists():
+            shutil.rmtree(root)
+        generate_dataset(root, n_clips=n_gen, seed=0, layout="manifest")
+        stamp.write_text("ok")
+    gen_s = time.perf_counter() - t0
+    with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        gen_rows = list(reader)
+    shared_rows = []
+    if shared and shared.is_dir():
+        dst = root / "shared"
+        dst.mkdir(exist_ok=True)
+        for media in sorted(shared.iterdir()):
+            if media.suffix.lower() not in MEDIA_SUFFIXES:
+                continue
+            if not (dst / media.name).exists():  # ingest confines media to the dataset root: copy
+                shutil.copy2(media, dst / media.name)
+            text, words = _transcript(media)
+            shared_rows.append({"clip_id": f"shared_{media.stem}", "media": f"shared/{media.name}", "start": "",
+                                "end": "", "text": text, "words": json.dumps(words) if words else "",
+                                "label": "0.0", "split": "test"})
+    manifests = {}
+
+    def write(name: str, rows: list[dict[str, Any]]) -> None:
+        path = root / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=header, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        manifests[name] = str(path)
+
+    write("mix", shared_rows + gen_rows[:mix_generated])
+    for n in counts:
+        write(f"gen-{n}", gen_rows[:n])
+    return {"manifests": manifests, "generate_s": round(gen_s, 1), "shared_clips": [r["clip_id"] for r in shared_rows]}
+
+
+def run_child(spec: dict[str, Any], workdir: Path, name: str, verbose: bool) -> dict[str, Any]:
+    spec = dict(spec, workdir=str(workdir), result=str(workdir / f"{name}.result.json"))
+    spec_path = workdir / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_child", str(spec_path)],
+                          cwd=str(REPO), capture_output=not verbose, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or "")[-3000:] if not verbose else ""
+        raise RuntimeError(f"benchmark child {name!r} failed (rc {proc.returncode}):\n{tail}")
+    out = json.loads(Path(spec["result"]).read_text())
+    out["child_wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _best_rep(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of repeated runs, the fastest: on a shared machine the minimum is the least disturbed."""
+    return min(runs, key=lambda r: r["wall_s"])
+
+
+def summarise(naive: dict[str, Any], stage_runs: dict[str, dict[str, Any]], e2e: dict[str, Any],
+              media: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows: per stage and end to end, naive vs optimised."""
+    rows = []
+    nb = _best_rep(naive["runs"])
+    for s in STAGES + ("end-to-end",):
+        if s == "end-to-end":
+            n_wall, n_cpu = nb["wall_s"], sum(nb["stage_cpu_s"].values())
+            o = e2e
+            m_s, n_clips = media["media_s"], media["clips"]
+        else:
+            n_wall, n_cpu = nb["stage_wall_s"][s], nb["stage_cpu_s"][s]
+            o = stage_runs[s]
+            m_s, n_clips = media["stage_media_s"][s], media["stage_clips"][s]
+        rows.append({
+            "stage": s, "clips": n_clips, "media_s": m_s,
+            "naive_wall_s": n_wall, "naive_rtf": round(m_s / n_wall, 2) if n_wall else None,
+            "naive_clips_per_s": round(n_clips / n_wall, 3) if n_wall else None, "naive_cpu_s": round(n_cpu, 2),
+            "opt_wall_s": o["wall_s"], "opt_rtf": round(m_s / o["wall_s"], 2),
+            "opt_clips_per_s": round(n_clips / o["wall_s"], 3), "opt_cpu_s": o["cpu_s"],
+            "opt_overhead_s": o.get("overhead_s"),
+            "speedup": round(n_wall / o["wall_s"], 2) if o["wall_s"] else None,
+            "cpu_ratio": round(n_cpu / o["cpu_s"], 2) if o["cpu_s"] else None,
+            "naive_peak_rss_mb": nb["peak_rss_mb"] if s == "end-to-end" else None,
+            "opt_peak_rss_mb": o["peak_rss_mb"],
+            "load": [o["load_start"][0], o["load_end"][0]],
+        })
+    return rows
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    m = report["machine"]
+    con.print(f"[bold]emoflow extract benchmark[/] {report['date']}  cores={m['cpus']}  torch={m['torch']}  "
+              f"load at start {m['load_start']} / end {m['load_end']}")
+    t = Table(title=f"Lite0 default, {report['mix']['clips']} clips, {report['mix']['media_s']:.0f} media-s "
+                    f"(shared + generated); naive vs optimised = {report['best']}")
+    for col in ("stage", "clips", "media s", "naive s", "naive ×RT", "naive clips/s", "opt s", "opt ×RT",
+                "opt clips/s", "speed-up", "CPU-s naive/opt", "fixed s", "peak RSS MB naive/opt", "load 1m"):
+        t.add_column(col, justify="right")
+    for r in report["table"]:
+        rss = f"{r['naive_peak_rss_mb'] or '-'} / {r['opt_peak_rss_mb']}"
+        t.add_row(r["stage"], str(r["clips"]), f"{r['media_s']:.0f}", f"{r['naive_wall_s']:.1f}",
+                  f"{r['naive_rtf']:.1f}", f"{r['naive_clips_per_s']:.2f}", f"{r['opt_wall_s']:.1f}",
+                  f"{r['opt_rtf']:.1f}", f"{r['opt_clips_per_s']:.2f}",
+                  f"[bold]{r['speedup']:.2f}×[/]", f"{r['naive_cpu_s']:.0f} / {r['opt_cpu_s']:.0f}",
+                  "-" if r["opt_overhead_s"] is None else f"{r['opt_overhead_s']:.1f}", rss,
+                  f"{r['load'][0]:.1f}→{r['load'][1]:.1f}")
+    con.print(t)
+    c = Table(title="optimised candidates, end to end on the mix (fastest repeat)")
+    for col in ("config", "executor", "batch_clips", "vision batch", "wall s", "×RT", "CPU s", "fixed s",
+                "peak RSS MB", "RSS by role MB", "load 1m"):
+        c.add_column(col, justify="right")
+    for label, r in report["candidates"].items():
+        ex = r["candidate"]["executor"]
+        exs = "threads×%d" % ex.get("workers", 2) if ex.get("dask") is None else \
+            f"dask {ex.get('workers')}p×{ex.get('threads_per_worker', 1)}t"
+        c.add_row(label, exs, str(r["candidate"].get("batch_clips", 8)), str(r["candidate"].get("vision_batch", 32)),
+                  f"{r['wall_s']:.1f}", f"{r['rtf']:.1f}", f"{r['cpu_s']:.0f}",
+                  "-" if r.get("overhead_s") is None else f"{r['overhead_s']:.1f}",
+                  f"{r['peak_rss_mb']:.0f}", ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_by_role_mb"].items()),
+                  f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
+    con.print(c)
+    g = Table(title=f"peak RSS vs clip count, optimised ({report['best']}), generated clips only")
+    for col in ("clips", "media s", "wall s", "×RT", "peak RSS MB", "RSS by role MB", "largest process MB", "load 1m"):
+        g.add_column(col, justify="right")
+    for n, r in report["scaling"].items():
+        g.add_row(n, f"{r['media_s']:.0f}", f"{r['wall_s']:.1f}", f"{r['rtf']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                  ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_by_role_mb"].items()),
+                  f"{r['peak_rss_single_process_mb']:.0f}", f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
+    con.print(g)
+    v = report["verdict"]
+    con.print(f"end to end speed-up {v['speedup']:.2f}× (target ≥ 2×: {'met' if v['speedup_ok'] else 'NOT met'}); "
+              f"peak RSS {v['rss_small_mb']:.0f} → {v['rss_large_mb']:.0f} MB "
+              f"({v['rss_growth_pct']:+.0f}%, flat: {'yes' if v['rss_flat'] else 'NO'})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", default=None, help="generated clip counts for the RSS scaling runs; the first "
+                    "one is also the number of generated clips in the mix (default 10,100; --quick 4,24)")
+    ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data" / "clips"),
+                    help="folder of real media clips mixed into the benchmark dataset")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "extract.json"))
+    ap.add_argument("--quick", action="store_true", help="fewer clips and candidates, no repeats (~3-4 min)")
+    ap.add_argument("--candidates", default=None,
+                    help=f"comma list of pipeline configs to compare, of {','.join(CANDIDATES)}")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats of naive and of the best config (default 2, quick 1)")
+    ap.add_argument("--workdir", default=None, help="keep generated data and results here (reused across runs)")
+    ap.add_argument("--verbose", action="store_true", help="show the children's output (Prefect logs)")
+    ap.add_argument("--_child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._child:
+        child_main(args._child)
+        return 0
+
+    counts = [int(x) for x in (args.clips or ("4,24" if args.quick else "10,100")).split(",") if x.strip()]
+    cand_names = (args.candidates.split(",") if args.candidates else
+                  list(QUICK_CANDIDATES if args.quick else FULL_CANDIDATES))
+    for c in cand_names:
+        if c not in CANDIDATES:
+            ap.error(f"unknown candidate {c!r}; known: {', '.join(CANDIDATES)}")
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
+
+    work = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="emoflow-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # children inherit: own Prefect home (database) and media cache, quiet logs
+    os.environ.update({
+        "PREFECT_HOME": str(work / "prefect"), "EMOFLOW_CACHE_DIR": str(work / "cache"),
+        "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+    })
+    started = time.perf_counter()
+    load_start = loadavg()
+    print(f"[bench] workdir {work}; load {load_start}; generating/preparing data ...", flush=True)
+    data = prepare_data(work / "data", Path(args.shared) if args.shared else None, counts, counts[0])
+    mix = data["manifests"]["mix"]
+    print(f"[bench] data ready in {data['generate_s']} s; shared clips: {len(data['shared_clips'])}", flush=True)
+
+    def log(msg: str) -> None:
+        print(f"[bench {time.perf_counter() - started:6.0f}s load {loadavg()[0]:.1f}] {msg}", flush=True)
+
+    # 1. naive baseline and the candidates, back to back, on the mix (end to end)
+    log("naive baseline ...")
+    naive = run_child({"kind": "naive", "dataset": mix, "repeats": 1}, work, "naive", args.verbose)
+    log(f"naive: {naive['runs'][0]['wall_s']:.1f} s")
+    cand_results: dict[str, dict[str, Any]] = {}
+    for label in cand_names:
+        log(f"pipeline {label} ...")
+        res = run_child({"kind": "pipeline", "label": label, "candidate": CANDIDATES[label], "dataset": mix,
+                         "runs": [{"stages": list(STAGES), "overhead": True}]}, work, f"cand-{label}", args.verbose)
+        cand_results[label] = res
+        log(f"pipeline {label}: {res['runs'][0]['wall_s']:.1f} s")
+    best = min(cand_results, key=lambda k: cand_results[k]["runs"][0]["wall_s"])
+    log(f"best: {best}")
+
+    # 2. best config: stage by stage (+ more end-to-end repeats), interleaved with naive repeats
+    stage_spec = [{"stages": [s], "overhead": s == "audio.mfcc"} for s in STAGES]
+    stage_res = run_child({"kind": "pipeline", "label": f"{best}-stages", "candidate": CANDIDATES[best],
+                           "dataset": mix, "runs": stage_spec}, work, "best-stages", args.verbose)
+    log("stage-by-stage runs done")
+    for rep in range(1, repeats):
+        log(f"repeat {rep}: naive + {best} ...")
+        extra = run_child({"kind": "naive", "dataset": mix, "repeats": 1}, work, f"naive-r{rep}", args.verbose)
+        naive["runs"] += [dict(r, rep=rep) for r in extra["runs"]]
+        again = run_child({"kind": "pipeline", "label": best, "candidate": CANDIDATES[best], "dataset": mix,
+                           "runs": [{"stages": list(STAGES)}]}, work, f"best-r{rep}", args.verbose)
+        cand_results[best]["runs"] += again["runs"]
+
+    # 3. peak RSS vs number of generated clips, best config
+    scaling = {}
+    for n in counts:
+        log(f"scaling: {best} on {n} generated clips ...")
+        r = run_child({"kind": "pipeline", "label": f"{best}-gen{n}", "candidate": CANDIDATES[best],
+                       "dataset": data["manifests"][f"gen-{n}"], "runs": [{"stages": list(STAGES)}]},
+                      work, f"gen-{n}", args.verbose)
+        run = r["runs"][0]
+        scaling[str(n)] = {**run, "clips": r["clips"], "media_s": r["media_s"],
+                           "rtf": round(r["media_s"] / run["wall_s"], 2)}
+
+    # 4. report
+    import torch  # only for the version string
+
+    media = {k: naive[k] for k in ("clips", "media_s", "stage_media_s", "stage_clips")}
+    e2e = _best_rep(cand_results[best]["runs"])
+    e2e = dict(e2e, overhead_s=cand_results[best]["runs"][0].get("overhead_s"))
+    stage_runs = {r["stages"][0]: r for r in stage_res["runs"]}
+    # the one fixed-cost measurement (audio's no-op rerun) applies to every stage-only run
+    for r in stage_runs.values():
+        r.setdefault("overhead_s", stage_runs["audio.mfcc"].get("overhead_s"))
+    table = summarise(naive, stage_runs, e2e, media)
+    candidates = {}
+    for label, r in cand_results.items():
+        b = _best_rep(r["runs"])
+        candidates[label] = {**b, "candidate": r["candidate"], "rtf": round(media["media_s"] / b["wall_s"], 2),
+                             "overhead_s": r["runs"][0].get("overhead_s"), "repeats": len(r["runs"]),
+                             "all_walls_s": [x["wall_s"] for x in r["runs"]]}
+    small, large = scaling[str(counts[0])], scaling[str(counts[-1])]
+    e2e_row = table[-1]
+    report = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "load_start": load_start, "load_end": loadavg()},
+        "args": {"clips": counts, "shared": args.shared, "quick": args.quick, "candidates": cand_names,
+                 "repeats": repeats},
+        "mix": {**media, "shared_clips": data["shared_clips"], "generated_clips": counts[0]},
+        "naive_configs": NAIVE_CONFIGS,
+        "best": best,
+        "table": table,
+        "candidates": candidates,
+        "scaling": scaling,
+        "naive_runs": naive["runs"],
+        "stage_runs": stage_runs,
+        "verdict": {
+            "speedup": e2e_row["speedup"], "speedup_ok": e2e_row["speedup"] >= 2.0,
+            "rss_small_mb": small["peak_rss_mb"], "rss_large_mb": large["peak_rss_mb"],
+            "rss_growth_pct": round(100 * (large["peak_rss_mb"] / small["peak_rss_mb"] - 1), 1),
+            "rss_flat": large["peak_rss_mb"] <= 1.15 * small["peak_rss_mb"],
+        },
+        "total_benchmark_s": round(time.perf_counter() - started, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print_tables(report)
+    print(f"[bench] wrote {out} in {report['total_benchmark_s']:.0f} s")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":  # Dask worker processes re-import this module: keep the guard
+    sys.exit(main())
