@@ -98,6 +98,9 @@ class Extractor(ABC):
     version: ClassVar[str]
     modality: ClassVar[str]  # "text" | "audio" | "vision"
     config_cls: ClassVar[type[ExtractorConfig]]
+    # Config fields that change how fast features are computed, not what they are (device, batch
+    # sizes): kept out of identity(), so they never invalidate committed features.
+    runtime_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ExtractorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -113,12 +116,8 @@ class Extractor(ABC):
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines this extractor's output; hashed into feature fingerprints."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "config": self.config.model_dump(mode="json"),
-            "model": self.model_identity(),
-        }
+        config = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in self.runtime_fields}
+        return {"name": self.name, "version": self.version, "config": config, "model": self.model_identity()}
 
     def identity_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))

@@ -32,8 +32,6 @@ from features.base import (
     register_extractor,
 )
 
-# Fields that change how fast features are computed, not what they are: kept out of identity().
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "batch_size")
 
 _MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = (
@@ -147,6 +145,7 @@ class BertTextExtractor(Extractor):
     name: ClassVar[str] = "text.bert"
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "text"
+    runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size")
     config_cls: ClassVar[type[ExtractorConfig]] = BertTextConfig
     config: BertTextConfig
 
@@ -158,12 +157,6 @@ class BertTextExtractor(Extractor):
     def dim(self) -> int:
         cfg = json.loads((self.model_path / "config.json").read_text())
         return int(cfg.get("hidden_size") or cfg["dim"])
-
-    def identity(self) -> dict[str, Any]:
-        ident = super().identity()
-        for f in RUNTIME_FIELDS:
-            ident["config"].pop(f, None)
-        return ident
 
     def model_identity(self) -> dict[str, Any]:
         folder = self.model_path

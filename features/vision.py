@@ -45,8 +45,6 @@ from features.probe import probe_media
 
 log = logging.getLogger(__name__)
 
-# Fields that change how fast features are computed, not what they are: kept out of identity().
-RUNTIME_FIELDS: tuple[str, ...] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
 
 
 class CnnVisionConfig(ExtractorConfig):
@@ -137,6 +135,7 @@ class CnnVisionExtractor(Extractor):
     name: ClassVar[str] = "vision.cnn"
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "vision"
+    runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
     config_cls: ClassVar[type[ExtractorConfig]] = CnnVisionConfig
     config: CnnVisionConfig
 
@@ -147,12 +146,6 @@ class CnnVisionExtractor(Extractor):
     @property
     def weights_path(self) -> str:
         return self.config.weights or str(default_weights_path())
-
-    def identity(self) -> dict[str, Any]:
-        ident = super().identity()
-        for f in RUNTIME_FIELDS:
-            ident["config"].pop(f, None)
-        return ident
 
     def model_identity(self) -> dict[str, Any]:
         return {

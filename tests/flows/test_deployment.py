@@ -64,10 +64,12 @@ class Server:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+        t0 = time.monotonic()
         proc = subprocess.run(
             [PREFECT, *args], cwd=REPO, env={**self.env, **(env or {})}, capture_output=True, text=True,
             timeout=timeout,
         )
+        print(f"prefect {args[0]} {args[1]}: {time.monotonic() - t0:.1f} s")
         assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc.stdout + proc.stderr
 
@@ -90,6 +92,7 @@ class Server:
         while time.monotonic() < deadline:
             run = self.flow_run(run_id)
             if run["state_type"] in TERMINAL:
+                print(f"run {run_id}: {time.monotonic() - deadline + timeout:.1f} s")
                 return run
             time.sleep(1.0)
         pytest.fail(f"flow run {run_id} not finished after {timeout} s (state {run['state_type']}):\n"
