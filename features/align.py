@@ -593,7 +593,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
         "config": cfg.model_dump(mode="json"),
         "modalities": modalities,
         "normalized": cfg.normalize,
-        "text_model": text_model_path(text_set.attrs.get("config", {})) if text_set else None,
+        "text_model_path": text_model_path(text_set.attrs.get("config", {})) if text_set else None,
         "n_clips": n,
         "created": now_utc().isoformat(),
     }

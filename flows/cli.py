@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.config import PipelineConfig, dump_config, load_config
-from store.errors import EmoflowError
+from store.errors import ConfigError, EmoflowError
 
 app = typer.Typer(help="emoflow: multimodal sentiment feature pipeline and feature store.", no_args_is_help=True)
 store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
@@ -148,6 +148,138 @@ def _run_with_progress(cfg: PipelineConfig, total_clips: int, total_seconds: flo
             bar.update(secs_task, rate=f"{bar.tasks[secs_task].completed / elapsed:.1f}x realtime")
 
         return run_extract(cfg, progress=hook)
+
+
+@app.command()
+def align(
+    store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
+    view: Annotated[Optional[str], typer.Option(help="view name under aligned/ [default: default]")] = None,
+    grid: Annotated[Optional[str], typer.Option(help="word | window | none [default: word]")] = None,
+    window: Annotated[Optional[float], typer.Option(help="window length in seconds (grid=window) [default: 0.5]")] = None,
+    hop: Annotated[Optional[float], typer.Option(help="window hop in seconds [default: the window length]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="mean | max | last [default: mean]")] = None,
+    empty: Annotated[Optional[str], typer.Option(help="a step with no rows: nearest | zeros [default: nearest]")] = None,
+    max_len: Annotated[Optional[int], typer.Option("--max-len", help="padded length L [default: --percentile of train lengths]")] = None,
+    percentile: Annotated[Optional[float], typer.Option(help="percentile of train sequence lengths for L [default: 95]")] = None,
+    feature_set: Annotated[Optional[list[str]], typer.Option("--feature-set", help="MODALITY=SET|EXTRACTOR, or MODALITY=none to leave it out (repeatable)")] = None,
+    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="standardise with the train mean/std [default: on]")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even when the view is up to date")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Pool the feature sets onto one time grid into a padded training view (aligned/<view>/)."""
+    fsets = {}
+    for item in feature_set or []:
+        mod, sep, value = item.partition("=")
+        if not sep:
+            _fail(ConfigError(f"--feature-set {item!r} is not MODALITY=SET (e.g. audio=audio.mfcc-7dc3e6ca)"))
+            return
+        fsets[f"align.feature_sets.{mod.strip()}"] = "null" if value.strip().lower() in ("", "none", "null") else value.strip()
+    try:
+        cfg = _config(config, set_, store=store, **{
+            "align.view": view, "align.grid": grid, "align.window": window, "align.hop": hop,
+            "align.pooling": pooling, "align.empty": empty, "align.max_len": max_len,
+            "align.percentile": percentile, "align.normalize": normalize, **fsets,
+        })
+        from flows.align import plan_align, plan_rows
+
+        if dry_run:
+            p = plan_align(cfg)
+            console.print(_table(f"align plan: view {cfg.align.view!r}, {cfg.align.grid} grid, {len(p.clips)} clips",
+                                 ["modality", "feature set", "dim", "L", "present", "absent", "missing", "stale"],
+                                 [list(r.values()) for r in plan_rows(p)]))
+            for note in p.notes:
+                console.print(f"[yellow]{note}[/]")
+            console.print(dump_config(cfg))
+            console.print("view is up to date: nothing to do" if p.up_to_date and not force else "would (re)build the view")
+            return
+        from flows.align import align_flow
+
+        s = align_flow(cfg, force=force)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    for note in s.notes:
+        console.print(f"[yellow]{note}[/]")
+    console.print(_table(f"view {s.view!r} ({s.grid} grid, {s.clips} clips)",
+                         ["modality", "feature set", "L", "present", "not present"],
+                         [[m, s.feature_sets[m], s.L[m], s.present[m],
+                           ", ".join(f"{v} {k}" for k, v in s.missing[m].items()) or "0"] for m in s.feature_sets]))
+    console.print(("[green]" if s.changed else "") + s.message)
+
+
+@app.command()
+def stats(
+    store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
+    view: Annotated[Optional[str], typer.Option(help="aligned view to summarise [default: every view]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="report name under reports/ [default: the view, else 'dataset']")] = None,
+    values: Annotated[Optional[bool], typer.Option("--values/--no-values", help="read every feature value (NaN/inf, mean/std) [default: on]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Dataset statistics: reports/<name>/report.md, report.html (one file) and stats.json, plus Prefect artifacts."""
+    try:
+        cfg = _config(config, set_, store=store, **{"stats.view": view, "stats.name": name, "stats.read_values": values})
+        from flows.stats import stats_flow
+
+        s = stats_flow(cfg)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    console.print(f"[green]{s.message}[/]")
+    console.print(_table("report files", ["file", "where"], [[k, v] for k, v in s.files.items()]
+                         + [["prefect artifacts", ", ".join(s.artifacts)]]))
+
+
+@app.command()
+def train(
+    store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
+    view: Annotated[Optional[str], typer.Option(help="aligned view to train on [default: align.view]")] = None,
+    ablation: Annotated[str, typer.Option(help="full | no_uff | no_lgt | no_sm | no_slgm | text | audio | vision")] = "full",
+    seeds: Annotated[Optional[int], typer.Option(help="train the first N of train.seeds and report mean ± std")] = None,
+    text_mode: Annotated[Optional[str], typer.Option(help="finetune | frozen [default: train.text_mode]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="run name under runs/ [default: <view>-<ablation>-<time>]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Train MCMF+SLGM on an aligned view; writes a run directory with metrics and the best checkpoint."""
+    try:
+        cfg = _config(config, set_, store=store, **{"align.view": view, "train.text_mode": text_mode})
+        if dry_run:
+            console.print(dump_config(cfg))
+            console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
+                          f"with seeds {cfg.train.seeds[:seeds] if seeds else [cfg.train.seed]} into {cfg.runs}")
+            return
+        from flows.train import train_flow
+
+        out = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation, seeds=seeds, name=name)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    from flows.train import summary_table
+
+    console.print(f"run: {out['run']}")
+    console.print(summary_table(out["mean_std"]))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="a run directory (with seed-* runs) written by `emoflow train`")],
+    split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
+    store: Annotated[Optional[str], typer.Option(help="the store, if it moved since training")] = None,
+) -> None:
+    """MMSA metrics (Acc-2 has0/non0, F1, Acc-5, Acc-7, MAE, Corr) of a run's best checkpoints, mean ± std over seeds."""
+    from flows.train import run_evaluate, summary_table
+
+    try:
+        out = run_evaluate(run, split, store)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    console.print(f"{split} metrics over seeds {out['seeds']} (×100):")
+    console.print(summary_table(out["mean_std"]))
 
 
 @app.command()

@@ -14,7 +14,9 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from features.align import AlignConfig
 from store.errors import ConfigError
+from training.config import TrainConfig
 
 
 class Section(BaseModel):
@@ -51,13 +53,23 @@ class ExtractConfig(Section):
     only_failed: bool = Field(False, description="only retry clips with an active failure row")
 
 
+class StatsConfig(Section):
+    view: str | None = Field(None, description="aligned view to summarise (null: every view)")
+    name: str | None = Field(None, description="report name under reports/ (null: the view's name, else 'dataset')")
+    read_values: bool = Field(True, description="read every feature value for NaN/inf counts and mean/std")
+
+
 class PipelineConfig(Section):
     store: str = Field("work/store", description="store directory or fsspec URL")
     dataset: DatasetConfig = DatasetConfig()
     executor: ExecutorConfig = ExecutorConfig()
     extract: ExtractConfig = ExtractConfig()
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="MCMF+SLGM settings (training/config.py)")
+    runs: str = Field("work/runs", description="where training runs go")
 
-    @field_validator("store")
+    @field_validator("store", "runs")
     @classmethod
     def _absolute_store(cls, value: str) -> str:
         """Local paths become absolute: Dask workers and deployments may run from another cwd."""

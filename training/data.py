@@ -227,7 +227,10 @@ def view_dims(view: AlignedView) -> dict[str, int]:
 
 
 def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The view's train-split (mean, std) for audio/vision, keyed by short name."""
+    """The view's train-split (mean, std) for audio/vision, keyed by short name; empty when the
+    view's values are already standardised (``normalized`` attr), so they are not scaled twice."""
+    if view.attrs.get("normalized"):
+        return {}
     group = view.group()
     return {
         SHORT[m]: (np.asarray(group[f"{m}/mean"][...]), np.asarray(group[f"{m}/std"][...]))

@@ -183,7 +183,7 @@ def test_word_grid_pools_word_pieces_into_words_and_frames_into_word_spans(store
     ids = arrays["text_tokens/input_ids"][i]
     assert ids[: len(t.values)].tolist() == t.extras["input_ids"].tolist() and not ids[len(t.values):].any()
     assert arrays["text_tokens/attention_mask"][i].sum() == len(t.values)
-    assert attrs["text_model"] and Path(attrs["text_model"]).is_dir()
+    assert attrs["text_model_path"] and Path(attrs["text_model_path"]).is_dir()
 
 
 def test_window_grid_matches_a_hand_computed_mean_over_overlapping_rows(store: FeatureStore) -> None:

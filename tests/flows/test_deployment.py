@@ -57,11 +57,32 @@ def _stop(proc: subprocess.Popen) -> None:
 class Server:
     """A ``prefect server start`` on 127.0.0.1 plus the environment its clients need."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(self, home: Path, env: dict[str, str], proc: subprocess.Popen) -> None:
         self.home = home
         self.env = env
+        self.proc = proc
         self.url = env["PREFECT_API_URL"]
         self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_healthy(self, timeout: float = 150) -> None:
+        """Block until ``/api/health`` answers (the first start migrates a fresh SQLite database)."""
+        log = self.home / "server.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"prefect server exited:\n{log.read_text()[-3000:]}"
+            try:
+                if self.http.get("/health").is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"no /api/health after {timeout} s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+
+    def create_run(self, deployment: dict[str, Any], parameters: dict[str, Any] | None = None) -> str:
+        """What `prefect deployment run NAME --param ...` does: a flow run scheduled now."""
+        r = self.http.post(f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters or {}})
+        r.raise_for_status()
+        return r.json()["id"]
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
         t0 = time.monotonic()
@@ -111,6 +132,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
     env.pop("PREFECT_PROFILE", None)
     log = (home / "server.log").open("w")
@@ -118,18 +140,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
         cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    srv = Server(home, env)
+    srv = Server(home, env, proc)
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, f"prefect server exited:\n{(home / 'server.log').read_text()[-3000:]}"
-            try:
-                if srv.http.get("/health").is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no /api/health after 150 s:\n{(home / 'server.log').read_text()[-3000:]}"
-            time.sleep(0.5)
         yield srv
     finally:
         srv.http.close()
@@ -165,7 +177,22 @@ def test_prefect_yaml_declares_the_scheduled_deployments() -> None:
 def test_deploy_schedule_and_run_through_a_process_worker(server: Server, tmp_path: Path) -> None:
     data = generate_dataset(tmp_path / "data", n_clips=4, seed=21, min_seconds=1.5, max_seconds=2.5)
     store = tmp_path / "store"
+    server.wait_healthy()
     server.cli("work-pool", "create", "emoflow-process", "--type", "process")
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("w") as wl:
+        # a process worker polling the pool (it runs each flow run in a subprocess)
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "emoflow-process", "--limit", "1", "--name", "test-worker"],
+            cwd=tmp_path, env=server.env, stdout=wl, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            _deploy_and_run(server, data, store, worker_log)
+        finally:
+            _stop(worker)
+
+
+def _deploy_and_run(server: Server, data: Any, store: Path, worker_log: Path) -> None:
     deploy_env = {"EMOFLOW_HOME": str(REPO), "EMOFLOW_STORE": str(store), "EMOFLOW_DATASET": str(data.root)}
     server.cli("--no-prompt", "deploy", "--all", env=deploy_env, timeout=180)
 
@@ -183,50 +210,44 @@ def test_deploy_schedule_and_run_through_a_process_worker(server: Server, tmp_pa
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
         ]
 
-    # trigger a run now (only the two fast extractors), then let a process worker execute it
-    out = server.cli("deployment", "run", f"{FLOW}/extract-nightly", "--param",
-                     'extractors=["audio.mfcc", "text.bert"]')
-    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
-    worker_log = tmp_path / "worker.log"
-    with worker_log.open("w") as wl:
-        worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "emoflow-process", "--limit", "1", "--name", "test-worker"],
-            cwd=tmp_path, env=server.env, stdout=wl, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            run = server.wait_for(run_id, 240, worker_log)
-            assert run["state_type"] == "COMPLETED", f"{run['state']}\n{server.logs(run_id)[-4000:]}"
-            assert run["parameters"]["extractors"] == ["audio.mfcc", "text.bert"]
+    # a run of the nightly deployment now, with only the two fast extractors
+    run_id = server.create_run(nightly, {"extractors": ["audio.mfcc", "text.bert"]})
+    run = server.wait_for(run_id, 240, worker_log)
+    assert run["state_type"] == "COMPLETED", f"{run['state']}\n{server.logs(run_id)[-4000:]}"
+    assert run["parameters"]["extractors"] == ["audio.mfcc", "text.bert"]
+    assert run["parameters"]["config"]["store"] == str(store)
 
-            # the store the deployment run produced
-            st = FeatureStore.open(store)
-            clip_ids = sorted(st.clips().column("clip_id").to_pylist())
-            assert clip_ids == sorted(c.clip_id for c in data.clips)
-            sets = {st.feature_set(n).attrs["extractor"]: st.feature_set(n) for n in st.feature_set_names()}
-            assert set(sets) == {"audio.mfcc", "text.bert"}
-            for fset in sets.values():
-                assert sorted(fset.index().column("clip_id").to_pylist()) == clip_ids
-            assert verify(st) == [] and st.failures().num_rows == 0
-            runs = st.runs().to_pylist()
-            assert {r["extractor"] for r in runs} == {"audio.mfcc", "text.bert"}
-            assert all(r["clips_done"] == 4 and r["clips_failed"] == 0 for r in runs)
-            logs = server.logs(run_id)
-            assert "extract audio.mfcc: done 4, skipped 0, failed 0" in logs
-            from flows.pipeline import stage_available
+    # the store the deployment run produced
+    st = FeatureStore.open(store)
+    clip_ids = sorted(st.clips().column("clip_id").to_pylist())
+    assert clip_ids == sorted(c.clip_id for c in data.clips)
+    sets = {st.feature_set(n).attrs["extractor"]: st.feature_set(n) for n in st.feature_set_names()}
+    assert set(sets) == {"audio.mfcc", "text.bert"}
+    for fset in sets.values():
+        assert sorted(fset.index().column("clip_id").to_pylist()) == clip_ids
+    assert verify(st) == [] and st.failures().num_rows == 0
+    runs = st.runs().to_pylist()
+    assert {r["extractor"] for r in runs} == {"audio.mfcc", "text.bert"}
+    assert all(r["clips_done"] == 4 and r["clips_failed"] == 0 for r in runs)
+    assert "extract audio.mfcc: done 4, skipped 0, failed 0" in server.logs(run_id)
+    from flows.pipeline import stage_available
 
-            if stage_available("align"):
-                assert st.view_names() == ["default"]
-            if stage_available("stats"):
-                assert "dataset" in st.report_names()
+    if stage_available("align"):
+        assert st.view_names() == ["default"]
+    if stage_available("stats"):
+        assert "dataset" in st.report_names()
 
-            # the weekly stats deployment on the same worker: stats only, no new extraction
-            out = server.cli("deployment", "run", f"{FLOW}/stats-weekly")
-            stats_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
-            run = server.wait_for(stats_id, 120, worker_log)
-            assert run["state_type"] == "COMPLETED", f"{run['state']}\n{server.logs(stats_id)[-4000:]}"
-            assert len(FeatureStore.open(store).runs().to_pylist()) == len(runs)
-        finally:
-            _stop(worker)
+    # the weekly deployment on the same worker: a new stats report, no ingest and no extraction
+    report = store / "reports" / "dataset" / "stats.json"
+    before = report.stat().st_mtime_ns if report.exists() else 0
+    clips_mtime = (store / "clips.parquet").stat().st_mtime_ns
+    stats_id = server.create_run(weekly)
+    run = server.wait_for(stats_id, 120, worker_log)
+    assert run["state_type"] == "COMPLETED", f"{run['state']}\n{server.logs(stats_id)[-4000:]}"
+    assert len(FeatureStore.open(store).runs().to_pylist()) == len(runs)
+    assert (store / "clips.parquet").stat().st_mtime_ns == clips_mtime
+    if stage_available("stats"):
+        assert report.stat().st_mtime_ns > before
 
     # the scheduler service materialised the cron schedule: upcoming nightly runs at 02:00 UTC
     deadline = time.monotonic() + 30
@@ -235,12 +256,11 @@ def test_deploy_schedule_and_run_through_a_process_worker(server: Server, tmp_pa
             "flow_runs": {"deployment_id": {"any_": [nightly["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}},
             "limit": 5,
         })
+        r.raise_for_status()
         scheduled = [x for x in r.json() if x.get("auto_scheduled")]
         if scheduled or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert scheduled, "the scheduler created no run for the nightly cron"
-    assert all(re.search(r"T02:00:00(\.0+)?(Z|\+00:00)$", x["expected_start_time"]) for x in scheduled), [
-        x["expected_start_time"] for x in scheduled
-    ]
-    print(json.dumps({"nightly": run_id, "weekly": stats_id}))
+    starts = [x["expected_start_time"] for x in scheduled]
+    assert all(re.search(r"T02:00:00(\.0+)?(Z|\+00:00)$", t) for t in starts), starts
