@@ -52,17 +52,28 @@ NAIVE_CONFIGS: dict[str, dict[str, Any]] = {
 }
 # Candidate pipeline configurations (label -> executor + batching). The Lite0 default extractor
 # configs are used throughout; ``vision_batch`` overrides only vision.cnn's runtime batch_size.
+# ``api``: export the flow process's Prefect API URL to the Dask workers (see docs/performance.md:
+# without it every Dask worker process starts its own ephemeral Prefect server). ``torch_threads``:
+# torch.set_num_threads in the flow process (what OMP_NUM_THREADS=1 does), for the threads runner.
 CANDIDATES: dict[str, dict[str, Any]] = {
     "threads-2": {"executor": {"dask": None, "workers": 2}, "batch_clips": 8},
-    "dask-1x2": {"executor": {"dask": "local", "workers": 1, "threads_per_worker": 2}, "batch_clips": 8},
+    "threads-2-t1": {"executor": {"dask": None, "workers": 2}, "batch_clips": 8, "torch_threads": 1},
     "dask-2x1": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8},
-    "dask-2x1-b4": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 4},
-    "dask-2x1-b16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 16},
-    "dask-2x1-b4-v16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 4,
-                        "vision_batch": 16},
+    "dask-1x2": {"executor": {"dask": "local", "workers": 1, "threads_per_worker": 2}, "batch_clips": 8},
+    "dask-2x1-api": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8,
+                     "api": True},
+    "dask-1x2-api": {"executor": {"dask": "local", "workers": 1, "threads_per_worker": 2}, "batch_clips": 8,
+                     "api": True},
+    "dask-2x1-api-b4": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 4,
+                        "api": True},
+    "dask-2x1-api-b16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 16,
+                         "api": True},
+    "dask-2x1-api-v16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8,
+                         "vision_batch": 16, "api": True},
+    "threads-2-b4": {"executor": {"dask": None, "workers": 2}, "batch_clips": 4},
 }
-FULL_CANDIDATES = ("threads-2", "dask-1x2", "dask-2x1", "dask-2x1-b4", "dask-2x1-b16")
-QUICK_CANDIDATES = ("threads-2", "dask-2x1-b4")
+FULL_CANDIDATES = ("threads-2", "threads-2-t1", "dask-2x1", "dask-1x2-api", "dask-2x1-api", "dask-2x1-api-b4")
+QUICK_CANDIDATES = ("threads-2", "dask-2x1-api")
 SHARED_TRANSCRIPTS = {  # media file -> transcript file next to it (None: no transcript shipped)
     "nasa_webb_narration.mp4": "nasa_webb_narration.en.srt",
     "nasa_webb_narration.vp9_opus.webm": "nasa_webb_narration.en.srt",
@@ -219,6 +230,23 @@ def _clear_model_caches() -> None:
     gc.collect()
 
 
+def _warm_libraries() -> float:
+    """Import the heavy libraries and run librosa's one-time lazy set-up before any timed run, in
+    every child alike: a timed run then pays model loading (caches are cleared) but not imports.
+    Dask worker processes are fresh in every run, so they still pay imports inside the timed run:
+    that is a real cost of the process executor and shows in its figures."""
+    t0 = time.perf_counter()
+    import numpy as np
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401 - transformers' lazy import
+
+    import features.text  # noqa: F401
+    import features.vision  # noqa: F401
+    from features.audio import MfccConfig, mfcc_frames
+
+    mfcc_frames(np.zeros(16000, np.float32), MfccConfig())
+    return round(time.perf_counter() - t0, 2)
+
+
 def _clip_rows(store_url: str) -> list[dict[str, Any]]:
     from store import FeatureStore
 
@@ -269,7 +297,8 @@ def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     from flows.extract import clip_input
     from flows.ingest import run_ingest
 
-    store = str(Path(spec["workdir"]) / "store-naive")
+    warm_s = _warm_libraries()
+    store = str(Path(spec["workdir"]) / f"store-{spec['name']}")
     run_ingest(PipelineConfig.model_validate({"store": store, "dataset": {"path": spec["dataset"], "layout": "manifest"}}))
     rows = _clip_rows(store)
     clips = [clip_input(r) for r in rows]
@@ -297,7 +326,7 @@ def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
             "stage_cpu_s": {k: round(v, 3) for k, v in cpu.items()}, "failures": failures,
             "load_start": load0, "load_end": loadavg(), "torch_threads": torch.get_num_threads(), **tree,
         })
-    return {"kind": "naive", "dataset": spec["dataset"], **_stage_media(rows), "runs": runs}
+    return {"kind": "naive", "dataset": spec["dataset"], "library_warmup_s": warm_s, **_stage_media(rows), "runs": runs}
 
 
 def _warm_prefect() -> float:
@@ -314,49 +343,71 @@ def _warm_prefect() -> float:
     return round(time.perf_counter() - t0, 2)
 
 
+def _apply_environment(cand: dict[str, Any]) -> dict[str, Any]:
+    """Process-level knobs of a candidate; returns what to restore afterwards."""
+    import torch
+
+    saved = {"threads": torch.get_num_threads(), "api": os.environ.get("PREFECT_API_URL")}
+    if cand.get("torch_threads"):
+        torch.set_num_threads(int(cand["torch_threads"]))
+    if cand.get("api"):
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # the running ephemeral server of this process (a singleton)
+        os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the spawned Dask workers
+    else:
+        os.environ.pop("PREFECT_API_URL", None)
+    return saved
+
+
+def _restore_environment(saved: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_num_threads(saved["threads"])
+    if saved["api"] is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = saved["api"]
+
+
 def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
+    """Runs ``spec["runs"]`` one after the other: each names a candidate, the stages to extract and
+    the dataset; fresh temp store and empty model caches for each."""
     from flows.extract import run_extract
     from flows.ingest import run_ingest
 
-    warm_s = _warm_prefect()
-    cand = spec["candidate"]
+    warm_s = {"prefect": _warm_prefect(), "libraries": _warm_libraries()}
     runs = []
-    meta = None
     for i, item in enumerate(spec["runs"]):
+        cand = CANDIDATES[item["candidate"]]
         stages = tuple(item["stages"])
-        store = str(Path(spec["workdir"]) / f"store-{spec['label']}-{i}")
-        cfg = _pipeline_config(store, spec["dataset"], cand, stages)
+        store = str(Path(spec["workdir"]) / f"store-{spec['name']}-{i}")
+        shutil.rmtree(store, ignore_errors=True)
+        cfg = _pipeline_config(store, item["dataset"], cand, stages)
         run_ingest(cfg)
-        rows = _clip_rows(store)
-        meta = meta or _stage_media(rows)
+        media = _stage_media(_clip_rows(store))
         _clear_model_caches()
-        first_batch: list[float] = []
+        saved = _apply_environment(cand)
+        done_at: list[float] = []
         load0 = loadavg()
         sampler.start_window()
         t0 = time.perf_counter()
-        summary = run_extract(cfg, progress=lambda res: first_batch.append(time.perf_counter()))
-        wall = time.perf_counter() - t0
-        tree = sampler.stop_window()
-        rec: dict[str, Any] = {
-            "stages": list(stages), "wall_s": round(wall, 3), "failed": summary.failed,
-            "first_batch_s": round(min(first_batch) - t0, 3) if first_batch else None,
-            "batches": len(first_batch),
+        try:
+            summary = run_extract(cfg, progress=lambda res: done_at.append(time.perf_counter()))
+        finally:
+            wall = time.perf_counter() - t0
+            tree = sampler.stop_window()
+            _restore_environment(saved)
+        runs.append({
+            "candidate": item["candidate"], "config": cand, "stages": list(stages), "dataset": item["dataset"],
+            **media, "wall_s": round(wall, 3), "failed": summary.failed,
+            "first_batch_s": round(min(done_at) - t0, 3) if done_at else None, "batches": len(done_at),
             "sets": {s["extractor"]: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
                      for s in summary.sets.values()},
             "load_start": load0, "load_end": loadavg(), **tree,
-        }
-        if item.get("overhead"):
-            # the same run again on the now committed store: everything is skipped, so its wall is
-            # the fixed cost of a run (cluster start-up, flow, planning), without extraction
-            sampler.start_window()
-            t1 = time.perf_counter()
-            run_extract(cfg)
-            rec["overhead_s"] = round(time.perf_counter() - t1, 3)
-            sampler.stop_window()
-        runs.append(rec)
+        })
         shutil.rmtree(store, ignore_errors=True)
-    return {"kind": "pipeline", "label": spec["label"], "candidate": cand, "dataset": spec["dataset"],
-            "prefect_warmup_s": warm_s, **(meta or {}), "runs": runs}
+    return {"kind": "pipeline", "warmup_s": warm_s, "runs": runs}
 
 
 def child_main(spec_path: str) -> None:
@@ -438,7 +489,8 @@ def prepare_data(root: Path, shared: Path | None, counts: list[int], mix_generat
 
 
 def run_child(spec: dict[str, Any], workdir: Path, name: str, verbose: bool) -> dict[str, Any]:
-    spec = dict(spec, workdir=str(workdir), result=str(workdir / f"{name}.result.json"))
+    """Run one job in a fresh interpreter (this script with ``--_child``) and return its result."""
+    spec = dict(spec, name=name, workdir=str(workdir), result=str(workdir / f"{name}.result.json"))
     spec_path = workdir / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
     t0 = time.perf_counter()
@@ -452,89 +504,102 @@ def run_child(spec: dict[str, Any], workdir: Path, name: str, verbose: bool) -> 
     return out
 
 
-def _best_rep(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Of repeated runs, the fastest: on a shared machine the minimum is the least disturbed."""
     return min(runs, key=lambda r: r["wall_s"])
 
 
-def summarise(naive: dict[str, Any], stage_runs: dict[str, dict[str, Any]], e2e: dict[str, Any],
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def summarise(naive_runs: list[dict[str, Any]], stage_runs: dict[str, dict[str, Any]], e2e: dict[str, Any],
               media: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table rows: per stage and end to end, naive vs optimised."""
+    """Table rows: per stage and end to end, naive (fastest repeat) vs optimised."""
     rows = []
-    nb = _best_rep(naive["runs"])
+    nb = _fastest(naive_runs)
     for s in STAGES + ("end-to-end",):
         if s == "end-to-end":
-            n_wall, n_cpu = nb["wall_s"], sum(nb["stage_cpu_s"].values())
-            o = e2e
+            n_wall, n_cpu, o = nb["wall_s"], nb["cpu_s"], e2e
             m_s, n_clips = media["media_s"], media["clips"]
         else:
-            n_wall, n_cpu = nb["stage_wall_s"][s], nb["stage_cpu_s"][s]
-            o = stage_runs[s]
+            n_wall, n_cpu, o = nb["stage_wall_s"][s], nb["stage_cpu_s"][s], stage_runs[s]
             m_s, n_clips = media["stage_media_s"][s], media["stage_clips"][s]
         rows.append({
             "stage": s, "clips": n_clips, "media_s": m_s,
-            "naive_wall_s": n_wall, "naive_rtf": round(m_s / n_wall, 2) if n_wall else None,
-            "naive_clips_per_s": round(n_clips / n_wall, 3) if n_wall else None, "naive_cpu_s": round(n_cpu, 2),
-            "opt_wall_s": o["wall_s"], "opt_rtf": round(m_s / o["wall_s"], 2),
-            "opt_clips_per_s": round(n_clips / o["wall_s"], 3), "opt_cpu_s": o["cpu_s"],
-            "opt_overhead_s": o.get("overhead_s"),
-            "speedup": round(n_wall / o["wall_s"], 2) if o["wall_s"] else None,
-            "cpu_ratio": round(n_cpu / o["cpu_s"], 2) if o["cpu_s"] else None,
+            "naive_wall_s": n_wall, "naive_rtf": _ratio(m_s, n_wall), "naive_clips_per_s": _ratio(n_clips, n_wall),
+            "naive_cpu_s": round(n_cpu, 2),
+            "opt_wall_s": o["wall_s"], "opt_rtf": _ratio(m_s, o["wall_s"]), "opt_clips_per_s": _ratio(n_clips, o["wall_s"]),
+            "opt_cpu_s": o["cpu_s"], "opt_first_batch_s": o.get("first_batch_s"),
+            "speedup": _ratio(n_wall, o["wall_s"]), "cpu_ratio": _ratio(n_cpu, o["cpu_s"]),
             "naive_peak_rss_mb": nb["peak_rss_mb"] if s == "end-to-end" else None,
             "opt_peak_rss_mb": o["peak_rss_mb"],
-            "load": [o["load_start"][0], o["load_end"][0]],
+            "naive_load": [nb["load_start"][0], nb["load_end"][0]],
+            "opt_load": [o["load_start"][0], o["load_end"][0]],
         })
     return rows
+
+
+def _roles(r: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_by_role_mb"].items())
+
+
+def _executor(cand: dict[str, Any]) -> str:
+    ex = cand["executor"]
+    if ex.get("dask") is None:
+        s = f"threads×{ex.get('workers', 2)}"
+        return s + (f", torch {cand['torch_threads']}t" if cand.get("torch_threads") else "")
+    s = f"dask {ex.get('workers')}p×{ex.get('threads_per_worker', 1)}t"
+    return s + (", API URL exported" if cand.get("api") else ", as shipped")
 
 
 def print_tables(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = Console(width=max(170, shutil.get_terminal_size((170, 40)).columns))
     m = report["machine"]
     con.print(f"[bold]emoflow extract benchmark[/] {report['date']}  cores={m['cpus']}  torch={m['torch']}  "
-              f"load at start {m['load_start']} / end {m['load_end']}")
-    t = Table(title=f"Lite0 default, {report['mix']['clips']} clips, {report['mix']['media_s']:.0f} media-s "
-                    f"(shared + generated); naive vs optimised = {report['best']}")
+              f"load (1/5/15 min) at start {m['load_start']}, at end {m['load_end']}")
+    t = Table(title=f"Lite0 default: naive vs optimised ({report['best']}, {_executor(CANDIDATES[report['best']])}) — "
+                    f"{report['mix']['clips']} clips, {report['mix']['media_s']:.0f} media-s (shared + generated)")
     for col in ("stage", "clips", "media s", "naive s", "naive ×RT", "naive clips/s", "opt s", "opt ×RT",
-                "opt clips/s", "speed-up", "CPU-s naive/opt", "fixed s", "peak RSS MB naive/opt", "load 1m"):
+                "opt clips/s", "speed-up", "CPU s naive/opt", "opt 1st batch s", "peak RSS MB naive/opt",
+                "load 1m naive | opt"):
         t.add_column(col, justify="right")
     for r in report["table"]:
-        rss = f"{r['naive_peak_rss_mb'] or '-'} / {r['opt_peak_rss_mb']}"
         t.add_row(r["stage"], str(r["clips"]), f"{r['media_s']:.0f}", f"{r['naive_wall_s']:.1f}",
                   f"{r['naive_rtf']:.1f}", f"{r['naive_clips_per_s']:.2f}", f"{r['opt_wall_s']:.1f}",
-                  f"{r['opt_rtf']:.1f}", f"{r['opt_clips_per_s']:.2f}",
-                  f"[bold]{r['speedup']:.2f}×[/]", f"{r['naive_cpu_s']:.0f} / {r['opt_cpu_s']:.0f}",
-                  "-" if r["opt_overhead_s"] is None else f"{r['opt_overhead_s']:.1f}", rss,
-                  f"{r['load'][0]:.1f}→{r['load'][1]:.1f}")
+                  f"{r['opt_rtf']:.1f}", f"{r['opt_clips_per_s']:.2f}", f"[bold]{r['speedup']:.2f}×[/]",
+                  f"{r['naive_cpu_s']:.0f} / {r['opt_cpu_s']:.0f}",
+                  "-" if r["opt_first_batch_s"] is None else f"{r['opt_first_batch_s']:.1f}",
+                  f"{r['naive_peak_rss_mb'] or '-'} / {r['opt_peak_rss_mb']}",
+                  f"{r['naive_load'][0]:.1f}→{r['naive_load'][1]:.1f} | {r['opt_load'][0]:.1f}→{r['opt_load'][1]:.1f}")
     con.print(t)
-    c = Table(title="optimised candidates, end to end on the mix (fastest repeat)")
-    for col in ("config", "executor", "batch_clips", "vision batch", "wall s", "×RT", "CPU s", "fixed s",
+    c = Table(title="optimised candidates, end to end on the mix (one child process, back to back)")
+    for col in ("config", "executor", "batch_clips", "vision batch", "wall s", "×RT", "CPU s", "1st batch s",
                 "peak RSS MB", "RSS by role MB", "load 1m"):
         c.add_column(col, justify="right")
     for label, r in report["candidates"].items():
-        ex = r["candidate"]["executor"]
-        exs = "threads×%d" % ex.get("workers", 2) if ex.get("dask") is None else \
-            f"dask {ex.get('workers')}p×{ex.get('threads_per_worker', 1)}t"
-        c.add_row(label, exs, str(r["candidate"].get("batch_clips", 8)), str(r["candidate"].get("vision_batch", 32)),
+        cand = CANDIDATES[label]
+        c.add_row(label, _executor(cand), str(cand.get("batch_clips", 8)), str(cand.get("vision_batch", 32)),
                   f"{r['wall_s']:.1f}", f"{r['rtf']:.1f}", f"{r['cpu_s']:.0f}",
-                  "-" if r.get("overhead_s") is None else f"{r['overhead_s']:.1f}",
-                  f"{r['peak_rss_mb']:.0f}", ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_by_role_mb"].items()),
-                  f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
+                  "-" if r.get("first_batch_s") is None else f"{r['first_batch_s']:.1f}",
+                  f"{r['peak_rss_mb']:.0f}", _roles(r), f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
     con.print(c)
-    g = Table(title=f"peak RSS vs clip count, optimised ({report['best']}), generated clips only")
-    for col in ("clips", "media s", "wall s", "×RT", "peak RSS MB", "RSS by role MB", "largest process MB", "load 1m"):
+    g = Table(title=f"peak RSS vs number of clips, optimised ({report['best']}), generated clips only, fresh process each")
+    for col in ("clips", "media s", "wall s", "×RT", "CPU s", "peak RSS MB", "RSS by role MB", "largest process MB",
+                "load 1m"):
         g.add_column(col, justify="right")
     for n, r in report["scaling"].items():
-        g.add_row(n, f"{r['media_s']:.0f}", f"{r['wall_s']:.1f}", f"{r['rtf']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                  ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_by_role_mb"].items()),
-                  f"{r['peak_rss_single_process_mb']:.0f}", f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
+        g.add_row(n, f"{r['media_s']:.0f}", f"{r['wall_s']:.1f}", f"{r['rtf']:.1f}", f"{r['cpu_s']:.0f}",
+                  f"{r['peak_rss_mb']:.0f}", _roles(r), f"{r['peak_rss_single_process_mb']:.0f}",
+                  f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
     con.print(g)
     v = report["verdict"]
-    con.print(f"end to end speed-up {v['speedup']:.2f}× (target ≥ 2×: {'met' if v['speedup_ok'] else 'NOT met'}); "
-              f"peak RSS {v['rss_small_mb']:.0f} → {v['rss_large_mb']:.0f} MB "
-              f"({v['rss_growth_pct']:+.0f}%, flat: {'yes' if v['rss_flat'] else 'NO'})")
+    con.print(f"end to end speed-up {v['speedup']:.2f}× wall, {v['cpu_ratio']:.2f}× CPU (target ≥ 2×: "
+              f"{'met' if v['speedup_ok'] else 'NOT met'}); peak RSS {v['rss_small_mb']:.0f} → {v['rss_large_mb']:.0f} MB "
+              f"({v['rss_growth_pct']:+.0f}%, flat (≤ +15%): {'yes' if v['rss_flat'] else 'NO'})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,12 +607,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", default=None, help="generated clip counts for the RSS scaling runs; the first "
                     "one is also the number of generated clips in the mix (default 10,100; --quick 4,24)")
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data" / "clips"),
-                    help="folder of real media clips mixed into the benchmark dataset")
+                    help="folder of real media clips mixed into the benchmark dataset ('' for none)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "extract.json"))
-    ap.add_argument("--quick", action="store_true", help="fewer clips and candidates, no repeats (~3-4 min)")
+    ap.add_argument("--quick", action="store_true", help="4/24 generated clips, 2 candidates (~5 min on a busy box)")
     ap.add_argument("--candidates", default=None,
-                    help=f"comma list of pipeline configs to compare, of {','.join(CANDIDATES)}")
-    ap.add_argument("--repeats", type=int, default=None, help="repeats of naive and of the best config (default 2, quick 1)")
+                    help=f"comma list of pipeline configs to compare, of: {', '.join(CANDIDATES)}")
+    ap.add_argument("--best", default=None, help="skip the choice: use this candidate as the optimised run")
+    ap.add_argument("--repeats", type=int, default=1, help="extra naive + optimised end-to-end pairs (default 1)")
     ap.add_argument("--workdir", default=None, help="keep generated data and results here (reused across runs)")
     ap.add_argument("--verbose", action="store_true", help="show the children's output (Prefect logs)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
@@ -559,14 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in (args.clips or ("4,24" if args.quick else "10,100")).split(",") if x.strip()]
     cand_names = (args.candidates.split(",") if args.candidates else
                   list(QUICK_CANDIDATES if args.quick else FULL_CANDIDATES))
+    if args.best:
+        cand_names = [args.best]
     for c in cand_names:
         if c not in CANDIDATES:
             ap.error(f"unknown candidate {c!r}; known: {', '.join(CANDIDATES)}")
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
 
     work = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="emoflow-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    # children inherit: own Prefect home (database) and media cache, quiet logs
+    # children inherit: their own Prefect home (database) and media cache, quiet logs, offline
     os.environ.update({
         "PREFECT_HOME": str(work / "prefect"), "EMOFLOW_CACHE_DIR": str(work / "cache"),
         "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -574,71 +641,69 @@ def main(argv: list[str] | None = None) -> int:
         "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
     })
+    os.environ.pop("PREFECT_API_URL", None)  # each child uses its own ephemeral server
     started = time.perf_counter()
     load_start = loadavg()
-    print(f"[bench] workdir {work}; load {load_start}; generating/preparing data ...", flush=True)
-    data = prepare_data(work / "data", Path(args.shared) if args.shared else None, counts, counts[0])
-    mix = data["manifests"]["mix"]
-    print(f"[bench] data ready in {data['generate_s']} s; shared clips: {len(data['shared_clips'])}", flush=True)
 
     def log(msg: str) -> None:
-        print(f"[bench {time.perf_counter() - started:6.0f}s load {loadavg()[0]:.1f}] {msg}", flush=True)
+        print(f"[bench {time.perf_counter() - started:5.0f}s, load {loadavg()[0]:4.1f}] {msg}", flush=True)
 
-    # 1. naive baseline and the candidates, back to back, on the mix (end to end)
-    log("naive baseline ...")
-    naive = run_child({"kind": "naive", "dataset": mix, "repeats": 1}, work, "naive", args.verbose)
+    log(f"workdir {work}; preparing data ...")
+    data = prepare_data(work / "data", Path(args.shared) if args.shared else None, counts, counts[0])
+    mix = data["manifests"]["mix"]
+    log(f"data ready ({data['generate_s']} s); {len(data['shared_clips'])} shared + {counts[0]} generated clips in the mix")
+
+    # 1. naive baseline, then every candidate end to end on the mix (one child, back to back)
+    naive_runs: list[dict[str, Any]] = []
+    naive = run_child({"kind": "naive", "dataset": mix}, work, "naive", args.verbose)
+    naive_runs += naive["runs"]
     log(f"naive: {naive['runs'][0]['wall_s']:.1f} s")
-    cand_results: dict[str, dict[str, Any]] = {}
-    for label in cand_names:
-        log(f"pipeline {label} ...")
-        res = run_child({"kind": "pipeline", "label": label, "candidate": CANDIDATES[label], "dataset": mix,
-                         "runs": [{"stages": list(STAGES), "overhead": True}]}, work, f"cand-{label}", args.verbose)
-        cand_results[label] = res
-        log(f"pipeline {label}: {res['runs'][0]['wall_s']:.1f} s")
-    best = min(cand_results, key=lambda k: cand_results[k]["runs"][0]["wall_s"])
-    log(f"best: {best}")
+    cand_runs: dict[str, list[dict[str, Any]]] = {c: [] for c in cand_names}
+    if len(cand_names) > 1:
+        search = run_child({"kind": "pipeline", "runs": [{"candidate": c, "stages": list(STAGES), "dataset": mix}
+                                                         for c in cand_names]}, work, "search", args.verbose)
+        for r in search["runs"]:
+            cand_runs[r["candidate"]].append(r)
+            log(f"  {r['candidate']}: {r['wall_s']:.1f} s")
+        best = min(cand_names, key=lambda c: cand_runs[c][0]["wall_s"])
+    else:
+        best = cand_names[0]
+    log(f"optimised configuration: {best}")
 
-    # 2. best config: stage by stage (+ more end-to-end repeats), interleaved with naive repeats
-    stage_spec = [{"stages": [s], "overhead": s == "audio.mfcc"} for s in STAGES]
-    stage_res = run_child({"kind": "pipeline", "label": f"{best}-stages", "candidate": CANDIDATES[best],
-                           "dataset": mix, "runs": stage_spec}, work, "best-stages", args.verbose)
-    log("stage-by-stage runs done")
-    for rep in range(1, repeats):
-        log(f"repeat {rep}: naive + {best} ...")
-        extra = run_child({"kind": "naive", "dataset": mix, "repeats": 1}, work, f"naive-r{rep}", args.verbose)
-        naive["runs"] += [dict(r, rep=rep) for r in extra["runs"]]
-        again = run_child({"kind": "pipeline", "label": best, "candidate": CANDIDATES[best], "dataset": mix,
-                           "runs": [{"stages": list(STAGES)}]}, work, f"best-r{rep}", args.verbose)
-        cand_results[best]["runs"] += again["runs"]
+    # 2. the best one in a fresh process: end to end (clean RSS), then stage by stage
+    res = run_child({"kind": "pipeline", "runs": [{"candidate": best, "stages": list(STAGES), "dataset": mix}] +
+                     [{"candidate": best, "stages": [s], "dataset": mix} for s in STAGES]}, work, "best", args.verbose)
+    e2e_runs = [res["runs"][0]]
+    stage_runs = {r["stages"][0]: r for r in res["runs"][1:]}
+    cand_runs[best].append(res["runs"][0])
+    log(f"{best}: end to end {res['runs'][0]['wall_s']:.1f} s; stages " +
+        ", ".join(f"{s} {r['wall_s']:.1f} s" for s, r in stage_runs.items()))
+    for rep in range(1, args.repeats):
+        extra = run_child({"kind": "naive", "dataset": mix}, work, f"naive-r{rep}", args.verbose)
+        naive_runs += [dict(r, rep=rep) for r in extra["runs"]]
+        again = run_child({"kind": "pipeline", "runs": [{"candidate": best, "stages": list(STAGES), "dataset": mix}]},
+                          work, f"best-r{rep}", args.verbose)
+        e2e_runs += again["runs"]
+        cand_runs[best] += again["runs"]
+        log(f"repeat {rep}: naive {extra['runs'][0]['wall_s']:.1f} s, {best} {again['runs'][0]['wall_s']:.1f} s")
 
-    # 3. peak RSS vs number of generated clips, best config
+    # 3. peak RSS vs number of (generated) clips, best configuration, a fresh process each
     scaling = {}
     for n in counts:
-        log(f"scaling: {best} on {n} generated clips ...")
-        r = run_child({"kind": "pipeline", "label": f"{best}-gen{n}", "candidate": CANDIDATES[best],
-                       "dataset": data["manifests"][f"gen-{n}"], "runs": [{"stages": list(STAGES)}]},
-                      work, f"gen-{n}", args.verbose)
-        run = r["runs"][0]
-        scaling[str(n)] = {**run, "clips": r["clips"], "media_s": r["media_s"],
-                           "rtf": round(r["media_s"] / run["wall_s"], 2)}
+        r = run_child({"kind": "pipeline", "runs": [{"candidate": best, "stages": list(STAGES),
+                                                     "dataset": data["manifests"][f"gen-{n}"]}]},
+                      work, f"gen-{n}", args.verbose)["runs"][0]
+        scaling[str(n)] = {**r, "rtf": _ratio(r["media_s"], r["wall_s"])}
+        log(f"{n} generated clips: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
 
     # 4. report
     import torch  # only for the version string
 
     media = {k: naive[k] for k in ("clips", "media_s", "stage_media_s", "stage_clips")}
-    e2e = _best_rep(cand_results[best]["runs"])
-    e2e = dict(e2e, overhead_s=cand_results[best]["runs"][0].get("overhead_s"))
-    stage_runs = {r["stages"][0]: r for r in stage_res["runs"]}
-    # the one fixed-cost measurement (audio's no-op rerun) applies to every stage-only run
-    for r in stage_runs.values():
-        r.setdefault("overhead_s", stage_runs["audio.mfcc"].get("overhead_s"))
-    table = summarise(naive, stage_runs, e2e, media)
-    candidates = {}
-    for label, r in cand_results.items():
-        b = _best_rep(r["runs"])
-        candidates[label] = {**b, "candidate": r["candidate"], "rtf": round(media["media_s"] / b["wall_s"], 2),
-                             "overhead_s": r["runs"][0].get("overhead_s"), "repeats": len(r["runs"]),
-                             "all_walls_s": [x["wall_s"] for x in r["runs"]]}
+    e2e = _fastest(e2e_runs)
+    table = summarise(naive_runs, stage_runs, e2e, media)
+    candidates = {c: {**_fastest(rs), "rtf": _ratio(media["media_s"], _fastest(rs)["wall_s"]),
+                      "all_walls_s": [x["wall_s"] for x in rs]} for c, rs in cand_runs.items()}
     small, large = scaling[str(counts[0])], scaling[str(counts[-1])]
     e2e_row = table[-1]
     report = {
@@ -646,17 +711,18 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "load_start": load_start, "load_end": loadavg()},
         "args": {"clips": counts, "shared": args.shared, "quick": args.quick, "candidates": cand_names,
-                 "repeats": repeats},
+                 "repeats": args.repeats},
         "mix": {**media, "shared_clips": data["shared_clips"], "generated_clips": counts[0]},
         "naive_configs": NAIVE_CONFIGS,
         "best": best,
         "table": table,
         "candidates": candidates,
         "scaling": scaling,
-        "naive_runs": naive["runs"],
+        "naive_runs": naive_runs,
+        "optimised_e2e_runs": e2e_runs,
         "stage_runs": stage_runs,
         "verdict": {
-            "speedup": e2e_row["speedup"], "speedup_ok": e2e_row["speedup"] >= 2.0,
+            "speedup": e2e_row["speedup"], "cpu_ratio": e2e_row["cpu_ratio"], "speedup_ok": e2e_row["speedup"] >= 2.0,
             "rss_small_mb": small["peak_rss_mb"], "rss_large_mb": large["peak_rss_mb"],
             "rss_growth_pct": round(100 * (large["peak_rss_mb"] / small["peak_rss_mb"] - 1), 1),
             "rss_flat": large["peak_rss_mb"] <= 1.15 * small["peak_rss_mb"],
@@ -667,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print_tables(report)
-    print(f"[bench] wrote {out} in {report['total_benchmark_s']:.0f} s")
+    print(f"[bench] wrote {out}; total {report['total_benchmark_s']:.0f} s")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

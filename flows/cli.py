@@ -285,7 +285,7 @@ def evaluate(
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo dataset and store go")] = Path("work/demo"),
-    clips: Annotated[int, typer.Option("--clips", help="number of generated clips")] = 24,
+    clips: Annotated[int, typer.Option("--clips", help="number of generated clips")] = 72,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
 ) -> None:
     """Generate the embedded sample dataset and run every pipeline stage on it."""

@@ -26,7 +26,7 @@ def demo_config(workdir: Path) -> PipelineConfig:
     )
 
 
-def run_demo(workdir: Path, n_clips: int = 24, seed: int = 0, console: Console | None = None) -> dict[str, str]:
+def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console | None = None) -> dict[str, str]:
     """Run the pipeline end to end on generated clips; returns stage -> output location."""
     from features.synth import generate_dataset
     from flows.align import align_flow
@@ -69,7 +69,7 @@ def run_demo(workdir: Path, n_clips: int = 24, seed: int = 0, console: Console |
     console.rule("train + evaluate")
     rows = {}
     for ablation in DEMO_ABLATIONS:
-        run = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation, name=ablation)
+        run = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation)
         rows[ablation] = run_evaluate(run["run"], "test")["mean_std"]["test"]
         outputs[f"run {ablation}"] = run["run"]
     console.print("test metrics (×100) of the full model and the single-modality ablations:")

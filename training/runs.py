@@ -68,7 +68,7 @@ class RunDir:
         """Start a run: write the resolved config and run info; refuse to overwrite a finished run."""
         run = cls(path)
         if (run.path / "metrics.json").exists():
-            raise FileExistsError(f"{run.path} already holds a finished run; choose a new run directory")
+            raise ConfigError(f"{run.path} already holds a finished run; choose a new run directory")
         run.path.mkdir(parents=True, exist_ok=True)
         (run.path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         base = {"started": _now(), "torch": torch.__version__, "python": platform.python_version()}
@@ -144,6 +144,8 @@ def train_on_view(
             "device": str(device),
         },
     )
+    if config.threads:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed, config.deterministic)
     model = build_model(config, _dims_short(dims), text_path)
     tokens = config.text_mode == "finetune"

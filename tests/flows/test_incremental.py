@@ -104,11 +104,15 @@ def test_each_run_extracts_only_what_is_new_or_changed(dataset, prefect_harness)
     assert _n_index_rows(cfg.store) == {"audio.mfcc": 6, "text.bert": 6}
 
     # 3. one media file is replaced: its audio is re-extracted, its text (unchanged) is not
+    # (same length: the clip duration is an input of text features, word times are capped by it)
     changed = old_ids[1]
-    media = next(c.media for c in data.clips if c.clip_id == changed)
+    clip = next(c for c in data.clips if c.clip_id == changed)
+    duration = lambda: dict(zip(*FeatureStore.open(cfg.store).clips().select(["clip_id", "duration"]).to_pydict().values()))[changed]  # noqa: E731
+    old_duration = duration()
     before = FeatureStore.open(cfg.store).sets_for("audio.mfcc")[0].read(changed).values
-    write_clip(media, seconds=2.0, v=-1.0, a=-1.0, seed=999)
+    write_clip(clip.media, seconds=clip.duration, fps=clip.fps, v=-clip.v, a=-1.0 if clip.a >= 0 else 1.0, seed=999)
     s = pipeline_flow(cfg, STAGES)
+    assert duration() == pytest.approx(old_duration)
     assert _ingest(s) == (6, 0, 0, 1)
     assert _counts(s) == {"audio.mfcc": (1, 5, 0), "text.bert": (0, 6, 0)}
     third = _rows(cfg.store)

@@ -44,7 +44,7 @@ def test_train_on_view_writes_a_complete_run_and_evaluate_run_reproduces_it(tmp_
     assert "| test |" in (run.path / "metrics.md").read_text()
     # the saved checkpoint reproduces the recorded metrics exactly
     assert evaluate_run(run.path, "test") == metrics["test"]
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ConfigError, match="already holds a finished run"):
         RunDir.create(run.path, config, {})
     write_tiny_view(tmp_path / "store", fingerprint="fp-changed")
     with pytest.raises(StoreConflictError, match="fp-changed"):
