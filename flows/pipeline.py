@@ -173,3 +173,33 @@ def pipeline_flow(
 def run_pipeline(config: PipelineConfig, stages: list[str] | None = None, extractors: list[str] | None = None) -> dict[str, Any]:
     """Convenience for scripts and tests: the flow with ``stages`` (default: all)."""
     return pipeline_flow(config, list(stages) if stages is not None else list(STAGES), extractors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.pipeline [-c CONFIG] [--set k=v ...] [--stages ingest,extract] [-e NAME ...]``:
+    one pipeline run without a deployment (prints the JSON summary; exit 1 on clip failures)."""
+    import argparse
+
+    from flows.config import load_config
+    from store.errors import EmoflowError
+
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=main.__doc__)
+    parser.add_argument("-c", "--config", help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override key=value (repeatable)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("-e", "--extractor", dest="extractors", action="append", help="only this extractor (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        stages = [s for s in args.stages.split(",") if s]
+        resolve_stages(stages)  # fail fast, before a Prefect server is started
+        summary = pipeline_flow(config, stages, args.extractors)
+    except EmoflowError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 1 if summary.get("extract", {}).get("failed") else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
