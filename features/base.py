@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict
 
 
@@ -126,6 +127,15 @@ class Extractor(ABC):
     @abstractmethod
     def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
         """Extract a batch; one result per input clip, in order. Never raises for one bad clip."""
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a clear error."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(setting)
 
 
 _REGISTRY: dict[str, type[Extractor]] = {}

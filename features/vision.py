@@ -30,6 +30,7 @@ from features.base import (
     ExtractorConfig,
     FeatureResult,
     register_extractor,
+    resolve_device,
 )
 from features.efficientnet import (
     FEATURE_DIM,
@@ -37,7 +38,6 @@ from features.efficientnet import (
     default_weights_path,
     frame_features,
     load_efficientnet_lite0,
-    resolve_device,
     weights_sha256,
 )
 from features.media import clip_window_args, failure_from_exception, local_media_path, open_video
