@@ -55,25 +55,31 @@ NAIVE_CONFIGS: dict[str, dict[str, Any]] = {
 # ``api``: export the flow process's Prefect API URL to the Dask workers (see docs/performance.md:
 # without it every Dask worker process starts its own ephemeral Prefect server). ``torch_threads``:
 # torch.set_num_threads in the flow process (what OMP_NUM_THREADS=1 does), for the threads runner.
+_T2 = {"dask": None, "workers": 2}
+_D21 = {"dask": "local", "workers": 2, "threads_per_worker": 1}
+_D12 = {"dask": "local", "workers": 1, "threads_per_worker": 2}
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "threads-2": {"executor": {"dask": None, "workers": 2}, "batch_clips": 8},
-    "threads-2-t1": {"executor": {"dask": None, "workers": 2}, "batch_clips": 8, "torch_threads": 1},
-    "dask-2x1": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8},
-    "dask-1x2": {"executor": {"dask": "local", "workers": 1, "threads_per_worker": 2}, "batch_clips": 8},
-    "dask-2x1-api": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8,
-                     "api": True},
-    "dask-1x2-api": {"executor": {"dask": "local", "workers": 1, "threads_per_worker": 2}, "batch_clips": 8,
-                     "api": True},
-    "dask-2x1-api-b4": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 4,
-                        "api": True},
-    "dask-2x1-api-b16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 16,
-                         "api": True},
-    "dask-2x1-api-v16": {"executor": {"dask": "local", "workers": 2, "threads_per_worker": 1}, "batch_clips": 8,
-                         "vision_batch": 16, "api": True},
-    "threads-2-b4": {"executor": {"dask": None, "workers": 2}, "batch_clips": 4},
+    # as shipped: ExecutorConfig() and the extractor defaults
+    "threads-2": {"executor": _T2, "batch_clips": 8},
+    "dask-2x1": {"executor": _D21, "batch_clips": 8},
+    "dask-1x2": {"executor": _D12, "batch_clips": 8},
+    # threads runner, torch limited to 1 intra-op thread per task (2 tasks in flight on 2 cores)
+    "threads-2-t1": {"executor": _T2, "batch_clips": 8, "torch_threads": 1},
+    "threads-2-t1-v4": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "vision_batch": 4},
+    "threads-2-t1-v8": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "vision_batch": 8},
+    "threads-2-t1-v16": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "vision_batch": 16},
+    "threads-2-t1-b4-v4": {"executor": _T2, "batch_clips": 4, "torch_threads": 1, "vision_batch": 4},
+    # Dask with the flow process's Prefect API URL exported to the workers
+    "dask-2x1-api": {"executor": _D21, "batch_clips": 8, "api": True},
+    "dask-2x1-api-v4": {"executor": _D21, "batch_clips": 8, "api": True, "vision_batch": 4},
+    "dask-2x1-api-b4-v4": {"executor": _D21, "batch_clips": 4, "api": True, "vision_batch": 4},
+    "dask-1x2-api": {"executor": _D12, "batch_clips": 8, "api": True},
+    # an experiment, not a shipped configuration: what the malloc_trim patch in docs/performance.md
+    # does (with the threads runner the progress hook runs in the extracting process)
+    "threads-2-t1-trim": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "malloc_trim": True},
 }
-FULL_CANDIDATES = ("threads-2", "threads-2-t1", "dask-2x1", "dask-1x2-api", "dask-2x1-api", "dask-2x1-api-b4")
-QUICK_CANDIDATES = ("threads-2", "dask-2x1-api")
+FULL_CANDIDATES = ("threads-2", "threads-2-t1", "threads-2-t1-v4", "threads-2-t1-v8", "dask-2x1", "dask-2x1-api-v4")
+QUICK_CANDIDATES = ("threads-2", "threads-2-t1-v4")
 SHARED_TRANSCRIPTS = {  # media file -> transcript file next to it (None: no transcript shipped)
     "nasa_webb_narration.mp4": "nasa_webb_narration.en.srt",
     "nasa_webb_narration.vp9_opus.webm": "nasa_webb_narration.en.srt",
@@ -370,6 +376,16 @@ def _restore_environment(saved: dict[str, Any]) -> None:
         os.environ["PREFECT_API_URL"] = saved["api"]
 
 
+def _malloc_trim() -> None:
+    """glibc ``malloc_trim(0)``: hand the free pages of every malloc arena back to the OS."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     """Runs ``spec["runs"]`` one after the other: each names a candidate, the stages to extract and
     the dataset; fresh temp store and empty model caches for each."""
@@ -392,8 +408,19 @@ def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]
         load0 = loadavg()
         sampler.start_window()
         t0 = time.perf_counter()
+        trim = _malloc_trim if cand.get("malloc_trim") else (lambda: None)
+
+        trace: list[list[float]] = []
+        me = sampler.root
+
+        def progress(res: Any) -> None:
+            done_at.append(time.perf_counter())
+            trim()
+            # RSS of the flow process after each committed batch: a creep shows up here
+            trace.append([round(done_at[-1] - t0, 2), len(done_at), round(me.memory_info().rss / 2**20, 1)])
+
         try:
-            summary = run_extract(cfg, progress=lambda res: done_at.append(time.perf_counter()))
+            summary = run_extract(cfg, progress=progress)
         finally:
             wall = time.perf_counter() - t0
             tree = sampler.stop_window()
@@ -404,7 +431,7 @@ def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]
             "first_batch_s": round(min(done_at) - t0, 3) if done_at else None, "batches": len(done_at),
             "sets": {s["extractor"]: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
                      for s in summary.sets.values()},
-            "load_start": load0, "load_end": loadavg(), **tree,
+            "load_start": load0, "load_end": loadavg(), **tree, "main_rss_after_batch": trace,
         })
         shutil.rmtree(store, ignore_errors=True)
     return {"kind": "pipeline", "warmup_s": warm_s, "runs": runs}

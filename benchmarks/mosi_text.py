@@ -246,6 +246,56 @@ def build_text_view(store: Any, name: str = VIEW) -> None:
     write_view(store, name, arrays, table, attrs)
 
 
+def make_dev_view(store_path: str, src: str = VIEW, dst: str = f"{VIEW}_dev", dev_share: float = 0.17,
+                  seed: int = 0) -> dict[str, Any]:
+    """Protocol "dev": the same arrays with new splits — whole train *videos* (speakers) drawn at
+    random until they hold ``dev_share`` of the train clips become ``valid`` (early stopping, model
+    selection, tuning), the rest stays ``train``, and MOSI's valid split becomes ``test`` (scored
+    once, never used for a decision)."""
+    import pyarrow as pa
+
+    from store import FeatureStore
+    from store.fingerprint import hash_obj
+    from store.views import open_view, write_view
+
+    store = FeatureStore.open(store_path)
+    view = open_view(store, src)
+    video = {c["clip_id"]: c["video_id"] for c in store.clips().to_pylist()}
+    table = view.clips.sort_by("row")
+    ids = table.column("clip_id").to_pylist()
+    split = table.column("split").to_pylist()
+    train_videos = sorted({video[c] for c, s in zip(ids, split) if s == "train"})
+    n_train = sum(s == "train" for s in split)
+    rng = np.random.default_rng(seed)
+    dev: set[str] = set()
+    for v in rng.permutation(train_videos):
+        if sum(video[c] in dev for c, s in zip(ids, split) if s == "train") >= dev_share * n_train:
+            break
+        dev.add(str(v))
+    new = ["test" if s == "valid" else ("valid" if video[c] in dev else "train") for c, s in zip(ids, split)]
+    fingerprint = hash_obj({"src": view.fingerprint, "splits": new}, length=64)
+    try:
+        if open_view(store, dst).fingerprint == fingerprint:
+            return {"view": dst, "dev_videos": sorted(dev), "changed": False, "splits": _counts(new)}
+    except Exception:  # noqa: BLE001 - no such view yet
+        pass
+    g = view.group()
+    arrays = {f"{m}/{k}": np.asarray(g[f"{m}/{k}"][...]) for m in ("text",) for k in ("values", "lengths", "present", "mean", "std")}
+    for k in ("input_ids", "attention_mask"):
+        arrays[f"text_tokens/{k}"] = np.asarray(g[f"text_tokens/{k}"][...])
+    clips = table.set_column(table.schema.get_field_index("split"), "split", pa.array(new, pa.string()))
+    attrs = {**view.attrs, "fingerprint": fingerprint, "protocol": {
+        "source_view": src, "source_fingerprint": view.fingerprint, "dev_videos": sorted(dev),
+        "rule": "valid = dev videos drawn from train; test = MOSI valid"}}
+    attrs.setdefault("text_model_path", view_text_model_path(view))
+    write_view(store, dst, arrays, clips, attrs)
+    return {"view": dst, "dev_videos": sorted(dev), "changed": True, "splits": _counts(new)}
+
+
+def _counts(split: list[str]) -> dict[str, int]:
+    return {s: split.count(s) for s in ("train", "valid", "test") if s in split}
+
+
 # -- training --------------------------------------------------------------------------------------
 class SortishBatches:
     """Batches of clips with similar lengths, in random order: shuffle, cut into pools of
@@ -341,7 +391,7 @@ def train_run(store: str, view_name: str, config: Any, run_dir: Path, *, bucket:
     last = {k[len("valid_"):]: v for k, v in hist[-1].items() if k.startswith("valid_") and k != "valid_loss_m"}
     return {
         "mode": config.text_mode, "seed": config.seed, "run_dir": str(run_dir),
-        "selected": metrics["valid"], "last": last, "best_epoch": result.best_epoch, "epochs": len(hist),
+        "selected": metrics["valid"], "selected_test": metrics.get("test"), "last": last, "best_epoch": result.best_epoch, "epochs": len(hist),
         "stopped_early": result.stopped_early,
         "epoch_seconds": [round(r["seconds"], 2) for r in hist],
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -401,13 +451,17 @@ def table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
     return "\n".join(lines)
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(runs: list[dict[str, Any]], report: str = "selected") -> dict[str, Any]:
+    """Per mode: mean ± std of the reported metrics (``report``: the selected checkpoint on valid,
+    or on test for protocol dev), of the last epoch (valid), of the selected checkpoint on the
+    early-stopping split, and timings."""
     by_mode: dict[str, Any] = {}
     for mode in sorted({r["mode"] for r in runs}, key=lambda m: ("frozen", "finetune").index(m)):
         mine = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["seed"])
         secs = [s for r in mine for s in r["epoch_seconds"]]
         by_mode[mode] = {
             "seeds": [r["seed"] for r in mine],
+            "reported": aggregate(mine, report),
             "selected": aggregate(mine, "selected"),
             "last": aggregate(mine, "last"),
             "best_epochs": [r["best_epoch"] for r in mine],
@@ -434,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--loader", choices=("bucket", "plain"), default="bucket")
     ap.add_argument("--no-align", action="store_true", help="build the view with write_view, not run_align")
+    ap.add_argument("--protocol", choices=("valid", "dev"), default="valid",
+                    help="valid: early-stop/select on MOSI valid and report it (as the reference does); "
+                    "dev: early-stop/select on dev videos carved from train, report MOSI valid as a test")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra TrainConfig field for every run (YAML value), e.g. --set lr_text=1e-4")
     ap.add_argument("--tag", default="", help="name of this configuration in the JSON/markdown")
@@ -448,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"preparing {args.csv} in {workdir}")
     prep = prepare(workdir, Path(args.csv), use_align=not args.no_align)
     log(f"prepared: {json.dumps(prep)}")
+    view = VIEW
+    if args.protocol == "dev":
+        prep["dev_view"] = make_dev_view(prep["store"])
+        view = prep["dev_view"]["view"]
+        log(f"protocol dev: {json.dumps(prep['dev_view'])}")
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     seeds = [1111 + i for i in range(args.seeds)]
@@ -464,16 +526,16 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(_child, prep["store"], VIEW, cfg.model_dump_json(), str(rd), args.loader == "bucket",
+        futs = {pool.submit(_child, prep["store"], view, cfg.model_dump_json(), str(rd), args.loader == "bucket",
                             args.threads): (mode, seed) for mode, seed, cfg, rd in jobs}
         for fut in as_completed(futs):
             r = fut.result()
             runs.append(r)
-            s = r["selected"]
+            s = r["selected_test"] if args.protocol == "dev" else r["selected"]
             log(f"{r['mode']} seed {r['seed']}: best epoch {r['best_epoch']}/{r['epochs']}, valid non0 "
                 f"{100 * s['Non0_acc_2']:.2f} MAE {s['MAE']:.3f} Corr {s['Corr']:.3f}, "
                 f"{np.mean(r['epoch_seconds']):.1f} s/epoch, {r['wall_seconds']:.0f} s")
-    summary = summarize(runs)
+    summary = summarize(runs, report="selected_test" if args.protocol == "dev" else "selected")
     wall = time.perf_counter() - t_start
     result = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "tag": tag,
@@ -488,10 +550,16 @@ def main(argv: list[str] | None = None) -> int:
     out_json = workdir / f"results-{tag}.json"
     out_json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     rows = {}
-    for mode, s in summary.items():
-        rows[f"{mode} · selected (best valid L_m)"] = s["selected"]
-    for mode, s in summary.items():
-        rows[f"{mode} · last epoch"] = s["last"]
+    if args.protocol == "dev":
+        for mode, s in summary.items():
+            rows[f"{mode} · MOSI valid as test (selected on dev)"] = s["reported"]
+        for mode, s in summary.items():
+            rows[f"{mode} · dev (selection split)"] = s["selected"]
+    else:
+        for mode, s in summary.items():
+            rows[f"{mode} · selected (best valid L_m)"] = s["selected"]
+        for mode, s in summary.items():
+            rows[f"{mode} · last epoch"] = s["last"]
     md = table(rows)
     print(md)
     for mode, s in summary.items():
@@ -509,7 +577,8 @@ def markdown_section(result: dict[str, Any], md: str) -> str:
     """The generated block of docs/results.md: table, per-mode timings and the exact settings."""
     lines = [f"Generated by `benchmarks/mosi_text.py` on {result['date']} (tag `{result['tag']}`, "
              f"wall {result['wall_seconds'] / 60:.1f} min, load average {result['host']['load_start'][0]:.1f} → "
-             f"{result['host']['load_end'][0]:.1f} on {result['host']['cpus']} cores). Valid split, mean ± std "
+             f"{result['host']['load_end'][0]:.1f} on {result['host']['cpus']} cores), protocol "
+             f"`{result['args']['protocol']}`. Mean ± std "
              f"(ddof=1) over seeds {result['summary'][next(iter(result['summary']))]['seeds']}; Acc/F1 ×100.", "", md, ""]
     lines += ["| mode | s/epoch mean (median, min) | best epochs | epochs run | wall (s, all seeds) |", "|---|---|---|---|---|"]
     for mode, s in result["summary"].items():

@@ -127,16 +127,17 @@ class FeatureStore:
     def ensure_feature_set(self, name: str, attrs: dict[str, Any]) -> FeatureSet:
         """Create the set's group with ``attrs`` or check that an existing one has the same identity."""
         rel = f"features/{name}"
-        if self.fs.exists(f"{rel}/zarr.json"):
-            existing = dict(self.fs.open_group(rel).attrs)
-            if existing.get("identity") != attrs.get("identity"):
-                raise StoreConflictError(
-                    f"feature set {name!r} in {self.url} was written by a different extractor identity; "
-                    "refusing to mix features"
-                )
-        else:
-            group = zarr.open_group(self.fs.zarr_store(rel), mode="a", zarr_format=3)
-            group.attrs.update(attrs)
+        if not self.fs.exists(f"{rel}/zarr.json"):
+            # The group document, attributes included, in one atomic write: writers that create the
+            # same new set at once all write the same bytes, and none sees a group without attrs.
+            group_doc = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+            self.fs.write_bytes_atomic(f"{rel}/zarr.json", json.dumps(group_doc, sort_keys=True, default=str).encode())
+        existing = dict(self.fs.open_group(rel).attrs)
+        if existing.get("identity") != attrs.get("identity"):
+            raise StoreConflictError(
+                f"feature set {name!r} in {self.url} was written by a different extractor identity; "
+                "refusing to mix features"
+            )
         return FeatureSet(self, name)
 
     def sets_for(self, extractor: str) -> list[FeatureSet]:

@@ -171,6 +171,7 @@ def test_prefect_yaml_declares_the_scheduled_deployments() -> None:
     assert deps["extract-nightly"]["parameters"]["stages"] == ["ingest", "extract", "align", "stats"]
 
 
+@pytest.mark.slow
 def test_deploy_schedule_and_run_through_a_process_worker(server: Server, tmp_path: Path) -> None:
     data = generate_dataset(tmp_path / "data", n_clips=4, seed=21, min_seconds=1.5, max_seconds=2.5)
     store = tmp_path / "store"
