@@ -6,10 +6,12 @@ with a typo fails loudly instead of silently training something else.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import torch
 
 Modality = Literal["text", "audio", "vision"]
 ALL_MODALITIES: tuple[Modality, ...] = ("text", "audio", "vision")
@@ -149,6 +151,8 @@ class TrainConfig(BaseModel):
 
 def resolve_device(setting: str) -> torch.device:
     """``auto`` = CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an error."""
+    import torch  # here, not at module level: configs load in every CLI call and worker
+
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if setting == "cuda" and not torch.cuda.is_available():

@@ -346,10 +346,7 @@ def test_two_concurrent_runs_lose_nothing_and_corrupt_nothing(stagger, base, dri
     ref_store, ref_seconds = reference
     store = _fresh(base_store, tmp_path / "store")
     cfg = _config(store, data.root).model_dump_json()
-    # the feature set exists before the race: its concurrent first creation is a known bug,
-    # reproduced by test_concurrent_first_creation_of_a_feature_set below
-    plan(FeatureStore.open(store), _config(store, data.root).extract)
-    t0 = time.time() + 0.5
+    t0 = time.time() + 0.5  # both also create the (new) feature set: see the next test for that race
     results = driver.run({"config": cfg, "start_at": t0}, {"config": cfg, "start_at": t0 + stagger * ref_seconds})
     for res in results:
         assert res["exit"] == 0, res["log"][-3000:]
@@ -363,7 +360,10 @@ def test_two_concurrent_runs_lose_nothing_and_corrupt_nothing(stagger, base, dri
 
 
 def test_concurrent_first_creation_of_a_feature_set(tmp_path: Path) -> None:
-    """Writers that create the same (new) feature set at the same moment must all succeed."""
+    """Writers that create the same (new) feature set at the same moment must all succeed.
+
+    (Before the group document was written atomically, about one round in eight failed with
+    Zarr's ContainsGroupError or a spurious StoreConflictError.)"""
     errors: list[str] = []
     for round_ in range(100):
         url = str(tmp_path / f"s{round_}")
