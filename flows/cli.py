@@ -97,9 +97,7 @@ def extract(
             config, set_, store=store, **{"executor.dask": dask, "executor.workers": workers},
             **{"extract.force": force or None, "extract.only_failed": only_failed or None},
         )
-        if extractor:
-            extractors = {e: cfg.extract.extractors.get(e, {}) for e in extractor}
-            cfg = cfg.model_copy(update={"extract": cfg.extract.model_copy(update={"extractors": extractors})})
+        cfg = cfg.with_extractors(extractor)
         from store import FeatureStore
 
         st = FeatureStore.open(cfg.store)
@@ -280,6 +278,30 @@ def evaluate(
         return
     console.print(f"{split} metrics over seeds {out['seeds']} (×100):")
     console.print(summary_table(out["mean_std"]))
+
+
+@app.command()
+def pipeline(
+    stages: Annotated[str, typer.Option(help="comma-separated subset of ingest,extract,align,stats")] = "ingest,extract,align,stats",
+    extractor: Annotated[Optional[list[str]], typer.Option("--extractor", "-e", help="only these extractors (repeatable)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run ingest -> extract -> align -> stats as one flow (what the scheduled deployments run)."""
+    import json
+
+    try:
+        cfg = _config(config, set_)
+        from flows.pipeline import pipeline_flow, resolve_stages
+
+        wanted = resolve_stages([s for s in stages.split(",") if s])  # fail before a server starts
+        summary = pipeline_flow(cfg, wanted, extractor)
+    except EmoflowError as exc:
+        _fail(exc)
+        return
+    console.print_json(json.dumps(summary))
+    if summary.get("extract", {}).get("failed"):
+        raise typer.Exit(1)
 
 
 @app.command()

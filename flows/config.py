@@ -69,6 +69,13 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="MCMF+SLGM settings (training/config.py)")
     runs: str = Field("work/runs", description="where training runs go")
 
+    def with_extractors(self, names: list[str] | None) -> PipelineConfig:
+        """This config restricted to extractors ``names`` (their configured settings, else defaults)."""
+        if not names:
+            return self
+        chosen = {name: self.extract.extractors.get(name, {}) for name in names}
+        return self.model_copy(update={"extract": self.extract.model_copy(update={"extractors": chosen})})
+
     @field_validator("store", "runs")
     @classmethod
     def _absolute_store(cls, value: str) -> str:

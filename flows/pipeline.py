@@ -11,17 +11,13 @@ only does what changed since the last one:
   an interrupted earlier run is resumed the same way;
 * align is a no-op when the view's fingerprint is unchanged; stats always rewrites its report.
 
-Stages always run in pipeline order, whatever order they are given in. A stage whose flow module
-is not part of this installation (``flows/align.py``, ``flows/stats.py``) is skipped with a
-warning and listed under ``"unavailable"`` in the summary instead of failing the run.
+Stages always run in pipeline order, whatever order they are given in.
 """
 
 from __future__ import annotations
 
 import flows  # noqa: F401  (offline-safe Prefect defaults before Prefect is imported)
 
-import importlib
-import importlib.util
 import json
 import os
 import time
@@ -30,43 +26,25 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.align import align_flow
 from flows.config import PipelineConfig
+from flows.extract import run_extract
+from flows.ingest import ingest_flow
+from flows.stats import stats_flow
 from store.errors import ConfigError
 
 STAGES: tuple[str, ...] = ("ingest", "extract", "align", "stats")
-# stage -> (module, flow function); ingest and extract are always present
-_STAGE_FLOWS: dict[str, tuple[str, str]] = {
-    "ingest": ("flows.ingest", "ingest_flow"),
-    "extract": ("flows.extract", "extract_flow"),
-    "align": ("flows.align", "align_flow"),
-    "stats": ("flows.stats", "stats_flow"),
-}
 
 
-def stage_available(stage: str) -> bool:
-    """Whether the module holding ``stage``'s flow exists in this installation."""
-    return importlib.util.find_spec(_STAGE_FLOWS[stage][0]) is not None
-
-
-def resolve_stages(stages: list[str] | tuple[str, ...] | None) -> tuple[list[str], list[str]]:
-    """``(to run, unavailable)``, both in pipeline order; an unknown or empty list raises ``ConfigError``."""
+def resolve_stages(stages: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The stages to run, in pipeline order; an unknown or empty list raises ``ConfigError``."""
     wanted = list(STAGES) if stages is None else [str(s).strip().lower() for s in stages]
     unknown = sorted(set(wanted) - set(STAGES))
     if unknown:
         raise ConfigError(f"unknown pipeline stage(s) {unknown}; choose from {list(STAGES)}")
     if not wanted:
         raise ConfigError(f"no pipeline stage given; choose from {list(STAGES)}")
-    ordered = [s for s in STAGES if s in wanted]
-    run = [s for s in ordered if stage_available(s)]
-    return run, [s for s in ordered if s not in run]
-
-
-def select_extractors(config: PipelineConfig, extractors: list[str] | None) -> PipelineConfig:
-    """Restrict ``config.extract.extractors`` to ``extractors`` (configured settings kept, else defaults)."""
-    if not extractors:
-        return config
-    chosen = {name: config.extract.extractors.get(name, {}) for name in extractors}
-    return config.model_copy(update={"extract": config.extract.model_copy(update={"extractors": chosen})})
+    return [s for s in STAGES if s in wanted]
 
 
 def check_paths(config: PipelineConfig, stages: list[str]) -> None:
@@ -122,11 +100,6 @@ def _stats_summary(s: Any) -> dict[str, Any]:
     return {k: d[k] for k in keep if k in d} if isinstance(d, dict) else {"result": d}
 
 
-def _stage_flow(stage: str) -> Any:
-    module, name = _STAGE_FLOWS[stage]
-    return getattr(importlib.import_module(module), name)
-
-
 @flow(name="emoflow-pipeline")
 def pipeline_flow(
     config: PipelineConfig,
@@ -136,70 +109,30 @@ def pipeline_flow(
     """Run ``stages`` of ingest -> extract -> align -> stats on ``config`` as subflows.
 
     ``extractors`` optionally restricts extraction to these extractor names (their settings from
-    ``config.extract.extractors``, else the defaults). Returns a JSON-able summary: stages run and
-    unavailable, ingest counts (clips, rejects, added/removed/modified), per extractor
+    ``config.extract.extractors``, else the defaults). Returns a JSON-able summary: stages run, ingest counts (clips, rejects, added/removed/modified), per extractor
     done/skipped/failed/absent, the align view and the stats report.
     """
     log = get_run_logger()
     t0 = time.perf_counter()
-    run, unavailable = resolve_stages(stages)
-    config = select_extractors(config, extractors)
+    run = resolve_stages(stages)
+    config = config.with_extractors(extractors)
     check_paths(config, run)
-    for stage in unavailable:
-        log.warning("stage %r skipped: %s is not part of this installation", stage, _STAGE_FLOWS[stage][0])
-    summary: dict[str, Any] = {"store": config.store, "stages": run, "unavailable": unavailable}
+    summary: dict[str, Any] = {"store": config.store, "stages": run}
 
     if "ingest" in run:
-        s = _stage_flow("ingest")(config)
+        s = ingest_flow(config)
         summary["ingest"] = _ingest_summary(s)
         log.info("ingest: %d clips (+%d -%d ~%d), %d rejected", s.clips, s.added, s.removed, s.modified, s.rejects)
     if "extract" in run:
-        from flows.extract import run_extract  # the configured task runner (threads or Dask)
-
-        s = run_extract(config)
+        s = run_extract(config)  # on the configured task runner (threads or Dask)
         summary["extract"] = _extract_summary(s)
         for name, e in summary["extract"]["extractors"].items():
             log.info("extract %s: done %d, skipped %d, failed %d", name, e["done"], e["skipped"], e["failed"])
         if s.failed:
             log.warning("%d clip failures recorded; `emoflow store ls` lists them, `--only-failed` retries", s.failed)
     if "align" in run:
-        summary["align"] = _align_summary(_stage_flow("align")(config))
+        summary["align"] = _align_summary(align_flow(config))
     if "stats" in run:
-        summary["stats"] = _stats_summary(_stage_flow("stats")(config))
+        summary["stats"] = _stats_summary(stats_flow(config))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return jsonable(summary)
-
-
-def run_pipeline(config: PipelineConfig, stages: list[str] | None = None, extractors: list[str] | None = None) -> dict[str, Any]:
-    """Convenience for scripts and tests: the flow with ``stages`` (default: all)."""
-    return pipeline_flow(config, list(stages) if stages is not None else list(STAGES), extractors)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.pipeline [-c CONFIG] [--set k=v ...] [--stages ingest,extract] [-e NAME ...]``:
-    one pipeline run without a deployment (prints the JSON summary; exit 1 on clip failures)."""
-    import argparse
-
-    from flows.config import load_config
-    from store.errors import EmoflowError
-
-    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=main.__doc__)
-    parser.add_argument("-c", "--config", help="YAML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override key=value (repeatable)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("-e", "--extractor", dest="extractors", action="append", help="only this extractor (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        stages = [s for s in args.stages.split(",") if s]
-        resolve_stages(stages)  # fail fast, before a Prefect server is started
-        summary = pipeline_flow(config, stages, args.extractors)
-    except EmoflowError as exc:
-        print(f"error: {exc}")
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 1 if summary.get("extract", {}).get("failed") else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
