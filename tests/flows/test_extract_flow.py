@@ -187,3 +187,41 @@ def test_dry_run_plan_counts_what_is_left_without_writing(extracted) -> None:
     cfg, _ = extracted
     plans = plan(FeatureStore.open(cfg.store), cfg.extract, create=False)
     assert {p.extractor: (p.todo, p.skipped) for p in plans} == {n: (0, 12) for n in ("text.bert", "audio.mfcc", "vision.cnn")}
+
+
+def test_store_io_errors_are_retried_by_prefect_and_nothing_half_commits(tmp_path: Path, demo_data, prefect_harness, monkeypatch) -> None:
+    from store.featurestore import FeatureSet
+
+    cfg = _config(tmp_path / "s", demo_data.root, extractors={"audio.mfcc": {}}, batch_clips=12, retries=1)
+    run_ingest(cfg)
+    original, calls = FeatureSet._write_index, []
+
+    def flaky_write_index(self, shard, table):  # noqa: ANN001 - the patched method's own signature
+        calls.append(shard)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error (injected)")
+        original(self, shard, table)
+
+    monkeypatch.setattr(FeatureSet, "_write_index", flaky_write_index)
+    summary = extract_flow(cfg)
+    assert len(calls) == 2  # the task ran again after the I/O error
+    assert next(iter(summary.sets.values()))["done"] == 12
+    (fset,) = FeatureStore.open(cfg.store).sets_for("audio.mfcc")
+    assert fset.index_parts().num_rows == 12  # the failed attempt left no visible rows
+
+
+def test_deterministic_errors_are_not_retried(tmp_path: Path, demo_data, prefect_harness, monkeypatch) -> None:
+    from store.featurestore import FeatureSet
+
+    cfg = _config(tmp_path / "s", demo_data.root, extractors={"audio.mfcc": {}}, batch_clips=12, retries=3)
+    run_ingest(cfg)
+    calls = []
+
+    def broken_commit(self, items):  # noqa: ANN001
+        calls.append(1)
+        raise ValueError("a bug, not an I/O problem")
+
+    monkeypatch.setattr(FeatureSet, "commit", broken_commit)
+    with pytest.raises(ValueError, match="a bug"):
+        extract_flow(cfg)
+    assert len(calls) == 1
