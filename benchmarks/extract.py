@@ -47,7 +47,6 @@ if str(REPO) not in sys.path:  # runnable as ``python benchmarks/extract.py`` fr
     sys.path.insert(0, str(REPO))
 
 STAGES = ("text.bert", "audio.mfcc", "vision.cnn")
-MODALITY = {"text.bert": "text", "audio.mfcc": "audio", "vision.cnn": "vision"}
 NAIVE_CONFIGS: dict[str, dict[str, Any]] = {
     "text.bert": {},
     "audio.mfcc": {},
@@ -67,6 +66,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "dask-2x1": {"executor": _D21, "batch_clips": 8},
     "dask-1x2": {"executor": _D12, "batch_clips": 8},
     # threads runner, torch limited to 1 intra-op thread per task (2 tasks in flight on 2 cores)
+    "threads-2-v4": {"executor": _T2, "batch_clips": 8, "vision_batch": 4},
     "threads-2-t1": {"executor": _T2, "batch_clips": 8, "torch_threads": 1},
     "threads-2-t1-v4": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "vision_batch": 4},
     "threads-2-t1-v8": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "vision_batch": 8},
@@ -80,8 +80,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # an experiment, not a shipped configuration: what the malloc_trim patch in docs/performance.md
     # does (with the threads runner the progress hook runs in the extracting process)
     "threads-2-t1-trim": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "malloc_trim": True},
+    "threads-2-t1-v4-trim": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "vision_batch": 4,
+                             "malloc_trim": True},
 }
-FULL_CANDIDATES = ("threads-2", "threads-2-t1", "threads-2-t1-v4", "threads-2-t1-v8", "dask-2x1", "dask-2x1-api-v4")
+FULL_CANDIDATES = ("threads-2", "threads-2-t1", "threads-2-v4", "threads-2-t1-v4", "dask-2x1", "dask-2x1-api-v4")
 QUICK_CANDIDATES = ("threads-2", "threads-2-t1-v4")
 CHEAP_REPEATS = 3  # text and audio stages take seconds: measured this many times, minimum reported
 SHARED_TRANSCRIPTS = {  # media file -> transcript file next to it (None: no transcript shipped)
@@ -138,6 +140,7 @@ class TreeSampler(threading.Thread):
         self.stop_event = threading.Event()
         self.roles: dict[int, str] = {}
         self.procs: dict[int, Any] = {self.root.pid: self.root}
+        self._at_window_start: set[int] = {self.root.pid}
         self._reset()
 
     def _reset(self) -> None:
@@ -215,7 +218,6 @@ class TreeSampler(threading.Thread):
             }
 
     def run(self) -> None:
-        self._at_window_start = {self.root.pid}
         while not self.stop_event.wait(self.interval):
             try:
                 self.sample()
@@ -234,9 +236,11 @@ def _clear_model_caches() -> None:
     import features.text as txt
     import flows.extract as fx
 
-    fx._EXTRACTORS.clear()
-    eff._MODELS.clear()
-    txt._MODEL_CACHE.clear()
+    # private caches of other modules: cleared when present, so a refactor there cannot break this
+    for mod, name in ((fx, "_EXTRACTORS"), (eff, "_MODELS"), (txt, "_MODEL_CACHE")):
+        cache = getattr(mod, name, None)
+        if hasattr(cache, "clear"):
+            cache.clear()
     gc.collect()
 
 
@@ -631,7 +635,8 @@ def print_tables(report: dict[str, Any]) -> None:
     con.print(f"[bold]emoflow extract benchmark[/] {report['date']}  cores={m['cpus']}  torch={m['torch']}  "
               f"load (1/5/15 min) at start {m['load_start']}, at end {m['load_end']}")
     t = Table(title=f"Lite0 default: naive vs optimised ({report['best']}, {_executor(CANDIDATES[report['best']])}) — "
-                    f"{report['mix']['clips']} clips, {report['mix']['media_s']:.0f} media-s (shared + generated)")
+                    f"{report['mix']['clips']} clips ({len(report['mix']['shared_clips'])} shared + "
+                    f"{report['mix']['generated_clips']} generated), {report['mix']['media_s']:.0f} media-s")
     for col in ("stage", "clips", "media s", "naive s", "naive ×RT", "naive clips/s", "opt s", "opt ×RT",
                 "opt clips/s", "speed-up", "CPU s naive/opt", "opt 1st batch s", "peak RSS MB naive/opt",
                 "load 1m naive | opt"):
@@ -681,12 +686,14 @@ def main(argv: list[str] | None = None) -> int:
                     "one is also the number of generated clips in the mix (default 10,100; --quick 4,24)")
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data" / "clips"),
                     help="folder of real media clips mixed into the benchmark dataset ('' for none)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "extract.json"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "extract.json"),
+                    help="JSON report (every run's raw figures)")
     ap.add_argument("--quick", action="store_true", help="4/24 generated clips, 2 candidates (~5 min on a busy box)")
     ap.add_argument("--candidates", default=None,
                     help=f"comma list of pipeline configs to compare, of: {', '.join(CANDIDATES)}")
     ap.add_argument("--best", default=None, help="skip the choice: use this candidate as the optimised run")
-    ap.add_argument("--repeats", type=int, default=1, help="extra naive + optimised end-to-end pairs (default 1)")
+    ap.add_argument("--repeats", type=int, default=1, help="naive + optimised end-to-end pairs, each in fresh processes; the fastest of each is "
+                    "reported (default 1)")
     ap.add_argument("--workdir", default=None, help="keep generated data and results here (reused across runs)")
     ap.add_argument("--verbose", action="store_true", help="show the children's output (Prefect logs)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)

@@ -66,7 +66,7 @@ class CnnVisionConfig(ExtractorConfig):
     still_max_diff: int | None = Field(3, ge=0, le=255)
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(4, ge=1)  # CPU: 2-2.4x less time per frame than 32 (cache), 1/3 the memory
     chunk_size: int = Field(32, ge=1)
     prefetch: int = Field(2, ge=0)
     channels_last: bool = True

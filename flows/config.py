@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import yaml
 import os
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -94,7 +95,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r} is not key=value (e.g. store=work/store)")
         key, value = item.split("=", 1)
         node = data
-        parts = key.strip().split(".")
+        # dots separate sections, except inside brackets: extract.extractors[vision.cnn].batch_size
+        parts = [p.strip("[]") for p in re.findall(r"\[[^\]]*\]|[^.\[\]]+", key.strip())]
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

@@ -8,13 +8,16 @@ protocol. Per-clip failures become rows in the failure table; only store I/O err
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
+
 from features.base import ClipFailure, ClipInput, Extractor, FeatureResult, Word, create_extractor
 from flows.config import ExtractConfig, PipelineConfig
 from flows.runners import build_task_runner
@@ -235,6 +238,13 @@ ProgressHook = Callable[[BatchResult], None]
 _progress_hooks: list[ProgressHook] = []
 
 
+def _notify(res: BatchResult) -> None:
+    """Call the progress hooks. A module-level function is pickled by reference when Prefect ships
+    the flow to Dask, so hooks holding locks (a rich progress bar) never need pickling."""
+    for hook in _progress_hooks:
+        hook(res)
+
+
 @dataclass
 class ExtractSummary:
     run_id: str
@@ -274,8 +284,7 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
         s["compute_seconds"] += res.wall_seconds
         for f in res.failures:
             log.warning("%s failed on %s: %s", res.extractor, f["clip_id"], f["message"])
-        for hook in _progress_hooks:
-            hook(res)
+        _notify(res)
     wall = time.perf_counter() - t0
     for name, s in sets.items():
         store.record_run({"run_id": run_id, "feature_set": name, "extractor": s["extractor"], "clips_done": s["done"],
@@ -290,9 +299,13 @@ def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) ->
     runner = build_task_runner(config.executor)
     if progress:
         _progress_hooks.append(progress)
+    threads = torch.get_num_threads()
+    if config.executor.dask is None:  # one torch thread per in-flight task: no oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.executor.workers))
     try:
         return extract_flow.with_options(task_runner=runner)(config)
     finally:
+        torch.set_num_threads(threads)
         if progress:
             _progress_hooks.remove(progress)
 

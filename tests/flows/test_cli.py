@@ -57,3 +57,11 @@ def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: P
     st.ensure_feature_set("x-1", {"identity": 1}).commit([("clip-7", "fp", bad, 1.0)])
     result = runner.invoke(app, ["store", "verify", str(tmp_path)])
     assert result.exit_code == 1 and "clip-7" in result.output and "non-finite" in result.output
+
+
+def test_set_overrides_reach_dotted_extractor_names_through_brackets() -> None:
+    from flows.config import load_config
+
+    cfg = load_config(None, ["extract.extractors[vision.cnn].batch_size=8", "train.k=32", "executor.dask=null"])
+    assert cfg.extract.extractors == {"vision.cnn": {"batch_size": 8}}
+    assert cfg.train.k == 32 and cfg.executor.dask is None
