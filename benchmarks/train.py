@@ -20,7 +20,7 @@ Measured, each configuration in a fresh spawned child process (so peak RSS and c
   (``--finetune-epochs``, default 1).
 
 For every configuration: train seconds per epoch, train clips/s, valid-evaluation seconds, peak RSS
-(``ru_maxrss`` of the child), torch threads, and the load average at start/end (the machine is
+(``VmHWM`` of the child), torch threads, and the load average at start/end (the machine is
 shared: compare figures of one invocation only). ``--profile`` adds a per-phase breakdown of one
 frozen epoch (data, forward, loss, backward, optimizer step, SLGM).
 """
@@ -92,6 +92,15 @@ def write_synthetic_view(root: Path, n_train: int, n_valid: int, L: int, seed: i
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process in MB: ``VmHWM`` (per address space, so a spawned child does not
+    inherit the parent's peak as ``ru_maxrss`` does across fork+exec), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
