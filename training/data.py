@@ -293,8 +293,8 @@ class LengthBuckets(Sampler[list[int]]):
 
     Each epoch: shuffle all clips, cut them into pools of ``pool × batch_size``, sort each pool by
     length, cut it into batches, shuffle the batches. Batches stay random in content and order (a
-    pool is a random 1/N of the data) while padding shrinks: on MOSI word pieces the padded tokens
-    per real token fall from about 2.4 (uniform shuffle) to 1.1. Seeded by (seed, epoch), so a run
+    pool is a random 1/N of the data) while padding shrinks: on MOSI word pieces (batch 16) the steps
+    computed per real token fall from 2.38 (uniform shuffle) to 1.08. Seeded by (seed, epoch), so a run
     is reproducible and every epoch differs.
     """
 

@@ -84,8 +84,15 @@ class TextEncoder(nn.Module):
     def __init__(self, model_path: str) -> None:
         super().__init__()
         from transformers import AutoModel  # slow import; only finetune runs pay it
+        from transformers.utils import logging as hf_logging
 
-        self.model = AutoModel.from_pretrained(model_path, local_files_only=True)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a weight-loading progress bar per seed is noise in run logs
+        try:
+            self.model = AutoModel.from_pretrained(model_path, local_files_only=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.hidden_size = int(self.model.config.hidden_size)
 
     def forward(self, input_ids: Tensor, mask: Tensor) -> Tensor:
