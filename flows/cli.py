@@ -21,7 +21,7 @@ app.add_typer(store_app, name="store")
 console = Console()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set train.k=32 or --set 'extract.extractors[vision.cnn].batch_size=8' (repeatable)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set train.k=32 or --set 'extract.extractors\\[vision.cnn].batch_size=8' (repeatable)")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and plan, write nothing")]
 StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL")]
 

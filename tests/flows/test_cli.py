@@ -65,3 +65,12 @@ def test_set_overrides_reach_dotted_extractor_names_through_brackets() -> None:
     cfg = load_config(None, ["extract.extractors[vision.cnn].batch_size=8", "train.k=32", "executor.dask=null"])
     assert cfg.extract.extractors == {"vision.cnn": {"batch_size": 8}}
     assert cfg.train.k == 32 and cfg.executor.dask is None
+
+
+def test_help_shows_the_bracketed_override_example_and_train_batching_override() -> None:
+    from flows.config import load_config
+
+    out = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "240"})
+    assert out.exit_code == 0
+    assert "extract.extractors[vision.cnn].batch_size=8" in out.output  # not eaten as rich markup
+    assert load_config(None, ["train.batching=shuffle"]).train.batching == "shuffle"
