@@ -4,9 +4,9 @@ A fast end-to-end check (well under a minute on 2 cores) on a fixed subset of
 ``../shared/data/mosi/mosi_text_trainval.csv`` (160 train + 80 valid clips, seeded draw): ingest, extract
 ``text.bert`` with the local MiniLM-L6, build the raw-token text view (``flows.align`` with
 ``grid=none``, as benchmarks/mosi_text.py does), then train the text-only ablation in ``frozen``
-mode for 4 epochs (through ``training.runs.train_on_view``) and in ``finetune`` mode for 1 epoch
-(the benchmark's length-bucketed loaders around ``training.loop.fit``), seed 1111, batch 16 without
-accumulation (10 optimizer steps per epoch). Both must learn the sentiment:
+mode for 4 epochs with uniformly shuffled batches and in ``finetune`` mode for 1 epoch with the
+default length-bucketed batches, both through ``training.runs.train_on_view``, seed 1111, batch 16
+without accumulation (10 optimizer steps per epoch). Both must learn the sentiment:
 valid Pearson r > 0.2 and a valid MAE below that of always predicting the train mean.
 Skipped when the shared data is absent.
 """
@@ -85,23 +85,24 @@ def test_the_real_text_view_holds_the_subset_with_tokens(mosi: dict[str, Any]) -
 
 
 def test_frozen_text_learns_sentiment_through_train_on_view(mosi: dict[str, Any], tmp_path: Path) -> None:
-    from benchmarks.mosi_text import train_run
+    from training.runs import train_on_view
 
-    config = _config("frozen", mosi["text_model_path"], max_epochs=4)
-    out = train_run(mosi["store"], "mosi_text", config, tmp_path / "run", bucket=False)
+    config = _config("frozen", mosi["text_model_path"], max_epochs=4, batching="shuffle")
+    _, result = train_on_view(mosi["store"], "mosi_text", config, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["valid"]
-    assert metrics == out["selected"] and out["epochs"] == 4
+    assert len(result.history) == 4 and metrics["MAE"] == pytest.approx(result.best_valid_loss)
     assert metrics["Corr"] > 0.2, metrics
     assert metrics["MAE"] < _mean_baseline_mae(mosi["store"]), metrics
 
 
-def test_finetuned_text_learns_sentiment(mosi: dict[str, Any], tmp_path: Path) -> None:
-    from benchmarks.mosi_text import train_run
+def test_finetuned_text_learns_sentiment_with_length_buckets(mosi: dict[str, Any], tmp_path: Path) -> None:
+    from training.runs import train_on_view
 
     config = _config("finetune", mosi["text_model_path"], max_epochs=1)
-    out = train_run(mosi["store"], "mosi_text", config, tmp_path / "run", bucket=True)
+    assert config.batching == "bucket"
+    train_on_view(mosi["store"], "mosi_text", config, tmp_path / "run")
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["text_model_path"] == mosi["text_model_path"] and info["epochs_run"] == 1
-    metrics = out["selected"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["valid"]
     assert metrics["Corr"] > 0.2, metrics
     assert metrics["MAE"] < _mean_baseline_mae(mosi["store"]), metrics
