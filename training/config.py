@@ -94,7 +94,7 @@ class TrainConfig(BaseModel):
     adam_betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = Field(16, gt=0)
     batching: Literal["bucket", "shuffle"] = Field(
-        "bucket", description="bucket: shuffled batches of similar-length clips (less padding, 1.6x faster "
+        "bucket", description="bucket: shuffled batches of similar-length clips (less padding, 1.5x faster "
         "epochs measured); shuffle: uniform random batches",
     )
     bucket_pool: int = Field(50, ge=1, description="batches per length-sorted pool (bucket batching)")

@@ -4,11 +4,11 @@ Zarr 3 drives I/O from a background event-loop thread, and a fork after the pare
 anything can deadlock DataLoader workers (conventions §2.9). So the dataset holds only the store
 URL, the view name and row numbers; each process opens the arrays on its first item, and worker
 processes are spawned, never forked. Each process keeps decompressed chunks in a bounded LRU
-cache, so epochs after the first read nothing from the store.
+cache, so while the view fits the budget, epochs after the first read nothing from the store.
 
 Batching: padding is the main waste of these models (every padded step runs through the LSTMs,
 the attention and, in finetune mode, the whole text encoder), so training batches are by default
-length-bucketed (``LengthBuckets``), which measured 1.6x faster per epoch than uniform shuffling
+length-bucketed (``LengthBuckets``), which measured 1.5x faster per epoch than uniform shuffling
 on a MOSI-sized view (docs/performance.md).
 """
 
