@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prefect.client.base import PrefectHttpxSyncClient
 
 from features.synth import generate_dataset
 from store import FeatureStore
@@ -62,7 +63,9 @@ class Server:
         self.env = env
         self.proc = proc
         self.url = env["PREFECT_API_URL"]
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        # Prefect's own HTTP client, as the CLI and workers use: it retries the 503 the server
+        # answers when SQLite is locked (the scheduler inserting cron runs beside our requests)
+        self.http = PrefectHttpxSyncClient(base_url=self.url, timeout=30, raise_on_all_errors=False)
 
     def wait_healthy(self, timeout: float = 150) -> None:
         """Block until ``/api/health`` answers (the first start migrates a fresh SQLite database)."""
@@ -130,6 +133,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",
+        # a few upcoming cron runs are enough to assert the schedule; 100 per deployment (the
+        # default) is a long SQLite write that contends with the requests below on 2 cores
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "5",
     }
     env.pop("PREFECT_PROFILE", None)
     log = (home / "server.log").open("w")
