@@ -106,3 +106,21 @@ def test_finetuned_text_learns_sentiment_with_length_buckets(mosi: dict[str, Any
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["valid"]
     assert metrics["Corr"] > 0.2, metrics
     assert metrics["MAE"] < _mean_baseline_mae(mosi["store"]), metrics
+
+
+def test_ridge_probes_on_frozen_states_learn_sentiment_under_both_protocols(mosi: dict[str, Any]) -> None:
+    """benchmarks/mosi_probe.py on the subset: the dev protocol's view keeps MOSI valid as an
+    untouched test, the penalty comes from the grid, and a linear model on the mean-pooled states
+    already tracks the sentiment (the reference point for what fine-tuning adds)."""
+    from benchmarks.mosi_probe import ALPHAS, run
+    from benchmarks.mosi_text import make_dev_view
+
+    dev = make_dev_view(mosi["store"])
+    assert dev["splits"]["test"] == N_VALID and dev["splits"]["train"] + dev["splits"]["valid"] == N_TRAIN
+    results = run(mosi["store"], dev["view"])
+    assert set(results) == {"valid/cls", "valid/mean", "dev/cls", "dev/mean"}
+    assert all(r["alpha"] in ALPHAS for r in results.values())
+    for protocol in ("valid", "dev"):
+        metrics = results[f"{protocol}/mean"]["metrics"]
+        assert metrics["Corr"] > 0.2, (protocol, metrics)
+        assert metrics["MAE"] < _mean_baseline_mae(mosi["store"]), (protocol, metrics)
