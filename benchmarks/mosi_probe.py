@@ -47,15 +47,15 @@ def pooled_features(store: str, view_name: str) -> dict[str, Any]:
     view = open_view(store, view_name)
     g = view.group()
     clips = view.clips.sort_by("row")
-    values = np.asarray(g["text/values"][...], np.float64)
+    values = np.asarray(g["text/values"][...], np.float32)
     lengths = np.asarray(g["text/lengths"][...])
-    mask = (np.arange(values.shape[1])[None, :] < lengths[:, None]).astype(np.float64)
+    mask = (np.arange(values.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
     present = np.asarray(g["text/present"][...], bool)
     if not present.all():
         raise RuntimeError(f"view {view_name!r}: {int((~present).sum())} clips have no text states")
     return {
-        "cls": values[:, 0],
-        "mean": (values * mask[..., None]).sum(1) / mask.sum(1, keepdims=True),
+        "cls": values[:, 0].astype(np.float64),
+        "mean": np.einsum("nld,nl->nd", values, mask, dtype=np.float64) / lengths[:, None],
         "label": np.asarray(clips.column("label").to_pylist(), np.float64),
         "split": np.asarray(clips.column("split").to_pylist()),
     }
