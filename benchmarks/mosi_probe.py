@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:  # runnable as ``python benchmarks/mosi_probe.py``
 
 import numpy as np  # noqa: E402
 
-from benchmarks.mosi_text import MOSI_CSV, VIEW, make_dev_view, prepare, write_section  # noqa: E402
+from benchmarks.mosi_text import MOSI_CSV, VIEW, fmt_value, make_dev_view, prepare, write_section  # noqa: E402
 
 ALPHAS = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 SHOWN = (("Has0_acc_2", "Acc-2 has0"), ("Non0_acc_2", "Acc-2 non0"), ("Non0_F1_score", "F1 non0"),
@@ -112,8 +112,8 @@ def markdown(results: dict[str, dict[str, Any]], date: str) -> str:
     for key, r in results.items():
         protocol, pooling = key.split("/")
         m = r["metrics"]
-        cells = [f"{m[k]:.3f}" if k in ("MAE", "Corr") else f"{100 * m[k]:.2f}" for k, _ in SHOWN]
-        lines.append(f"| {label[protocol]} | {pooled[pooling]} | {r['alpha']:g} | " + " | ".join(cells) + " |")
+        cells = " | ".join(fmt_value(m[k], k) for k, _ in SHOWN)
+        lines.append(f"| {label[protocol]} | {pooled[pooling]} | {r['alpha']:g} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -351,10 +351,13 @@ def aggregate(runs: list[dict[str, Any]], key: str) -> dict[str, tuple[float, fl
     return out
 
 
+def fmt_value(value: float, metric: str) -> str:
+    """MAE and Corr as is (3 decimals), accuracies and F1 ×100 (2 decimals), as MMSA tables do."""
+    return f"{value:.3f}" if metric in ("MAE", "Corr") else f"{100 * value:.2f}"
+
+
 def fmt(mean: float, std: float, metric: str) -> str:
-    if metric in ("MAE", "Corr"):
-        return f"{mean:.3f} ± {std:.3f}"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return f"{fmt_value(mean, metric)} ± {fmt_value(std, metric)}"
 
 
 def table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
