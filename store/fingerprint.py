@@ -21,13 +21,20 @@ _CHUNK = 1 << 20
 
 
 def canonical_json(obj: Any) -> str:
-    """Stable JSON: sorted keys, no whitespace, floats rounded to 6 decimals, NaN as null."""
-    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Stable JSON: sorted keys, no whitespace, floats rounded to 6 decimals.
+
+    A NaN or infinity raises ``ValueError``: mapping it to null would give a clip with a NaN
+    window the identity of the whole-file clip of the same media (ingest rejects such values, so
+    one reaching a fingerprint is a bug to surface, not to hash).
+    """
+    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _normalise(obj: Any) -> Any:
     if isinstance(obj, float):
-        return None if math.isnan(obj) else round(obj, 6)
+        if not math.isfinite(obj):
+            raise ValueError(f"cannot fingerprint the non-finite number {obj}")
+        return round(obj, 6)
     if isinstance(obj, dict):
         return {str(k): _normalise(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
