@@ -103,8 +103,9 @@ def extract(
         st = FeatureStore.open(cfg.store)
         plans = plan(st, cfg.extract, create=not dry_run)
         rows = plan_summary(plans)
-        console.print(_table("plan", ["feature set", "extractor", "to extract", "already in store", "batches"],
-                             [[r["feature_set"], r["extractor"], r["todo"], r["skipped"], r["batches"]] for r in rows]))
+        console.print(_table("plan", ["feature set", "extractor", "to extract", "to share", "already in store", "batches"],
+                             [[r["feature_set"], r["extractor"], r["todo"], r["linked"], r["skipped"], r["batches"]]
+                              for r in rows]))
         if dry_run:
             console.print(dump_config(cfg))
             return
@@ -117,9 +118,10 @@ def extract(
     rows = []
     for name, s in summary.sets.items():
         rtf = s["media_seconds"] / summary.wall_seconds if summary.wall_seconds else 0.0
-        rows.append([name, s["done"], s["skipped"], s["failed"], s["absent"], f"{s['media_seconds']:.1f}", f"{rtf:.1f}x"])
+        rows.append([name, s["done"], s["linked"], s["skipped"], s["failed"], s["absent"], f"{s['media_seconds']:.1f}",
+                     f"{rtf:.1f}x"])
     console.print(_table(f"extraction summary ({summary.wall_seconds:.1f} s wall)",
-                         ["feature set", "done", "skipped", "failed", "absent", "media s", "realtime"], rows))
+                         ["feature set", "done", "linked", "skipped", "failed", "absent", "media s", "realtime"], rows))
     if summary.failed:
         console.print(f"[yellow]{summary.failed} clip failures recorded; see `emoflow store ls` and retry with --only-failed[/]")
         raise typer.Exit(1)

@@ -3,6 +3,8 @@
 Planning happens in the flow process (fingerprints, skip what is committed, partition); each task
 extracts one batch with a model loaded once per worker process and commits it through the store's
 protocol. Per-clip failures become rows in the failure table; only store I/O errors are retried.
+A clip whose inputs equal another clip's (same fingerprint) is not extracted again: after the batches,
+it is linked to the committed features under its own id.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flows.config import ExtractConfig, PipelineConfig
 from flows.runners import build_task_runner
 from store import FeatureStore
 from store.errors import StoreError
-from store.featurestore import now_utc
+from store.featurestore import FeatureSet, now_utc
 from store.fingerprint import feature_fingerprint
 
 @dataclass
@@ -58,6 +60,7 @@ class SetPlan:
     todo: int
     skipped: int
     batches: list[Batch]
+    links: list[dict[str, Any]] = field(default_factory=list)  # clip rows + "fingerprint" + "shares" (clip id)
 
 
 # -- per-process model cache ----------------------------------------------------------------
@@ -120,32 +123,41 @@ def set_name(ext: Extractor) -> str:
 
 
 def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[SetPlan]:
-    """Fingerprint every clip per extractor, drop what is committed, partition the rest."""
+    """Fingerprint every clip per extractor and decide per clip: skip it when it is committed under its
+    own id for these inputs; link it when the same inputs are committed under any clip id or extracted
+    earlier in this run; else extract it. ``force`` ignores the store, not the sharing within the run."""
     clips = store.clips().to_pylist()
     plans = []
     for name, ext_cfg in cfg.extractors.items():
         ext = create_extractor(name, ext_cfg)  # cheap: models load lazily on first extract
         sname = set_name(ext)
         if create:
-            fset = store.ensure_feature_set(sname, set_attrs(ext))
-            committed = fset.committed_fingerprints()
+            fset: FeatureSet | None = store.ensure_feature_set(sname, set_attrs(ext))
         else:
-            committed = store.feature_set(sname).committed_fingerprints() if sname in store.feature_set_names() else set()
+            fset = store.feature_set(sname) if sname in store.feature_set_names() else None
+        committed = fset.committed() if fset and not cfg.force else {}
+        # fingerprint -> the clip whose features a clip with these inputs shares
+        shared = {fp: r["clip_id"] for fp, r in fset.fingerprint_rows().items()} if fset and not cfg.force else {}
         failed: set[str] = set()
         if cfg.only_failed:
             fails = store.failures()
             failed = {c for c, s in zip(fails.column("clip_id").to_pylist(), fails.column("feature_set").to_pylist()) if s == sname}
         identity = ext.identity()
-        todo = []
+        todo, links = [], []
         for row in clips:
-            fp = feature_fingerprint(row, ext.modality, identity)
             if cfg.only_failed and row["clip_id"] not in failed:
                 continue
-            if fp in committed and not cfg.force:
+            fp = feature_fingerprint(row, ext.modality, identity)
+            if committed.get(row["clip_id"]) == fp:
                 continue
-            todo.append({**row, "fingerprint": fp})
+            if fp in shared:
+                links.append({**row, "fingerprint": fp, "shares": shared[fp]})
+            else:
+                shared[fp] = row["clip_id"]
+                todo.append({**row, "fingerprint": fp})
         batches = partition(todo, sname, name, ext.config.model_dump(mode="json"), cfg)
-        plans.append(SetPlan(sname, name, ext.modality, len(todo), len(clips) - len(todo), batches))
+        skipped = len(clips) - len(todo) - len(links)
+        plans.append(SetPlan(sname, name, ext.modality, len(todo), skipped, batches, links))
     return plans
 
 
@@ -165,11 +177,11 @@ def partition(rows: list[dict[str, Any]], sname: str, name: str, config: dict[st
 
 
 # -- one batch ------------------------------------------------------------------------------
-def _failure_row(f: ClipFailure, batch: Batch, fp: str, run_id: str) -> dict[str, Any]:
+def _failure_row(f: ClipFailure, feature_set: str, extractor: str, fp: str, run_id: str) -> dict[str, Any]:
     return {
         "clip_id": f.clip_id,
-        "feature_set": batch.feature_set,
-        "extractor": batch.extractor,
+        "feature_set": feature_set,
+        "extractor": extractor,
         "fingerprint": fp,
         "stage": f.stage,
         "error_type": f.error_type,
@@ -205,7 +217,7 @@ def process_batch(store_url: str, batch: Batch, run_id: str) -> BatchResult:
     items, failures = [], []
     for row, out in zip(batch.clips, results, strict=True):
         if isinstance(out, ClipFailure):
-            failures.append(_failure_row(out, batch, row["fingerprint"], run_id))
+            failures.append(_failure_row(out, batch.feature_set, batch.extractor, row["fingerprint"], run_id))
             continue
         items.append((row["clip_id"], row["fingerprint"], out, row["duration"]))
         res.media_seconds += row["duration"]
@@ -215,6 +227,32 @@ def process_batch(store_url: str, batch: Batch, run_id: str) -> BatchResult:
     res.done, res.failed, res.failures = len(items), len(failures), failures
     res.wall_seconds = time.perf_counter() - t0
     return res
+
+
+def link_shared(
+    store: FeatureStore, p: SetPlan, failed: dict[str, dict[str, Any]], run_id: str
+) -> tuple[int, list[dict[str, Any]]]:
+    """Commit the plan's links once its batches are done, so a clip can share what this run extracted.
+
+    ``failed`` maps fingerprint -> this run's failure row for it: a clip whose shared extraction failed
+    gets that failure under its own id, so it is never silently missing and ``--only-failed`` retries
+    it. Returns (clips linked, failure rows recorded).
+    """
+    if not p.links:
+        return 0, []
+    fset = store.feature_set(p.feature_set)
+    linked = set(fset.link((r["clip_id"], r["fingerprint"], r["duration"]) for r in p.links))
+    failures = []
+    for r in p.links:
+        if r["clip_id"] in linked:
+            continue
+        cause = failed.get(r["fingerprint"], {"stage": "link", "error_type": "StoreError", "transient": True,
+                                               "message": "no committed features for these inputs"})
+        f = ClipFailure(r["clip_id"], cause["stage"], cause["error_type"],
+                        f"shares its inputs with clip {r['shares']!r}: {cause['message']}", cause["transient"])
+        failures.append(_failure_row(f, p.feature_set, p.extractor, r["fingerprint"], run_id))
+    store.record_failures(failures)
+    return len(linked), failures
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -266,14 +304,16 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
     store = FeatureStore.open(config.store)
     plans = plan(store, extract)
     sets = {
-        p.feature_set: {"extractor": p.extractor, "done": 0, "skipped": p.skipped, "failed": 0, "absent": 0,
-                        "media_seconds": 0.0, "compute_seconds": 0.0}
+        p.feature_set: {"extractor": p.extractor, "done": 0, "skipped": p.skipped, "linked": 0, "failed": 0,
+                        "absent": 0, "media_seconds": 0.0, "compute_seconds": 0.0}
         for p in plans
     }
     for p in plans:
-        log.info("%s: %d clips to extract in %d batches, %d already committed", p.feature_set, p.todo, len(p.batches), p.skipped)
+        log.info("%s: %d clips to extract in %d batches, %d to share identical inputs' features, %d already committed",
+                 p.feature_set, p.todo, len(p.batches), len(p.links), p.skipped)
     batches = [b for p in plans for b in p.batches]
     futures = [extract_batch_task.with_options(retries=extract.retries).submit(config.store, b, run_id) for b in batches]
+    failed: dict[str, dict[str, dict[str, Any]]] = {p.feature_set: {} for p in plans}  # set -> fingerprint -> failure
     for fut in as_completed(futures):
         res: BatchResult = fut.result()
         s = sets[res.feature_set]
@@ -283,14 +323,22 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
         s["media_seconds"] += res.media_seconds
         s["compute_seconds"] += res.wall_seconds
         for f in res.failures:
+            failed[res.feature_set][f["fingerprint"]] = f
             log.warning("%s failed on %s: %s", res.extractor, f["clip_id"], f["message"])
         _notify(res)
+    for p in plans:
+        s = sets[p.feature_set]
+        s["linked"], link_failures = link_shared(store, p, failed[p.feature_set], run_id)
+        s["failed"] += len(link_failures)
+        for f in link_failures:
+            log.warning("%s failed on %s: %s", p.extractor, f["clip_id"], f["message"])
     wall = time.perf_counter() - t0
     for name, s in sets.items():
         store.record_run({"run_id": run_id, "feature_set": name, "extractor": s["extractor"], "clips_done": s["done"],
-                          "clips_skipped": s["skipped"], "clips_failed": s["failed"], "media_seconds": s["media_seconds"],
-                          "wall_seconds": s["compute_seconds"], "time": now_utc()})
-        log.info("%s: done %d, skipped %d, failed %d, %.1f media-s", name, s["done"], s["skipped"], s["failed"], s["media_seconds"])
+                          "clips_skipped": s["skipped"], "clips_linked": s["linked"], "clips_failed": s["failed"],
+                          "media_seconds": s["media_seconds"], "wall_seconds": s["compute_seconds"], "time": now_utc()})
+        log.info("%s: done %d, linked %d, skipped %d, failed %d, %.1f media-s",
+                 name, s["done"], s["linked"], s["skipped"], s["failed"], s["media_seconds"])
     return ExtractSummary(run_id=run_id, sets=sets, wall_seconds=wall)
 
 
@@ -311,4 +359,5 @@ def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) ->
 
 
 def plan_summary(plans: list[SetPlan]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in asdict(p).items() if k != "batches"} | {"batches": len(p.batches)} for p in plans]
+    return [{k: v for k, v in asdict(p).items() if k not in ("batches", "links")}
+            | {"batches": len(p.batches), "linked": len(p.links)} for p in plans]

@@ -80,7 +80,7 @@ def _ingest_summary(s: Any) -> dict[str, Any]:
 
 def _extract_summary(s: Any) -> dict[str, Any]:
     per_extractor = {
-        v["extractor"]: {"feature_set": name, "done": v["done"], "skipped": v["skipped"],
+        v["extractor"]: {"feature_set": name, "done": v["done"], "skipped": v["skipped"], "linked": v["linked"],
                          "failed": v["failed"], "absent": v["absent"], "media_seconds": round(v["media_seconds"], 3)}
         for name, v in s.sets.items()
     }
@@ -110,7 +110,7 @@ def pipeline_flow(
 
     ``extractors`` optionally restricts extraction to these extractor names (their settings from
     ``config.extract.extractors``, else the defaults). Returns a JSON-able summary: stages run, ingest counts (clips, rejects, added/removed/modified), per extractor
-    done/skipped/failed/absent, the align view and the stats report.
+    done/skipped/linked/failed/absent, the align view and the stats report.
     """
     log = get_run_logger()
     t0 = time.perf_counter()

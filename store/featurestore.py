@@ -3,6 +3,10 @@
 Commit protocol: a batch writes its shard under a fresh id, then its index part. Readers trust only
 clips listed in index parts, so a crash leaves at most an orphan shard (``vacuum`` removes it),
 never a half-visible clip. Every writer owns its shard, so concurrent writers need no locks.
+
+Index rows are keyed by clip id; a fingerprint says which inputs a row was computed from. Clips with
+identical inputs share one extraction: ``link`` commits index rows that point at an existing shard
+range, so a shard may be referenced by several clips.
 """
 
 from __future__ import annotations
@@ -153,19 +157,19 @@ class FeatureStore:
             self.fs.write_parquet(f"status/{new_id()}.parquet", table)
 
     def failures(self, active_only: bool = True) -> pa.Table:
-        """Failure rows; ``active_only`` drops those whose (set, fingerprint) has since committed."""
+        """Failure rows; ``active_only`` drops those whose clip has since committed with that fingerprint
+        (per clip: the same inputs committed under another clip id do not make this clip readable)."""
         table = self.fs.read_parquet_dir("status", schema.FAILURES)
         if not active_only or table.num_rows == 0:
             return table
-        keep = np.ones(table.num_rows, bool)
-        sets = table.column("feature_set").to_pylist()
-        fps = table.column("fingerprint").to_pylist()
-        committed: dict[str, set[str]] = {}
-        for i, (s, fp) in enumerate(zip(sets, fps)):
+        committed: dict[str, dict[str, str]] = {}
+        keep = []
+        for row in table.select(["clip_id", "feature_set", "fingerprint"]).to_pylist():
+            s = row["feature_set"]
             if s not in committed:
-                committed[s] = self.feature_set(s).committed_fingerprints() if s in self.feature_set_names() else set()
-            keep[i] = fp not in committed[s]
-        return table.filter(pa.array(keep))
+                committed[s] = self.feature_set(s).committed() if s in self.feature_set_names() else {}
+            keep.append(committed[s].get(row["clip_id"]) != row["fingerprint"])
+        return table.filter(pa.array(keep, pa.bool_()))
 
     def record_run(self, row: dict[str, Any]) -> None:
         self.fs.write_parquet(f"runs/{new_id()}.parquet", pa.Table.from_pylist([row], schema=schema.RUNS))
@@ -244,6 +248,24 @@ class FeatureSet:
         self._write_index(shard, pa.Table.from_pylist(rows, schema=schema.INDEX))
         return shard
 
+    def link(self, items: Iterable[tuple[str, str, float]]) -> list[str]:
+        """Commit ``(clip_id, fingerprint, media_seconds)`` items as rows pointing at the features already
+        committed with that fingerprint (same shard range, checksum, meta, absent), as one index part.
+
+        Identical inputs then cost one extraction, yet every clip stays readable by its own id. Returns
+        the clip ids linked; an item whose fingerprint no committed row carries is left out.
+        """
+        sources = self.fingerprint_rows()
+        committed_at = now_utc()
+        rows = [
+            {**sources[fp], "clip_id": clip_id, "duration": float(seconds), "committed_at": committed_at}
+            for clip_id, fp, seconds in items
+            if fp in sources
+        ]
+        if rows:
+            self._write_index(new_id(), pa.Table.from_pylist(rows, schema=schema.INDEX))
+        return [r["clip_id"] for r in rows]
+
     def _write_shard(
         self, shard: str, values: np.ndarray, times: np.ndarray, extras: dict[str, list[np.ndarray]], n: int
     ) -> None:
@@ -268,8 +290,9 @@ class FeatureSet:
         if data.size:
             arr[...] = data
 
-    def _write_index(self, shard: str, table: pa.Table) -> None:
-        self.fs.write_parquet(f"{self.rel}/index/{shard}.parquet", table)
+    def _write_index(self, part: str, table: pa.Table) -> None:
+        """Publish one index part atomically: the single point where rows become visible to readers."""
+        self.fs.write_parquet(f"{self.rel}/index/{part}.parquet", table)
         self._index = None
 
     # -- reading ---------------------------------------------------------------------------
@@ -290,8 +313,17 @@ class FeatureSet:
             self._positions = {c: i for i, c in enumerate(parts.column("clip_id").to_pylist())}
         return self._index
 
-    def committed_fingerprints(self) -> set[str]:
-        return set(self.index_parts().column("fingerprint").to_pylist())
+    def committed(self) -> dict[str, str]:
+        """clip id -> fingerprint of its latest row: what "this clip is committed for these inputs" means."""
+        index = self.index()
+        return dict(zip(index.column("clip_id").to_pylist(), index.column("fingerprint").to_pylist()))
+
+    def fingerprint_rows(self) -> dict[str, dict[str, Any]]:
+        """fingerprint -> the newest index row computed from it, under any clip id, superseded rows
+        included (their shards stay referenced): the features a clip with these inputs can share."""
+        parts = self.index_parts()
+        order = pc.sort_indices(parts, [("committed_at", "ascending"), ("shard", "ascending")])
+        return {r["fingerprint"]: r for r in parts.take(order).to_pylist()}
 
     def _shard(self, shard: str) -> zarr.Group:
         if shard not in self._shards:

@@ -74,12 +74,18 @@ class StoreFS:
         return pq.read_table(io.BytesIO(self.read_bytes(rel)))
 
     def read_parquet_dir(self, rel: str, schema: pa.Schema) -> pa.Table:
-        """Concatenate every ``*.parquet`` directly under ``rel`` (temp files are skipped)."""
+        """Concatenate every ``*.parquet`` directly under ``rel`` (temp files are skipped); a column the
+        schema gained after a part was written reads as nulls, so older parts stay readable."""
         names = [n for n in self.ls(rel) if n.endswith(".parquet") and not n.startswith(".")]
         tables = [self.read_parquet(f"{rel}/{n}") for n in names]
         if not tables:
             return schema.empty_table()
-        return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+        for i, t in enumerate(tables):
+            for f in schema:
+                if f.name not in t.column_names:
+                    t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
+            tables[i] = t.select(schema.names).cast(schema)
+        return pa.concat_tables(tables)
 
     def rm(self, rel: str, recursive: bool = True) -> None:
         p = self.path(rel)

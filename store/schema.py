@@ -78,5 +78,6 @@ RUNS = pa.schema(
         ("media_seconds", pa.float64()),
         ("wall_seconds", pa.float64()),
         ("time", pa.timestamp("us", tz="UTC")),
+        ("clips_linked", pa.int64()),  # sharing a committed extraction of identical inputs; null in older parts
     ]
 )

@@ -40,6 +40,11 @@ def _n_index_rows(store: str) -> dict[str, int]:
     return {st.feature_set(n).attrs["extractor"]: st.feature_set(n).index_parts().num_rows for n in st.feature_set_names()}
 
 
+def _n_shards(store: str) -> dict[str, int]:
+    st = FeatureStore.open(store)
+    return {st.feature_set(n).attrs["extractor"]: len(st.fs.ls(f"features/{n}/shards")) for n in st.feature_set_names()}
+
+
 def _duration(store: str, clip_id: str) -> float:
     clips = FeatureStore.open(store).clips().to_pylist()
     return next(c["duration"] for c in clips if c["clip_id"] == clip_id)
@@ -155,6 +160,77 @@ def test_each_run_extracts_only_what_is_new_or_changed(dataset, prefect_harness)
     assert _counts(s) == {"audio.mfcc": (0, 5, 0), "text.bert": (0, 5, 0)}
     assert _n_index_rows(cfg.store) == n_rows
     assert verify(FeatureStore.open(cfg.store)) == []
+
+
+def test_a_clip_with_a_committed_clips_inputs_shares_its_features_and_is_served_by_its_own_id(
+    dataset, prefect_harness
+) -> None:
+    """Content-addressed sharing: identical inputs are extracted once, yet every clip is committed."""
+    import shutil
+
+    from flows.align import run_align
+    from store.views import open_view
+
+    data, cfg = dataset
+    root = data.root
+    assert _counts(pipeline_flow(cfg, STAGES)) == {"audio.mfcc": (4, 0, 0), "text.bert": (4, 0, 0)}
+    shards = _n_shards(cfg.store)
+
+    # a new clip whose media (a byte copy), window and transcript equal a committed clip's; its label differs
+    header, rows = _manifest(root)
+    orig = rows[0]
+    shutil.copyfile(root / orig["media"], root / "media" / "new_same_media.mp4")
+    rows.append({**orig, "clip_id": "new_same_media", "media": "media/new_same_media.mp4", "label": "2.5"})
+    _write_manifest(root, header, rows)
+    s = pipeline_flow(cfg, STAGES)
+    assert _ingest(s) == (5, 1, 0, 0)
+    assert _counts(s) == {"audio.mfcc": (0, 4, 0), "text.bert": (0, 4, 0)}
+    assert {name: e["linked"] for name, e in s["extract"]["extractors"].items()} == {"audio.mfcc": 1, "text.bert": 1}
+    assert _n_shards(cfg.store) == shards  # nothing was extracted for it
+    st = FeatureStore.open(cfg.store)
+    for ext in EXTRACTORS:
+        fset = st.sets_for(ext)[0]
+        new, old = fset.read("new_same_media"), fset.read(orig["clip_id"])
+        assert new.clip_id == "new_same_media" and new.fingerprint == old.fingerprint and new.meta == old.meta
+        np.testing.assert_array_equal(new.values, old.values)
+        np.testing.assert_array_equal(new.times, old.times)
+        assert new.extras.keys() == old.extras.keys()
+        for k in new.extras:
+            np.testing.assert_array_equal(new.extras[k], old.extras[k])
+    runs = [r for r in st.runs().to_pylist() if r["run_id"] == s["extract"]["run_id"]]
+    assert {r["extractor"]: r["clips_linked"] for r in runs} == {"audio.mfcc": 1, "text.bert": 1}
+
+    aligned = run_align(cfg)
+    assert aligned.clips == 5 and aligned.present == {"text": 5, "audio": 5}
+    view = open_view(st, aligned.view)
+    row = dict(zip(view.clips.column("clip_id").to_pylist(), view.clips.column("row").to_pylist()))
+    for m in ("text", "audio"):
+        values = view.array(f"{m}/values")
+        np.testing.assert_array_equal(values[row["new_same_media"]], values[row[orig["clip_id"]]])
+    assert verify(st) == []
+
+    # two new clips with identical inputs in one run: extracted once, the other linked after the batches
+    write_clip(root / "media" / "twin_0.mp4", seconds=1.8, v=0.5, a=0.5, seed=321)
+    shutil.copyfile(root / "media" / "twin_0.mp4", root / "media" / "twin_1.mp4")
+    for k in range(2):
+        rows.append({**{h: "" for h in header}, "clip_id": f"twin_{k}", "media": f"media/twin_{k}.mp4",
+                     "text": "the same words twice", "label": "0.5", "split": "valid"})
+    _write_manifest(root, header, rows)
+    s = pipeline_flow(cfg, STAGES)
+    assert _counts(s) == {"audio.mfcc": (1, 5, 0), "text.bert": (1, 5, 0)}
+    assert {name: e["linked"] for name, e in s["extract"]["extractors"].items()} == {"audio.mfcc": 1, "text.bert": 1}
+    rows_now = _rows(cfg.store)
+    for ext in EXTRACTORS:
+        twin_0, twin_1 = rows_now[ext]["twin_0"], rows_now[ext]["twin_1"]
+        assert (twin_0["shard"], twin_0["offset"], twin_0["checksum"]) == (twin_1["shard"], twin_1["offset"], twin_1["checksum"])
+    assert verify(FeatureStore.open(cfg.store)) == []
+
+    # nothing changed: a no-op
+    n_rows = _n_index_rows(cfg.store)
+    s = pipeline_flow(cfg, STAGES)
+    assert _counts(s) == {"audio.mfcc": (0, 7, 0), "text.bert": (0, 7, 0)}
+    assert all(e["linked"] == 0 for e in s["extract"]["extractors"].values())
+    assert _n_index_rows(cfg.store) == n_rows
 
 
 def test_stats_only_and_unknown_stages(dataset, prefect_harness) -> None:

@@ -34,8 +34,8 @@ WRITER = textwrap.dedent(
         FeatureSet._write_index = lambda self, shard, table: os.kill(os.getpid(), signal.SIGKILL)
         fset.commit([clip(2), clip(3)])
     else:  # resume: commit what is not committed yet
-        done = fset.committed_fingerprints()
-        fset.commit([clip(i) for i in range(4) if f"fp{i}" not in done])
+        done = fset.committed()
+        fset.commit([clip(i) for i in range(4) if done.get(f"c{i}") != f"fp{i}"])
     """
 )
 

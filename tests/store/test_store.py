@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from features.base import FeatureResult
@@ -44,7 +45,7 @@ def test_commit_then_read_returns_identical_arrays_on_local_and_fsspec_stores(tm
     np.testing.assert_array_equal(reread.read("b").values, b.values)
     c = reread.read("c")
     assert c.absent == "no audio stream" and c.values.shape == (0, 4)
-    assert reread.committed_fingerprints() == {"fp-a", "fp-b", "fp-c"}
+    assert reread.committed() == {"a": "fp-a", "b": "fp-b", "c": "fp-c"}
     assert verify(reread.store) == []
 
 
@@ -179,3 +180,91 @@ def test_vacuum_removes_orphans_but_spares_recent_ones_and_committed_shards(tmp_
     assert vacuum(store, grace_seconds=0) == [("x-1", "orphan-1")]
     assert os.listdir(tmp_path / "features" / "x-1" / "shards") == [kept]
     assert verify(store) == []
+
+
+# -- clips sharing one extraction (identical inputs) ---------------------------------------------
+def test_link_serves_a_shared_shard_range_under_a_new_clip_id_through_vacuum_and_verify(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
+    a = _result(6, seed=3)
+    shard = fset.commit([("a", "fa", a, 1.0), ("b", "fb", _result(4, seed=4), 1.0)])
+    fset.commit([("c", "fc", FeatureResult.empty(4, "no audio stream"), 2.0)])
+    store.record_failures([{"clip_id": "a2", "feature_set": "x-1", "fingerprint": "fa", "stage": "extract"},
+                           {"clip_id": "x", "feature_set": "x-1", "fingerprint": "fa", "stage": "extract"}])
+    assert sorted(store.failures().column("clip_id").to_pylist()) == ["a2", "x"]  # "fa" under "a" serves neither
+
+    assert fset.link([("a2", "fa", 1.0), ("c2", "fc", 2.0), ("z", "f-unknown", 1.0)]) == ["a2", "c2"]
+    fresh = FeatureStore.open(tmp_path).feature_set("x-1")
+    got, orig = fresh.read("a2"), fresh.read("a")
+    assert got.clip_id == "a2" and got.fingerprint == "fa" and got.meta == orig.meta
+    np.testing.assert_array_equal(got.values, a.values)
+    np.testing.assert_array_equal(got.times, a.times)
+    np.testing.assert_array_equal(got.extras["word_index"], orig.extras["word_index"])
+    assert fresh.read("c2").absent == "no audio stream"
+    assert fresh.committed() == {"a": "fa", "b": "fb", "c": "fc", "a2": "fa", "c2": "fc"}
+    assert store.failures().column("clip_id").to_pylist() == ["x"]  # a2 is now committed for "fa"
+
+    # no new shard; the shared one is referenced twice and survives vacuum; verify checks both rows
+    shards = sorted(os.listdir(tmp_path / "features" / "x-1" / "shards"))
+    assert shard in shards and len(shards) == 2
+    assert vacuum(store, grace_seconds=0) == []
+    assert sorted(os.listdir(tmp_path / "features" / "x-1" / "shards")) == shards
+    assert verify(store) == []
+    import zarr
+
+    zarr.open_array(tmp_path / "features" / "x-1" / "shards" / shard / "values", mode="r+")[0, 0] = 42.0
+    assert sorted(p.clip_id for p in verify(store)) == ["a", "a2"]
+
+
+def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_input_once(tmp_path: Path) -> None:
+    from flows.config import ExtractConfig
+    from flows.extract import link_shared, plan
+    from store import schema
+
+    store = FeatureStore.open(tmp_path, create=True)
+    media = {"orig": "m1", "same": "m1", "own": "m2", "twin_a": "m4", "twin_b": "m4"}
+    store.write_clips(pa.Table.from_pylist(
+        [{"clip_id": c, "media_fingerprint": m * 32, "start": 0.0, "end": 2.0, "duration": 2.0, "text": "a film",
+          "split": "train"} for c, m in media.items()], schema=schema.CLIPS))
+    cfg = ExtractConfig(extractors={"audio.mfcc": {}})
+
+    def decided(c: ExtractConfig = cfg) -> tuple[list[str], dict[str, str], int]:
+        (p,) = plan(store, c)
+        return [r["clip_id"] for b in p.batches for r in b.clips], {r["clip_id"]: r["shares"] for r in p.links}, p.skipped
+
+    # a new input is extracted once in the run; its other clips share it
+    assert decided() == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
+    (p,) = plan(store, cfg)
+    fp = {r["clip_id"]: r["fingerprint"] for b in p.batches for r in b.clips} | {r["clip_id"]: r["fingerprint"] for r in p.links}
+    fset = store.feature_set(p.feature_set)
+    fset.commit([("orig", fp["orig"], _result(3, seed=1), 2.0), ("own", fp["own"], _result(3, seed=2), 2.0)])
+    # committed under another id: shared, not re-extracted; committed under its own id: skipped
+    assert decided() == (["twin_a"], {"same": "orig", "twin_b": "twin_a"}, 2)
+    # --force recomputes every distinct input once and still shares it
+    assert decided(cfg.model_copy(update={"force": True})) == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
+    # a clip whose latest row is for other inputs is not "committed" because its fingerprint is in the store:
+    # reverted to inputs it had before, it shares its own older row
+    fset.commit([("own", "other inputs", _result(2, seed=5), 2.0)])
+    assert decided()[1]["own"] == "own"
+
+    # the twins' one extraction failed: the linked twin gets the failure under its own id, not silence
+    (p,) = plan(store, cfg)
+    cause = {"stage": "decode", "error_type": "CorruptMediaError", "message": "bad", "transient": False}
+    linked, failures = link_shared(store, p, {fp["twin_a"]: cause}, "run-1")
+    assert linked == 2 and [f["clip_id"] for f in failures] == ["twin_b"]
+    assert failures[0]["error_type"] == "CorruptMediaError" and "shares its inputs with clip 'twin_a'" in failures[0]["message"]
+    assert store.feature_set(p.feature_set).read("same").fingerprint == fp["orig"]
+    # --only-failed retries twin_b: once twin_a's features commit, it is linked, not extracted
+    fset.commit([("twin_a", fp["twin_a"], _result(3, seed=6), 2.0)])
+    assert decided(cfg.model_copy(update={"only_failed": True})) == ([], {"twin_b": "twin_a"}, 4)
+
+
+def test_run_records_written_before_a_column_was_added_stay_readable(tmp_path: Path) -> None:
+    from store import schema
+
+    store = FeatureStore.open(tmp_path, create=True)
+    old = pa.schema([f for f in schema.RUNS if f.name != "clips_linked"])
+    store.fs.write_parquet("runs/0-old.parquet", pa.Table.from_pylist([{"run_id": "r0", "clips_done": 3}], schema=old))
+    store.record_run({"run_id": "r1", "clips_done": 1, "clips_linked": 2})
+    assert [(r["run_id"], r["clips_done"], r["clips_linked"]) for r in store.runs().to_pylist()] == [
+        ("r0", 3, None), ("r1", 1, 2)]
