@@ -339,13 +339,17 @@ def store_ls(store: StoreArg) -> None:
         splits[s] = splits.get(s, 0) + 1
     console.print(f"store {st.url}: {clips.num_rows} clips " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items()))
                   + f"; {st.rejects().num_rows} rejected at ingest; {st.failures().num_rows} active failures")
+    from store.verify import account
+
     rows = []
     for name in st.feature_set_names():
         fset = st.feature_set(name)
         index = fset.index()
         absent = sum(1 for a in index.column("absent").to_pylist() if a)
-        rows.append([name, fset.attrs.get("dim", "?"), index.num_rows, absent, sum(index.column("length").to_pylist())])
-    console.print(_table("feature sets", ["set", "dim", "clips", "absent", "rows"], rows))
+        acc = account(st, fset)
+        rows.append([name, fset.attrs.get("dim", "?"), index.num_rows, absent, sum(index.column("length").to_pylist()),
+                     len(acc.committed), len(acc.failed), len(acc.pending)])
+    console.print(_table("feature sets", ["set", "dim", "clips", "absent", "rows", "current", "failed", "pending"], rows))
     from store.views import open_view
 
     vrows = []

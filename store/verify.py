@@ -1,4 +1,5 @@
-"""``store verify`` and ``store vacuum``: check every committed row, remove crash leftovers."""
+"""``store verify`` and ``store vacuum``: check every committed row, remove crash leftovers;
+``account``: where each clip of the clip table stands in each feature set."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store.featurestore import FeatureStore, checksum
+from store.featurestore import FeatureSet, FeatureStore, checksum
+from store.fingerprint import feature_fingerprint
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,36 @@ def verify(store: FeatureStore) -> list[Problem]:
             if checksum(feat.values, feat.times) != row["checksum"]:
                 problems.append(Problem(name, clip, "checksum mismatch (shard corrupted or overwritten)"))
     return problems
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Each clip of the clip table in one feature set: committed for its current inputs, failed
+    (an active failure row), or pending (neither: not extracted yet, or lost). After a complete
+    extract ``pending`` is empty: every input ends as a feature row, an absence or a failure."""
+
+    feature_set: str
+    committed: tuple[str, ...]
+    failed: tuple[str, ...]
+    pending: tuple[str, ...]
+
+
+def account(store: FeatureStore, fset: FeatureSet) -> Accounting:
+    """Classify every clip of the clip table for ``fset``, fingerprinting it with the set's identity."""
+    modality, identity = fset.attrs["modality"], fset.attrs["identity"]
+    committed = fset.committed()
+    fails = store.failures().select(["clip_id", "feature_set"]).to_pylist()
+    failed_ids = {f["clip_id"] for f in fails if f["feature_set"] == fset.name}
+    done, failed, pending = [], [], []
+    for clip in store.clips().to_pylist():
+        cid = clip["clip_id"]
+        if committed.get(cid) == feature_fingerprint(clip, modality, identity):
+            done.append(cid)
+        elif cid in failed_ids:
+            failed.append(cid)
+        else:
+            pending.append(cid)
+    return Accounting(fset.name, tuple(done), tuple(failed), tuple(pending))
 
 
 def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from flows.config import PipelineConfig
 from flows.pipeline import pipeline_flow
 from store import FeatureStore
 from store.errors import ManifestError
-from store.verify import verify
+from store.verify import account, verify
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRACTORS = {"text.bert": {}, "audio.mfcc": {}, "vision.cnn": {}}
@@ -293,6 +293,8 @@ def test_every_good_clip_is_committed_and_the_store_verifies(extracted) -> None:
         ok = {c for c, case in EXTRACTED.items() if not case.outcome[name].startswith("failed:")}
         assert set(fset.index().column("clip_id").to_pylist()) == ok, name
         assert extracted["summary"]["extract"]["extractors"][name]["failed"] == len(EXTRACTED) - len(ok)
+        acc = account(st, fset)  # every clip ends as a committed row or an active failure row, none pending
+        assert (set(acc.committed), set(acc.failed), acc.pending) == (ok, set(EXTRACTED) - ok, ()), name
     assert verify(st) == []
 
 

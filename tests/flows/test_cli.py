@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from store import FeatureStore
+from store.verify import account
 
 runner = CliRunner()
 
@@ -41,7 +42,10 @@ def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Pa
     assert "extraction summary" in ext.output
 
     ls = runner.invoke(app, ["store", "ls", store])
-    assert ls.exit_code == 0 and "12 clips" in ls.output and "audio.mfcc-" in ls.output
+    assert ls.exit_code == 0 and "12 clips" in ls.output and "audio.mfcc-" in ls.output and "pending" in ls.output
+    st = FeatureStore.open(store)
+    acc = account(st, st.feature_set(st.feature_set_names()[0]))
+    assert (len(acc.committed), acc.failed, acc.pending) == (12, (), ())
     assert runner.invoke(app, ["store", "verify", store]).exit_code == 0
     vac = runner.invoke(app, ["store", "vacuum", store, "--grace", "0"])
     assert vac.exit_code == 0 and "removed 0 orphan" in vac.output

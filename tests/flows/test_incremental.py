@@ -19,7 +19,7 @@ from features.synth import generate_dataset, write_clip
 from flows.config import PipelineConfig
 from flows.pipeline import pipeline_flow
 from store import FeatureStore
-from store.verify import verify
+from store.verify import account, verify
 
 STAGES = ["ingest", "extract"]
 EXTRACTORS = {"audio.mfcc": {}, "text.bert": {}}
@@ -223,7 +223,11 @@ def test_a_clip_with_a_committed_clips_inputs_shares_its_features_and_is_served_
     for ext in EXTRACTORS:
         twin_0, twin_1 = rows_now[ext]["twin_0"], rows_now[ext]["twin_1"]
         assert (twin_0["shard"], twin_0["offset"], twin_0["checksum"]) == (twin_1["shard"], twin_1["offset"], twin_1["checksum"])
-    assert verify(FeatureStore.open(cfg.store)) == []
+    st = FeatureStore.open(cfg.store)
+    assert verify(st) == []
+    for name in st.feature_set_names():  # every clip of the table is committed for its current inputs
+        acc = account(st, st.feature_set(name))
+        assert (len(acc.committed), acc.failed, acc.pending) == (7, (), ()), name
 
     # nothing changed: a no-op
     n_rows = _n_index_rows(cfg.store)
