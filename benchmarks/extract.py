@@ -514,7 +514,7 @@ def _transcript(media: Path) -> tuple[str, list[dict[str, Any]] | None]:
 def prepare_data(root: Path, shared: Path | None, counts: list[int], mix_generated: int) -> dict[str, Any]:
     """Generated clips (manifest layout, seed 0) + copies of the shared clips in one dataset root;
     one manifest CSV per dataset the benchmark uses: mix.csv, gen-<n>.csv."""
-    from features.synth import generate_dataset
+    from corpora.synth import generate_dataset
 
     n_gen = max(counts + [mix_generated])
     stamp = root / f".generated-{n_gen}"

@@ -28,7 +28,7 @@ def demo_config(workdir: Path) -> PipelineConfig:
 
 def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console | None = None) -> dict[str, str]:
     """Run the pipeline end to end on generated clips; returns stage -> output location."""
-    from features.synth import generate_dataset
+    from corpora.synth import generate_dataset
     from flows.align import align_flow
     from flows.extract import run_extract
     from flows.ingest import ingest_flow

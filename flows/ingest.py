@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 
-from features.ingest import ingest
+from corpora.ingest import ingest
 from flows.config import PipelineConfig
 from store import FeatureStore
 from store.errors import ConfigError

@@ -28,9 +28,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_data(tmp_path_factory: pytest.TempPathFactory):  # -> features.synth.GeneratedDataset
+def demo_data(tmp_path_factory: pytest.TempPathFactory):  # -> corpora.synth.GeneratedDataset
     """12 generated clips in the manifest layout, shared by every test that only reads them."""
-    from features.synth import generate_dataset
+    from corpora.synth import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("demo-data"), n_clips=12, seed=7, layout="manifest")
 

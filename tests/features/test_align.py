@@ -23,7 +23,7 @@ from features.align import (
     pool,
     window_grid,
 )
-from features.synth import generate_dataset, write_clip
+from corpora.synth import generate_dataset, write_clip
 from flows.config import ExtractConfig, PipelineConfig
 from flows.extract import plan as plan_extract
 from flows.extract import process_batch

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from features.align import AlignConfig
-from features.synth import generate_dataset
+from corpora.synth import generate_dataset
 from flows.align import align_config_of, align_flow, plan_align, plan_rows, run_align
 from flows.config import ExtractConfig, PipelineConfig
 from flows.extract import plan, process_batch

@@ -22,8 +22,8 @@ import av
 import numpy as np
 import pytest
 
-from features.ingest import ingest
-from features.synth import truncate_file, write_clip
+from corpora.ingest import ingest
+from corpora.synth import truncate_file, write_clip
 from flows.config import PipelineConfig
 from flows.pipeline import pipeline_flow
 from store import FeatureStore

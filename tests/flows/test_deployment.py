@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prefect.client.base import PrefectHttpxSyncClient
 
-from features.synth import generate_dataset
+from corpora.synth import generate_dataset
 from store import FeatureStore
 from store.verify import verify
 

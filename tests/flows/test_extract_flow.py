@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.synth import generate_dataset, truncate_file, write_clip
+from corpora.synth import generate_dataset, truncate_file, write_clip
 from flows.config import PipelineConfig
 from flows.extract import extract_flow, plan
 from flows.ingest import run_ingest

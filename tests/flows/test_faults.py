@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from features.synth import generate_dataset
+from corpora.synth import generate_dataset
 from flows.config import PipelineConfig
 from flows.extract import extract_flow, plan, run_extract
 from flows.ingest import run_ingest

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from features.synth import generate_dataset, write_clip
+from corpora.synth import generate_dataset, write_clip
 from flows.config import PipelineConfig
 from flows.pipeline import pipeline_flow
 from store import FeatureStore

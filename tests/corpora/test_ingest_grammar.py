@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from features.ingest import ingest
-from features.synth import generate_dataset, write_clip
+from corpora.ingest import ingest
+from corpora.synth import generate_dataset, write_clip
 from store.errors import ManifestError
 from store.fingerprint import clip_fingerprint, hash_obj
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from features.ingest import ingest
-from features.synth import generate_dataset, write_clip
+from corpora.ingest import ingest
+from corpora.synth import generate_dataset, write_clip
 from flows.config import PipelineConfig
 from flows.ingest import run_ingest
 from store import FeatureStore

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.ingest import UNEXPECTED_ERROR, WINDOW_TOLERANCE_S, ingest
+from corpora.ingest import UNEXPECTED_ERROR, WINDOW_TOLERANCE_S, ingest
 from features.probe import probe_media
-from features.synth import write_clip
+from corpora.synth import write_clip
 from store import FeatureStore
 from store.errors import ManifestError
 

@@ -12,7 +12,7 @@ import decord
 import numpy as np
 import pytest
 
-from features.synth import (
+from corpora.synth import (
     AUDIO_SAMPLE_RATE,
     FRAME_SIZE,
     GeneratedDataset,
@@ -354,8 +354,8 @@ def test_truncate_file_cuts_bytes(tmp_path: Path) -> None:
 
 def test_fast_yuv_rendering_equals_converting_the_rgb_frames() -> None:
     from features.base import Word
-    from features.synth import _rgb_to_yuv420p, _scene, _scene_rgb, _scene_yuv
+    from corpora.synth.signals import make_scene, rgb_to_yuv420p, scene_rgb, scene_yuv
 
     for k, size in enumerate([(160, 120), (96, 64), (162, 118)]):
-        scene = _scene(60, 15.0, 0.5 - 0.5 * k, size, [Word("so", 0.5, 1.5)], np.random.default_rng(k))
-        assert np.array_equal(_scene_yuv(scene), _rgb_to_yuv420p(_scene_rgb(scene)))
+        scene = make_scene(60, 15.0, 0.5 - 0.5 * k, size, [Word("so", 0.5, 1.5)], np.random.default_rng(k))
+        assert np.array_equal(scene_yuv(scene), rgb_to_yuv420p(scene_rgb(scene)))

@@ -138,7 +138,7 @@ def parse_text(value: Any, what: str, reason: str) -> str:
 
 def parse_media_path(value: Any, reason: str) -> str | None:
     """A media path relative to the dataset root (None: a text-only clip). Confinement to the root
-    is checked where the root is known (``features.ingest``)."""
+    is checked where the root is known (``corpora.ingest``)."""
     if is_blank(value):
         return None
     if not isinstance(value, str):

@@ -1,7 +1,7 @@
 """Ingest a dataset (generic manifest, MMSA, CMU-MOSI layout) into a validated clip table.
 
 Every input row ends either in the clip table or in the rejects table with a named reason. Layout
-readers only find rows and files; ``validate`` applies the field grammar (``features.fields``) in
+readers only find rows and files; ``validate`` applies the field grammar (``corpora.fields``) in
 one place. Only whole-file problems (unreadable or empty file, unknown layout, missing columns)
 raise ``ManifestError``, with a message naming the file.
 """
@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from features.fields import (
+from corpora.fields import (
     FieldError,
     id_key,
     is_blank,
@@ -467,7 +467,7 @@ def validate(raw: RawClip, root: Path) -> dict[str, Any]:
 def ingest(path: str | os.PathLike[str], layout: Layout = "auto", folds: str | None = None) -> IngestResult:
     """Read and validate a dataset; returns the clip table and the rejects table.
 
-    Ids are unique by ``features.fields.id_key``: a later row whose id equals an earlier one up
+    Ids are unique by ``corpora.fields.id_key``: a later row whose id equals an earlier one up
     to case is a duplicate (the first occurrence is kept).
     """
     path = Path(path)
