@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -45,6 +44,7 @@ from flows.ingest import run_ingest
 from store import FeatureStore
 from store.errors import StoreError
 from store.verify import orphan_shards, vacuum, verify
+from tests.helpers.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -482,12 +482,6 @@ def test_unwritable_shards_directory_fails_every_batch_and_commits_nothing(base,
 
 
 # -- Dask: two worker processes, and one of them killed mid-run --------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     def __init__(self, address: str, env: dict[str, str]) -> None:
         self.address = address
@@ -525,7 +519,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster():
     """`dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     scheduler = subprocess.Popen(
         [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],

@@ -11,7 +11,7 @@ import torch
 
 from store.errors import ConfigError
 from store.views import open_view
-from tests.training import DIMS, tiny_config, write_tiny_view
+from tests.helpers.training import DIMS, tiny_config, write_tiny_view
 from training.data import (
     ClipItem,
     Collator,

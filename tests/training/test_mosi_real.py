@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.training import one_torch_thread
+from tests.helpers.training import one_torch_thread
 
 pytestmark = pytest.mark.shared_data
 
