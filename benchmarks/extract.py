@@ -5,7 +5,7 @@
                                  [--out benchmarks/results/extract.json] [--quick]
 
 What it measures, per stage (text.bert, audio.mfcc, vision.cnn) and end to end, on a mix of the
-shared real clips and generated ones (features/synth.py):
+shared real clips and generated ones (corpora/synth/):
 
 * realtime factor (media seconds / wall second), clips/s, CPU seconds of the process tree, and the
   peak RSS of the process tree (flow process + Dask workers + Prefect's ephemeral API server),
@@ -232,15 +232,9 @@ def _clear_model_caches() -> None:
     """Cold start for every measured run (Dask workers are fresh processes each run anyway)."""
     import gc
 
-    import features.efficientnet as eff
-    import features.text as txt
-    import flows.extract as fx
+    from features.base import clear_model_caches  # flows.extract, imported by the callers, registers its cache
 
-    # private caches of other modules: cleared when present, so a refactor there cannot break this
-    for mod, name in ((fx, "_EXTRACTORS"), (eff, "_MODELS"), (txt, "_MODEL_CACHE")):
-        cache = getattr(mod, name, None)
-        if hasattr(cache, "clear"):
-            cache.clear()
+    clear_model_caches()
     gc.collect()
 
 
@@ -404,8 +398,8 @@ def _vision_frames(store_url: str) -> dict[str, int] | None:
     if not names:
         return None
     frames = computed = 0
-    for meta in st.feature_set(names[0]).index().column("meta").to_pylist():
-        m = json.loads(meta) if isinstance(meta, str) else (meta or {})
+    for row in st.feature_set(names[0]).rows().values():
+        m = row.meta
         frames += int(m.get("n_frames", 0))
         computed += int(m.get("n_computed", m.get("n_frames", 0)))
     return {"frames": frames, "cnn_frames": computed}

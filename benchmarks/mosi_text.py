@@ -191,8 +191,8 @@ def build_text_view(store: Any, name: str = VIEW) -> None:
     if not sets:
         raise RuntimeError("no text.bert feature set in the store")
     fset = sets[0]
-    by_clip = {r["clip_id"]: r for r in fset.index().to_pylist()}
-    per_clip = {row["clip_id"]: feats for row, feats in fset.iter_rows()}
+    committed = fset.committed()
+    per_clip = {row.clip_id: feats for row, feats in fset.iter_features()}
     identity = fset.attrs.get("identity", {})
     n = len(clips)
     dim = int(fset.attrs["dim"])
@@ -235,7 +235,7 @@ def build_text_view(store: Any, name: str = VIEW) -> None:
     model = cfg.get("model") or str(default_model_path())
     fingerprint = hash_obj({"kind": "text-only raw tokens", "set": fset.name,
                             "clips": [[c["clip_id"], c["clip_fingerprint"], c["label"], c["split"]] for c in clips],
-                            "features": [by_clip.get(c["clip_id"], {}).get("fingerprint") for c in clips]}, length=64)
+                            "features": [committed.get(c["clip_id"]) for c in clips]}, length=64)
     attrs = {
         "fingerprint": fingerprint, "grid": "none", "normalized": False, "n_clips": n,
         "modalities": {"text": {"dim": dim, "L": L, "feature_set": fset.name, "tokens": {"T": L, "pad_id": 0}}},

@@ -113,7 +113,7 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     torch.set_num_threads(threads)
     from store.views import open_view
     from training.config import SHORT, TrainConfig
-    from training.data import Collator, ViewDataset, check_view, make_loader, read_stats, text_model_path
+    from training.data import Collator, ViewDataset, check_view, finetune_model_path, make_loader, read_stats
     from training.loop import build_optimizer, evaluate, seed_everything, train_epoch
     from training.model import build_model
     from training.slgm import SLGM
@@ -125,7 +125,7 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     dims = check_view(view, config)
     seed_everything(config.seed, config.deterministic)
     t0 = time.perf_counter()
-    model = build_model(config, {SHORT[m]: d for m, d in dims.items()}, text_model_path(view, config))
+    model = build_model(config, {SHORT[m]: d for m, d in dims.items()}, finetune_model_path(view, config))
     build_s = time.perf_counter() - t0
     tokens = mode == "finetune"
     ds = {s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb) for s in ("train", "valid")}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,19 +29,19 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from features.base import clip_words
 from store import FeatureStore
 from store.errors import ConfigError, StoreError
-from store.featurestore import now_utc
+from store.featurestore import ClipFeatures, IndexRow, now_utc
 from store.fingerprint import feature_fingerprint, hash_obj
+from store.moments import Moments
+from store.schema import MODALITIES, STD_FLOOR, Modality
 from store.views import open_view, write_view
 
 log = logging.getLogger(__name__)
 
 ALIGN_VERSION = "1"  # bump when the pooling code changes what a view holds: every view re-aligns
-MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 DEFAULT_EXTRACTORS: dict[str, str] = {"text": "text.bert", "audio": "audio.mfcc", "vision": "vision.cnn"}
-Modality = Literal["text", "audio", "vision"]
-STD_FLOOR = 1e-6  # a dimension with a smaller train std gets std 1 (constant features stay as-is)
 
 
 class AlignConfig(BaseModel):
@@ -90,20 +91,6 @@ class AlignConfig(BaseModel):
 
 
 # -- grids ----------------------------------------------------------------------------------
-def clip_words(row: dict[str, Any]) -> tuple[list[str], np.ndarray]:
-    """The clip's words and spans [n, 2]: the clip table's word timings, else the whitespace-split
-    transcript spread evenly over the clip duration (the same rule as ``features.text.clip_words``,
-    so ``word_index`` of the text set indexes exactly these words)."""
-    if row.get("words"):
-        words = [w["word"] for w in row["words"]]
-        spans = np.array([[w["start"], w["end"]] for w in row["words"]], dtype=np.float64).reshape(-1, 2)
-        return words, spans
-    words = (row.get("text") or "").split()
-    n = len(words)
-    edges = np.linspace(0.0, max(float(row.get("duration") or 0.0), 0.0), n + 1)
-    return words, np.stack([edges[:-1], edges[1:]], axis=1).reshape(n, 2)
-
-
 def window_grid(duration: float, window: float, hop: float) -> np.ndarray:
     """Windows ``[k*hop, k*hop + window]`` (the last clipped to the clip end) covering the clip;
     at least one window. ``[n, 2]`` float64."""
@@ -254,7 +241,7 @@ class ModalitySource:
     modality: str
     feature_set: str
     attrs: dict[str, Any]
-    rows: list[dict[str, Any] | None]  # per clip (clip order): latest committed index row if usable
+    rows: list[IndexRow | None]  # per clip (clip order): latest committed index row if usable
     status: list[str]  # per clip: ok | absent | missing | stale | empty
     L: int = 0  # noqa: N815
 
@@ -348,21 +335,21 @@ def modality_source(store: FeatureStore, modality: str, name: str, clips: list[d
     committed, e.g. failed), ``stale`` (committed for an older media file or transcript), ``empty``."""
     fset = store.feature_set(name)
     attrs = fset.attrs
-    by_clip = {r["clip_id"]: r for r in fset.index().to_pylist()}
-    rows: list[dict[str, Any] | None] = []
+    by_clip = fset.rows()
+    rows: list[IndexRow | None] = []
     status: list[str] = []
     for clip in clips:
         r = by_clip.get(clip["clip_id"])
         if r is None:
             rows.append(None)
             status.append("missing")
-        elif r["fingerprint"] != feature_fingerprint(clip, modality, attrs.get("identity", {})):
+        elif r.fingerprint != feature_fingerprint(clip, modality, attrs.get("identity", {})):
             rows.append(None)  # committed for an older media file or transcript: not this clip any more
             status.append("stale")
-        elif r["absent"]:
+        elif r.absent:
             rows.append(None)
             status.append("absent")
-        elif not r["length"]:
+        elif not r.length:
             rows.append(None)
             status.append("empty")
         else:
@@ -399,7 +386,7 @@ def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) ->
     if cfg.grid == "none":
         for m, src in sources.items():
             fixed = cfg.L_for(m)
-            lens = [int(src.rows[i]["length"]) for i in train if src.rows[i] is not None]  # type: ignore[index]
+            lens = [r.length for r in (src.rows[i] for i in train) if r is not None]
             src.L = int(fixed) if fixed else _percentile_len(lens, cfg.percentile)
     else:
         grids = [clip_grid(c, cfg) for c in clips]
@@ -418,7 +405,7 @@ def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) ->
             "clips": [[c["clip_id"], c["clip_fingerprint"], c["label"], c["split"], c["duration"]] for c in clips],
             "modalities": {
                 m: {"feature_set": s.feature_set,
-                    "fingerprints": [r["fingerprint"] if r else st for r, st in zip(s.rows, s.status)]}
+                    "fingerprints": [r.fingerprint if r else st for r, st in zip(s.rows, s.status)]}
                 for m, s in sources.items()
             },
         },
@@ -436,58 +423,25 @@ def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) ->
 
 
 # -- building -------------------------------------------------------------------------------
-def _shard_reads(src: ModalitySource) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-    by_shard: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for pos, row in enumerate(src.rows):
-        if row is not None:
-            by_shard.setdefault(row["shard"], []).append((pos, row))
-    return by_shard
-
-
-def _iter_clip_features(store: FeatureStore, src: ModalitySource, extras: tuple[str, ...]):
-    """Yield ``(clip position, values, times, extras)`` reading each shard's used range once."""
-    rel = f"features/{src.feature_set}/shards"
-    for shard, items in sorted(_shard_reads(src).items()):
-        group = store.fs.open_group(f"{rel}/{shard}")
-        lo = min(r["offset"] for _, r in items)
-        hi = max(r["offset"] + r["length"] for _, r in items)
-        values = np.asarray(group["values"][lo:hi], np.float32)
-        times = np.asarray(group["times"][lo:hi], np.float64)
-        keys = set(group.array_keys())
-        ex = {k: np.asarray(group[f"extra_{k}"][lo:hi]) for k in extras if f"extra_{k}" in keys}
-        for pos, r in items:
-            sl = slice(r["offset"] - lo, r["offset"] - lo + r["length"])
-            yield pos, values[sl], times[sl], {k: v[sl] for k, v in ex.items()}
+def _iter_clip_features(
+    store: FeatureStore, src: ModalitySource, extras: tuple[str, ...]
+) -> Iterator[tuple[int, ClipFeatures]]:
+    """Yield ``(clip position, features)`` for every usable clip, reading each shard's range once."""
+    pos = {r.clip_id: i for i, r in enumerate(src.rows) if r is not None}
+    rows = [r for r in src.rows if r is not None]
+    for row, feat in store.feature_set(src.feature_set).iter_features(rows, extras):
+        yield pos[row.clip_id], feat
 
 
 def _train_stats(values: np.ndarray, mask: np.ndarray, positions: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-dimension mean and std over the masked steps of ``positions`` (non-finite values skipped),
-    combined clip by clip (Chan et al.) so no [steps, D] copy of the whole split is made."""
-    dim = values.shape[2]
-    n = np.zeros(dim, np.float64)
-    mean = np.zeros(dim, np.float64)
-    m2 = np.zeros(dim, np.float64)
-    steps = 0
+    combined clip by clip so no [steps, D] copy of the whole split is made."""
+    mom = Moments(values.shape[2])
     for i in positions:
-        x = values[i][mask[i]].astype(np.float64)
-        if not len(x):
-            continue
-        steps += len(x)
-        ok = np.isfinite(x)
-        nb = ok.sum(axis=0).astype(np.float64)
-        xb = np.where(ok, x, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mb = np.where(nb > 0, xb.sum(axis=0) / np.maximum(nb, 1), 0.0)
-            m2b = (np.where(ok, x - mb, 0.0) ** 2).sum(axis=0)
-        tot = n + nb
-        delta = mb - mean
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(tot > 0, mean + delta * nb / np.maximum(tot, 1), mean)
-            m2 = m2 + m2b + delta**2 * n * nb / np.maximum(tot, 1)
-        n = tot
-    std = np.sqrt(np.where(n > 0, m2 / np.maximum(n, 1), 1.0))
+        mom.add(values[i][mask[i]])
+    std = mom.std()
     std = np.where(std < STD_FLOOR, 1.0, std)
-    return mean.astype(np.float32), std.astype(np.float32), steps
+    return mom.mean.astype(np.float32), std.astype(np.float32), mom.rows
 
 
 def text_model_path(set_config: dict[str, Any]) -> str | None:
@@ -522,7 +476,8 @@ def build_view(plan: AlignPlan) -> AlignSummary:
         text_tokens = m == "text"
         extras = ("word_index", "input_ids", "attention_mask") if text_tokens else ()
         token_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for pos, v, t, ex in _iter_clip_features(store, src, extras):
+        for pos, feat in _iter_clip_features(store, src, extras):
+            v, t, ex = feat.values, feat.times, feat.extras
             if text_tokens and "input_ids" in ex:
                 am = ex.get("attention_mask", np.ones(len(v), np.int32))
                 token_rows[pos] = (ex["input_ids"].astype(np.int32), am.astype(np.int32))

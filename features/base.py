@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+import cachetools
 import numpy as np
-import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from store.errors import ConfigError, RegistryError
+from store.runtime import resolve_device  # noqa: F401 - extractors import it with the rest of their interface
 
 
 class ExtractorConfig(BaseModel):
@@ -49,6 +54,24 @@ class ClipInput:
     @property
     def offset(self) -> float:
         return self.start or 0.0
+
+
+def clip_words(clip: ClipInput | Mapping[str, Any]) -> tuple[list[str], np.ndarray]:
+    """The clip's words and their spans [n, 2]: the given word timings, else the whitespace-split
+    transcript spread evenly over the clip duration. The one rule for the text extractor (a
+    ``ClipInput``) and the aligner (a clip-table row), so a text set's ``word_index`` indexes exactly
+    the words the aligner pools onto."""
+    if isinstance(clip, ClipInput):
+        given = [(w.word, w.start, w.end) for w in clip.words or ()]
+        text, duration = clip.text, clip.duration
+    else:
+        given = [(w["word"], w["start"], w["end"]) for w in clip.get("words") or ()]
+        text, duration = clip.get("text") or "", float(clip.get("duration") or 0.0)
+    if given:
+        return [w for w, _, _ in given], np.array([[a, b] for _, a, b in given], dtype=np.float64).reshape(-1, 2)
+    words = text.split()
+    edges = np.linspace(0.0, max(duration, 0.0), len(words) + 1)
+    return words, np.stack([edges[:-1], edges[1:]], axis=1).reshape(len(words), 2)
 
 
 @dataclass
@@ -129,13 +152,24 @@ class Extractor(ABC):
         """Extract a batch; one result per input clip, in order. Never raises for one bad clip."""
 
 
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a clear error."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    return torch.device(setting)
+Loader = TypeVar("Loader", bound=Callable[..., Any])
+_MODEL_CACHES: list[Any] = []
+
+
+def model_cache(load: Loader) -> Loader:
+    """Memoise a model loader per process and (hashable) arguments. The condition makes a second
+    thread asking for the same model wait for the first load instead of loading it again (a plain
+    ``functools.cache`` would run both); loads of different models still run in parallel."""
+    cached = cachetools.cached(cache={}, condition=threading.Condition())(load)
+    _MODEL_CACHES.append(cached)
+    return cached  # type: ignore[return-value]
+
+
+def clear_model_caches() -> None:
+    """Forget every model and extractor cached in this process, so the next use loads it cold
+    (benchmarks time model loading; tests start from a known state)."""
+    for cached in _MODEL_CACHES:
+        cached.cache_clear()
 
 
 _REGISTRY: dict[str, type[Extractor]] = {}
@@ -155,16 +189,21 @@ def available_extractors() -> list[str]:
 
 
 def get_extractor_class(name: str) -> type[Extractor]:
+    """The registered class; an unknown name is a user error that lists the known ones."""
     _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown extractor {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise RegistryError(f"unknown extractor {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def create_extractor(name: str, config: dict[str, Any] | None = None) -> Extractor:
+    """An extractor from its name and config dict; a bad config is a ``ConfigError`` naming the field."""
     cls = get_extractor_class(name)
-    return cls(cls.config_cls.model_validate(config or {}))
+    try:
+        return cls(cls.config_cls.model_validate(config or {}))
+    except ValidationError as exc:
+        raise ConfigError.from_validation(exc, f"invalid config of extractor {name!r}") from None
 
 
 def _load_builtin() -> None:

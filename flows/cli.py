@@ -4,21 +4,57 @@ from __future__ import annotations
 
 import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
 
+import logging
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from flows.config import PipelineConfig, dump_config, load_config
 from store.errors import ConfigError, EmoflowError
 
-app = typer.Typer(help="emoflow: multimodal sentiment feature pipeline and feature store.", no_args_is_help=True)
+console = Console()
+
+
+class _NoUserErrorTracebacks(logging.Filter):
+    """Prefect logs a failed flow run's exception with its traceback; for a user error the CLI's
+    one line says it all, so the record keeps its message and drops the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EmoflowError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_NO_USER_ERROR_TRACEBACKS = _NoUserErrorTracebacks()
+
+
+class _UserErrorsExit2(TyperGroup):
+    """Runs every command (``store`` ones included) under the CLI's one error handler: a user error
+    (``EmoflowError``: config, registry, store, manifest, media) prints one line naming the problem
+    and exits 2; any other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        logging.getLogger("prefect.flow_runs").addFilter(_NO_USER_ERROR_TRACEBACKS)  # once: same instance
+        try:
+            return super().invoke(ctx)
+        except EmoflowError as exc:
+            # soft_wrap and Text: one line whatever the width, brackets in names never read as markup
+            console.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(exc).split())), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_UserErrorsExit2, help="emoflow: multimodal sentiment feature pipeline and feature store.",
+                  no_args_is_help=True)
 store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
-console = Console()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. --set train.k=32 or --set 'extract.extractors\\[vision.cnn].batch_size=8' (repeatable)")]
@@ -26,14 +62,13 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved c
 StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL")]
 
 
-def _config(config: Path | None, overrides: list[str] | None, **extra: object) -> PipelineConfig:
-    sets = list(overrides or []) + [f"{k}={v}" for k, v in extra.items() if v is not None]
-    return load_config(config, sets)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(2)
+def _config(
+    config: Path | None, overrides: list[str] | None, options: dict[str, Any], explicit: dict[str, Any] | None = None
+) -> PipelineConfig:
+    """The config of one command: file, then ``--set``, then the typed options by config key (None:
+    not given), then ``explicit`` values, which are set even when None."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return load_config(config, overrides, given | (explicit or {}))
 
 
 def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
@@ -55,18 +90,14 @@ def ingest(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Validate a dataset into the store's clip table; every rejected row gets a named reason."""
-    try:
-        cfg = _config(config, set_, **{"dataset.path": dataset, "store": store, "dataset.layout": layout})
-        if dry_run:
-            console.print(dump_config(cfg))
-            console.print(f"plan: read {cfg.dataset.path} ({cfg.dataset.layout}) -> {cfg.store}/clips.parquet")
-            return
-        from flows.ingest import ingest_flow
-
-        s = ingest_flow(cfg)
-    except EmoflowError as exc:
-        _fail(exc)
+    cfg = _config(config, set_, {"dataset.path": dataset, "store": store, "dataset.layout": layout})
+    if dry_run:
+        console.print(dump_config(cfg))
+        console.print(f"plan: read {cfg.dataset.path} ({cfg.dataset.layout}) -> {cfg.store}/clips.parquet")
         return
+    from flows.ingest import ingest_flow
+
+    s = ingest_flow(cfg)
     console.print(
         f"[green]ingested[/] {s.clips} clips, {s.rejects} rejected ({s.layout} layout) into {cfg.store}; "
         + ("changed" if s.changed else "unchanged")
@@ -92,29 +123,24 @@ def extract(
     """Extract text, audio and vision features for every clip not yet in the store."""
     from flows.extract import plan, plan_summary
 
-    try:
-        cfg = _config(
-            config, set_, store=store, **{"executor.dask": dask, "executor.workers": workers},
-            **{"extract.force": force or None, "extract.only_failed": only_failed or None},
-        )
-        cfg = cfg.with_extractors(extractor)
-        from store import FeatureStore
+    cfg = _config(config, set_, {
+        "store": store, "executor.dask": dask, "executor.workers": workers,
+        "extract.force": force or None, "extract.only_failed": only_failed or None,
+    }).with_extractors(extractor)
+    from store import FeatureStore
 
-        st = FeatureStore.open(cfg.store)
-        plans = plan(st, cfg.extract, create=not dry_run)
-        rows = plan_summary(plans)
-        console.print(_table("plan", ["feature set", "extractor", "to extract", "to share", "already in store", "batches"],
-                             [[r["feature_set"], r["extractor"], r["todo"], r["linked"], r["skipped"], r["batches"]]
-                              for r in rows]))
-        if dry_run:
-            console.print(dump_config(cfg))
-            return
-        total_clips = sum(p.todo for p in plans)
-        total_seconds = sum(b.seconds for p in plans for b in p.batches)
-        summary = _run_with_progress(cfg, total_clips, total_seconds, progress and sys.stdout.isatty())
-    except EmoflowError as exc:
-        _fail(exc)
+    st = FeatureStore.open(cfg.store)
+    plans = plan(st, cfg.extract, create=not dry_run)
+    rows = plan_summary(plans)
+    console.print(_table("plan", ["feature set", "extractor", "to extract", "to share", "already in store", "batches"],
+                         [[r["feature_set"], r["extractor"], r["todo"], r["linked"], r["skipped"], r["batches"]]
+                          for r in rows]))
+    if dry_run:
+        console.print(dump_config(cfg))
         return
+    total_clips = sum(p.todo for p in plans)
+    total_seconds = sum(b.seconds for p in plans for b in p.batches)
+    summary = _run_with_progress(cfg, total_clips, total_seconds, progress and sys.stdout.isatty())
     rows = []
     for name, s in summary.sets.items():
         rtf = s["media_seconds"] / summary.wall_seconds if summary.wall_seconds else 0.0
@@ -169,37 +195,32 @@ def align(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Pool the feature sets onto one time grid into a padded training view (aligned/<view>/)."""
-    fsets = {}
+    fsets: dict[str, str | None] = {}  # given as is: None (MODALITY=none) leaves the modality out
     for item in feature_set or []:
         mod, sep, value = item.partition("=")
         if not sep:
-            _fail(ConfigError(f"--feature-set {item!r} is not MODALITY=SET (e.g. audio=audio.mfcc-7dc3e6ca)"))
-            return
-        fsets[f"align.feature_sets.{mod.strip()}"] = "null" if value.strip().lower() in ("", "none", "null") else value.strip()
-    try:
-        cfg = _config(config, set_, store=store, **{
-            "align.view": view, "align.grid": grid, "align.window": window, "align.hop": hop,
-            "align.pooling": pooling, "align.empty": empty, "align.max_len": max_len,
-            "align.percentile": percentile, "align.normalize": normalize, **fsets,
-        })
-        from flows.align import plan_align, plan_rows
+            raise ConfigError(f"--feature-set {item!r} is not MODALITY=SET (e.g. audio=audio.mfcc-7dc3e6ca)")
+        fsets[f"align.feature_sets.{mod.strip()}"] = None if value.strip().lower() in ("", "none", "null") else value.strip()
+    cfg = _config(config, set_, {
+        "store": store, "align.view": view, "align.grid": grid, "align.window": window, "align.hop": hop,
+        "align.pooling": pooling, "align.empty": empty, "align.max_len": max_len,
+        "align.percentile": percentile, "align.normalize": normalize,
+    }, fsets)
+    from flows.align import plan_align, plan_rows
 
-        if dry_run:
-            p = plan_align(cfg)
-            console.print(_table(f"align plan: view {cfg.align.view!r}, {cfg.align.grid} grid, {len(p.clips)} clips",
-                                 ["modality", "feature set", "dim", "L", "present", "absent", "missing", "stale"],
-                                 [list(r.values()) for r in plan_rows(p)]))
-            for note in p.notes:
-                console.print(f"[yellow]{note}[/]")
-            console.print(dump_config(cfg))
-            console.print("view is up to date: nothing to do" if p.up_to_date and not force else "would (re)build the view")
-            return
-        from flows.align import align_flow
-
-        s = align_flow(cfg, force=force)
-    except EmoflowError as exc:
-        _fail(exc)
+    if dry_run:
+        p = plan_align(cfg)
+        console.print(_table(f"align plan: view {cfg.align.view!r}, {cfg.align.grid} grid, {len(p.clips)} clips",
+                             ["modality", "feature set", "dim", "L", "present", "absent", "missing", "stale"],
+                             [list(r.values()) for r in plan_rows(p)]))
+        for note in p.notes:
+            console.print(f"[yellow]{note}[/]")
+        console.print(dump_config(cfg))
+        console.print("view is up to date: nothing to do" if p.up_to_date and not force else "would (re)build the view")
         return
+    from flows.align import align_flow
+
+    s = align_flow(cfg, force=force)
     for note in s.notes:
         console.print(f"[yellow]{note}[/]")
     console.print(_table(f"view {s.view!r} ({s.grid} grid, {s.clips} clips)",
@@ -219,14 +240,10 @@ def stats(
     set_: SetOpt = None,
 ) -> None:
     """Dataset statistics: reports/<name>/report.md, report.html (one file) and stats.json, plus Prefect artifacts."""
-    try:
-        cfg = _config(config, set_, store=store, **{"stats.view": view, "stats.name": name, "stats.read_values": values})
-        from flows.stats import stats_flow
+    cfg = _config(config, set_, {"store": store, "stats.view": view, "stats.name": name, "stats.read_values": values})
+    from flows.stats import stats_flow
 
-        s = stats_flow(cfg)
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    s = stats_flow(cfg)
     console.print(f"[green]{s.message}[/]")
     console.print(_table("report files", ["file", "where"], [[k, v] for k, v in s.files.items()]
                          + [["prefect artifacts", ", ".join(s.artifacts)]]))
@@ -239,26 +256,21 @@ def train(
     ablation: Annotated[str, typer.Option(help="full | no_uff | no_lgt | no_sm | no_slgm | text | audio | vision")] = "full",
     seeds: Annotated[Optional[int], typer.Option(help="train the first N of train.seeds and report mean ± std")] = None,
     text_mode: Annotated[Optional[str], typer.Option(help="finetune | frozen [default: train.text_mode]")] = None,
-    name: Annotated[Optional[str], typer.Option(help="run name under runs/ [default: <view>-<ablation>-<time>]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="run name under runs/ [default: <view>-<ablation>-<UTC time>-<random>]")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Train MCMF+SLGM on an aligned view; writes a run directory with metrics and the best checkpoint."""
-    try:
-        cfg = _config(config, set_, store=store, **{"align.view": view, "train.text_mode": text_mode})
-        if dry_run:
-            console.print(dump_config(cfg))
-            console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
-                          f"with seeds {cfg.train.seeds[:seeds] if seeds else [cfg.train.seed]} into {cfg.runs}")
-            return
-        from flows.train import train_flow
-
-        out = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation, seeds=seeds, name=name)
-    except EmoflowError as exc:
-        _fail(exc)
+    cfg = _config(config, set_, {"store": store, "align.view": view, "train.text_mode": text_mode})
+    if dry_run:
+        console.print(dump_config(cfg))
+        console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
+                      f"with seeds {cfg.train.seeds[:seeds] if seeds else [cfg.train.seed]} into {cfg.runs}")
         return
-    from flows.train import summary_table
+    from flows.train import summary_table, train_flow
+
+    out = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation, seeds=seeds, name=name)
 
     console.print(f"run: {out['run']}")
     console.print(summary_table(out["mean_std"]))
@@ -273,11 +285,7 @@ def evaluate(
     """MMSA metrics (Acc-2 has0/non0, F1, Acc-5, Acc-7, MAE, Corr) of a run's best checkpoints, mean ± std over seeds."""
     from flows.train import run_evaluate, summary_table
 
-    try:
-        out = run_evaluate(run, split, store)
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    out = run_evaluate(run, split, store)
     console.print(f"{split} metrics over seeds {out['seeds']} (×100):")
     console.print(summary_table(out["mean_std"]))
 
@@ -292,15 +300,11 @@ def pipeline(
     """Run ingest -> extract -> align -> stats as one flow (what the scheduled deployments run)."""
     import json
 
-    try:
-        cfg = _config(config, set_)
-        from flows.pipeline import pipeline_flow, resolve_stages
+    cfg = _config(config, set_, {}).with_extractors(extractor)
+    from flows.pipeline import pipeline_flow, resolve_stages
 
-        wanted = resolve_stages([s for s in stages.split(",") if s])  # fail before a server starts
-        summary = pipeline_flow(cfg, wanted, extractor)
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    wanted = resolve_stages([s for s in stages.split(",") if s])  # fail before a server starts
+    summary = pipeline_flow(cfg, wanted)
     console.print_json(json.dumps(summary))
     if summary.get("extract", {}).get("failed"):
         raise typer.Exit(1)
@@ -315,11 +319,7 @@ def demo(
     """Generate the embedded sample dataset and run every pipeline stage on it."""
     from flows.demo import run_demo
 
-    try:
-        outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console)
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console)
     console.print(_table("demo outputs", ["stage", "where"], [[k, v] for k, v in outputs.items()]))
 
 
@@ -328,15 +328,9 @@ def store_ls(store: StoreArg) -> None:
     """List clips, feature sets, views and reports with counts."""
     from store import FeatureStore
 
-    try:
-        st = FeatureStore.open(store)
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    st = FeatureStore.open(store)
     clips = st.clips()
-    splits: dict[str, int] = {}
-    for s in clips.column("split").to_pylist():
-        splits[s] = splits.get(s, 0) + 1
+    splits = Counter(clips.column("split").to_pylist())
     console.print(f"store {st.url}: {clips.num_rows} clips " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items()))
                   + f"; {st.rejects().num_rows} rejected at ingest; {st.failures().num_rows} active failures")
     from store.verify import account
@@ -366,11 +360,7 @@ def store_verify(store: StoreArg) -> None:
     from store import FeatureStore
     from store.verify import verify
 
-    try:
-        problems = verify(FeatureStore.open(store))
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    problems = verify(FeatureStore.open(store))
     if problems:
         console.print(_table("problems", ["feature set", "clip", "problem"], [[p.feature_set, p.clip_id, p.problem] for p in problems]))
         raise typer.Exit(1)
@@ -386,11 +376,7 @@ def store_vacuum(
     from store import FeatureStore
     from store.verify import vacuum
 
-    try:
-        removed = vacuum(FeatureStore.open(store), grace_seconds=grace)
-    except EmoflowError as exc:
-        _fail(exc)
-        return
+    removed = vacuum(FeatureStore.open(store), grace_seconds=grace)
     console.print(f"removed {len(removed)} orphan shard(s)" + "".join(f"\n  {s}/{sh}" for s, sh in removed))
 
 

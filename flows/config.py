@@ -1,18 +1,22 @@
 """Pipeline configuration: pydantic models loaded from YAML with ``--set key=value`` overrides.
 
-Precedence: defaults < YAML file < overrides. The resolved config is printed by ``--dry-run`` and
-stored next to every output it produced.
+Precedence: defaults < YAML file < ``--set`` overrides < typed CLI options. OmegaConf reads the
+file and sets each override at its key path (brackets quote a name with dots:
+``extract.extractors[vision.cnn].batch_size=8``); override values are YAML scalars or flow
+collections; the pydantic models then type and check the result. The resolved config is printed by
+``--dry-run`` and stored next to every output it produced.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-import os
-import re
-
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from features.align import AlignConfig
@@ -71,9 +75,14 @@ class PipelineConfig(Section):
     runs: str = Field("work/runs", description="where training runs go")
 
     def with_extractors(self, names: list[str] | None) -> PipelineConfig:
-        """This config restricted to extractors ``names`` (their configured settings, else defaults)."""
+        """This config restricted to extractors ``names`` (their configured settings, else defaults);
+        an unknown name raises ``RegistryError`` here, before any feature set is planned or created."""
         if not names:
             return self
+        from features.base import get_extractor_class  # the registry imports torch: not for every config
+
+        for name in names:
+            get_extractor_class(name)
         chosen = {name: self.extract.extractors.get(name, {}) for name in names}
         return self.model_copy(update={"extract": self.extract.model_copy(update={"extractors": chosen})})
 
@@ -84,42 +93,51 @@ class PipelineConfig(Section):
         return value if "://" in value else os.path.abspath(value)
 
 
-def _parse_value(text: str) -> Any:
-    """YAML scalar parsing, so ``--set extract.batch_clips=8`` gives an int and ``a=null`` None."""
-    return yaml.safe_load(text) if text != "" else ""
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. store=work/store)")
-        key, value = item.split("=", 1)
-        node = data
-        # dots separate sections, except inside brackets: extract.extractors[vision.cnn].batch_size
-        parts = [p.strip("[]") for p in re.findall(r"\[[^\]]*\]|[^.\[\]]+", key.strip())]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
+def _read_yaml(path: str | Path | None) -> DictConfig:
+    if not path:
+        return OmegaConf.create()
+    try:
+        data = OmegaConf.load(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"{path}: a config file must be a mapping")
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, model: type[BaseModel] = PipelineConfig) -> Any:
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping")
-    data = apply_overrides(data, overrides or [])
+def _override(item: str) -> tuple[str, Any]:
+    """``key.sub=value`` -> (OmegaConf key path, YAML value): ``batch_clips=8`` gives an int, ``a=null`` None."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ConfigError(f"override {item!r} is not key=value (e.g. store=work/store)")
     try:
-        return model.model_validate(data)
+        return key.strip(), yaml.safe_load(value) if value else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    model: type[BaseModel] = PipelineConfig,
+) -> Any:
+    """``model`` from the YAML file ``path``, then ``overrides`` (``key.sub=value`` strings), then
+    ``options`` (dotted key -> a value already typed, as CLI options give them: set as is, never
+    re-parsed from text). Each replaces what it names, a mapping included."""
+    data = _read_yaml(path)
+    settings = [_override(item) for item in overrides or []] + list((options or {}).items())
+    try:
+        for key, value in settings:
+            OmegaConf.update(data, key, value, merge=False)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"override: {' '.join(str(exc).split())}") from None
+    try:
+        return model.model_validate(OmegaConf.to_container(data, resolve=False))
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid config{f' {path}' if path else ''}:\n" + "\n".join(lines)) from None
+        raise ConfigError.from_validation(exc, f"invalid config{f' {path}' if path else ''}") from None
 
 
 def dump_config(config: BaseModel) -> str:

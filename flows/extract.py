@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -20,13 +19,14 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from features.base import ClipFailure, ClipInput, Extractor, FeatureResult, Word, create_extractor
+from features.base import ClipFailure, ClipInput, Extractor, FeatureResult, Word, create_extractor, model_cache
 from flows.config import ExtractConfig, PipelineConfig
 from flows.runners import build_task_runner
 from store import FeatureStore
 from store.errors import StoreError
-from store.featurestore import FeatureSet, now_utc
+from store.featurestore import FeatureSet, new_id, now_utc
 from store.fingerprint import feature_fingerprint
+
 
 @dataclass
 class Batch:
@@ -64,18 +64,15 @@ class SetPlan:
 
 
 # -- per-process model cache ----------------------------------------------------------------
-_EXTRACTORS: dict[str, Extractor] = {}
-_LOCK = threading.Lock()
-
-
 def cached_extractor(name: str, config: dict[str, Any]) -> Extractor:
     """One extractor (and so one loaded model) per process and config, never per clip."""
-    key = f"{name}:{json.dumps(config, sort_keys=True)}"
-    with _LOCK:
-        if key not in _EXTRACTORS:
-            _limit_threads_on_dask_worker()
-            _EXTRACTORS[key] = create_extractor(name, config)
-        return _EXTRACTORS[key]
+    return _cached_extractor(name, json.dumps(config, sort_keys=True))
+
+
+@model_cache
+def _cached_extractor(name: str, config_json: str) -> Extractor:
+    _limit_threads_on_dask_worker()
+    return create_extractor(name, json.loads(config_json))
 
 
 def _limit_threads_on_dask_worker() -> None:
@@ -137,7 +134,7 @@ def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[S
             fset = store.feature_set(sname) if sname in store.feature_set_names() else None
         committed = fset.committed() if fset and not cfg.force else {}
         # fingerprint -> the clip whose features a clip with these inputs shares
-        shared = {fp: r["clip_id"] for fp, r in fset.fingerprint_rows().items()} if fset and not cfg.force else {}
+        shared = {fp: r.clip_id for fp, r in fset.fingerprint_rows().items()} if fset and not cfg.force else {}
         failed: set[str] = set()
         if cfg.only_failed:
             fails = store.failures()
@@ -299,7 +296,7 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
     """Plan, map one task per batch, commit; summary per extractor with the realtime factor."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    run_id = time.strftime("%Y%m%dT%H%M%S") + f"-{id(config) % 10_000:04d}"
+    run_id = new_id()
     extract = config.extract
     store = FeatureStore.open(config.store)
     plans = plan(store, extract)

@@ -8,16 +8,17 @@ with the mean ± std over seeds, as MMSA reports them.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger
+from pydantic import ValidationError
 
 from store.errors import ConfigError
+from store.featurestore import new_id
 from training.config import TrainConfig, with_ablation
-from training.metrics import METRIC_NAMES
+from training.metrics import METRIC_NAMES, format_table
 from training.runs import RunDir, evaluate_run, train_on_view
 
 
@@ -34,12 +35,8 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 
 
 def summary_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Markdown: one row per label (split or ablation), metrics ×100 as 'mean ± std'."""
-    lines = ["| | " + " | ".join(METRIC_NAMES) + " |", "|" + "---|" * (len(METRIC_NAMES) + 1)]
-    for label, metrics in rows.items():
-        cells = [f"{100 * metrics[k]['mean']:.2f} ± {100 * metrics[k]['std']:.2f}" for k in METRIC_NAMES]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """Markdown: one row per label (split or ablation), metrics as 'mean ± std' (training.metrics' rule)."""
+    return format_table(rows, label="")
 
 
 def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -57,12 +54,14 @@ def run_train(
     """Train ``ablation`` of ``config`` with 1 (``config.seed``) or the first ``seeds`` seeds."""
     try:
         cfg = with_ablation(config, ablation)
-    except ValueError as exc:
+    except ValidationError as exc:  # the ablation's switches contradict the config
+        raise ConfigError.from_validation(exc, f"train config with ablation {ablation!r}") from None
+    except ValueError as exc:  # an unknown ablation
         raise ConfigError(str(exc)) from None
     seed_list = cfg.seeds[:seeds] if seeds else [cfg.seed]
     if seeds and len(seed_list) < seeds:
         raise ConfigError(f"--seeds {seeds} but train.seeds lists only {len(cfg.seeds)} seeds")
-    run_root = Path(runs_dir) / (name or f"{view}-{ablation}-{time.strftime('%Y%m%dT%H%M%S')}")
+    run_root = Path(runs_dir) / (name or f"{view}-{ablation}-{new_id()}")
     per_seed = {}
     for seed in seed_list:
         run, _ = train_on_view(store, view, cfg.model_copy(update={"seed": seed}), run_root / f"seed-{seed}")

@@ -1,7 +1,7 @@
 """The emoflow feature store: layout, schemas, fingerprints, commit protocol, readers, views."""
 
 from store.errors import EmoflowError, StoreConflictError, StoreError
-from store.featurestore import ClipFeatures, FeatureSet, FeatureStore
+from store.featurestore import ClipFeatures, FeatureSet, FeatureStore, IndexRow
 from store.views import AlignedView, open_view, write_view
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "EmoflowError",
     "FeatureSet",
     "FeatureStore",
+    "IndexRow",
     "StoreConflictError",
     "StoreError",
     "open_view",

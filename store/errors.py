@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class EmoflowError(Exception):
     """Base of every error emoflow raises on purpose."""
@@ -9,6 +14,17 @@ class EmoflowError(Exception):
 
 class ConfigError(EmoflowError):
     """A config file or override is invalid."""
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, what: str) -> ConfigError:
+        """One line naming every bad field and its problem: pydantic's own message spans lines
+        and names the model class, not the config key the user typed."""
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        return cls(f"{what}: {problems}")
+
+
+class RegistryError(ConfigError):
+    """A name that no registry knows (an extractor); the message lists the known names."""
 
 
 class ManifestError(EmoflowError):

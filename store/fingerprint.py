@@ -1,7 +1,9 @@
 """Fingerprints: canonical JSON + hashlib, never pickle.
 
+* file hashes — ``files_sha256``, the one sha256 of file contents (media, model weights and
+  tokenizer files), cached in-process by (path, size, mtime);
 * media fingerprint — content hash of the file, cached by (path, size, mtime) in a small
-  on-disk cache so re-ingesting a large dataset does not re-read every byte;
+  on-disk cache too, so re-ingesting a large dataset does not re-read every byte;
 * clip fingerprint — what the clip table says about a clip (media, window, text, label, split);
 * feature fingerprint — what determines one extractor's output for one clip: the inputs that
   extractor reads (media + window for audio/vision, transcript + word timings for text) and the
@@ -10,14 +12,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-_CHUNK = 1 << 20
 
 
 def canonical_json(obj: Any) -> str:
@@ -55,6 +57,28 @@ def _cache_dir() -> Path:
     return Path(root) / "media-fingerprints"
 
 
+def files_sha256(paths: Sequence[str | os.PathLike[str]], *, named: bool = False) -> str:
+    """sha256 over the files' bytes in order, each preceded by its file name and a NUL when
+    ``named`` (a model folder's hash then changes when a file is renamed). Cached per (path, size,
+    mtime), so repeated ``identity()`` calls do not re-read 100 MB of weights."""
+    stamps = []
+    for path in map(os.path.abspath, paths):
+        st = os.stat(path)
+        stamps.append((path, st.st_size, st.st_mtime_ns))
+    return _files_sha256(tuple(stamps), named)
+
+
+@functools.lru_cache(maxsize=256)
+def _files_sha256(stamps: tuple[tuple[str, int, int], ...], named: bool) -> str:
+    h = hashlib.sha256()
+    for path, _, _ in stamps:
+        if named:
+            h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            hashlib.file_digest(f, lambda: h)  # streams the file into h, which file_digest returns
+    return h.hexdigest()
+
+
 def media_fingerprint(path: str | os.PathLike[str]) -> str:
     """Content hash (sha256) of a local file, cached by resolved path + size + mtime_ns."""
     p = Path(path).resolve()
@@ -65,11 +89,7 @@ def media_fingerprint(path: str | os.PathLike[str]) -> str:
         return cache.read_text().strip()
     except OSError:
         pass
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = files_sha256([p])
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pyarrow as pa
+
+# -- aligned views: what the writer (features.align) and the reader (training) agree on ---------
+Modality = Literal["text", "audio", "vision"]
+MODALITIES: tuple[Modality, ...] = ("text", "audio", "vision")
+STD_FLOOR = 1e-6  # a dimension with a smaller train std is scaled by 1 (constant features stay as-is)
 
 WORD = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 

@@ -25,15 +25,14 @@ def verify(store: FeatureStore) -> list[Problem]:
     for name in store.feature_set_names():
         fset = store.feature_set(name)
         dim = fset.attrs.get("dim")
-        for row in fset.index().to_pylist():
-            clip = row["clip_id"]
+        for clip, row in fset.rows().items():
             try:
-                feat = fset._read_row(row)
+                feat = fset.read_row(row)
             except Exception as exc:  # noqa: BLE001 - any read error is a finding, not a crash
-                problems.append(Problem(name, clip, f"unreadable shard {row['shard']}: {type(exc).__name__}: {exc}"))
+                problems.append(Problem(name, clip, f"unreadable shard {row.shard}: {type(exc).__name__}: {exc}"))
                 continue
-            if feat.values.shape[0] != row["length"] or feat.times.shape != (row["length"], 2):
-                problems.append(Problem(name, clip, f"shape {feat.values.shape} != ({row['length']}, ...)"))
+            if feat.values.shape[0] != row.length or feat.times.shape != (row.length, 2):
+                problems.append(Problem(name, clip, f"shape {feat.values.shape} != ({row.length}, ...)"))
                 continue
             if dim is not None and feat.values.shape[1] != dim:
                 problems.append(Problem(name, clip, f"dim {feat.values.shape[1]} != {dim}"))
@@ -41,7 +40,7 @@ def verify(store: FeatureStore) -> list[Problem]:
                 problems.append(Problem(name, clip, f"dtype {feat.values.dtype} != float32"))
             if not np.isfinite(feat.values).all() or not np.isfinite(feat.times).all():
                 problems.append(Problem(name, clip, "non-finite values"))
-            if checksum(feat.values, feat.times) != row["checksum"]:
+            if checksum(feat.values, feat.times) != row.checksum:
                 problems.append(Problem(name, clip, "checksum mismatch (shard corrupted or overwritten)"))
     return problems
 
@@ -86,7 +85,7 @@ def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tu
     for name in store.feature_set_names():
         fset = store.feature_set(name)
         referenced = set(fset.index_parts().column("shard").to_pylist())
-        for shard in store.fs.ls(f"{fset.rel}/shards"):
+        for shard in fset.shard_ids():
             if shard in referenced:
                 continue
             info = store.fs.fs.info(store.fs.path(fset.rel, "shards", shard))

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import zarr
-from zarr.codecs import BloscCodec
 
 from store.errors import StoreError
+from store.featurestore import COMPRESSORS
 from store.fs import StoreFS
 
-_COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
 CLIPS_SCHEMA = pa.schema(
     [("row", pa.int64()), ("clip_id", pa.string()), ("label", pa.float64()), ("split", pa.string())]
 )
@@ -50,7 +49,7 @@ def write_view(
         data = np.asarray(data)
         if data.ndim >= 1 and key.split("/")[-1] not in ("mean", "std") and data.shape[0] != n:
             raise StoreError(f"view {name!r}: array {key!r} has {data.shape[0]} rows for {n} clips")
-        arr = group.create_array(key, shape=data.shape, dtype=data.dtype, compressors=_COMPRESSORS, **_layout(data))
+        arr = group.create_array(key, shape=data.shape, dtype=data.dtype, compressors=COMPRESSORS, **_layout(data))
         if data.size:
             arr[...] = data
     table = clips.select(CLIPS_SCHEMA.names).cast(CLIPS_SCHEMA)
@@ -113,7 +112,3 @@ def open_view(store: Any, name: str) -> AlignedView:
     attrs = json.loads(fs.read_bytes(f"{rel}/view.json"))
     return AlignedView(fs=fs, name=name, attrs=attrs, clips=fs.read_parquet(f"{rel}/clips.parquet"))
 
-
-def view_names(store: Any) -> list[str]:
-    fs = _fs(store)
-    return [n for n in fs.ls("aligned") if fs.exists(f"aligned/{n}/view.json")]

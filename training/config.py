@@ -6,15 +6,12 @@ with a typo fails loudly instead of silently training something else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:
-    import torch
+from store.schema import MODALITIES, Modality
 
-Modality = Literal["text", "audio", "vision"]
-ALL_MODALITIES: tuple[Modality, ...] = ("text", "audio", "vision")
 #: store modality name -> the spec's short name (l = language, a = acoustic, v = visual)
 SHORT: dict[str, str] = {"text": "l", "audio": "a", "vision": "v"}
 
@@ -76,7 +73,7 @@ class TrainConfig(BaseModel):
     distance: Literal["l2", "bhattacharyya"] = "l2"
     label_momentum: Literal["selfmm", "paper3"] = "selfmm"
     unimodal_input: Literal["lgt", "encoder"] = "lgt"
-    modalities: list[Modality] = Field(default_factory=lambda: list(ALL_MODALITIES))
+    modalities: list[Modality] = Field(default_factory=lambda: list(MODALITIES))
 
     # --- SLGM (§4) ---
     label_clip: float = Field(3.0, gt=0, description="H: generated labels are clipped to [-H, H]")
@@ -144,7 +141,7 @@ class TrainConfig(BaseModel):
     @property
     def short_modalities(self) -> tuple[str, ...]:
         """Modalities in l, a, v order (short names)."""
-        return tuple(SHORT[m] for m in ALL_MODALITIES if m in self.modalities)
+        return tuple(SHORT[m] for m in MODALITIES if m in self.modalities)
 
     def head_dim(self, task: str) -> int:
         return {"m": self.head_dim_m, "l": self.head_dim_l, "a": self.head_dim_a, "v": self.head_dim_v}[task]
@@ -152,17 +149,6 @@ class TrainConfig(BaseModel):
     def head_dropout(self, task: str) -> float:
         p = {"m": self.head_dropout_m, "l": self.head_dropout_l, "a": self.head_dropout_a, "v": self.head_dropout_v}
         return float(p[task])  # type: ignore[arg-type]  # head_dropout_m is resolved by _check
-
-
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` = CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is an error."""
-    import torch  # here, not at module level: configs load in every CLI call and worker
-
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA GPU")
-    return torch.device(setting)
 
 
 #: Named ablations (spec §10) as config overrides; single-modality runs train one head on y_m.

@@ -14,23 +14,23 @@ on a MOSI-sized view (docs/performance.md).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import zarr
+from cachetools import LRUCache
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from store.errors import ConfigError
+from store.schema import STD_FLOOR
 from store.views import AlignedView, open_view
 from training.config import SHORT, TrainConfig
 from training.model import ModalityInput
-
-STD_FLOOR = 1e-6  # a constant feature dimension is left unscaled instead of divided by ~0
 
 
 @dataclass
@@ -46,8 +46,9 @@ class ClipItem:
 
 
 @dataclass
-class Batch:
-    """A padded batch: model inputs, labels y_m [B], train indices [B] and clip ids."""
+class PaddedBatch:
+    """A padded batch of clips for the model: inputs, labels y_m [B], train indices [B] and clip ids
+    (not ``flows.extract.Batch``, a batch of clips to extract)."""
 
     inputs: dict[str, ModalityInput]
     label: Tensor
@@ -57,8 +58,8 @@ class Batch:
     def __len__(self) -> int:
         return len(self.clip_ids)
 
-    def to(self, device: torch.device) -> Batch:
-        return Batch(
+    def to(self, device: torch.device) -> PaddedBatch:
+        return PaddedBatch(
             inputs={u: x.to(device) for u, x in self.inputs.items()},
             label=self.label.to(device),
             index=self.index,
@@ -81,7 +82,7 @@ class Collator:
             self.stats[u] = (np.nan_to_num(np.asarray(mean, dtype=np.float32)), np.where(std > STD_FLOOR, std, 1.0))
         self.finetune_text = finetune_text
 
-    def __call__(self, items: list[ClipItem]) -> Batch:
+    def __call__(self, items: list[ClipItem]) -> PaddedBatch:
         modalities = list(items[0].values)
         if self.finetune_text and items[0].input_ids is not None:
             modalities.append("l")
@@ -91,7 +92,7 @@ class Collator:
                 inputs[u] = self._tokens(items)
             else:
                 inputs[u] = self._values(u, [it.values[u] for it in items])
-        return Batch(
+        return PaddedBatch(
             inputs=inputs,
             label=torch.tensor([it.label for it in items], dtype=torch.float32),
             index=torch.tensor([it.index for it in items], dtype=torch.int64),
@@ -131,13 +132,15 @@ class Collator:
         return ModalityInput(mask=m, lengths=m.sum(1), input_ids=torch.from_numpy(ids))
 
 
+def _nbytes(block: np.ndarray) -> int:
+    return block.nbytes
+
+
 class _BlockCache:
-    """LRU cache of decompressed row blocks (one zarr chunk of rows each), bounded in bytes."""
+    """Decompressed row blocks (one zarr chunk of rows each) in an LRU cache bounded in bytes."""
 
     def __init__(self, budget_bytes: int) -> None:
-        self.budget = budget_bytes
-        self.blocks: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        self.size = 0
+        self.blocks: LRUCache[tuple[str, int], np.ndarray] = LRUCache(budget_bytes, getsizeof=_nbytes)
 
     def row(self, name: str, arr: zarr.Array, row: int) -> np.ndarray:
         step = int(arr.chunks[0])
@@ -146,13 +149,8 @@ class _BlockCache:
         if block is None:
             start = key[1] * step
             block = np.asarray(arr[start : start + step])
-            self.blocks[key] = block
-            self.size += block.nbytes
-            while self.size > self.budget and len(self.blocks) > 1:
-                _, old = self.blocks.popitem(last=False)
-                self.size -= old.nbytes
-        else:
-            self.blocks.move_to_end(key)
+            with suppress(ValueError):  # a block larger than the whole budget is not kept
+                self.blocks[key] = block
         return block[row - key[1] * step]
 
 
@@ -258,8 +256,9 @@ def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[
     }
 
 
-def text_model_path(view: AlignedView, config: TrainConfig) -> str | None:
-    """The local text-model folder: the config's override, else the view's ``text_model_path`` attr."""
+def finetune_model_path(view: AlignedView, config: TrainConfig) -> str | None:
+    """The local text-model folder fine-tuning loads: the config's override, else the folder the
+    view's text set was extracted with (its ``text_model_path`` attr)."""
     return config.text_model_path or view.attrs.get("text_model_path")
 
 
@@ -281,7 +280,7 @@ def check_view(view: AlignedView, config: TrainConfig) -> dict[str, int]:
     if config.text_mode == "finetune" and "text" in config.modalities:
         if not view.has_array("text_tokens/input_ids"):
             problems.append("has no text_tokens/input_ids, which text_mode=finetune needs (or use text_mode=frozen)")
-        if text_model_path(view, config) is None:
+        if finetune_model_path(view, config) is None:
             problems.append("names no text_model_path and the config sets none (needed by text_mode=finetune)")
     if problems:
         raise ConfigError(f"aligned view {view.name!r} does not match the training config: " + "; ".join(problems))

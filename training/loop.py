@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from training.config import TrainConfig, resolve_device
-from training.data import Batch
+from store.runtime import resolve_device
+from training.config import TrainConfig
+from training.data import PaddedBatch
 from training.metrics import regression_metrics
 from training.model import MCMF, ModelOutput
 from training.slgm import SLGM
@@ -74,7 +75,7 @@ def multitask_loss(out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | N
 
 def train_epoch(
     model: MCMF,
-    loader: Iterable[Batch],
+    loader: Iterable[PaddedBatch],
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     device: torch.device,
@@ -123,7 +124,7 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: MCMF, loader: Iterable[Batch], device: torch.device | None = None) -> Predictions:
+def predict(model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None) -> Predictions:
     """Multimodal predictions in eval mode (only ŷ_m is the model's output at inference)."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -138,7 +139,7 @@ def predict(model: MCMF, loader: Iterable[Batch], device: torch.device | None = 
     return Predictions(ids, np.concatenate(preds), np.concatenate(labels))
 
 
-def evaluate(model: MCMF, loader: Iterable[Batch], device: torch.device | None = None) -> dict[str, float]:
+def evaluate(model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None) -> dict[str, float]:
     """MMSA metrics of a split; ``MAE`` is also that split's L_m."""
     p = predict(model, loader, device)
     return regression_metrics(p.pred, p.label)
@@ -155,8 +156,8 @@ class FitResult:
 
 def fit(
     model: MCMF,
-    train_loader: Iterable[Batch],
-    valid_loader: Iterable[Batch],
+    train_loader: Iterable[PaddedBatch],
+    valid_loader: Iterable[PaddedBatch],
     config: TrainConfig,
     *,
     train_labels: Tensor | np.ndarray | None = None,

@@ -53,11 +53,17 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return out
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    """Markdown table, one row per split, metrics ×100 with 2 decimals as MMSA prints them."""
-    header = "| split | " + " | ".join(METRIC_NAMES) + " |"
-    lines = [header, "|" + "---|" * (len(METRIC_NAMES) + 1)]
+def format_table(rows: Mapping[str, Mapping[str, float | Mapping[str, float]]], label: str = "split") -> str:
+    """Markdown table, one row per label (a split, an ablation), metrics ×100 with 2 decimals as MMSA
+    prints them; a metric given as ``{"mean", "std"}`` over seeds prints as ``mean ± std``."""
+
+    def cell(value: float | Mapping[str, float]) -> str:
+        if isinstance(value, Mapping):
+            return f"{100 * value['mean']:.2f} ± {100 * value['std']:.2f}"
+        return f"{100 * value:.2f}"
+
+    head = f"| {label} | " if label else "| | "
+    lines = [head + " | ".join(METRIC_NAMES) + " |", "|" + "---|" * (len(METRIC_NAMES) + 1)]
     for name, metrics in rows.items():
-        cells = [f"{100 * metrics[k]:.2f}" for k in METRIC_NAMES]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(metrics[k]) for k in METRIC_NAMES) + " |")
     return "\n".join(lines) + "\n"

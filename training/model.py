@@ -14,17 +14,16 @@ no fusion and no SLGM because there are no auxiliary unimodal tasks.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from store.runtime import offline_hub
 from training.config import TrainConfig
 
-# the pipeline is offline: a missing local model must fail, never trigger a download
-os.environ["HF_HUB_OFFLINE"] = "1"
+offline_hub()
 
 
 @dataclass

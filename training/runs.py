@@ -25,9 +25,10 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from store.errors import ConfigError, StoreConflictError
+from store.runtime import resolve_device
 from store.views import open_view
-from training.config import SHORT, TrainConfig, resolve_device
-from training.data import Collator, ViewDataset, check_view, make_loader, read_stats, text_model_path
+from training.config import SHORT, TrainConfig
+from training.data import Collator, ViewDataset, check_view, finetune_model_path, make_loader, read_stats
 from training.loop import FitResult, evaluate, fit, seed_everything
 from training.metrics import format_table
 from training.model import MCMF, build_model
@@ -129,7 +130,7 @@ def train_on_view(
     splits = set(view.clips.column("split").to_pylist())
     if not {"train", "valid"} <= splits:
         raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
-    text_path = text_model_path(view, config)
+    text_path = finetune_model_path(view, config)
     device = resolve_device(config.device)
     run = RunDir.create(
         run_dir,

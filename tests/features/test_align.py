@@ -287,11 +287,11 @@ def test_unchanged_realign_is_a_no_op_and_a_new_L_realigns_without_extracting(st
     assert not again.changed and "up to date" in again.message
     assert again.fingerprint == first.fingerprint
     assert store.fs.read_bytes("aligned/noop/view.json") == view_json  # not rewritten
-    shards = {n: store.fs.ls(f"features/{n}/shards") for n in store.feature_set_names()}
+    shards = {n: store.feature_set(n).shard_ids() for n in store.feature_set_names()}
     longer = align_view(store, cfg.model_copy(update={"max_len": 20}))
     assert longer.changed and longer.fingerprint != first.fingerprint and longer.L["audio"] == 20
     assert open_view(store, "noop").group()["audio/values"].shape[1] == 20
-    assert {n: store.fs.ls(f"features/{n}/shards") for n in store.feature_set_names()} == shards
+    assert {n: store.feature_set(n).shard_ids() for n in store.feature_set_names()} == shards
     assert all(p.todo == 0 for p in plan_extract(store, ExtractConfig(extractors=ALL), create=False))
     assert align_view(store, cfg.model_copy(update={"max_len": 20})).changed is False
     assert align_view(store, cfg.model_copy(update={"max_len": 20}), force=True).changed is True

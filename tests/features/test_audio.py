@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from features.audio import MfccConfig, MfccExtractor, mfcc_frames
 from features.base import ClipInput, FeatureResult, create_extractor
+from store.errors import ConfigError
 
 from .conftest import REAL_MEDIA
 
@@ -94,7 +95,7 @@ def test_absences(synth_media, make_clip, mfcc: MfccExtractor) -> None:
 def test_config_is_validated() -> None:
     with pytest.raises(ValidationError, match="n_mfcc"):
         MfccConfig(n_mfcc=64, n_mels=40)
-    with pytest.raises(ValidationError):
-        create_extractor("audio.mfcc", {"hop": 10})  # unknown field
+    with pytest.raises(ConfigError, match="hop"):  # unknown field, named in one line
+        create_extractor("audio.mfcc", {"hop": 10})
     a = create_extractor("audio.mfcc", {"deltas": 1})
     assert a.dim == 80 and a.identity_hash() != create_extractor("audio.mfcc").identity_hash()

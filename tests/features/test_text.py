@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.base import ClipInput, FeatureResult, Word, create_extractor
+from features.base import ClipInput, FeatureResult, Word, clip_words, create_extractor
 from features.text import BertTextExtractor, load_text_model
 
 
@@ -120,3 +120,14 @@ def test_real_mosi_sentences(shared_data: Path, bert: BertTextExtractor) -> None
         assert isinstance(r, FeatureResult) and np.isfinite(r.values).all()
         assert r.extras["word_index"].max() == len(clip.text.split()) - 1
         assert r.times[:, 1].max() <= clip.duration + 1e-9
+
+
+@pytest.mark.parametrize("words", [None, (Word("hi", 0.1, 0.4), Word("there", 0.5, 1.2))])
+def test_clip_words_is_one_rule_for_clip_inputs_and_clip_table_rows(words: tuple[Word, ...] | None) -> None:
+    clip = _clip("hi there", duration=3.0, words=words)
+    row = {"text": "hi there", "duration": 3.0, "words": [vars(w) for w in words] if words else None}
+    got, spans = clip_words(clip)
+    got_row, spans_row = clip_words(row)
+    assert got == got_row == ["hi", "there"]
+    np.testing.assert_array_equal(spans, spans_row)
+    np.testing.assert_array_equal(spans, [[0.1, 0.4], [0.5, 1.2]] if words else [[0.0, 1.5], [1.5, 3.0]])

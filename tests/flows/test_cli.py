@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -23,8 +25,47 @@ def test_ingest_dry_run_prints_the_resolved_config_and_writes_nothing(demo_data,
 
 def test_bad_override_is_a_clear_config_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", "x", "--store", str(tmp_path), "--set", "extract.batch_clips=zero"])
+    assert "extract.batch_clips" in _one_error_line(result)
+
+
+def _one_error_line(result) -> str:  # noqa: ANN001 - click.testing.Result
+    """The single ``error: ...`` line a user error prints (exit 2, no traceback)."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_unknown_extractor_is_one_line_naming_it_and_the_known_ones(tmp_path: Path) -> None:
+    line = _one_error_line(runner.invoke(app, ["extract", "-e", "typo", "--store", str(tmp_path)]))
+    assert "'typo'" in line and all(n in line for n in ("audio.mfcc", "text.bert", "vision.cnn"))
+
+
+def test_bad_extractor_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    FeatureStore.open(tmp_path, create=True)
+    line = _one_error_line(runner.invoke(app, ["extract", "--store", str(tmp_path), "-e", "audio.mfcc", "--dry-run",
+                                               "--set", "extract.extractors[audio.mfcc].n_mfcc=many"]))
+    assert "audio.mfcc" in line and "n_mfcc" in line
+
+
+def test_missing_store_config_file_and_run_are_one_line_each(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere")
+    assert "no emoflow store" in _one_error_line(runner.invoke(app, ["store", "ls", missing]))
+    assert "no emoflow store" in _one_error_line(runner.invoke(app, ["extract", "--store", missing, "--dry-run"]))
+    assert "cannot read config" in _one_error_line(runner.invoke(app, ["ingest", "x", "--config", f"{missing}.yaml"]))
+    assert "not a run directory" in _one_error_line(runner.invoke(app, ["evaluate", missing]))
+    assert "not key=value" in _one_error_line(runner.invoke(app, ["ingest", "x", "--set", "store"]))
+
+
+def test_a_user_error_inside_a_flow_is_one_line_without_a_traceback(
+    tmp_path: Path, prefect_harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = runner.invoke(app, ["ingest", str(tmp_path / "no-data"), "--store", str(tmp_path / "s")])
     assert result.exit_code == 2
-    assert "extract.batch_clips" in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "dataset path does not exist" in errors[0]
+    failed = [r for r in caplog.records if r.name == "prefect.flow_runs" and r.levelno == logging.ERROR]
+    assert failed and all("ManifestError" in r.getMessage() and r.exc_info is None for r in failed)  # no traceback
 
 
 def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Path, prefect_harness) -> None:
@@ -69,6 +110,21 @@ def test_set_overrides_reach_dotted_extractor_names_through_brackets() -> None:
     cfg = load_config(None, ["extract.extractors[vision.cnn].batch_size=8", "train.k=32", "executor.dask=null"])
     assert cfg.extract.extractors == {"vision.cnn": {"batch_size": 8}}
     assert cfg.train.k == 32 and cfg.executor.dask is None
+
+
+def test_overrides_replace_what_they_name_and_typed_options_are_never_reparsed(tmp_path: Path) -> None:
+    from flows.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("extract:\n  extractors:\n    text.bert: {}\n    audio.mfcc: {n_mfcc: 20}\n")
+    cfg = load_config(path, ["extract.extractors={vision.cnn: {}}"])
+    assert cfg.extract.extractors == {"vision.cnn": {}}  # a mapping replaces, as `=` says
+    cfg = load_config(path, ["extract.extractors[audio.mfcc].n_mfcc=13", "train.seeds=[1, 2]"],
+                      {"stats.name": "null: [x]", "align.feature_sets.text": None})
+    assert cfg.extract.extractors == {"text.bert": {}, "audio.mfcc": {"n_mfcc": 13}} and cfg.train.seeds == [1, 2]
+    assert cfg.stats.name == "null: [x]" and cfg.align.feature_sets == {"text": None}  # typed, not YAML text
+    line = _one_error_line(runner.invoke(app, ["ingest", "x", "--set", "train.seeds=[1,"]))
+    assert "train.seeds=[1," in line and "not YAML" in line
 
 
 def test_help_shows_the_bracketed_override_example_and_train_batching_override() -> None:

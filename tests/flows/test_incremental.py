@@ -42,7 +42,7 @@ def _n_index_rows(store: str) -> dict[str, int]:
 
 def _n_shards(store: str) -> dict[str, int]:
     st = FeatureStore.open(store)
-    return {st.feature_set(n).attrs["extractor"]: len(st.fs.ls(f"features/{n}/shards")) for n in st.feature_set_names()}
+    return {st.feature_set(n).attrs["extractor"]: len(st.feature_set(n).shard_ids()) for n in st.feature_set_names()}
 
 
 def _duration(store: str, clip_id: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from features.base import FeatureResult
-from store import FeatureStore, StoreConflictError, StoreError
-from store.fingerprint import clip_fingerprint, feature_fingerprint, hash_obj, media_fingerprint
+from store import FeatureStore, IndexRow, StoreConflictError, StoreError
+from store.fingerprint import clip_fingerprint, feature_fingerprint, files_sha256, hash_obj, media_fingerprint
 from store.verify import orphan_shards, vacuum, verify
 
 
@@ -58,6 +59,44 @@ def test_recommitting_a_clip_supersedes_the_old_row_for_readers(tmp_path: Path) 
     fresh = store.feature_set("x-1")
     assert fresh.index().num_rows == 1
     np.testing.assert_array_equal(fresh.read("a").values, new.values)
+
+
+def test_rows_are_typed_and_read_row_and_the_shard_range_reader_equal_per_clip_reads(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
+    s1 = fset.commit([("a", "fa", _result(5, seed=1), 1.5), ("b", "fb", _result(3, seed=2), 0.5)])
+    s2 = fset.commit([("c", "fc", _result(4, seed=3), 2.0), ("d", "fd", FeatureResult.empty(4, "no audio"), 1.0)])
+    fset.commit([("a", "fa2", _result(2, seed=4), 1.0)])  # supersedes a's first row
+
+    fresh = FeatureStore.open(tmp_path).feature_set("x-1")
+    rows = fresh.rows()
+    assert sorted(rows) == ["a", "b", "c", "d"] and all(isinstance(r, IndexRow) for r in rows.values())
+    b = rows["b"]
+    assert (b.shard, b.offset, b.length, b.fingerprint, b.meta, b.duration) == (s1, 5, 3, "fb", {"stream": 1}, 0.5)
+    assert rows["d"].absent == "no audio" and rows["d"].length == 0 and rows["c"].shard == s2
+    assert rows["a"].fingerprint == "fa2" and b.record()["meta"] == '{"stream": 1}'
+
+    for clip, row in rows.items():
+        want, got = fresh.read(clip), fresh.read_row(row)
+        for x, y in ((got.values, want.values), (got.times, want.times), (got.extras["word_index"], want.extras["word_index"])):
+            np.testing.assert_array_equal(x, y)
+        assert (got.clip_id, got.meta, got.absent, got.fingerprint) == (want.clip_id, want.meta, want.absent, want.fingerprint)
+
+    bulk = list(fresh.iter_features())
+    assert sorted(r.clip_id for r, _ in bulk) == ["a", "b", "c", "d"]
+    for row, feat in bulk:
+        want = fresh.read(row.clip_id)
+        np.testing.assert_array_equal(feat.values, want.values)
+        np.testing.assert_array_equal(feat.times, want.times)
+        np.testing.assert_array_equal(feat.extras["word_index"], want.extras["word_index"])
+        assert feat.clip_id == row.clip_id and feat.absent == want.absent and feat.meta == want.meta
+
+    # a chosen subset, shard by shard in id order, with only the extras asked for
+    picked = list(fresh.iter_features([rows["c"], rows["b"]], extras=("word_index", "no_such_extra")))
+    assert [r.clip_id for r, _ in picked] == [r.clip_id for r in sorted([rows["c"], rows["b"]], key=lambda r: r.shard)]
+    assert all(set(f.extras) == {"word_index"} for _, f in picked)
+    assert all(f.extras == {} for _, f in fresh.iter_features([rows["b"]], extras=()))
+    assert sorted(fresh.shard_ids()) == sorted({s1, s2, rows["a"].shard})
 
 
 def test_feature_set_refuses_a_different_extractor_identity(tmp_path: Path) -> None:
@@ -268,3 +307,14 @@ def test_run_records_written_before_a_column_was_added_stay_readable(tmp_path: P
     store.record_run({"run_id": "r1", "clips_done": 1, "clips_linked": 2})
     assert [(r["run_id"], r["clips_done"], r["clips_linked"]) for r in store.runs().to_pylist()] == [
         ("r0", 3, None), ("r1", 1, 2)]
+
+
+def test_files_sha256_hashes_contents_in_order_and_names_when_asked(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.bin"
+    a.write_bytes(b"{}")
+    b.write_bytes(b"\x00" * 3_000_000)  # several read buffers
+    assert files_sha256([b]) == hashlib.sha256(b.read_bytes()).hexdigest() == media_fingerprint(b)
+    named = hashlib.sha256(b"a.json\0{}" + b"b.bin\0" + b.read_bytes()).hexdigest()
+    assert files_sha256([a, b], named=True) == named  # the text model's identity, byte for byte
+    b.write_bytes(b"changed")
+    assert files_sha256([b]) == hashlib.sha256(b"changed").hexdigest()  # a new size is a new cache key

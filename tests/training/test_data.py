@@ -17,6 +17,7 @@ from training.data import (
     Collator,
     LengthBuckets,
     ViewDataset,
+    _BlockCache,
     check_view,
     make_loader,
     read_stats,
@@ -83,7 +84,7 @@ def test_view_dataset_reads_the_right_rows_lazily(tmp_path: Path) -> None:
         if row == 3:  # vision absent for this clip
             assert item.values["v"].shape == (0, DIMS["vision"])
     state = pickle.loads(pickle.dumps(train))  # what a spawned worker receives
-    assert state._arrays is None and state._cache.size == 0
+    assert state._arrays is None and state._cache.blocks.currsize == 0
     test = ViewDataset(view, "test", ["text"], tokens=True)
     item = test[0]
     row = clips["clip_id"].index(item.clip_id)
@@ -167,3 +168,30 @@ def test_check_view_refuses_mismatches_with_a_clear_message(tmp_path: Path) -> N
     write_tiny_view(tmp_path, "other", fingerprint="x")
     with pytest.raises(ConfigError, match="no clips in split 'nope'"):
         ViewDataset(open_view(tmp_path, "other"), "nope", ["text"], tokens=False)
+
+
+class _Chunked:
+    """A stand-in for a zarr array that counts the chunk reads."""
+
+    def __init__(self, rows: int, chunk: int) -> None:
+        self.data = np.arange(rows * 4, dtype=np.float64).reshape(rows, 4)  # 32 bytes a row
+        self.chunks = (chunk, 4)
+        self.reads = 0
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        self.reads += 1
+        return self.data[item]
+
+
+def test_block_cache_keeps_recent_blocks_within_its_byte_budget() -> None:
+    arr = _Chunked(rows=8, chunk=2)  # 4 blocks of 64 bytes
+    cache = _BlockCache(budget_bytes=128)  # room for two
+    for row in (0, 1, 2, 3, 0):
+        np.testing.assert_array_equal(cache.row("x", arr, row), arr.data[row])
+    assert arr.reads == 2 and cache.blocks.currsize == 128
+    cache.row("x", arr, 4)  # evicts the least recently used block, rows 2-3
+    cache.row("x", arr, 1)
+    assert arr.reads == 3
+    cache.row("x", arr, 2)
+    assert arr.reads == 4
+    np.testing.assert_array_equal(_BlockCache(budget_bytes=0).row("x", arr, 5), arr.data[5])  # too big: not kept

@@ -56,3 +56,11 @@ def test_table_is_mmsa_style_percent_with_two_decimals() -> None:
     assert header.split("|")[2].strip() == "Has0_acc_2"
     assert row.split("|")[2].strip() == "66.67"
     assert row.split("|")[8].strip() == "40.00"  # MAE 0.4 -> 40.00, as MMSA prints it
+
+
+def test_mean_std_table_uses_the_same_percent_rule() -> None:
+    m = regression_metrics(PRED, TRUTH)
+    table = format_table({"full": {k: {"mean": v, "std": 0.01} for k, v in m.items()}}, label="")
+    header, _, row = table.strip().splitlines()
+    assert header.startswith("| | Has0_acc_2")
+    assert row.split("|")[2].strip() == "66.67 ± 1.00"
