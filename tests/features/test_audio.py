@@ -15,13 +15,6 @@ from store.errors import ConfigError
 from .conftest import REAL_MEDIA
 
 
-@pytest.fixture(scope="module")
-def mfcc() -> MfccExtractor:
-    ex = create_extractor("audio.mfcc")
-    assert isinstance(ex, MfccExtractor)
-    return ex
-
-
 def _check_frames(r: FeatureResult, duration: float, dim: int = 40) -> None:
     assert r.absent is None
     assert r.values.dtype == np.float32 and r.values.shape[1] == dim

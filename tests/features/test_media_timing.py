@@ -1,7 +1,7 @@
 """Media timing and stream facts on a crafted corpus (issue 12 §4).
 
-Each crafted file (``crafted_media``, written with PyAV) turns white and starts a 1 kHz tone at a
-known second of the media timeline. The real extractor path must put that event at the same time
+Each crafted file (``tests.helpers.media.write_media``, written with PyAV) turns white and starts
+a 1 kHz tone at a known second of the media timeline. The real extractor path must put that event at the same time
 in the MFCC rows and in the frame rows of both video decoders, whatever the container does with
 time: an MPEG-TS start offset, an mp4 edit list hiding an encoded lead-in, a late audio stream,
 irregular frame times, a display rotation, a subtitle track that outlasts the picture.
@@ -20,14 +20,13 @@ import numpy as np
 import pytest
 
 from features.audio import MfccExtractor
-from features.base import ClipInput, FeatureResult, create_extractor
+from features.base import FeatureResult
 from features.media import decode_audio, decode_video
 from features.probe import probe_media
-
-from .crafted_media import write_crafted
+from tests.helpers.media import Audio, Video, clip_of, write_media
 
 HOP = 0.01  # MFCC hop: 160 samples at 16 kHz
-SOURCE_FPS = 10  # crafted frame rate: one frame period is 0.1 s
+SOURCE_FPS = Video().fps  # the writer's frame rate (10): one frame period is 0.1 s
 ROW_FPS = 20.0  # rows sampled twice per source frame
 SIZE = (32, 24)
 DECODERS = ("decord", "pyav")
@@ -40,12 +39,12 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-TS_OFFSET = Case("ts_start_offset.ts", kwargs={"options": {"output_ts_offset": "1.46"}, "bframes": 2})
-EDIT_LIST = Case("edit_list_lead_in.mp4", kwargs={"lead_in": 0.5, "bframes": 2})
+TS_OFFSET = Case("ts_start_offset.ts", kwargs={"options": {"output_ts_offset": "1.46"}, "video": Video(bframes=2)})
+EDIT_LIST = Case("edit_list_lead_in.mp4", kwargs={"lead_in": 0.5, "video": Video(bframes=2)})
 LONG_SUBTITLE = Case("long_subtitle.mkv", kwargs={"subtitle_until": 9.0})
-ROTATED = Case("rotated.mp4", kwargs={"rotation": 90, "corner": True})
-VFR = Case("vfr.mp4", kwargs={"frame_times": [0, 0.04, 0.3, 0.33, 0.7, 0.95, 1.0, 1.02, 1.5, 2.2, 2.9]})
-AUDIO_LATE = Case("audio_late.mp4", event=2.0, kwargs={"audio_start": 1.0})
+ROTATED = Case("rotated.mp4", kwargs={"video": Video(rotation=90), "corner": True})
+VFR = Case("vfr.mp4", kwargs={"video": Video(frame_times=(0, 0.04, 0.3, 0.33, 0.7, 0.95, 1.0, 1.02, 1.5, 2.2, 2.9))})
+AUDIO_LATE = Case("audio_late.mp4", event=2.0, kwargs={"audio": Audio(start=1.0)})
 CASES = [TS_OFFSET, EDIT_LIST, LONG_SUBTITLE, ROTATED, VFR, AUDIO_LATE]
 
 
@@ -57,22 +56,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Case], Path]:
 
     def get(case: Case) -> Path:
         if case.name not in made:
-            made[case.name] = write_crafted(d / case.name, event=case.event, fps=SOURCE_FPS, **case.kwargs)
+            made[case.name] = write_media(d / case.name, event=case.event, **case.kwargs)
         return made[case.name]
 
     return get
-
-
-@pytest.fixture(scope="module")
-def mfcc() -> MfccExtractor:
-    ex = create_extractor("audio.mfcc")
-    assert isinstance(ex, MfccExtractor)
-    return ex
-
-
-def clip(path: Path, start: float | None = None, end: float | None = None) -> ClipInput:
-    duration = (end if end is not None else probe_media(path).duration) - (start or 0.0)
-    return ClipInput(path.name, str(path), start, end, "", duration)
 
 
 def tone_onset(r: FeatureResult) -> float:
@@ -100,7 +87,7 @@ def video_rows(path: Path, decoder: str, **window: float) -> tuple[np.ndarray, n
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_tone_and_white_frame_land_at_their_known_time(corpus, mfcc: MfccExtractor, case: Case) -> None:
     path = corpus(case)
-    (r,) = mfcc.extract([clip(path)])
+    (r,) = mfcc.extract([clip_of(path)])
     assert isinstance(r, FeatureResult) and r.absent is None, r
     assert abs(tone_onset(r) - case.event) <= HOP + 1e-6
     rows = {dec: video_rows(path, dec) for dec in DECODERS}
@@ -127,7 +114,7 @@ def test_ts_start_offset_is_the_origin_and_decord_is_not_trusted_on_it(corpus) -
 def test_clip_window_is_on_the_media_timeline(corpus, mfcc: MfccExtractor) -> None:
     """A manifest window [0.5, 2.0) of the TS file: the event at 1.0 is 0.5 s into the clip."""
     path = corpus(TS_OFFSET)
-    (r,) = mfcc.extract([clip(path, 0.5, 2.0)])
+    (r,) = mfcc.extract([clip_of(path, start=0.5, end=2.0)])
     assert abs(tone_onset(r) - 0.5) <= HOP + 1e-6 and r.times[-1, 1] == pytest.approx(1.5, abs=HOP)
     for dec in DECODERS:
         frames, times, meta = video_rows(path, dec, start=0.5, end=2.0)
@@ -161,17 +148,17 @@ def test_subtitle_track_past_the_end_neither_sets_duration_nor_truncates(corpus,
     info = probe_media(path)
     # Matroska's per-track DURATION tags: FFmpeg writes the AAC track's on its CodecDelay-shifted clock
     assert info.duration == pytest.approx(3.0, abs=0.07)
-    (r,) = mfcc.extract([clip(path)])
+    (r,) = mfcc.extract([clip_of(path)])
     assert isinstance(r, FeatureResult) and r.times[-1, 1] == pytest.approx(3.0, abs=0.03)
 
 
 def test_duration_without_headers_comes_from_audio_video_packets(tmp_path: Path, mfcc: MfccExtractor) -> None:
     """A live-written Matroska file declares no durations; its subtitle still must not count."""
-    path = write_crafted(tmp_path / "live.mkv", subtitle_until=9.0, live=True)
+    path = write_media(tmp_path / "live.mkv", subtitle_until=9.0, live=True)
     info = probe_media(path)
     assert info.video[0].end is None and info.audio[0].end is None
     assert info.duration == pytest.approx(3.0, abs=0.02)
-    (r,) = mfcc.extract([clip(path)])
+    (r,) = mfcc.extract([clip_of(path)])
     assert isinstance(r, FeatureResult) and abs(tone_onset(r) - 1.0) <= HOP + 1e-6
     for dec in ("auto", "pyav"):  # decord refuses Matroska without a duration; auto falls back to PyAV
         frames, times, _ = video_rows(path, dec)
@@ -181,7 +168,7 @@ def test_duration_without_headers_comes_from_audio_video_packets(tmp_path: Path,
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_rotated_video_is_upright_through_both_decoders(tmp_path: Path, rotation: int) -> None:
     """Both paths turn the picture as a player does: the same as decord's own mp4 rotation."""
-    path = write_crafted(tmp_path / "rotated.mp4", rotation=rotation, corner=True, seconds=1.0)
+    path = write_media(tmp_path / "rotated.mp4", video=Video(rotation=rotation), corner=True, seconds=1.0)
     w, h = SIZE
     reference = decord.VideoReader(str(path), width=w, height=h)[0].asnumpy()
     corner = {90: (slice(h // 2, None), slice(None, w // 2)),  # top-left turned counter-clockwise
@@ -216,7 +203,7 @@ def test_real_mkv_with_a_longer_subtitle_track_extracts_cleanly(
         assert c.duration / av.time_base > 16.5
     info = probe_media(path)
     assert info.duration == pytest.approx(probe_media(src).duration, abs=0.1)
-    (r,) = mfcc.extract([clip(path)])
+    (r,) = mfcc.extract([clip_of(path)])
     assert isinstance(r, FeatureResult) and r.times[-1, 1] == pytest.approx(info.duration, abs=0.03)
     for dec in DECODERS:
         frames, times, _ = decode_video(str(path), decoder=dec)

@@ -1,9 +1,10 @@
 """Bad input, one case per test: each ends in a named ingest reject, an extraction failure row or a
 recorded absence, and every good clip is still committed.
 
-One dataset holds every case (media written with PyAV here, so each defect is exactly the one
-named); it is ingested and extracted once per module (text.bert, audio.mfcc and vision.cnn), and
-each case below only asserts on the result. ``docs/reliability.md`` lists the same matrix.
+One dataset holds every case (media written with PyAV by ``corpora.synth.write_clip`` and
+``tests.helpers.media``, so each defect is exactly the one named); it is ingested and extracted
+once per module (text.bert, audio.mfcc and vision.cnn), and each case below only asserts on the
+result. ``docs/reliability.md`` lists the same matrix.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
-import av
 import numpy as np
 import pytest
 
@@ -29,6 +27,7 @@ from flows.pipeline import pipeline_flow
 from store import FeatureStore
 from store.errors import ManifestError
 from store.verify import account, verify
+from tests.helpers.media import Audio, Video, cut_between_packets, write_media
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRACTORS = {"text.bert": {}, "audio.mfcc": {}, "vision.cnn": {}}
@@ -37,67 +36,13 @@ UHD_SECONDS, UHD_FPS = 2.0, 15  # 30 frames: 750 MB if a decoder kept them all a
 RSS_BOUND_MB = 400
 
 
-# -- media writers: each file has exactly the property its case names ---------------------------
-def _frame(width: int, height: int, i: int) -> av.VideoFrame:
-    """A cheap-to-encode yuv420p frame: flat grey with a bright square moving with ``i``."""
-    y = np.full((height, width), 60 + 40 * (i % 3), np.uint8)
-    s = max(8, height // 8)
-    x0 = (i * s // 2) % max(1, width - s)
-    y[height // 3 : height // 3 + s, x0 : x0 + s] = 235
-    return av.VideoFrame.from_ndarray(np.concatenate([y, np.full((height // 2, width), 128, np.uint8)]), format="yuv420p")
-
-
-def tone(seconds: float, rate: int = 16000, hz: float = 220.0, amp: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-def mux(path: Path, videos: list[dict[str, Any]] = (), audios: list[np.ndarray | tuple[np.ndarray, int]] = (),  # type: ignore[assignment]
-        fmt: str | None = None, options: dict[str, str] | None = None) -> Path:
-    """Write streams with PyAV: ``videos`` = [{width, height, pts_ms: [...]}] (any timestamps: a
-    variable frame rate is just uneven ``pts_ms``), ``audios`` = [samples or (samples, rate)]."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
-        vstreams = []
-        for v in videos:
-            st = c.add_stream("libx264", rate=Fraction(v.get("fps", 10)),
-                              options={"preset": "ultrafast", "qp": "30", "x264-params": "bframes=0"})
-            st.width, st.height, st.pix_fmt = v["width"], v["height"], "yuv420p"
-            st.codec_context.thread_count = 1
-            st.codec_context.time_base = Fraction(1, 1000)
-            vstreams.append(st)
-        astreams = []
-        for a in audios:
-            samples, rate = a if isinstance(a, tuple) else (a, 16000)
-            st = c.add_stream("aac", rate=rate, layout="mono")
-            st.bit_rate = 32000
-            astreams.append((st, samples, rate))
-        for st, v in zip(vstreams, videos):
-            for i, ms in enumerate(v["pts_ms"]):
-                frame = _frame(v["width"], v["height"], i)
-                frame.pts, frame.time_base = int(ms), Fraction(1, 1000)
-                c.mux(st.encode(frame))
-            c.mux(st.encode(None))
-        for st, samples, rate in astreams:
-            x = np.asarray(samples, np.float32)[None, :]
-            for s0 in range(0, x.shape[1], 1024):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, s0 : s0 + 1024]), format="fltp", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = rate, s0, Fraction(1, rate)
-                c.mux(st.encode(frame))
-            c.mux(st.encode(None))
-    return path
-
-
-def _video(seconds: float, fps: int = 10, size: tuple[int, int] = (160, 120)) -> dict[str, Any]:
-    return {"width": size[0], "height": size[1], "fps": fps, "pts_ms": [round(1000 * i / fps) for i in range(int(seconds * fps))]}
-
-
-def _vfr_pts(seconds: float) -> list[int]:
+# -- media: each file has exactly the property its case names --------------------------------------
+def _vfr_times(seconds: float) -> tuple[float, ...]:
     """Frame gaps cycling 33, 50, 120, 40, 250 ms: no constant frame rate at all."""
     pts, gaps = [0], [33, 50, 120, 40, 250]
     while pts[-1] + gaps[len(pts) % 5] < seconds * 1000:
         pts.append(pts[-1] + gaps[len(pts) % 5])
-    return pts
+    return tuple(ms / 1000 for ms in pts)
 
 
 def _garbage_payload(path: Path) -> Path:
@@ -181,17 +126,17 @@ def _write_media(root: Path, outside: Path) -> None:
         write_clip(m / f"good_{k}.mp4", seconds=1.5 + 0.25 * k, v=0.5 - k * 0.5, a=0.5 - k * 0.5, seed=k)
     (m / "zero.mp4").write_bytes(b"")
     truncate_file(write_clip(m / "truncated.mp4", seconds=2.0, seed=5), keep=0.5)  # moov atom at the end: lost
-    fast = mux(m / "truncated_faststart.mp4", [_video(3.0)], [tone(3.0)], fmt="mp4", options={"movflags": "faststart"})
-    truncate_file(fast, keep=0.5)  # header intact, media data cut
+    fast = write_media(m / "truncated_faststart.mp4", options={"movflags": "faststart"})
+    cut_between_packets(fast, keep=0.5)  # header intact, media data cut
     write_clip(m / "audio_only.m4a", seconds=1.5, video=False, seed=6)
     write_clip(m / "video_only.mp4", seconds=1.5, audio=False, seed=7)
-    mux(m / "silent.mp4", [_video(1.5)], [np.zeros(24_000, np.float32)])
-    mux(m / "uhd.mp4", [_video(UHD_SECONDS, UHD_FPS, UHD)], [tone(UHD_SECONDS)])
-    mux(m / "vfr.mp4", [{"width": 160, "height": 120, "fps": 25, "pts_ms": _vfr_pts(3.0)}], [tone(3.0)])
-    mux(m / "multi.mkv", [_video(2.0), _video(2.0, size=(320, 240))], [(tone(2.0, 8000), 8000), (tone(2.0), 16000)],
-        fmt="matroska")
-    _unknown_codec(mux(m / "unknown_codec.mkv", [_video(1.5)], [tone(1.5)], fmt="matroska"))
-    _garbage_payload(mux(m / "garbage.mp4", [_video(2.0)], [tone(2.0)]))
+    write_media(m / "silent.mp4", seconds=1.5, event=None)
+    write_media(m / "uhd.mp4", seconds=UHD_SECONDS, video=Video(size=UHD, fps=UHD_FPS))
+    write_media(m / "vfr.mp4", video=Video(fps=25, frame_times=_vfr_times(3.0)))
+    write_media(m / "multi.mkv", seconds=2.0, video=[Video(size=(160, 120)), Video(size=(320, 240))],
+                audio=[Audio(sample_rate=8000), Audio(sample_rate=16000)])
+    _unknown_codec(write_media(m / "unknown_codec.mkv", seconds=1.5))
+    _garbage_payload(write_media(m / "garbage.mp4", seconds=2.0))
     write_clip(outside, seconds=1.0, seed=8)
     os.symlink(outside, m / "link.mp4")
 

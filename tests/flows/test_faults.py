@@ -8,34 +8,26 @@ writers really computed it twice (concurrent runs, a Dask task re-executed after
 both rows then carry the same fingerprint and checksum, so whichever is latest gives the same
 values. A kill followed by a sequential resume never duplicates even at the part level.
 
-The killed extraction runs in real processes: a driver process imports the pipeline once (single
-threaded) and forks one child per run, so a run starts in a fraction of a second instead of paying
-the ~6 s import each time. A child is the extract process: it runs ``run_extract`` (Prefect flow,
-thread task runner, talking to the session's test server) and is SIGKILLed either from inside at an
-injected point (a store write about to happen or just done) or from the driver after a seeded
-random delay.
+The killed extraction runs in real processes, forked by ``tests.helpers.extract_driver``: each is
+SIGKILLed either from inside at an injected point (a store write about to happen or just done) or
+from the driver after a seeded random delay. A full disk is ``tests.helpers.quota_fs``; the Dask
+workers are real ``dask worker`` processes (``tests.helpers.dask``).
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pytest
-from fsspec.implementations.memory import MemoryFileSystem
 
 from corpora.synth import generate_dataset
 from flows.config import PipelineConfig
@@ -44,163 +36,23 @@ from flows.ingest import run_ingest
 from store import FeatureStore
 from store.errors import StoreError
 from store.verify import orphan_shards, vacuum, verify
-from tests.helpers.net import free_port
+from tests.helpers.dask import DaskCluster
+from tests.helpers.extract_driver import Driver
+from tests.helpers.quota_fs import QuotaFileSystem
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 N_CLIPS = 8
 BATCH = 2
 EXTRACTORS = {"audio.mfcc": {}}
 
-DRIVER = textwrap.dedent(
-    r'''
-    import json, os, signal, sys, threading, time, traceback
-    import flows  # noqa: F401
-    from flows.config import PipelineConfig
-    from flows.extract import run_extract
-    import store.featurestore as sf
-
-    # warm up what every run needs (extractor modules, librosa's first-call costs) before forking
-    import numpy as np
-    from features.audio import MfccConfig, mfcc_frames
-    from features.base import available_extractors
-    available_extractors()
-    mfcc_frames(np.zeros(16000, np.float32), MfccConfig())
-    assert threading.active_count() == 1, "forking needs a single-threaded driver"
-
-    def install(spec):
-        """SIGKILL this process at the n-th occurrence of an injected point."""
-        if not spec:
-            return
-        at, n, seen = spec["at"], spec.get("n", 1), [0]
-
-        def hit():
-            seen[0] += 1
-            if seen[0] == n:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        if at == "array":  # mid-shard: right after the n-th Zarr array of any shard is written
-            orig_array = sf.FeatureSet._write_array
-            def write_array(group, name, data, dims):
-                orig_array(group, name, data, dims)
-                hit()
-            sf.FeatureSet._write_array = staticmethod(write_array)
-        elif at in ("before_index", "after_index"):  # shard complete, index part not / just written
-            orig_index = sf.FeatureSet._write_index
-            def write_index(self, shard, table):
-                if at == "before_index":
-                    hit()
-                orig_index(self, shard, table)
-                if at == "after_index":
-                    hit()
-            sf.FeatureSet._write_index = write_index
-        elif at == "index_rename":  # index part written to its temp file and fsynced, not renamed
-            orig_replace = os.replace
-            def replace(src, dst, *a, **k):
-                if "/index/" in str(dst):
-                    hit()
-                return orig_replace(src, dst, *a, **k)
-            os.replace = replace
-        elif at == "record_run":  # every batch committed, the run record not yet written
-            orig_run = sf.FeatureStore.record_run
-            def record_run(self, row):
-                hit()
-                orig_run(self, row)
-            sf.FeatureStore.record_run = record_run
-        else:
-            raise ValueError(at)
-
-    def child(job):
-        fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        code = 0
-        try:
-            install(job.get("kill"))
-            cfg = PipelineConfig.model_validate_json(job["config"])
-            time.sleep(max(0.0, job.get("start_at", 0.0) - time.time()))
-            summary = run_extract(cfg)
-            print("SUMMARY " + json.dumps(summary.sets))
-        except BaseException:
-            traceback.print_exc()
-            code = 3
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-
-    print("ready", flush=True)
-    for line in sys.stdin:
-        jobs = json.loads(line)
-        t0 = time.time()
-        pids = {}
-        for k, job in enumerate(jobs):
-            pid = os.fork()
-            if pid == 0:
-                child(job)
-            pids[pid] = k
-        results = [None] * len(jobs)
-        while pids:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                k = pids.pop(pid)
-                results[k] = {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                              "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                              "seconds": time.time() - t0}
-                continue
-            for pid, k in pids.items():  # a kill from outside after a delay, like the OOM killer
-                after = jobs[k].get("kill_after")
-                if after is not None and time.time() - t0 >= after:
-                    os.kill(pid, signal.SIGKILL)
-                    jobs[k]["kill_after"] = None
-            time.sleep(0.005)
-        print(json.dumps(results), flush=True)
-    '''
-)
-
-
-# -- the driver and helpers -------------------------------------------------------------------
-class Driver:
-    def __init__(self, proc: subprocess.Popen, logs: Path) -> None:
-        self.proc = proc
-        self.logs = logs
-
-    def run(self, *jobs: dict[str, Any]) -> list[dict[str, Any]]:
-        """Run jobs (config, kill spec, start_at, kill_after) at once, each in its own process."""
-        for job in jobs:
-            job.setdefault("log", str(self.logs / f"{uuid.uuid4().hex}.log"))
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(list(jobs)) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"driver died: {self.proc.poll()}"
-        results = json.loads(line)
-        for job, res in zip(jobs, results):
-            res["log"] = Path(job["log"]).read_text()
-            summary = [x for x in res["log"].splitlines() if x.startswith("SUMMARY ")]
-            res["summary"] = json.loads(summary[-1][8:]) if summary else None
-        return results
-
 
 @pytest.fixture(scope="module")
-def driver(prefect_harness, tmp_path_factory: pytest.TempPathFactory):
+def driver(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    """One driver per module, its runs talking to the session's test Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
-    logs = tmp_path_factory.mktemp("driver-logs")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO, env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
-    try:
-        assert proc.stdout and proc.stdout.readline().strip() == "ready"
-        yield Driver(proc, logs)
-    finally:
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with Driver.start(tmp_path_factory.mktemp("driver-logs"), env) as drv:
+        yield drv
 
 
 @pytest.fixture(scope="module")
@@ -387,60 +239,15 @@ def test_concurrent_first_creation_of_a_feature_set(tmp_path: Path) -> None:
 
 
 # -- a full disk and an unwritable store --------------------------------------------------------
-class QuotaFileSystem(MemoryFileSystem):
-    """An in-memory filesystem with a byte quota: writes past it raise ENOSPC, like a full disk.
-
-    Registered as ``quota://``; a real fault injector for the store's fsspec code path.
-    """
-
-    protocol = "quota"
-    store: dict[str, Any] = {}
-    pseudo_dirs = [""]
-    limit: int | None = None
-    used = 0
-    lock = threading.Lock()
-
-    def _charge(self, path: str, n: int) -> None:
-        with QuotaFileSystem.lock:
-            if QuotaFileSystem.limit is not None and QuotaFileSystem.used + n > QuotaFileSystem.limit:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-            QuotaFileSystem.used += n
-
-    def pipe_file(self, path, value, mode="overwrite", **kwargs):  # noqa: ANN001, ANN201
-        self._charge(path, len(value))
-        return super().pipe_file(path, value, mode=mode, **kwargs)
-
-    def _open(self, path, mode="rb", **kwargs):  # noqa: ANN001, ANN201
-        f = super()._open(path, mode, **kwargs)
-        if "w" in mode or "a" in mode:
-            close, fs = f.close, self
-
-            def charged_close() -> None:
-                if not f.closed:
-                    fs._charge(path, len(f.getbuffer()))
-                close()
-
-            f.close = charged_close
-        return f
-
-
-fsspec.register_implementation("quota", QuotaFileSystem, clobber=True)
-
-
 def test_disk_full_fails_clearly_naming_the_path_and_commits_no_half_batch(base, reference, prefect_harness) -> None:
     data, _ = base
     ref_store, _ = reference
     url = f"quota://{uuid.uuid4().hex[:8]}/store"
     cfg = _config(url, data.root, workers=1)  # one batch at a time: a deterministic fill order
-    QuotaFileSystem.limit = None
     run_ingest(cfg)
     features = sum(f.stat().st_size for f in (ref_store / "features").rglob("*") if f.is_file())
-    QuotaFileSystem.limit = QuotaFileSystem.used + features * 2 // 5  # the disk fills up mid-run
-    try:
-        with pytest.raises(StoreError) as err:
-            extract_flow(cfg)
-    finally:
-        QuotaFileSystem.limit = None  # space freed
+    with QuotaFileSystem.room_for(features * 2 // 5), pytest.raises(StoreError) as err:  # full mid-run
+        extract_flow(cfg)
     message = str(err.value)
     assert url in message and "No space left on device" in message, message
     visible = assert_visible_rows_are_good(url, ref_store)  # whole batches only, each one intact
@@ -482,66 +289,12 @@ def test_unwritable_shards_directory_fails_every_batch_and_commits_nothing(base,
 
 
 # -- Dask: two worker processes, and one of them killed mid-run --------------------------------
-class Cluster:
-    def __init__(self, address: str, env: dict[str, str]) -> None:
-        self.address = address
-        self.env = env
-        self.workers: list[subprocess.Popen] = []
-
-    def add_worker(self) -> subprocess.Popen:
-        """A `dask worker` without a nanny (so a killed worker stays dead), one thread."""
-        proc = subprocess.Popen(
-            [str(BIN / "dask"), "worker", self.address, "--no-nanny", "--nthreads", "1", "--no-dashboard",
-             "--host", "127.0.0.1", "--preload", "flows.extract", "--death-timeout", "60"],
-            cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.workers.append(proc)
-        return proc
-
-    def ensure(self, n: int) -> None:
-        """``n`` live workers (replacing killed ones), registered with the scheduler."""
-        self.workers = [w for w in self.workers if w.poll() is None]
-        while len(self.workers) < n:
-            self.add_worker()
-        self.wait_for(n)
-
-    def wait_for(self, n: int) -> None:
-        from distributed import Client
-
-        with Client(self.address, timeout=60) as client:
-            client.wait_for_workers(n, timeout=120)
-            deadline = time.monotonic() + 60
-            while len(client.scheduler_info()["workers"]) != n:  # a dead worker's departure is seen late
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    scheduler = subprocess.Popen(
-        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    c = Cluster(f"tcp://127.0.0.1:{port}", env)
-    try:
-        c.ensure(2)
-        yield c
-    finally:
-        for proc in [*c.workers, scheduler]:  # nothing to save: no graceful shutdown needed
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
-def test_two_dask_workers_give_the_same_store_as_threads(cluster: Cluster, base, reference, tmp_path: Path, prefect_harness) -> None:
+def test_two_dask_workers_give_the_same_store_as_threads(dask_cluster: DaskCluster, base, reference, tmp_path: Path, prefect_harness) -> None:
     data, base_store = base
     ref_store, _ = reference
     store = _fresh(base_store, tmp_path / "store")
-    cluster.ensure(2)
-    summary = run_extract(_config(store, data.root, dask=cluster.address))
+    dask_cluster.ensure(2)
+    summary = run_extract(_config(store, data.root, dask=dask_cluster.address))
     assert summary.failed == 0 and all(s["done"] == N_CLIPS for s in summary.sets.values())
     st = FeatureStore.open(store)
     assert verify(st) == [] and orphan_shards(st, grace_seconds=0) == []
@@ -549,13 +302,13 @@ def test_two_dask_workers_give_the_same_store_as_threads(cluster: Cluster, base,
 
 
 def test_a_dask_worker_killed_mid_run_then_a_rerun_completes_the_store(
-    cluster: Cluster, base, reference, tmp_path: Path, prefect_harness
+    dask_cluster: DaskCluster, base, reference, tmp_path: Path, prefect_harness
 ) -> None:
     data, base_store = base
     ref_store, _ = reference
     store = _fresh(base_store, tmp_path / "store")
-    cluster.ensure(2)
-    cfg = _config(store, data.root, dask=cluster.address)
+    dask_cluster.ensure(2)
+    cfg = _config(store, data.root, dask=dask_cluster.address)
     cfg = cfg.model_copy(update={"extract": cfg.extract.model_copy(update={"batch_clips": 1})})
     outcome: dict[str, Any] = {}
 
@@ -567,7 +320,7 @@ def test_a_dask_worker_killed_mid_run_then_a_rerun_completes_the_store(
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    victim = cluster.workers[0]
+    victim = dask_cluster.workers[0]
     deadline = time.monotonic() + 120
     while thread.is_alive() and time.monotonic() < deadline:  # kill once the first batch is committed
         fset = _set(store)
