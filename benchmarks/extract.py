@@ -232,7 +232,9 @@ def _clear_model_caches() -> None:
     """Cold start for every measured run (Dask workers are fresh processes each run anyway)."""
     import gc
 
-    from features.base import clear_model_caches  # flows.extract, imported by the callers, registers its cache
+    from features.extractors.base import (
+        clear_model_caches,  # flows.extract, imported by the callers, registers its cache
+    )
 
     clear_model_caches()
     gc.collect()
@@ -247,9 +249,9 @@ def _warm_libraries() -> float:
     import numpy as np
     from transformers import AutoModel, AutoTokenizer  # noqa: F401 - transformers' lazy import
 
-    import features.text  # noqa: F401
-    import features.vision  # noqa: F401
-    from features.audio import MfccConfig, mfcc_frames
+    import features.extractors.text  # noqa: F401
+    import features.extractors.vision  # noqa: F401
+    from features.extractors.audio import MfccConfig, mfcc_frames
 
     mfcc_frames(np.zeros(16000, np.float32), MfccConfig())
     return round(time.perf_counter() - t0, 2)
@@ -300,7 +302,7 @@ def _pipeline_config(store: str, dataset: str, cand: dict[str, Any], stages: tup
 def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     import torch
 
-    from features.base import ClipFailure, create_extractor
+    from features.extractors.base import ClipFailure, create_extractor
     from flows.config import PipelineConfig
     from flows.extract import clip_input
     from flows.ingest import run_ingest

@@ -33,7 +33,14 @@ if str(REPO) not in sys.path:  # runnable as ``python benchmarks/mosi_probe.py``
 
 import numpy as np  # noqa: E402
 
-from benchmarks.mosi_text import MOSI_CSV, VIEW, fmt_value, make_dev_view, prepare, write_section  # noqa: E402
+from benchmarks.mosi_text import (  # noqa: E402
+    MOSI_CSV,
+    VIEW,
+    fmt_value,
+    make_dev_view,
+    prepare,
+    write_section,
+)
 
 ALPHAS = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 SHOWN = (("Has0_acc_2", "Acc-2 has0"), ("Non0_acc_2", "Acc-2 non0"), ("Non0_F1_score", "F1 non0"),

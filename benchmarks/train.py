@@ -58,7 +58,7 @@ def write_synthetic_view(root: Path, n_train: int, n_valid: int, L: int, seed: i
     """A MOSI-sized random view in the aligned-view contract (docs/architecture.md)."""
     import pyarrow as pa
 
-    from features.text import default_model_path
+    from features.extractors.text import default_model_path
     from store.views import write_view
 
     rng = np.random.default_rng(seed)
@@ -113,7 +113,14 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     torch.set_num_threads(threads)
     from store.views import open_view
     from training.config import SHORT, TrainConfig
-    from training.data import Collator, ViewDataset, check_view, finetune_model_path, make_loader, read_stats
+    from training.data import (
+        Collator,
+        ViewDataset,
+        check_view,
+        finetune_model_path,
+        make_loader,
+        read_stats,
+    )
     from training.loop import build_optimizer, evaluate, seed_everything, train_epoch
     from training.model import build_model
     from training.slgm import SLGM

@@ -35,7 +35,7 @@ from corpora.fields import (
     parse_words,
     printable,
 )
-from features.probe import probe_media
+from features.media.probe import probe_media
 from store import schema
 from store.errors import CorruptMediaError, ManifestError
 from store.fingerprint import clip_fingerprint, media_fingerprint

@@ -11,7 +11,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from features.align import AlignConfig, AlignPlan, AlignSummary, align_view, plan_alignment
+from features.align import (
+    AlignConfig,
+    AlignPlan,
+    AlignSummary,
+    align_view,
+    plan_alignment,
+)
 from flows.config import PipelineConfig
 from store import FeatureStore
 

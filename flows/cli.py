@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
-
 import logging
 import sys
 from collections import Counter
@@ -17,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
 from flows.config import PipelineConfig, dump_config, load_config
 from store.errors import ConfigError, EmoflowError
 
@@ -155,7 +154,14 @@ def extract(
 
 def _run_with_progress(cfg: PipelineConfig, total_clips: int, total_seconds: float, show: bool):  # -> ExtractSummary
     """Drive a rich progress bar from completed batches (never from inside tasks)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from flows.extract import run_extract
 

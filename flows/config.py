@@ -79,7 +79,9 @@ class PipelineConfig(Section):
         an unknown name raises ``RegistryError`` here, before any feature set is planned or created."""
         if not names:
             return self
-        from features.base import get_extractor_class  # the registry imports torch: not for every config
+        from features.extractors.base import (
+            get_extractor_class,  # the registry imports torch: not for every config
+        )
 
         for name in names:
             get_extractor_class(name)

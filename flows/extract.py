@@ -19,7 +19,14 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from features.base import ClipFailure, ClipInput, Extractor, FeatureResult, Word, create_extractor, model_cache
+from features.clips import ClipInput, Word
+from features.extractors.base import (
+    ClipFailure,
+    Extractor,
+    FeatureResult,
+    create_extractor,
+    model_cache,
+)
 from flows.config import ExtractConfig, PipelineConfig
 from flows.runners import build_task_runner
 from store import FeatureStore

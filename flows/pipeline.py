@@ -16,8 +16,6 @@ Stages always run in pipeline order, whatever order they are given in.
 
 from __future__ import annotations
 
-import flows  # noqa: F401  (offline-safe Prefect defaults before Prefect is imported)
-
 import json
 import os
 import time
@@ -26,6 +24,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+import flows  # noqa: F401  (offline-safe Prefect defaults before Prefect is imported)
 from flows.align import align_flow
 from flows.config import PipelineConfig
 from flows.extract import run_extract

@@ -19,7 +19,7 @@ from corpora.synth.signals import (
     scene_rgb,
     scene_yuv,
 )
-from features.base import Word
+from features.clips import Word
 
 # --------------------------------------------------------------------------------------------
 # Encoding

@@ -25,7 +25,7 @@ from corpora.synth.signals import (
     rgb_to_yuv420p,
     scene_yuv,
 )
-from features.base import Word
+from features.clips import Word
 
 # Sentence material around the lexicon's slots (neutral clauses score 0).
 _NOUNS = ("movie", "film", "story", "plot", "acting", "ending", "soundtrack", "script", "cast")

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from features.base import Word
+from features.clips import Word
 
 Layout = Literal["manifest", "mmsa", "mosi"]
 Split = Literal["train", "valid", "test"]

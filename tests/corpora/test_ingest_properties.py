@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corpora.ingest import UNEXPECTED_ERROR, WINDOW_TOLERANCE_S, ingest
-from features.probe import probe_media
 from corpora.synth import write_clip
+from features.media.probe import probe_media
 from store import FeatureStore
 from store.errors import ManifestError
 

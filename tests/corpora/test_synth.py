@@ -353,8 +353,8 @@ def test_truncate_file_cuts_bytes(tmp_path: Path) -> None:
 
 
 def test_fast_yuv_rendering_equals_converting_the_rgb_frames() -> None:
-    from features.base import Word
     from corpora.synth.signals import make_scene, rgb_to_yuv420p, scene_rgb, scene_yuv
+    from features.clips import Word
 
     for k, size in enumerate([(160, 120), (96, 64), (162, 118)]):
         scene = make_scene(60, 15.0, 0.5 - 0.5 * k, size, [Word("so", 0.5, 1.5)], np.random.default_rng(k))

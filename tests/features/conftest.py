@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from corpora.synth import truncate_file
-from features.audio import MfccExtractor
-from features.base import ClipInput, create_extractor
+from features.clips import ClipInput
+from features.extractors.audio import MfccExtractor
+from features.extractors.base import create_extractor
 from tests.helpers.media import Video, clip_of, write_media, write_wav
 
 # name → (has video, has audio)

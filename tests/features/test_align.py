@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpora.synth import generate_dataset, write_clip
 from features.align import (
     AlignConfig,
     align_view,
@@ -23,7 +24,6 @@ from features.align import (
     pool,
     window_grid,
 )
-from corpora.synth import generate_dataset, write_clip
 from flows.config import ExtractConfig, PipelineConfig
 from flows.extract import plan as plan_extract
 from flows.extract import process_batch

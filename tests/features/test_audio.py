@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from features.audio import MfccConfig, MfccExtractor, mfcc_frames
-from features.base import ClipInput, FeatureResult, create_extractor
+from features.clips import ClipInput
+from features.extractors.audio import MfccConfig, MfccExtractor, mfcc_frames
+from features.extractors.base import FeatureResult, create_extractor
 from store.errors import ConfigError
 
 from .conftest import REAL_MEDIA

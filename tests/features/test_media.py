@@ -9,15 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.base import ClipFailure, FeatureResult, create_extractor
-from features.media import (
-    clip_window,
-    decode_audio,
-    decode_video,
-    frame_sample_times,
-    open_video,
-)
-from features.probe import probe_media
+from features.extractors.base import ClipFailure, FeatureResult, create_extractor
+from features.media.audio import decode_audio
+from features.media.probe import probe_media
+from features.media.streams import clip_window, frame_sample_times
+from features.media.video import decode_video, open_video
 from store.errors import CorruptMediaError, UnsupportedMediaError
 from tests.helpers.media import Video, write_media
 

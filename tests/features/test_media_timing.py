@@ -19,10 +19,11 @@ import decord
 import numpy as np
 import pytest
 
-from features.audio import MfccExtractor
-from features.base import FeatureResult
-from features.media import decode_audio, decode_video
-from features.probe import probe_media
+from features.extractors.audio import MfccExtractor
+from features.extractors.base import FeatureResult
+from features.media.audio import decode_audio
+from features.media.probe import probe_media
+from features.media.video import decode_video
 from tests.helpers.media import Audio, Video, clip_of, write_media
 
 HOP = 0.01  # MFCC hop: 160 samples at 16 kHz

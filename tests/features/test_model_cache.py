@@ -6,8 +6,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from features.base import clear_model_caches, model_cache
-from features.text import default_model_path, load_text_model
+from features.extractors.base import clear_model_caches, model_cache
+from features.extractors.text import default_model_path, load_text_model
 
 
 def test_two_threads_asking_at_once_load_once() -> None:

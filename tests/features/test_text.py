@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.base import ClipInput, FeatureResult, Word, clip_words, create_extractor
-from features.text import BertTextExtractor, load_text_model
+from features.clips import ClipInput, Word, clip_words
+from features.extractors.base import FeatureResult, create_extractor
+from features.extractors.text import BertTextExtractor, load_text_model
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from features.base import ClipInput, FeatureResult, create_extractor
-from features.efficientnet import (
+from features.clips import ClipInput
+from features.extractors.base import FeatureResult, create_extractor
+from features.extractors.efficientnet import (
     EfficientNetLite0,
     default_weights_path,
     frame_features,
     imagenet_logits,
     load_efficientnet_lite0,
 )
-from features.media import decode_video
-from features.vision import CnnVisionExtractor, features_with_still_skip
+from features.extractors.vision import CnnVisionExtractor, features_with_still_skip
+from features.media.video import decode_video
 
 # The few ImageNet-1k indices asserted on (the weights package ships no class names).
 CROSSWORD_PUZZLE = 918

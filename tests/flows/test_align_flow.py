@@ -9,8 +9,8 @@ import fsspec
 import numpy as np
 import pytest
 
-from features.align import AlignConfig
 from corpora.synth import generate_dataset
+from features.align import AlignConfig
 from flows.align import align_config_of, align_flow, plan_align, plan_rows, run_align
 from flows.config import ExtractConfig, PipelineConfig
 from flows.extract import plan, process_batch

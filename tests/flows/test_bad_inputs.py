@@ -154,8 +154,9 @@ def _write_manifest(root: Path, outside: Path) -> None:
 MEMORY_PROBE = textwrap.dedent(
     """
     import json, resource, sys
-    from features.base import ClipInput, create_extractor
-    from features.probe import probe_media
+    from features.clips import ClipInput
+    from features.extractors.base import create_extractor
+    from features.media.probe import probe_media
 
     def clip(path):
         return ClipInput("c", path, None, None, "", probe_media(path).duration)

@@ -95,7 +95,7 @@ def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Pa
 def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: Path) -> None:
     import numpy as np
 
-    from features.base import FeatureResult
+    from features.extractors.base import FeatureResult
 
     st = FeatureStore.open(tmp_path, create=True)
     bad = FeatureResult(values=np.array([[np.inf, 1.0]], np.float32), times=np.zeros((1, 2)))

@@ -187,8 +187,8 @@ def main() -> None:
     import numpy as np
 
     import flows.extract  # noqa: F401 - the flow and its task modules, imported once
-    from features.audio import MfccConfig, mfcc_frames
-    from features.base import available_extractors
+    from features.extractors.audio import MfccConfig, mfcc_frames
+    from features.extractors.base import available_extractors
 
     # extractor modules and librosa's first-call costs, paid once before forking
     available_extractors()

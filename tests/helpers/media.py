@@ -28,8 +28,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from features.base import ClipInput
-from features.probe import probe_media
+from features.clips import ClipInput
+from features.media.probe import probe_media
 
 SAMPLE_RATE = 16000
 TONE_HZ = 1000.0

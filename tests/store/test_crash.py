@@ -17,7 +17,7 @@ WRITER = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from features.base import FeatureResult
+    from features.extractors.base import FeatureResult
     from store import FeatureStore
     from store.featurestore import FeatureSet
 

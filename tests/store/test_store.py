@@ -12,9 +12,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from features.base import FeatureResult
+from features.extractors.base import FeatureResult
 from store import FeatureStore, IndexRow, StoreConflictError, StoreError
-from store.fingerprint import clip_fingerprint, feature_fingerprint, files_sha256, hash_obj, media_fingerprint
+from store.fingerprint import (
+    clip_fingerprint,
+    feature_fingerprint,
+    files_sha256,
+    hash_obj,
+    media_fingerprint,
+)
 from store.verify import orphan_shards, vacuum, verify
 
 

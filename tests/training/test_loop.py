@@ -11,7 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from tests.helpers.training import SHORT_DIMS, ItemDataset, one_torch_thread, synthetic_items, tiny_config
+from tests.helpers.training import (
+    SHORT_DIMS,
+    ItemDataset,
+    one_torch_thread,
+    synthetic_items,
+    tiny_config,
+)
 from training.config import SEARCH_SPACE, TrainConfig
 from training.data import Collator
 from training.loop import fit, multitask_loss, predict, seed_everything, train_epoch

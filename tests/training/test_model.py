@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.training import SHORT_DIMS, one_torch_thread, save_tiny_bert, synthetic_items, tiny_config
+from tests.helpers.training import (
+    SHORT_DIMS,
+    one_torch_thread,
+    save_tiny_bert,
+    synthetic_items,
+    tiny_config,
+)
 from training.config import TrainConfig
 from training.data import Collator
 from training.loop import param_groups

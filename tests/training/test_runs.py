@@ -11,7 +11,12 @@ import pytest
 import yaml
 
 from store.errors import ConfigError, StoreConflictError
-from tests.helpers.training import one_torch_thread, save_tiny_bert, tiny_config, write_tiny_view
+from tests.helpers.training import (
+    one_torch_thread,
+    save_tiny_bert,
+    tiny_config,
+    write_tiny_view,
+)
 from training.config import TrainConfig
 from training.runs import RunDir, evaluate_run, train_on_view
 

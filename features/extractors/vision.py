@@ -23,16 +23,17 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from features.base import (
+from features.clips import ClipInput
+from features.extractors.base import (
     ClipFailure,
-    ClipInput,
     Extractor,
     ExtractorConfig,
     FeatureResult,
+    clip_window_args,
+    failure_from_exception,
     register_extractor,
-    resolve_device,
 )
-from features.efficientnet import (
+from features.extractors.efficientnet import (
     FEATURE_DIM,
     EfficientNetLite0,
     default_weights_path,
@@ -40,8 +41,10 @@ from features.efficientnet import (
     load_efficientnet_lite0,
     weights_sha256,
 )
-from features.media import clip_window_args, failure_from_exception, local_media_path, open_video
-from features.probe import probe_media
+from features.media.probe import probe_media
+from features.media.streams import local_media_path
+from features.media.video import open_video
+from store.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

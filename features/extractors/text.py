@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from features.base import (
+from features.clips import ClipInput, clip_words
+from features.extractors.base import (
     ClipFailure,
-    ClipInput,
     Extractor,
     ExtractorConfig,
     FeatureResult,
-    clip_words,
     model_cache,
     register_extractor,
 )

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from features.base import model_cache
+from features.extractors.base import model_cache
 from store.fingerprint import files_sha256
 
 BN_EPS = 1e-3  # TF BatchNorm default; torch's 1e-5 shifts the logits noticeably

@@ -14,19 +14,24 @@ from typing import Any, ClassVar
 import librosa
 import numpy as np
 from librosa.feature import delta as librosa_delta
-from librosa.feature import mfcc as librosa_mfcc  # resolved now: librosa's lazy loader is not thread-safe
+from librosa.feature import (
+    mfcc as librosa_mfcc,  # resolved now: librosa's lazy loader is not thread-safe
+)
 from pydantic import Field, model_validator
 
-from features.base import (
+from features.clips import ClipInput
+from features.extractors.base import (
     ClipFailure,
-    ClipInput,
     Extractor,
     ExtractorConfig,
     FeatureResult,
+    clip_window_args,
+    failure_from_exception,
     register_extractor,
 )
-from features.media import clip_window_args, decode_audio, failure_from_exception, local_media_path
-from features.probe import probe_media
+from features.media.audio import decode_audio
+from features.media.probe import probe_media
+from features.media.streams import local_media_path
 
 log = logging.getLogger(__name__)
 

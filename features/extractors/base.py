@@ -1,4 +1,4 @@
-"""The extractor interface and registry.
+"""The extractor interface and registry (the built-in extractors register in ``features.extractors``).
 
 Extractors are plain classes that know nothing about Prefect or the store: they take a batch of
 ``ClipInput`` and return one ``FeatureResult`` (or a ``ClipFailure``) per clip, in order. The flow
@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -20,58 +20,14 @@ import cachetools
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from store.errors import ConfigError, RegistryError
-from store.runtime import resolve_device  # noqa: F401 - extractors import it with the rest of their interface
+from features.clips import ClipInput
+from store.errors import ConfigError, MediaError, RegistryError
 
 
 class ExtractorConfig(BaseModel):
     """Base of every extractor config: strict, immutable, JSON-serialisable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class Word:
-    """One transcript word with its span in seconds from the clip start."""
-
-    word: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class ClipInput:
-    """What an extractor needs to know about one clip (a row of the clip table)."""
-
-    clip_id: str
-    media_uri: str | None
-    start: float | None  # window start within the media, seconds (None: from 0)
-    end: float | None  # window end within the media, seconds (None: to the end)
-    text: str
-    duration: float  # clip duration in seconds (end - start, or the media duration)
-    words: tuple[Word, ...] | None = None
-
-    @property
-    def offset(self) -> float:
-        return self.start or 0.0
-
-
-def clip_words(clip: ClipInput | Mapping[str, Any]) -> tuple[list[str], np.ndarray]:
-    """The clip's words and their spans [n, 2]: the given word timings, else the whitespace-split
-    transcript spread evenly over the clip duration. The one rule for the text extractor (a
-    ``ClipInput``) and the aligner (a clip-table row), so a text set's ``word_index`` indexes exactly
-    the words the aligner pools onto."""
-    if isinstance(clip, ClipInput):
-        given = [(w.word, w.start, w.end) for w in clip.words or ()]
-        text, duration = clip.text, clip.duration
-    else:
-        given = [(w["word"], w["start"], w["end"]) for w in clip.get("words") or ()]
-        text, duration = clip.get("text") or "", float(clip.get("duration") or 0.0)
-    if given:
-        return [w for w, _, _ in given], np.array([[a, b] for _, a, b in given], dtype=np.float64).reshape(-1, 2)
-    words = text.split()
-    edges = np.linspace(0.0, max(duration, 0.0), len(words) + 1)
-    return words, np.stack([edges[:-1], edges[1:]], axis=1).reshape(len(words), 2)
 
 
 @dataclass
@@ -184,13 +140,11 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
 
 
 def available_extractors() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_extractor_class(name: str) -> type[Extractor]:
     """The registered class; an unknown name is a user error that lists the known ones."""
-    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -206,6 +160,27 @@ def create_extractor(name: str, config: dict[str, Any] | None = None) -> Extract
         raise ConfigError.from_validation(exc, f"invalid config of extractor {name!r}") from None
 
 
-def _load_builtin() -> None:
-    """Import the built-in extractor modules so their decorators run."""
-    from features import audio, text, vision  # noqa: F401
+# --------------------------------------------------------------------------------------------- failures
+
+
+def clip_window_args(clip: ClipInput) -> dict[str, float | None]:
+    """``start``/``end`` for the decoders from a clip row (``end`` falls back to start + duration)."""
+    end = clip.end
+    if end is None and clip.start is not None and clip.duration > 0:
+        end = clip.offset + clip.duration
+    return {"start": clip.start, "end": end}
+
+
+def failure_from_exception(clip: ClipInput, exc: BaseException, stage: str = "decode") -> ClipFailure:
+    """A ``ClipFailure`` whose message names the clip, the media and the problem.
+
+    Media errors are deterministic (not retried); plain I/O errors are marked transient.
+    """
+    if isinstance(exc, MediaError):
+        message = str(exc)
+        if clip.clip_id not in message:
+            message = f"clip {clip.clip_id!r}: {message}"
+        return ClipFailure(clip.clip_id, stage, type(exc).__name__, message, transient=False)
+    transient = isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError))
+    message = f"clip {clip.clip_id!r}: {clip.media_uri}: {type(exc).__name__}: {exc}"
+    return ClipFailure(clip.clip_id, stage, type(exc).__name__, message, transient=transient)

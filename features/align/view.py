@@ -1,20 +1,4 @@
-"""Alignment: pool every modality's feature rows onto one time grid and write a padded training view.
-
-Every feature row carries its span ``[start, end]`` in seconds from the clip start, so any modality
-can be pooled onto any grid:
-
-* ``word`` — one step per transcript word (the clip table's word timings when present, else the
-  words spread evenly over the clip, CMU-SDK style). Text pools its word pieces into words through
-  ``extras["word_index"]``; audio and vision pool the rows overlapping each word's span.
-* ``window`` — fixed windows of ``window`` seconds every ``hop`` seconds over the clip; every
-  modality (text: word pieces, ``[CLS]``/``[SEP]`` left out) pools the rows overlapping each window.
-* ``none`` — no pooling: each modality's raw rows at its own rate (text: token states including
-  ``[CLS]``/``[SEP]``), as Self-MM consumes them.
-
-A step that no row overlaps gets the nearest row (``empty="nearest"``) or zeros, and its mask bit
-is False. Padding to ``L`` happens here, never in the feature sets, so a new ``max_len`` re-aligns
-without re-extracting. Plain functions, no Prefect: ``flows/align.py`` wraps them in a flow.
-"""
+"""Planning and building an aligned view from the store's feature sets (reads shards once)."""
 
 from __future__ import annotations
 
@@ -23,217 +7,25 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
-from features.base import clip_words
 from store import FeatureStore
 from store.errors import ConfigError, StoreError
 from store.featurestore import ClipFeatures, IndexRow, now_utc
 from store.fingerprint import feature_fingerprint, hash_obj
 from store.moments import Moments
-from store.schema import MODALITIES, STD_FLOOR, Modality
+from store.schema import MODALITIES, STD_FLOOR
 from store.views import open_view, write_view
 
 log = logging.getLogger(__name__)
 
-ALIGN_VERSION = "1"  # bump when the pooling code changes what a view holds: every view re-aligns
-DEFAULT_EXTRACTORS: dict[str, str] = {"text": "text.bert", "audio": "audio.mfcc", "vision": "vision.cnn"}
+from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
+from features.align.grid import clip_grid, pool, word_groups
 
 
-class AlignConfig(BaseModel):
-    """How to build an aligned view (``aligned/<view>/``).
-
-    ``feature_sets`` maps a modality to a feature-set name (``audio.mfcc-7dc3e6ca``) or an extractor
-    name (its newest set in the store), or to null to leave the modality out. Modalities not named
-    use the newest set of ``text.bert`` / ``audio.mfcc`` / ``vision.cnn`` and are skipped when the
-    store has none; a named set or extractor that is missing is an error.
-
-    ``max_len``: the padded length L — an int (for ``grid=none`` the same for every modality), a
-    per-modality mapping (``{"audio": 500}``), or null: the ``percentile`` of the train split's
-    sequence lengths, rounded up (per modality for ``grid=none``, modalities not in the mapping
-    fall back to the percentile too).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    view: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="view name under aligned/")
-    grid: Literal["word", "window", "none"] = Field("word", description="word | window | none")
-    window: float = Field(0.5, gt=0, description="window length w in seconds (grid=window)")
-    hop: float | None = Field(None, gt=0, description="window hop h in seconds (null: = window)")
-    pooling: Literal["mean", "max", "last"] = Field("mean", description="how rows inside one step are pooled")
-    empty: Literal["nearest", "zeros"] = Field("nearest", description="value of a step no row overlaps")
-    max_len: PositiveInt | dict[Modality, PositiveInt] | None = Field(
-        None, description="padded length L; null: from `percentile` of train lengths"
-    )
-    percentile: float = Field(95.0, gt=0, le=100, description="percentile of train lengths for L")
-    feature_sets: dict[Modality, str | None] = Field(
-        default_factory=dict, description="modality -> set or extractor name (null: leave out)"
-    )
-    normalize: bool = Field(True, description="standardise values with the train mean/std")
-
-    @field_validator("feature_sets", mode="before")
-    @classmethod
-    def _none_is_default(cls, value: Any) -> Any:
-        return {} if value is None else value
-
-    @property
-    def step(self) -> float:
-        return self.hop if self.hop is not None else self.window
-
-    def L_for(self, modality: str) -> int | None:  # noqa: N802 - L is the name everyone uses
-        if isinstance(self.max_len, dict):
-            return self.max_len.get(modality)  # type: ignore[call-overload]
-        return self.max_len
-
-
-# -- grids ----------------------------------------------------------------------------------
-def window_grid(duration: float, window: float, hop: float) -> np.ndarray:
-    """Windows ``[k*hop, k*hop + window]`` (the last clipped to the clip end) covering the clip;
-    at least one window. ``[n, 2]`` float64."""
-    duration = max(float(duration), 0.0)
-    n = 1 if duration <= window else int(math.ceil((duration - window) / hop - 1e-9)) + 1
-    starts = np.arange(n, dtype=np.float64) * hop
-    ends = np.minimum(starts + window, duration) if duration > 0 else starts + window
-    return np.stack([starts, ends], axis=1)
-
-
-def clip_grid(row: dict[str, Any], cfg: AlignConfig) -> np.ndarray:
-    """The step spans [S, 2] of one clip for the word or window grid (S >= 1).
-
-    A word grid over a clip with no words has one step covering the whole clip, so its audio and
-    vision are still pooled (its text is absent)."""
-    duration = float(row.get("duration") or 0.0)
-    if cfg.grid == "word":
-        _, spans = clip_words(row)
-        return spans if len(spans) else np.array([[0.0, duration]], dtype=np.float64)
-    if cfg.grid == "window":
-        return window_grid(duration, cfg.window, cfg.step)
-    raise ValueError("grid 'none' has no common grid")
-
-
-# -- pooling --------------------------------------------------------------------------------
-def overlap_ranges(times: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """For rows sorted by start whose ends never decrease (audio and vision frames, word pieces):
-    each step's overlapping rows as a range ``[lo, hi)``. None when the rows are not monotone.
-
-    A row ``[a, b]`` overlaps a step ``[s, e]`` when ``a < e`` and ``b > s``; a zero-length step
-    ``[s, s]`` takes the rows with ``a <= s < b``."""
-    starts, ends = times[:, 0], times[:, 1]
-    if len(starts) > 1 and (np.any(np.diff(starts) < 0) or np.any(np.diff(ends) < 0)):
-        return None
-    s, e = steps[:, 0], steps[:, 1]
-    lo = np.searchsorted(ends, s, side="right")
-    hi = np.where(e > s, np.searchsorted(starts, e, side="left"), np.searchsorted(starts, s, side="right"))
-    return lo, np.maximum(hi, lo)
-
-
-def overlap_matrix(times: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """[S, R] bool: row r overlaps step s (the definition ``overlap_ranges`` implements fast)."""
-    a, b = times[None, :, 0], times[None, :, 1]
-    s, e = steps[:, 0:1], steps[:, 1:2]
-    span = (a < e) & (b > s)
-    point = (a <= s) & (s < b)
-    return np.where(e > s, span, point)
-
-
-def _pool_ranges(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, how: str) -> np.ndarray:
-    n_steps, dim = len(lo), values.shape[1]
-    out = np.zeros((n_steps, dim), np.float32)
-    has = hi > lo
-    if not has.any():
-        return out
-    if how == "last":
-        out[has] = values[hi[has] - 1]
-    elif how == "mean" and np.isfinite(values).all():
-        csum = np.zeros((len(values) + 1, dim), np.float64)
-        np.cumsum(values, axis=0, dtype=np.float64, out=csum[1:])
-        out[has] = ((csum[hi[has]] - csum[lo[has]]) / (hi[has] - lo[has])[:, None]).astype(np.float32)
-    else:
-        reduce = np.mean if how == "mean" else np.max
-        for i in np.flatnonzero(has):
-            out[i] = reduce(values[lo[i] : hi[i]], axis=0)
-    return out
-
-
-def _pool_matrix(values: np.ndarray, members: np.ndarray, how: str) -> np.ndarray:
-    out = np.zeros((members.shape[0], values.shape[1]), np.float32)
-    for i in range(members.shape[0]):
-        idx = np.flatnonzero(members[i])
-        if len(idx) == 0:
-            continue
-        if how == "last":
-            out[i] = values[idx[-1]]
-        else:
-            out[i] = (np.mean if how == "mean" else np.max)(values[idx], axis=0)
-    return out
-
-
-def nearest_rows(times: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """For each step the row closest in time: smallest gap between the spans, ties by centre.
-    Steps go in chunks so the [steps, rows] work arrays stay small on long clips."""
-    out = np.zeros(len(steps), np.int64)
-    chunk = max(1, (1 << 20) // max(1, len(times)))
-    mid = times.mean(axis=1)[None, :]
-    for lo in range(0, len(steps), chunk):
-        st = steps[lo : lo + chunk]
-        gap = np.maximum(0.0, np.maximum(times[None, :, 0] - st[:, 1:2], st[:, 0:1] - times[None, :, 1]))
-        centre = np.abs(mid - st.mean(axis=1)[:, None])
-        out[lo : lo + chunk] = np.lexsort((centre, gap), axis=-1)[:, 0]
-    return out
-
-
-def pool(
-    values: np.ndarray,
-    times: np.ndarray,
-    steps: np.ndarray,
-    how: str = "mean",
-    empty: str = "nearest",
-    groups: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pool rows (``values [R, D]`` with spans ``times [R, 2]``) into ``steps [S, 2]``.
-
-    Returns ``(pooled [S, D] float32, has_data [S] bool)``. Rows go to the steps they overlap in
-    time, unless ``groups`` gives each step's rows as ranges ``(lo, hi)`` (text: word pieces of a
-    word). A step with no rows gets the nearest row (``empty="nearest"``) or zeros; either way its
-    ``has_data`` is False.
-    """
-    values = np.asarray(values, np.float32)
-    times = np.asarray(times, np.float64).reshape(-1, 2)
-    steps = np.asarray(steps, np.float64).reshape(-1, 2)
-    if groups is None:
-        groups = overlap_ranges(times, steps) if len(times) else (np.zeros(len(steps), int), np.zeros(len(steps), int))
-    if groups is not None:
-        lo, hi = groups
-        out = _pool_ranges(values, lo, hi, how)
-        has = hi > lo
-    else:
-        members = overlap_matrix(times, steps)
-        out = _pool_matrix(values, members, how)
-        has = members.any(axis=1)
-    if empty == "nearest" and len(values) and not has.all():
-        miss = np.flatnonzero(~has)
-        out[miss] = values[nearest_rows(times, steps[miss])]
-    return out, has
-
-
-def word_groups(word_index: np.ndarray, n_words: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Each word's word-piece rows as ranges ``[lo, hi)`` (pieces are in word order); None if not."""
-    wi = np.asarray(word_index).astype(np.int64)
-    real = np.flatnonzero(wi >= 0)
-    if len(real) and (np.any(np.diff(wi[real]) < 0) or np.any(np.diff(real) != 1)):
-        return None
-    base = real[0] if len(real) else 0
-    words = np.arange(n_words)
-    lo = np.searchsorted(wi[real], words, side="left") + base
-    hi = np.searchsorted(wi[real], words, side="right") + base
-    return lo, hi
-
-
-# -- planning -------------------------------------------------------------------------------
 @dataclass
 class ModalitySource:
     """One modality of a view: its feature set and, per clip, the index row to read (or why not)."""
@@ -444,12 +236,12 @@ def _train_stats(values: np.ndarray, mask: np.ndarray, positions: list[int]) -> 
     return mom.mean.astype(np.float32), std.astype(np.float32), mom.rows
 
 
-def text_model_path(set_config: dict[str, Any]) -> str | None:
+def extraction_model_path(set_config: dict[str, Any]) -> str | None:
     """The local model folder a text set was extracted with (what fine-tuning must load)."""
     if set_config.get("model"):
         return str(set_config["model"])
     try:
-        from features.text import default_model_path
+        from features.extractors.text import default_model_path
 
         return str(default_model_path())
     except Exception:  # noqa: BLE001 - the package may be missing where only training runs
@@ -548,7 +340,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
         "config": cfg.model_dump(mode="json"),
         "modalities": modalities,
         "normalized": cfg.normalize,
-        "text_model_path": text_model_path(text_set.attrs.get("config", {})) if text_set else None,
+        "text_model_path": extraction_model_path(text_set.attrs.get("config", {})) if text_set else None,
         "n_clips": n,
         "created": now_utc().isoformat(),
     }
