@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from store.fs import atomic_path
+
 
 def canonical_json(obj: Any) -> str:
     """Stable JSON: sorted keys, no whitespace, floats rounded to 6 decimals.
@@ -92,9 +94,8 @@ def media_fingerprint(path: str | os.PathLike[str]) -> str:
     digest = files_sha256([p])
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, cache)
+        with atomic_path(cache, durable=False) as tmp:  # a lost cache entry is recomputed
+            Path(tmp).write_text(digest)
     except OSError:  # a read-only cache only costs speed
         pass
     return digest

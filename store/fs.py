@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -15,6 +17,31 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore, LocalStore
 
 from store.errors import StoreError
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str], durable: bool = True) -> Iterator[str]:
+    """A temporary path beside local ``target`` for the caller to write; renamed over ``target`` when
+    the block ends without error, so readers never see half a file, and removed otherwise.
+
+    The name keeps ``target``'s suffix (writers that pick a format by suffix still work) and starts
+    with ``.tmp-`` (``store vacuum`` removes leftovers of killed writers). ``durable`` fsyncs the file
+    before the rename, so a power loss cannot leave an empty file under the final name.
+    """
+    target = os.fspath(target)
+    tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class StoreFS:
@@ -51,12 +78,8 @@ class StoreFS:
         try:
             self.fs.makedirs(parent, exist_ok=True)
             if self.is_local:
-                tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(target)}"
-                with open(tmp, "wb") as f:
+                with atomic_path(target) as tmp, open(tmp, "wb") as f:
                     f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
             else:
                 self.fs.pipe_file(target, data)
         except OSError as exc:

@@ -21,14 +21,22 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from store.errors import ConfigError, StoreConflictError
+from store.fs import atomic_path
 from store.runtime import resolve_device
 from store.views import open_view
 from training.config import SHORT, TrainConfig
-from training.data import Collator, ViewDataset, check_view, finetune_model_path, make_loader, read_stats
+from training.data import (
+    Collator,
+    ViewDataset,
+    check_view,
+    finetune_model_path,
+    make_loader,
+    read_stats,
+)
 from training.loop import FitResult, evaluate, fit, seed_everything
 from training.metrics import format_table
 from training.model import MCMF, build_model
@@ -41,21 +49,28 @@ def _now() -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Write the weights as safetensors (shared tensors are de-duplicated by ``save_model``)."""
-    tmp = f"{os.fspath(path)}.tmp"
-    save_model(model, tmp, metadata={"format": "pt"})
-    os.replace(tmp, path)
+    """Write every state-dict entry as its own contiguous CPU tensor in a safetensors file.
+
+    Not ``safetensors.torch.save_model``: it refuses parameters that are views sharing one storage
+    with no name covering all of it, which is exactly what cuDNN makes of an LSTM's weights on CUDA
+    (``flatten_parameters``). Copying each entry out costs one model's size of host memory once per
+    best epoch and works for any module on any device.
+    """
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata={"format": "pt"})
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load weights saved by ``save_checkpoint``; every key must match (strict)."""
-    load_model(model, os.fspath(path), strict=True, device=str(next(model.parameters()).device))
+    """Load weights saved by ``save_checkpoint``; every key must match (strict). The values are
+    copied into the existing parameters, so views of a flat cuDNN buffer stay views of it."""
+    device = str(next(model.parameters()).device)
+    model.load_state_dict(load_file(os.fspath(path), device=device), strict=True)
 
 
 class RunDir:

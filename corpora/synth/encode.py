@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +19,7 @@ from corpora.synth.signals import (
     scene_yuv,
 )
 from features.clips import Word
+from store.fs import atomic_path
 
 # --------------------------------------------------------------------------------------------
 # Encoding
@@ -56,9 +56,8 @@ def encode_media(
     Single-threaded x264 and no timestamps in the header keep the bytes identical across runs.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     fmt = {".m4a": "mp4", ".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(path.suffix.lower())
-    with av.open(str(tmp), mode="w", format=fmt) as container:
+    with atomic_path(path, durable=False) as tmp, av.open(tmp, mode="w", format=fmt) as container:
         container.metadata.clear()
         vstream = astream = None
         if frames is not None and yuv is None and video_codec == "libx264":
@@ -108,7 +107,6 @@ def encode_media(
                 frame.time_base = Fraction(1, sample_rate)
                 container.mux(astream.encode(frame))
             container.mux(astream.encode(None))
-    os.replace(tmp, path)
 
 
 def write_clip(

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_model
+from torch import nn
 from torch.utils.data import DataLoader
 
 from tests.helpers.training import (
@@ -147,3 +149,37 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path) -> No
     assert np.array_equal(predict(fresh, valid_loader).pred, predict(model, valid_loader).pred)
     with pytest.raises(RuntimeError):  # strict: another architecture does not load silently
         load_checkpoint(MCMF(tiny_config(fusion="concat"), SHORT_DIMS), tmp_path / "best.safetensors")
+
+
+def _flatten_lstm_weights_like_cudnn(model: nn.Module) -> list[torch.Tensor]:
+    """Make every LSTM's parameters views of one flat buffer, as cuDNN's ``flatten_parameters`` does
+    on CUDA; returns the buffers."""
+    buffers = []
+    for lstm in (m for m in model.modules() if isinstance(m, nn.LSTM)):
+        params = list(lstm.parameters())
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        offset = 0
+        for p in params:
+            p.data = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        buffers.append(flat)
+    assert buffers, "the model has no LSTM"
+    return buffers
+
+
+def test_checkpoint_saves_and_loads_lstm_weights_that_share_one_flat_buffer(tmp_path: Path) -> None:
+    config = tiny_config(max_epochs=1)
+    torch.manual_seed(0)
+    model = MCMF(config, SHORT_DIMS)
+    _, valid_loader, _ = loaders(config, n_train=16, n_valid=8)
+    _flatten_lstm_weights_like_cudnn(model)
+    with pytest.raises(RuntimeError, match="covering the entire storage"):  # the condition the GPU hit
+        save_model(model, str(tmp_path / "plain.safetensors"))
+    save_checkpoint(model, tmp_path / "best.safetensors")
+    torch.manual_seed(1)
+    fresh = MCMF(config, SHORT_DIMS)
+    flat = _flatten_lstm_weights_like_cudnn(fresh)[0]
+    load_checkpoint(fresh, tmp_path / "best.safetensors")
+    assert np.array_equal(predict(fresh, valid_loader).pred, predict(model, valid_loader).pred)
+    lstm = next(m for m in fresh.modules() if isinstance(m, nn.LSTM))
+    assert all(p.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr() for p in lstm.parameters())
