@@ -6,6 +6,7 @@ of a report can be drawn again from ``stats.json`` alone.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -60,10 +61,7 @@ def shared_edges(values: Any, bins: int = 20, integer: bool = False) -> list[flo
 
 def _count(items: Any) -> dict[str, int]:
     """Occurrences per value (None as "none"), most frequent first."""
-    out: dict[str, int] = {}
-    for k in items:
-        key = "none" if k is None else str(k)
-        out[key] = out.get(key, 0) + 1
+    out = Counter("none" if k is None else str(k) for k in items)
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +43,7 @@ class ModalitySource:
         return int(self.attrs["dim"])
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.status:
-            out[s] = out.get(s, 0) + 1
-        return out
+        return dict(Counter(self.status))
 
 
 @dataclass
