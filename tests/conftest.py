@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from store.runtime import offline_hub
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+offline_hub()  # before any test imports transformers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
