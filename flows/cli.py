@@ -1,4 +1,5 @@
-"""The ``emoflow`` command line: thin Typer wrappers over the flows."""
+"""The ``emoflow`` command line: thin Typer wrappers over the flows (and, for dry runs and
+evaluation, the plain stages they wrap)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
-from flows.config import PipelineConfig, dump_config, load_config
+from stages.config import PipelineConfig, dump_config, load_config
 from store.errors import ConfigError, EmoflowError
 
 console = Console()
@@ -120,7 +121,7 @@ def extract(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Extract text, audio and vision features for every clip not yet in the store."""
-    from flows.extract import plan, plan_summary
+    from stages.extract import plan, plan_summary
 
     cfg = _config(config, set_, {
         "store": store, "executor.dask": dask, "executor.workers": workers,
@@ -212,7 +213,7 @@ def align(
         "align.pooling": pooling, "align.empty": empty, "align.max_len": max_len,
         "align.percentile": percentile, "align.normalize": normalize,
     }, fsets)
-    from flows.align import plan_align, plan_rows
+    from stages.align import plan_align, plan_rows
 
     if dry_run:
         p = plan_align(cfg)
@@ -274,7 +275,8 @@ def train(
         console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
                       f"with seeds {cfg.train.seeds[:seeds] if seeds else [cfg.train.seed]} into {cfg.runs}")
         return
-    from flows.train import summary_table, train_flow
+    from flows.train import train_flow
+    from stages.train import summary_table
 
     out = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation, seeds=seeds, name=name)
 
@@ -289,7 +291,7 @@ def evaluate(
     store: Annotated[Optional[str], typer.Option(help="the store, if it moved since training")] = None,
 ) -> None:
     """MMSA metrics (Acc-2 has0/non0, F1, Acc-5, Acc-7, MAE, Corr) of a run's best checkpoints, mean ± std over seeds."""
-    from flows.train import run_evaluate, summary_table
+    from stages.train import run_evaluate, summary_table
 
     out = run_evaluate(run, split, store)
     console.print(f"{split} metrics over seeds {out['seeds']} (×100):")
@@ -307,7 +309,8 @@ def pipeline(
     import json
 
     cfg = _config(config, set_, {}).with_extractors(extractor)
-    from flows.pipeline import pipeline_flow, resolve_stages
+    from flows.pipeline import pipeline_flow
+    from stages.pipeline import resolve_stages
 
     wanted = resolve_stages([s for s in stages.split(",") if s])  # fail before a server starts
     summary = pipeline_flow(cfg, wanted)

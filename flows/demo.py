@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flows.config import PipelineConfig
+from stages.config import PipelineConfig
 
 #: The demo trains with cached (frozen) text features and a short schedule: seconds, not minutes.
 DEMO_TRAIN = {"text_mode": "frozen", "max_epochs": 40, "patience": 10, "batch_size": 8, "accumulate": 1}
@@ -33,7 +33,8 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
     from flows.extract import run_extract
     from flows.ingest import ingest_flow
     from flows.stats import stats_flow
-    from flows.train import run_evaluate, summary_table, train_flow
+    from flows.train import train_flow
+    from stages.train import run_evaluate, summary_table
 
     console = console or Console()
     workdir = Path(workdir).resolve()

@@ -1,262 +1,35 @@
 """The extraction flow: clip table -> feature sets, one Prefect task per batch of clips.
 
-Planning happens in the flow process (fingerprints, skip what is committed, partition); each task
-extracts one batch with a model loaded once per worker process and commits it through the store's
-protocol. Per-clip failures become rows in the failure table; only store I/O errors are retried.
-A clip whose inputs equal another clip's (same fingerprint) is not extracted again: after the batches,
-it is linked to the committed features under its own id.
+The work is ``stages.extract``: the flow plans in its own process, maps ``extract-batch`` tasks
+(``process_batch``: extract and commit one batch) on the task runner, retrying only store I/O
+errors, then links shared clips and records the run. ``run_extract`` picks the task runner.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from logging import Logger, LoggerAdapter
 from typing import Any, Callable
 
 import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from features.clips import ClipInput, Word
-from features.extractors.base import (
-    ClipFailure,
-    Extractor,
-    FeatureResult,
-    create_extractor,
-    model_cache,
-)
-from flows.config import ExtractConfig, PipelineConfig
 from flows.runners import build_task_runner
+from stages.config import PipelineConfig
+from stages.extract import (
+    Batch,
+    BatchResult,
+    ExtractSummary,
+    ExtractTally,
+    plan,
+    process_batch,
+)
 from store import FeatureStore
 from store.errors import StoreError
-from store.featurestore import FeatureSet, new_id, now_utc
-from store.fingerprint import feature_fingerprint
-
-
-@dataclass
-class Batch:
-    feature_set: str
-    extractor: str
-    config: dict[str, Any]
-    clips: list[dict[str, Any]]  # clip-table rows + "fingerprint"
-
-    @property
-    def seconds(self) -> float:
-        return sum(c["duration"] for c in self.clips)
-
-
-@dataclass
-class BatchResult:
-    feature_set: str
-    extractor: str
-    done: int = 0
-    failed: int = 0
-    absent: int = 0
-    media_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    failures: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class SetPlan:
-    feature_set: str
-    extractor: str
-    modality: str
-    todo: int
-    skipped: int
-    batches: list[Batch]
-    links: list[dict[str, Any]] = field(default_factory=list)  # clip rows + "fingerprint" + "shares" (clip id)
-
-
-# -- per-process model cache ----------------------------------------------------------------
-def cached_extractor(name: str, config: dict[str, Any]) -> Extractor:
-    """One extractor (and so one loaded model) per process and config, never per clip."""
-    return _cached_extractor(name, json.dumps(config, sort_keys=True))
-
-
-@model_cache
-def _cached_extractor(name: str, config_json: str) -> Extractor:
-    _limit_threads_on_dask_worker()
-    return create_extractor(name, json.loads(config_json))
-
-
-def _limit_threads_on_dask_worker() -> None:
-    """On a Dask worker, torch uses as many threads as the worker has (1 by default), so that
-    n worker processes x 1 thread do not oversubscribe the cores (measured faster than 1 x n)."""
-    try:
-        from distributed import get_worker
-
-        nthreads = get_worker().state.nthreads
-    except (ImportError, ValueError):
-        return
-    import torch
-
-    torch.set_num_threads(max(1, nthreads))
-
-
-def clip_input(row: dict[str, Any]) -> ClipInput:
-    words = tuple(Word(w["word"], w["start"], w["end"]) for w in row["words"]) if row.get("words") else None
-    return ClipInput(
-        clip_id=row["clip_id"],
-        media_uri=row.get("media_uri"),
-        start=row.get("start"),
-        end=row.get("end"),
-        text=row.get("text") or "",
-        duration=float(row["duration"]),
-        words=words,
-    )
-
-
-# -- planning -------------------------------------------------------------------------------
-def set_attrs(ext: Extractor) -> dict[str, Any]:
-    return {
-        "extractor": ext.name,
-        "version": ext.version,
-        "modality": ext.modality,
-        "config": ext.config.model_dump(mode="json"),
-        "identity": ext.identity(),
-        "dim": ext.dim,
-        "created": now_utc().isoformat(),
-    }
-
-
-def set_name(ext: Extractor) -> str:
-    return f"{ext.name}-{ext.identity_hash()[:8]}"
-
-
-def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[SetPlan]:
-    """Fingerprint every clip per extractor and decide per clip: skip it when it is committed under its
-    own id for these inputs; link it when the same inputs are committed under any clip id or extracted
-    earlier in this run; else extract it. ``force`` ignores the store, not the sharing within the run."""
-    clips = store.clips().to_pylist()
-    plans = []
-    for name, ext_cfg in cfg.extractors.items():
-        ext = create_extractor(name, ext_cfg)  # cheap: models load lazily on first extract
-        sname = set_name(ext)
-        if create:
-            fset: FeatureSet | None = store.ensure_feature_set(sname, set_attrs(ext))
-        else:
-            fset = store.feature_set(sname) if sname in store.feature_set_names() else None
-        committed = fset.committed() if fset and not cfg.force else {}
-        # fingerprint -> the clip whose features a clip with these inputs shares
-        shared = {fp: r.clip_id for fp, r in fset.fingerprint_rows().items()} if fset and not cfg.force else {}
-        failed: set[str] = set()
-        if cfg.only_failed:
-            fails = store.failures()
-            failed = {c for c, s in zip(fails.column("clip_id").to_pylist(), fails.column("feature_set").to_pylist()) if s == sname}
-        identity = ext.identity()
-        todo, links = [], []
-        for row in clips:
-            if cfg.only_failed and row["clip_id"] not in failed:
-                continue
-            fp = feature_fingerprint(row, ext.modality, identity)
-            if committed.get(row["clip_id"]) == fp:
-                continue
-            if fp in shared:
-                links.append({**row, "fingerprint": fp, "shares": shared[fp]})
-            else:
-                shared[fp] = row["clip_id"]
-                todo.append({**row, "fingerprint": fp})
-        batches = partition(todo, sname, name, ext.config.model_dump(mode="json"), cfg)
-        skipped = len(clips) - len(todo) - len(links)
-        plans.append(SetPlan(sname, name, ext.modality, len(todo), skipped, batches, links))
-    return plans
-
-
-def partition(rows: list[dict[str, Any]], sname: str, name: str, config: dict[str, Any], cfg: ExtractConfig) -> list[Batch]:
-    batches: list[Batch] = []
-    current: list[dict[str, Any]] = []
-    seconds = 0.0
-    for row in rows:
-        if current and (len(current) >= cfg.batch_clips or seconds + row["duration"] > cfg.batch_seconds):
-            batches.append(Batch(sname, name, config, current))
-            current, seconds = [], 0.0
-        current.append(row)
-        seconds += row["duration"]
-    if current:
-        batches.append(Batch(sname, name, config, current))
-    return batches
-
-
-# -- one batch ------------------------------------------------------------------------------
-def _failure_row(f: ClipFailure, feature_set: str, extractor: str, fp: str, run_id: str) -> dict[str, Any]:
-    return {
-        "clip_id": f.clip_id,
-        "feature_set": feature_set,
-        "extractor": extractor,
-        "fingerprint": fp,
-        "stage": f.stage,
-        "error_type": f.error_type,
-        "message": f.message,
-        "transient": f.transient,
-        "run_id": run_id,
-        "time": now_utc(),
-    }
-
-
-def _extract_isolated(ext: Extractor, inputs: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
-    """Run the batch; if the extractor itself raises, retry clip by clip so one clip cannot sink it."""
-    try:
-        return ext.extract(inputs)
-    except Exception:  # noqa: BLE001 - isolate below, each clip's own error is recorded
-        out: list[FeatureResult | ClipFailure] = []
-        for clip in inputs:
-            try:
-                out.extend(ext.extract([clip]))
-            except Exception as exc:  # noqa: BLE001
-                out.append(ClipFailure(clip.clip_id, "extract", type(exc).__name__, f"clip {clip.clip_id!r}: {exc}"))
-        return out
-
-
-def process_batch(store_url: str, batch: Batch, run_id: str) -> BatchResult:
-    """Plain function: extract one batch and commit it (shard, then index part, then failures)."""
-    t0 = time.perf_counter()
-    ext = cached_extractor(batch.extractor, batch.config)
-    results = _extract_isolated(ext, [clip_input(c) for c in batch.clips])
-    store = FeatureStore.open(store_url)
-    fset = store.feature_set(batch.feature_set)
-    res = BatchResult(batch.feature_set, batch.extractor)
-    items, failures = [], []
-    for row, out in zip(batch.clips, results, strict=True):
-        if isinstance(out, ClipFailure):
-            failures.append(_failure_row(out, batch.feature_set, batch.extractor, row["fingerprint"], run_id))
-            continue
-        items.append((row["clip_id"], row["fingerprint"], out, row["duration"]))
-        res.media_seconds += row["duration"]
-        res.absent += out.absent is not None
-    fset.commit(items)
-    store.record_failures(failures)
-    res.done, res.failed, res.failures = len(items), len(failures), failures
-    res.wall_seconds = time.perf_counter() - t0
-    return res
-
-
-def link_shared(
-    store: FeatureStore, p: SetPlan, failed: dict[str, dict[str, Any]], run_id: str
-) -> tuple[int, list[dict[str, Any]]]:
-    """Commit the plan's links once its batches are done, so a clip can share what this run extracted.
-
-    ``failed`` maps fingerprint -> this run's failure row for it: a clip whose shared extraction failed
-    gets that failure under its own id, so it is never silently missing and ``--only-failed`` retries
-    it. Returns (clips linked, failure rows recorded).
-    """
-    if not p.links:
-        return 0, []
-    fset = store.feature_set(p.feature_set)
-    linked = set(fset.link((r["clip_id"], r["fingerprint"], r["duration"]) for r in p.links))
-    failures = []
-    for r in p.links:
-        if r["clip_id"] in linked:
-            continue
-        cause = failed.get(r["fingerprint"], {"stage": "link", "error_type": "StoreError", "transient": True,
-                                               "message": "no committed features for these inputs"})
-        f = ClipFailure(r["clip_id"], cause["stage"], cause["error_type"],
-                        f"shares its inputs with clip {r['shares']!r}: {cause['message']}", cause["transient"])
-        failures.append(_failure_row(f, p.feature_set, p.extractor, r["fingerprint"], run_id))
-    store.record_failures(failures)
-    return len(linked), failures
+from store.featurestore import new_id
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -275,7 +48,6 @@ def extract_batch_task(store_url: str, batch: Batch, run_id: str) -> BatchResult
     return process_batch(store_url, batch, run_id)
 
 
-# -- the flow -------------------------------------------------------------------------------
 ProgressHook = Callable[[BatchResult], None]
 _progress_hooks: list[ProgressHook] = []
 
@@ -287,15 +59,9 @@ def _notify(res: BatchResult) -> None:
         hook(res)
 
 
-@dataclass
-class ExtractSummary:
-    run_id: str
-    sets: dict[str, dict[str, Any]]
-    wall_seconds: float
-
-    @property
-    def failed(self) -> int:
-        return sum(s["failed"] for s in self.sets.values())
+def _log_failures(log: Logger | LoggerAdapter, failures: Iterable[dict[str, Any]]) -> None:
+    for f in failures:
+        log.warning("%s failed on %s: %s", f["extractor"], f["clip_id"], f["message"])
 
 
 @flow(name="emoflow-extract")
@@ -303,47 +69,26 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
     """Plan, map one task per batch, commit; summary per extractor with the realtime factor."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    run_id = new_id()
-    extract = config.extract
     store = FeatureStore.open(config.store)
-    plans = plan(store, extract)
-    sets = {
-        p.feature_set: {"extractor": p.extractor, "done": 0, "skipped": p.skipped, "linked": 0, "failed": 0,
-                        "absent": 0, "media_seconds": 0.0, "compute_seconds": 0.0}
-        for p in plans
-    }
+    plans = plan(store, config.extract)
+    tally = ExtractTally.start(new_id(), plans)
     for p in plans:
         log.info("%s: %d clips to extract in %d batches, %d to share identical inputs' features, %d already committed",
                  p.feature_set, p.todo, len(p.batches), len(p.links), p.skipped)
-    batches = [b for p in plans for b in p.batches]
-    futures = [extract_batch_task.with_options(retries=extract.retries).submit(config.store, b, run_id) for b in batches]
-    failed: dict[str, dict[str, dict[str, Any]]] = {p.feature_set: {} for p in plans}  # set -> fingerprint -> failure
+    batch_task = extract_batch_task.with_options(retries=config.extract.retries)
+    futures = [batch_task.submit(config.store, b, tally.run_id) for p in plans for b in p.batches]
     for fut in as_completed(futures):
         res: BatchResult = fut.result()
-        s = sets[res.feature_set]
-        s["done"] += res.done
-        s["failed"] += res.failed
-        s["absent"] += res.absent
-        s["media_seconds"] += res.media_seconds
-        s["compute_seconds"] += res.wall_seconds
-        for f in res.failures:
-            failed[res.feature_set][f["fingerprint"]] = f
-            log.warning("%s failed on %s: %s", res.extractor, f["clip_id"], f["message"])
+        tally.add(res)
+        _log_failures(log, res.failures)
         _notify(res)
-    for p in plans:
-        s = sets[p.feature_set]
-        s["linked"], link_failures = link_shared(store, p, failed[p.feature_set], run_id)
-        s["failed"] += len(link_failures)
-        for f in link_failures:
-            log.warning("%s failed on %s: %s", p.extractor, f["clip_id"], f["message"])
+    _log_failures(log, tally.link(store, plans))
     wall = time.perf_counter() - t0
-    for name, s in sets.items():
-        store.record_run({"run_id": run_id, "feature_set": name, "extractor": s["extractor"], "clips_done": s["done"],
-                          "clips_skipped": s["skipped"], "clips_linked": s["linked"], "clips_failed": s["failed"],
-                          "media_seconds": s["media_seconds"], "wall_seconds": s["compute_seconds"], "time": now_utc()})
+    tally.record(store)
+    for name, s in tally.sets.items():
         log.info("%s: done %d, linked %d, skipped %d, failed %d, %.1f media-s",
                  name, s["done"], s["linked"], s["skipped"], s["failed"], s["media_seconds"])
-    return ExtractSummary(run_id=run_id, sets=sets, wall_seconds=wall)
+    return tally.summary(wall)
 
 
 def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) -> ExtractSummary:
@@ -360,8 +105,3 @@ def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) ->
         torch.set_num_threads(threads)
         if progress:
             _progress_hooks.remove(progress)
-
-
-def plan_summary(plans: list[SetPlan]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in asdict(p).items() if k not in ("batches", "links")}
-            | {"batches": len(p.batches), "linked": len(p.links)} for p in plans]

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.config import ExecutorConfig
+from stages.config import ExecutorConfig
 
 
 def _share_prefect_api() -> None:

@@ -7,10 +7,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.config import PipelineConfig
 from reports.render import render_markdown
 from reports.run import StatsSummary, run_stats
 from reports.tables import report_tables, slug
+from stages.config import PipelineConfig
+from stages.stats import stats_options
 
 
 def artifact_key(name: str, table: str | None = None) -> str:
@@ -36,16 +37,6 @@ def publish_artifacts(stats: dict[str, Any]) -> list[str]:
 @task(name="compute-stats", task_run_name="stats-{name}")
 def stats_task(store_url: str, view: str | None, name: str | None, read_values: bool) -> tuple[StatsSummary, dict[str, Any]]:
     return run_stats(store_url, view, name, read_values)
-
-
-def stats_options(config: PipelineConfig, view: str | None = None, name: str | None = None,
-                  read_values: bool | None = None) -> tuple[str | None, str | None, bool]:
-    """Explicit arguments over the config's ``stats:`` section (when it has one) over the defaults."""
-    section = getattr(config, "stats", None)
-    get = (lambda k, d: section.get(k, d)) if isinstance(section, dict) else (lambda k, d: getattr(section, k, d))
-    return (view if view is not None else get("view", None),
-            name if name is not None else get("name", None),
-            read_values if read_values is not None else bool(get("read_values", True)))
 
 
 @flow(name="emoflow-stats")

@@ -48,7 +48,7 @@ class ClipItem:
 @dataclass
 class PaddedBatch:
     """A padded batch of clips for the model: inputs, labels y_m [B], train indices [B] and clip ids
-    (not ``flows.extract.Batch``, a batch of clips to extract)."""
+    (not ``stages.extract.Batch``, a batch of clips to extract)."""
 
     inputs: dict[str, ModalityInput]
     label: Tensor

@@ -24,10 +24,10 @@ from features.align import (
     pool,
     window_grid,
 )
-from flows.config import ExtractConfig, PipelineConfig
-from flows.extract import plan as plan_extract
-from flows.extract import process_batch
-from flows.ingest import run_ingest
+from stages.config import ExtractConfig, PipelineConfig
+from stages.extract import plan as plan_extract
+from stages.extract import process_batch
+from stages.ingest import run_ingest
 from store import FeatureStore, open_view
 from store.errors import ConfigError
 

@@ -22,8 +22,8 @@ import pytest
 
 from corpora.ingest import ingest
 from corpora.synth import truncate_file, write_clip
-from flows.config import PipelineConfig
 from flows.pipeline import pipeline_flow
+from stages.config import PipelineConfig
 from store import FeatureStore
 from store.errors import ManifestError
 from store.verify import account, verify

@@ -104,16 +104,8 @@ def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: P
     assert result.exit_code == 1 and "clip-7" in result.output and "non-finite" in result.output
 
 
-def test_set_overrides_reach_dotted_extractor_names_through_brackets() -> None:
-    from flows.config import load_config
-
-    cfg = load_config(None, ["extract.extractors[vision.cnn].batch_size=8", "train.k=32", "executor.dask=null"])
-    assert cfg.extract.extractors == {"vision.cnn": {"batch_size": 8}}
-    assert cfg.train.k == 32 and cfg.executor.dask is None
-
-
 def test_overrides_replace_what_they_name_and_typed_options_are_never_reparsed(tmp_path: Path) -> None:
-    from flows.config import load_config
+    from stages.config import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("extract:\n  extractors:\n    text.bert: {}\n    audio.mfcc: {n_mfcc: 20}\n")
@@ -128,7 +120,7 @@ def test_overrides_replace_what_they_name_and_typed_options_are_never_reparsed(t
 
 
 def test_help_shows_the_bracketed_override_example_and_train_batching_override() -> None:
-    from flows.config import load_config
+    from stages.config import load_config
 
     out = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "240"})
     assert out.exit_code == 0

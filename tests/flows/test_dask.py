@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.config import PipelineConfig
 from flows.extract import run_extract
-from flows.ingest import run_ingest
+from stages.config import PipelineConfig
+from stages.ingest import run_ingest
 from store import FeatureStore
 from tests.helpers.dask import DaskCluster
 

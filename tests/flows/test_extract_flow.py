@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from corpora.synth import generate_dataset, truncate_file, write_clip
-from flows.config import PipelineConfig
-from flows.extract import extract_flow, plan
-from flows.ingest import run_ingest
+from flows.extract import extract_flow
+from stages.config import PipelineConfig
+from stages.extract import plan
+from stages.ingest import run_ingest
 from store import FeatureStore
 from store.verify import vacuum, verify
 
@@ -142,8 +143,8 @@ def test_missing_streams_are_recorded_absences_not_failures(tmp_path: Path, pref
 CRASHING_RUN = textwrap.dedent(
     """
     import os, signal, sys
-    from flows.config import PipelineConfig
-    from flows.extract import plan, process_batch
+    from stages.config import PipelineConfig
+    from stages.extract import plan, process_batch
     from store import FeatureStore
     from store.featurestore import FeatureSet
 

@@ -30,9 +30,10 @@ import numpy as np
 import pytest
 
 from corpora.synth import generate_dataset
-from flows.config import PipelineConfig
-from flows.extract import extract_flow, plan, run_extract
-from flows.ingest import run_ingest
+from flows.extract import extract_flow, run_extract
+from stages.config import PipelineConfig
+from stages.extract import plan
+from stages.ingest import run_ingest
 from store import FeatureStore
 from store.errors import StoreError
 from store.verify import orphan_shards, vacuum, verify

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from corpora.synth import generate_dataset, write_clip
-from flows.config import PipelineConfig
 from flows.pipeline import pipeline_flow
+from stages.config import PipelineConfig
 from store import FeatureStore
 from store.verify import account, verify
 
@@ -168,7 +168,7 @@ def test_a_clip_with_a_committed_clips_inputs_shares_its_features_and_is_served_
     """Content-addressed sharing: identical inputs are extracted once, yet every clip is committed."""
     import shutil
 
-    from flows.align import run_align
+    from stages.align import run_align
     from store.views import open_view
 
     data, cfg = dataset
@@ -238,7 +238,7 @@ def test_a_clip_with_a_committed_clips_inputs_shares_its_features_and_is_served_
 
 
 def test_stats_only_and_unknown_stages(dataset, prefect_harness) -> None:
-    from flows.pipeline import resolve_stages
+    from stages.pipeline import resolve_stages
     from store.errors import ConfigError
 
     _, cfg = dataset

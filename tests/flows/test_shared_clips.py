@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.config import PipelineConfig
 from flows.extract import extract_flow
-from flows.ingest import run_ingest
+from stages.config import PipelineConfig
+from stages.ingest import run_ingest
 from store import FeatureStore
 
 MEDIA = (".mp4", ".webm", ".flac", ".ogg", ".mp3")

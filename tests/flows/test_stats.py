@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.config import PipelineConfig
-from flows.ingest import run_ingest
 from flows.stats import artifact_key, stats_flow
+from stages.config import PipelineConfig
+from stages.ingest import run_ingest
 
 
 def test_stats_flow_publishes_markdown_and_table_artifacts(demo_data, tmp_path: Path, prefect_harness) -> None:

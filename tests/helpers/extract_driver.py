@@ -131,8 +131,8 @@ def _child(job: dict[str, Any]) -> None:
     """The extract process: output to the job's log, a ``SUMMARY`` line on success, never returns."""
     import traceback
 
-    from flows.config import PipelineConfig
     from flows.extract import run_extract
+    from stages.config import PipelineConfig
 
     fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)

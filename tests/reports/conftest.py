@@ -12,9 +12,9 @@ import pytest
 
 from corpora.synth import GeneratedDataset, generate_dataset
 from features.align import AlignConfig, align_view
-from flows.config import ExtractConfig, PipelineConfig
-from flows.extract import plan, process_batch
-from flows.ingest import run_ingest
+from stages.config import ExtractConfig, PipelineConfig
+from stages.extract import plan, process_batch
+from stages.ingest import run_ingest
 from store import FeatureStore
 from store.featurestore import now_utc
 

@@ -261,49 +261,6 @@ def test_link_serves_a_shared_shard_range_under_a_new_clip_id_through_vacuum_and
     assert sorted(p.clip_id for p in verify(store)) == ["a", "a2"]
 
 
-def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_input_once(tmp_path: Path) -> None:
-    from flows.config import ExtractConfig
-    from flows.extract import link_shared, plan
-    from store import schema
-
-    store = FeatureStore.open(tmp_path, create=True)
-    media = {"orig": "m1", "same": "m1", "own": "m2", "twin_a": "m4", "twin_b": "m4"}
-    store.write_clips(pa.Table.from_pylist(
-        [{"clip_id": c, "media_fingerprint": m * 32, "start": 0.0, "end": 2.0, "duration": 2.0, "text": "a film",
-          "split": "train"} for c, m in media.items()], schema=schema.CLIPS))
-    cfg = ExtractConfig(extractors={"audio.mfcc": {}})
-
-    def decided(c: ExtractConfig = cfg) -> tuple[list[str], dict[str, str], int]:
-        (p,) = plan(store, c)
-        return [r["clip_id"] for b in p.batches for r in b.clips], {r["clip_id"]: r["shares"] for r in p.links}, p.skipped
-
-    # a new input is extracted once in the run; its other clips share it
-    assert decided() == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
-    (p,) = plan(store, cfg)
-    fp = {r["clip_id"]: r["fingerprint"] for b in p.batches for r in b.clips} | {r["clip_id"]: r["fingerprint"] for r in p.links}
-    fset = store.feature_set(p.feature_set)
-    fset.commit([("orig", fp["orig"], _result(3, seed=1), 2.0), ("own", fp["own"], _result(3, seed=2), 2.0)])
-    # committed under another id: shared, not re-extracted; committed under its own id: skipped
-    assert decided() == (["twin_a"], {"same": "orig", "twin_b": "twin_a"}, 2)
-    # --force recomputes every distinct input once and still shares it
-    assert decided(cfg.model_copy(update={"force": True})) == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
-    # a clip whose latest row is for other inputs is not "committed" because its fingerprint is in the store:
-    # reverted to inputs it had before, it shares its own older row
-    fset.commit([("own", "other inputs", _result(2, seed=5), 2.0)])
-    assert decided()[1]["own"] == "own"
-
-    # the twins' one extraction failed: the linked twin gets the failure under its own id, not silence
-    (p,) = plan(store, cfg)
-    cause = {"stage": "decode", "error_type": "CorruptMediaError", "message": "bad", "transient": False}
-    linked, failures = link_shared(store, p, {fp["twin_a"]: cause}, "run-1")
-    assert linked == 2 and [f["clip_id"] for f in failures] == ["twin_b"]
-    assert failures[0]["error_type"] == "CorruptMediaError" and "shares its inputs with clip 'twin_a'" in failures[0]["message"]
-    assert store.feature_set(p.feature_set).read("same").fingerprint == fp["orig"]
-    # --only-failed retries twin_b: once twin_a's features commit, it is linked, not extracted
-    fset.commit([("twin_a", fp["twin_a"], _result(3, seed=6), 2.0)])
-    assert decided(cfg.model_copy(update={"only_failed": True})) == ([], {"twin_b": "twin_a"}, 4)
-
-
 def test_run_records_written_before_a_column_was_added_stay_readable(tmp_path: Path) -> None:
     from store import schema
 

@@ -1,0 +1,46 @@
+"""Ingest: dataset on disk -> validated ``clips.parquet`` + ``rejects.parquet``, rewritten only when
+they changed, with the diff against the stored clip table (added / removed / modified clips)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corpora.ingest import ingest
+from stages.config import PipelineConfig
+from store import FeatureStore
+from store.errors import ConfigError
+
+
+@dataclass
+class IngestSummary:
+    clips: int
+    rejects: int
+    layout: str
+    changed: bool
+    added: int
+    removed: int
+    modified: int
+    reject_reasons: dict[str, int]
+
+
+def run_ingest(config: PipelineConfig) -> IngestSummary:
+    """Read, validate, and write the tables only if they changed."""
+    if not config.dataset.path:
+        raise ConfigError("dataset.path is not set (use --set dataset.path=DIR or a config file)")
+    result = ingest(config.dataset.path, config.dataset.layout, config.dataset.folds)
+    store = FeatureStore.open(config.store, create=True)
+    old = store.clips()
+    old_fp = dict(zip(old.column("clip_id").to_pylist(), old.column("clip_fingerprint").to_pylist()))
+    new_fp = dict(zip(result.clips.column("clip_id").to_pylist(), result.clips.column("clip_fingerprint").to_pylist()))
+    added = len(new_fp.keys() - old_fp.keys())
+    removed = len(old_fp.keys() - new_fp.keys())
+    modified = sum(1 for k in new_fp.keys() & old_fp.keys() if new_fp[k] != old_fp[k])
+    changed = bool(added or removed or modified) or list(old_fp) != list(new_fp)
+    if changed:
+        store.write_clips(result.clips)
+    if changed or not result.rejects.equals(store.rejects()):
+        store.write_rejects(result.rejects)
+    reasons: dict[str, int] = {}
+    for r in result.rejects.column("reason").to_pylist():
+        reasons[r] = reasons.get(r, 0) + 1
+    return IngestSummary(result.n_clips, result.n_rejects, result.layout, changed, added, removed, modified, reasons)
