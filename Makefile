@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -19,11 +19,16 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/emoflow demo --workdir work/demo
 
-test: $(STAMP)
+# ruff: lint + import order; mypy: the product packages ([tool.mypy] in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py
 
 clean:
-	rm -rf work .pytest_cache
+	rm -rf work .pytest_cache .ruff_cache .mypy_cache

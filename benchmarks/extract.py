@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def _role(proc: Any, root_pid: int) -> str:
         return "main"
     try:
         cmd = " ".join(proc.cmdline())
-    except Exception:  # noqa: BLE001 - a process that just ended
+    except Exception:  # a process that just ended
         return "other"
     if "resource_tracker" in cmd:
         return "other"
@@ -221,7 +222,7 @@ class TreeSampler(threading.Thread):
         while not self.stop_event.wait(self.interval):
             try:
                 self.sample()
-            except Exception:  # noqa: BLE001 - never let the sampler kill a benchmark
+            except Exception:  # never let the sampler kill a benchmark
                 pass
 
 
@@ -249,8 +250,8 @@ def _warm_libraries() -> float:
     import numpy as np
     from transformers import AutoModel, AutoTokenizer  # noqa: F401 - transformers' lazy import
 
-    import features.extractors.text  # noqa: F401
-    import features.extractors.vision  # noqa: F401
+    import features.extractors.text
+    import features.extractors.vision  # noqa: F401 - imported to time the import (with .text above)
     from features.extractors.audio import MfccConfig, mfcc_frames
 
     mfcc_frames(np.zeros(16000, np.float32), MfccConfig())
@@ -309,7 +310,8 @@ def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
 
     warm_s = _warm_libraries()
     store = str(Path(spec["workdir"]) / f"store-{spec['name']}")
-    run_ingest(PipelineConfig.model_validate({"store": store, "dataset": {"path": spec["dataset"], "layout": "manifest"}}))
+    dataset = {"path": spec["dataset"], "layout": "manifest"}
+    run_ingest(PipelineConfig.model_validate({"store": store, "dataset": dataset}))
     rows = _clip_rows(store)
     clips = [clip_input(r) for r in rows]
     runs = []
@@ -423,6 +425,23 @@ def _malloc_trim() -> None:
         pass
 
 
+def _progress_hook(
+    done_at: list[float], trace: list[list[float]], t0: float, trim: Callable[[], None]
+) -> Callable[[Any], None]:
+    """The per-batch hook of one run: records when each batch committed and the flow's RSS then.
+
+    NB: Prefect ships extract_flow's globals, this hook included, to Dask workers with
+    cloudpickle: it must capture only picklable things (no sampler, no psutil.Process)."""
+
+    def progress(res: Any) -> None:
+        done_at.append(time.perf_counter())
+        trim()
+        # RSS of the flow process after each committed batch: a creep shows up here
+        trace.append([round(done_at[-1] - t0, 2), len(done_at), _self_rss_mb()])
+
+    return progress
+
+
 def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     """Runs ``spec["runs"]`` one after the other: each names a candidate, the stages to extract and
     the dataset; fresh temp store and empty model caches for each."""
@@ -448,14 +467,7 @@ def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]
         trim = _malloc_trim if cand.get("malloc_trim") else (lambda: None)
 
         trace: list[list[float]] = []
-
-        # NB: Prefect ships extract_flow's globals, this hook included, to Dask workers with
-        # cloudpickle: it must capture only picklable things (no sampler, no psutil.Process)
-        def progress(res: Any) -> None:
-            done_at.append(time.perf_counter())
-            trim()
-            # RSS of the flow process after each committed batch: a creep shows up here
-            trace.append([round(done_at[-1] - t0, 2), len(done_at), _self_rss_mb()])
+        progress = _progress_hook(done_at, trace, t0, trim)
 
         try:
             summary = run_extract(cfg, progress=progress)
@@ -598,7 +610,8 @@ def summarise(naive_runs: list[dict[str, Any]], stage_runs: dict[str, dict[str, 
             "stage": s, "clips": n_clips, "media_s": m_s,
             "naive_wall_s": n_wall, "naive_rtf": _ratio(m_s, n_wall), "naive_clips_per_s": _ratio(n_clips, n_wall),
             "naive_cpu_s": round(n_cpu, 2),
-            "opt_wall_s": o["wall_s"], "opt_rtf": _ratio(m_s, o["wall_s"]), "opt_clips_per_s": _ratio(n_clips, o["wall_s"]),
+            "opt_wall_s": o["wall_s"], "opt_rtf": _ratio(m_s, o["wall_s"]),
+            "opt_clips_per_s": _ratio(n_clips, o["wall_s"]),
             "opt_cpu_s": o["cpu_s"], "opt_first_batch_s": o.get("first_batch_s"),
             "speedup": _ratio(n_wall, o["wall_s"]), "cpu_ratio": _ratio(n_cpu, o["cpu_s"]),
             "naive_peak_rss_mb": nb["peak_rss_mb"] if s == "end-to-end" else None,
@@ -648,7 +661,8 @@ def print_tables(report: dict[str, Any]) -> None:
     con.print(t)
     vf = report.get("vision_frames") or {}
     if vf.get("naive") and vf.get("optimised"):
-        con.print(f"vision frames sampled / through the CNN: naive {vf['naive']['frames']} / {vf['naive']['cnn_frames']}, "
+        con.print("vision frames sampled / through the CNN: "
+                  f"naive {vf['naive']['frames']} / {vf['naive']['cnn_frames']}, "
                   f"optimised {vf['optimised']['frames']} / {vf['optimised']['cnn_frames']} (still-frame reuse)")
     c = Table(title="optimised candidates, end to end on the mix (one child process, back to back)")
     for col in ("config", "executor", "batch_clips", "vision batch", "wall s", "×RT", "CPU s", "1st batch s",
@@ -661,7 +675,8 @@ def print_tables(report: dict[str, Any]) -> None:
                   "-" if r.get("first_batch_s") is None else f"{r['first_batch_s']:.1f}",
                   f"{r['peak_rss_mb']:.0f}", _roles(r), f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")
     con.print(c)
-    g = Table(title=f"peak RSS vs number of clips, optimised ({report['best']}), generated clips only, fresh process each")
+    g = Table(title=f"peak RSS vs number of clips, optimised ({report['best']}), "
+                    "generated clips only, fresh process each")
     for col in ("clips", "media s", "wall s", "×RT", "CPU s", "peak RSS MB", "RSS by role MB", "largest process MB",
                 "load 1m"):
         g.add_column(col, justify="right")
@@ -672,7 +687,8 @@ def print_tables(report: dict[str, Any]) -> None:
     con.print(g)
     v = report["verdict"]
     con.print(f"end to end speed-up {v['speedup']:.2f}× wall, {v['cpu_ratio']:.2f}× CPU (target ≥ 2×: "
-              f"{'met' if v['speedup_ok'] else 'NOT met'}); peak RSS {v['rss_small_mb']:.0f} → {v['rss_large_mb']:.0f} MB "
+              f"{'met' if v['speedup_ok'] else 'NOT met'}); "
+              f"peak RSS {v['rss_small_mb']:.0f} → {v['rss_large_mb']:.0f} MB "
               f"({v['rss_growth_pct']:+.0f}%, flat (≤ +15%): {'yes' if v['rss_flat'] else 'NO'})")
 
 
@@ -688,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", default=None,
                     help=f"comma list of pipeline configs to compare, of: {', '.join(CANDIDATES)}")
     ap.add_argument("--best", default=None, help="skip the choice: use this candidate as the optimised run")
-    ap.add_argument("--repeats", type=int, default=1, help="naive + optimised end-to-end pairs, each in fresh processes; the fastest of each is "
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="naive + optimised end-to-end pairs, each in fresh processes; the fastest of each is "
                     "reported (default 1)")
     ap.add_argument("--workdir", default=None, help="keep generated data and results here (reused across runs)")
     ap.add_argument("--verbose", action="store_true", help="show the children's output (Prefect logs)")
@@ -729,11 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"workdir {work}; preparing data ...")
     data = prepare_data(work / "data", Path(args.shared) if args.shared else None, counts, counts[0])
     mix = data["manifests"]["mix"]
-    log(f"data ready ({data['generate_s']} s); {len(data['shared_clips'])} shared + {counts[0]} generated clips in the mix")
+    log(f"data ready ({data['generate_s']} s); "
+        f"{len(data['shared_clips'])} shared + {counts[0]} generated clips in the mix")
 
     # 1. naive baseline, then every candidate end to end on the mix (one child, back to back)
     naive_runs: list[dict[str, Any]] = []
-    naive = run_child({"kind": "naive", "dataset": mix, "cheap_repeats": CHEAP_REPEATS - 1}, work, "naive", args.verbose)
+    naive_spec = {"kind": "naive", "dataset": mix, "cheap_repeats": CHEAP_REPEATS - 1}
+    naive = run_child(naive_spec, work, "naive", args.verbose)
     naive_runs += naive["runs"]
     log(f"naive: {naive['runs'][0]['wall_s']:.1f} s")
     cand_runs: dict[str, list[dict[str, Any]]] = {c: [] for c in cand_names}

@@ -36,11 +36,11 @@ import numpy as np  # noqa: E402
 from benchmarks.mosi_text import (  # noqa: E402
     MOSI_CSV,
     VIEW,
-    fmt_value,
     make_dev_view,
     prepare,
     write_section,
 )
+from training.metrics import format_value  # noqa: E402
 
 ALPHAS = (0.1, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 SHOWN = (("Has0_acc_2", "Acc-2 has0"), ("Non0_acc_2", "Acc-2 non0"), ("Non0_F1_score", "F1 non0"),
@@ -119,7 +119,7 @@ def markdown(results: dict[str, dict[str, Any]], date: str) -> str:
     for key, r in results.items():
         protocol, pooling = key.split("/")
         m = r["metrics"]
-        cells = " | ".join(fmt_value(m[k], k) for k, _ in SHOWN)
+        cells = " | ".join(format_value(m[k], k) for k, _ in SHOWN)
         lines.append(f"| {label[protocol]} | {pooled[pooling]} | {r['alpha']:g} | {cells} |")
     return "\n".join(lines) + "\n"
 

@@ -57,6 +57,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import numpy as np  # noqa: E402
 
+from training.metrics import format_cell  # noqa: E402
+
 MOSI_CSV = Path("/work/shared/data/mosi/mosi_text_trainval.csv")
 VIEW = "mosi_text"
 METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
@@ -138,7 +140,7 @@ def prepare(workdir: Path, csv_path: Path = MOSI_CSV, *, view: str = VIEW, use_a
                 feature_sets={"text": "text.bert", "audio": None, "vision": None},
             ))
             how = f"stages.align.run_align (grid=none, changed={summary.changed})"
-        except Exception as exc:  # noqa: BLE001 - a colleague's flow in progress: fall back, say so
+        except Exception as exc:  # a colleague's flow in progress: fall back, say so
             how = f"write_view fallback (run_align failed: {type(exc).__name__}: {exc})"
     if how is None or how.startswith("write_view"):
         build_text_view(store, view)
@@ -147,8 +149,8 @@ def prepare(workdir: Path, csv_path: Path = MOSI_CSV, *, view: str = VIEW, use_a
     _check_text_view(v)
     info["view"] = {"name": view, "how": how, "fingerprint": v.fingerprint,
                     "L": int(v.group()["text/values"].shape[1]),
-                    "clips": {s: int(n) for s, n in zip(*np.unique(v.clips.column("split").to_numpy(zero_copy_only=False),
-                                                                    return_counts=True))},
+                    "clips": {s: int(n) for s, n in zip(*np.unique(
+                        v.clips.column("split").to_numpy(zero_copy_only=False), return_counts=True))},
                     "seconds": round(time.perf_counter() - t0, 2)}
     info["store"] = str(store_path.resolve())
     info["text_model_path"] = view_text_model_path(v)
@@ -276,10 +278,14 @@ def make_dev_view(store_path: str, src: str = VIEW, dst: str = f"{VIEW}_dev", de
     try:
         if open_view(store, dst).fingerprint == fingerprint:
             return {"view": dst, "dev_videos": sorted(dev), "changed": False, "splits": _counts(new)}
-    except Exception:  # noqa: BLE001 - no such view yet
+    except Exception:  # no such view yet
         pass
     g = view.group()
-    arrays = {f"{m}/{k}": np.asarray(g[f"{m}/{k}"][...]) for m in ("text",) for k in ("values", "lengths", "present", "mean", "std")}
+    arrays = {
+        f"{m}/{k}": np.asarray(g[f"{m}/{k}"][...])
+        for m in ("text",)
+        for k in ("values", "lengths", "present", "mean", "std")
+    }
     for k in ("input_ids", "attention_mask"):
         arrays[f"text_tokens/{k}"] = np.asarray(g[f"text_tokens/{k}"][...])
     clips = table.set_column(table.schema.get_field_index("split"), "split", pa.array(new, pa.string()))
@@ -352,13 +358,8 @@ def aggregate(runs: list[dict[str, Any]], key: str) -> dict[str, tuple[float, fl
     return out
 
 
-def fmt_value(value: float, metric: str) -> str:
-    """MAE and Corr as is (3 decimals), accuracies and F1 ×100 (2 decimals), as MMSA tables do."""
-    return f"{value:.3f}" if metric in ("MAE", "Corr") else f"{100 * value:.2f}"
-
-
 def fmt(mean: float, std: float, metric: str) -> str:
-    return f"{fmt_value(mean, metric)} ± {fmt_value(std, metric)}"
+    return format_cell({"mean": mean, "std": std}, metric)
 
 
 def table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
@@ -497,14 +498,19 @@ def markdown_section(result: dict[str, Any], md: str) -> str:
              f"wall {result['wall_seconds'] / 60:.1f} min, load average {result['host']['load_start'][0]:.1f} → "
              f"{result['host']['load_end'][0]:.1f} on {result['host']['cpus']} cores), protocol "
              f"`{result['args']['protocol']}`. Mean ± std "
-             f"(ddof=1) over seeds {result['summary'][next(iter(result['summary']))]['seeds']}; Acc/F1 ×100.", "", md, ""]
-    lines += ["| mode | s/epoch mean (median, min) | best epochs | epochs run | wall (s, all seeds) |", "|---|---|---|---|---|"]
+             f"(ddof=1) over seeds {result['summary'][next(iter(result['summary']))]['seeds']}; "
+             "Acc/F1 ×100.", "", md, ""]
+    lines += ["| mode | s/epoch mean (median, min) | best epochs | epochs run | wall (s, all seeds) |",
+              "|---|---|---|---|---|"]
     for mode, s in result["summary"].items():
         lines.append(f"| {mode} | {s['sec_per_epoch_mean']:.1f} ({s['sec_per_epoch_median']:.1f}, "
-                     f"{s['sec_per_epoch_min']:.1f}) | {s['best_epochs']} | {s['epochs_run']} | {s['wall_seconds']:.0f} |")
+                     f"{s['sec_per_epoch_min']:.1f}) | {s['best_epochs']} | {s['epochs_run']} | "
+                     f"{s['wall_seconds']:.0f} |")
     a = result["args"]
-    lines += ["", f"Settings: max_epochs frozen {a['max_epochs_frozen']}, finetune {a['max_epochs_finetune']}; patience "
-              f"{a['patience']}; batching `{a.get('batching', a.get('loader'))}`; {a['jobs']} runs in parallel × {a['threads']} torch "
+    lines += ["", f"Settings: max_epochs frozen {a['max_epochs_frozen']}, "
+              f"finetune {a['max_epochs_finetune']}; patience "
+              f"{a['patience']}; batching `{a.get('batching', a.get('loader'))}`; "
+              f"{a['jobs']} runs in parallel × {a['threads']} torch "
               f"thread(s); extra config {json.dumps(result['extra_config'])}; view built by "
               f"{result['prepare']['view']['how']}."]
     return "\n".join(lines) + "\n"

@@ -136,7 +136,9 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     model = build_model(config, {SHORT[m]: d for m, d in dims.items()}, finetune_model_path(view, config))
     build_s = time.perf_counter() - t0
     tokens = mode == "finetune"
-    ds = {s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb) for s in ("train", "valid")}
+    ds = {
+        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb) for s in ("train", "valid")
+    }
     collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
     loaders = {s: make_loader(d, collator, config, train=s == "train") for s, d in ds.items()}
     optimizer = build_optimizer(model, config)
@@ -190,9 +192,11 @@ def profile_epoch(model: Any, loader: Any, optimizer: Any, config: Any, slgm: An
     for name, mod in named.items():
         if mod is None:
             continue
-        hooks.append(mod.register_forward_pre_hook(lambda m, a, name=name: starts.__setitem__(name, time.perf_counter())))
+        hooks.append(mod.register_forward_pre_hook(
+            lambda m, a, name=name: starts.__setitem__(name, time.perf_counter())))
         hooks.append(mod.register_forward_hook(
-            lambda m, a, o, name=name: modules.__setitem__(name, modules.get(name, 0.0) + time.perf_counter() - starts[name])))
+            lambda m, a, o, name=name: modules.__setitem__(
+                name, modules.get(name, 0.0) + time.perf_counter() - starts[name])))
     model.train()
     if slgm is not None:
         slgm.start_epoch(epoch)
@@ -277,14 +281,16 @@ def main(argv: list[str] | None = None) -> int:
                 r = pool.submit(measure, store, mode, epochs, t, prof, overrides, batching).result()
             result["runs"].append(r)
             last = r["epochs"][-1]
-            print(f"{mode:8s} threads={t} batching={batching}: " + ", ".join(f"epoch {e['epoch']} {e['train_s']:.1f} s" for e in r["epochs"])
+            print(f"{mode:8s} threads={t} batching={batching}: "
+                  + ", ".join(f"epoch {e['epoch']} {e['train_s']:.1f} s" for e in r["epochs"])
                   + f"; valid {last['valid_s']:.1f} s; {last['train_clips_per_s']:.0f} clips/s; peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB; load {r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}", flush=True)
             if "profile" in r:
                 print(f"  profile: {json.dumps(r['profile'])}", flush=True)
     result["load"] = {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in os.getloadavg()]}
     print()
-    print("| mode | torch threads | batching | s/epoch (train, last epoch) | epoch 1 (cold cache) | train clips/s | valid pass s | peak RSS MB | load 1-min |")
+    print("| mode | torch threads | batching | s/epoch (train, last epoch) | epoch 1 (cold cache) | train clips/s "
+          "| valid pass s | peak RSS MB | load 1-min |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:
         e = r["epochs"]

@@ -30,11 +30,12 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
     """Run the pipeline end to end on generated clips; returns stage -> output location."""
     from corpora.synth import generate_dataset
     from flows.align import align_flow
+    from flows.console import metrics_table
     from flows.extract import run_extract
     from flows.ingest import ingest_flow
     from flows.stats import stats_flow
     from flows.train import train_flow
-    from stages.train import run_evaluate, summary_table
+    from stages.train import run_evaluate
 
     console = console or Console()
     workdir = Path(workdir).resolve()
@@ -73,6 +74,6 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
         run = train_flow(cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation)
         rows[ablation] = run_evaluate(run["run"], "test")["mean_std"]["test"]
         outputs[f"run {ablation}"] = run["run"]
-    console.print("test metrics (×100) of the full model and the single-modality ablations:")
-    console.print(summary_table(rows))
+    console.print(metrics_table("test metrics of the full model and the single-modality ablations", rows,
+                                label="ablation"))
     return outputs

@@ -38,7 +38,7 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except (StoreError, OSError, TimeoutError):
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return False
 

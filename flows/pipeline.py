@@ -48,8 +48,9 @@ def pipeline_flow(
     """Run ``stages`` of ingest -> extract -> align -> stats on ``config`` as subflows.
 
     ``extractors`` optionally restricts extraction to these extractor names (their settings from
-    ``config.extract.extractors``, else the defaults). Returns a JSON-able summary: stages run, ingest counts (clips, rejects, added/removed/modified), per extractor
-    done/skipped/linked/failed/absent, the align view and the stats report.
+    ``config.extract.extractors``, else the defaults). Returns a JSON-able summary: stages run,
+    ingest counts (clips, rejects, added/removed/modified), per extractor done/skipped/linked/failed/absent,
+    the align view and the stats report.
     """
     log = get_run_logger()
     t0 = time.perf_counter()
@@ -63,12 +64,12 @@ def pipeline_flow(
         summary["ingest"] = ingest_summary(s)
         log.info("ingest: %d clips (+%d -%d ~%d), %d rejected", s.clips, s.added, s.removed, s.modified, s.rejects)
     if "extract" in run:
-        s = run_extract(config)  # on the configured task runner (threads or Dask)
-        summary["extract"] = extract_summary(s)
+        ex = run_extract(config)  # on the configured task runner (threads or Dask)
+        summary["extract"] = extract_summary(ex)
         for name, e in summary["extract"]["extractors"].items():
             log.info("extract %s: done %d, skipped %d, failed %d", name, e["done"], e["skipped"], e["failed"])
-        if s.failed:
-            log.warning("%d clip failures recorded; `emoflow store ls` lists them, `--only-failed` retries", s.failed)
+        if ex.failed:
+            log.warning("%d clip failures recorded; `emoflow store ls` lists them, `--only-failed` retries", ex.failed)
     if "align" in run:
         summary["align"] = align_summary(align_flow(config))
     if "stats" in run:

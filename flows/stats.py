@@ -35,7 +35,9 @@ def publish_artifacts(stats: dict[str, Any]) -> list[str]:
 
 
 @task(name="compute-stats", task_run_name="stats-{name}")
-def stats_task(store_url: str, view: str | None, name: str | None, read_values: bool) -> tuple[StatsSummary, dict[str, Any]]:
+def stats_task(
+    store_url: str, view: str | None, name: str | None, read_values: bool
+) -> tuple[StatsSummary, dict[str, Any]]:
     return run_stats(store_url, view, name, read_values)
 
 

@@ -1,4 +1,5 @@
-"""The training flow: ``stages.train.run_train`` under Prefect, its mean metrics in the run log."""
+"""The training flow: ``stages.train.run_train`` under Prefect, every epoch and the mean metrics in
+the run log, and progress hooks for the CLI's bar."""
 
 from __future__ import annotations
 
@@ -6,17 +7,39 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from stages.train import run_train
+from stages.train import EpochProgress, ProgressHook, run_train
 from training.config import TrainConfig
+
+_progress_hooks: list[ProgressHook] = []  # module-level, like flows.extract's: never a flow parameter
 
 
 @flow(name="emoflow-train")
 def train_flow(store: str, view: str, config: TrainConfig, runs_dir: str, ablation: str = "full",
                seeds: int | None = None, name: str | None = None) -> dict[str, Any]:
-    run_root, summary = run_train(store, view, config, runs_dir, ablation=ablation, seeds=seeds, name=name)
     log = get_run_logger()
+
+    def progress(p: EpochProgress) -> None:
+        log.info("%s", p.line)
+        for hook in _progress_hooks:
+            hook(p)
+
+    run_root, summary = run_train(store, view, config, runs_dir, ablation=ablation, seeds=seeds, name=name,
+                                  progress=progress)
     log.info("run %s (%s, seeds %s)", run_root, ablation, summary["seeds"])
     for split, metrics in summary["mean_std"].items():
         log.info("%s: Non0_acc_2 %.4f  MAE %.4f  Corr %.4f", split, metrics["Non0_acc_2"]["mean"],
                  metrics["MAE"]["mean"], metrics["Corr"]["mean"])
     return {"run": str(run_root), **summary}
+
+
+def run_training(store: str, view: str, config: TrainConfig, runs_dir: str, *, ablation: str = "full",
+                 seeds: int | None = None, name: str | None = None,
+                 progress: ProgressHook | None = None) -> dict[str, Any]:
+    """Run the flow with an optional progress hook (called in this process after every epoch)."""
+    if progress:
+        _progress_hooks.append(progress)
+    try:
+        return train_flow(store, view, config, runs_dir, ablation=ablation, seeds=seeds, name=name)
+    finally:
+        if progress:
+            _progress_hooks.remove(progress)

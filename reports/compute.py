@@ -15,6 +15,7 @@ from features.align import modality_source
 from store import FeatureStore, open_view
 from store.featurestore import now_utc
 from store.moments import Moments
+from store.views import group_array
 
 SPLIT_ORDER = ("train", "valid", "test")
 LABEL_EDGES = [round(-3.0 + 0.5 * i, 1) for i in range(13)]  # 12 bins of 0.5 over [-3, 3]
@@ -172,10 +173,10 @@ def _view_stats(store: FeatureStore, name: str, splits: list[str]) -> dict[str, 
                            "created": view.attrs.get("created"), "clips": view.clips.num_rows,
                            "normalized": view.attrs.get("normalized"), "modalities": {}}
     for m, meta in sorted(view.attrs.get("modalities", {}).items()):
-        values = np.asarray(group[f"{m}/values"][...])
-        lengths = np.asarray(group[f"{m}/lengths"][...])
-        present = np.asarray(group[f"{m}/present"][...]).astype(bool)
-        mask = np.asarray(group[f"{m}/mask"][...]).astype(bool) if view.has_array(f"{m}/mask") else None
+        values = np.asarray(group_array(group, f"{m}/values")[...])
+        lengths = np.asarray(group_array(group, f"{m}/lengths")[...])
+        present = np.asarray(group_array(group, f"{m}/present")[...]).astype(bool)
+        mask = np.asarray(group_array(group, f"{m}/mask")[...]).astype(bool) if view.has_array(f"{m}/mask") else None
         real = np.arange(values.shape[1])[None, :] < lengths[:, None]
         mom = Moments(values.shape[2])
         mom.add(values[(mask if mask is not None else real) & present[:, None]])

@@ -28,7 +28,8 @@ def _env(autoescape: bool) -> Any:
 def _headline(stats: dict[str, Any]) -> list[tuple[str, str]]:
     c = stats["clips"]["all"]
     return [
-        ("clips", f"{stats['n_clips']} (" + ", ".join(f"{s} {stats['clips'][s]['clips']}" for s in stats["splits"]) + ")"),
+        ("clips", f"{stats['n_clips']} ("
+         + ", ".join(f"{s} {stats['clips'][s]['clips']}" for s in stats["splits"]) + ")"),
         ("total duration", f"{fmt(c['duration'].get('total'))} s"),
         ("feature sets", ", ".join(stats["feature_sets"]) or "none"),
         ("aligned views", ", ".join(stats["views"]) or "none"),

@@ -111,7 +111,8 @@ def report_tables(stats: dict[str, Any]) -> list[ReportTable]:
     rows = [[name, t["extractor"], t["runs"], t["clips_done"], fmt(t["media_seconds"]), fmt(t["wall_seconds"]),
              fmt(t["realtime_factor"])] for name, t in stats["throughput"].items()]
     tables.append(ReportTable("throughput", "Extraction throughput recorded by runs (media seconds / compute seconds)",
-                              ["feature set", "extractor", "runs", "clips", "media s", "compute s", "x realtime"], rows))
+                              ["feature set", "extractor", "runs", "clips", "media s", "compute s", "x realtime"],
+                              rows))
     rows = []
     for vname, v in stats["views"].items():
         for m, e in v["modalities"].items():

@@ -47,9 +47,13 @@ class ExecutorConfig(Section):
     threads_per_worker: int = Field(1, ge=1)
 
 
+def _default_extractors() -> dict[str, dict[str, Any]]:
+    return {"text.bert": {}, "audio.mfcc": {}, "vision.cnn": {}}
+
+
 class ExtractConfig(Section):
     extractors: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"text.bert": {}, "audio.mfcc": {}, "vision.cnn": {}}, description="extractor name -> its config"
+        default_factory=_default_extractors, description="extractor name -> its config"
     )
     batch_clips: int = Field(8, ge=1, description="at most this many clips per task")
     batch_seconds: float = Field(300.0, gt=0, description="at most this many media seconds per task")

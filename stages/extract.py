@@ -139,7 +139,11 @@ def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[S
         failed: set[str] = set()
         if cfg.only_failed:
             fails = store.failures()
-            failed = {c for c, s in zip(fails.column("clip_id").to_pylist(), fails.column("feature_set").to_pylist()) if s == sname}
+            failed = {
+                c
+                for c, s in zip(fails.column("clip_id").to_pylist(), fails.column("feature_set").to_pylist())
+                if s == sname
+            }
         identity = ext.identity()
         todo, links = [], []
         for row in clips:
@@ -159,7 +163,9 @@ def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[S
     return plans
 
 
-def partition(rows: list[dict[str, Any]], sname: str, name: str, config: dict[str, Any], cfg: ExtractConfig) -> list[Batch]:
+def partition(
+    rows: list[dict[str, Any]], sname: str, name: str, config: dict[str, Any], cfg: ExtractConfig
+) -> list[Batch]:
     batches: list[Batch] = []
     current: list[dict[str, Any]] = []
     seconds = 0.0
@@ -200,12 +206,12 @@ def _extract_isolated(ext: Extractor, inputs: list[ClipInput]) -> list[FeatureRe
     """Run the batch; if the extractor itself raises, retry clip by clip so one clip cannot sink it."""
     try:
         return ext.extract(inputs)
-    except Exception:  # noqa: BLE001 - isolate below, each clip's own error is recorded
+    except Exception:  # isolate below, each clip's own error is recorded
         out: list[FeatureResult | ClipFailure] = []
         for clip in inputs:
             try:
                 out.extend(ext.extract([clip]))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out.append(ClipFailure(clip.clip_id, "extract", type(exc).__name__, f"clip {clip.clip_id!r}: {exc}"))
         return out
 

@@ -8,15 +8,19 @@ with the mean ± std over seeds, as MMSA reports them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+from torch import nn
 
 from store.errors import ConfigError
 from store.featurestore import new_id
 from training.config import TrainConfig, with_ablation
+from training.loop import EpochCallback
 from training.metrics import METRIC_NAMES, format_table
 from training.runs import RunDir, evaluate_run, train_on_view
 
@@ -41,17 +45,88 @@ def summary_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
 def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any]:
     """``<run_root>/<kind>.json`` (per seed and mean ± std) and ``<kind>.md`` (the table); returns the JSON."""
     agg = aggregate(per_seed)
-    summary = {"kind": kind, "seeds": sorted(per_seed), "per_seed": {str(k): v for k, v in per_seed.items()}, "mean_std": agg}
+    summary = {"kind": kind, "seeds": sorted(per_seed), "per_seed": {str(k): v for k, v in per_seed.items()},
+               "mean_std": agg}
     (run_root / f"{kind}.json").write_text(json.dumps(summary, indent=2))
     (run_root / f"{kind}.md").write_text(summary_table(agg))
     return summary
 
 
+@dataclass(frozen=True)
+class EpochProgress:
+    """Where a training run stands after one epoch of one seed, for progress bars and logs."""
+
+    seed: int
+    seed_index: int  # 1-based position of this seed in the run
+    n_seeds: int
+    epoch: int
+    max_epochs: int | None
+    train_loss: float
+    valid_mae: float
+    best_mae: float
+    best_epoch: int
+    seconds: float  # this epoch
+    eta_seconds: float  # the whole run, see ``EpochClock``
+
+    @property
+    def line(self) -> str:
+        """One log line: seed k/N, epoch, losses, best so far, ETA."""
+        cap = f"/{self.max_epochs}" if self.max_epochs else ""
+        return (f"seed {self.seed_index}/{self.n_seeds} ({self.seed}) epoch {self.epoch}{cap}: "
+                f"train loss {self.train_loss:.4f}, valid MAE {self.valid_mae:.4f} "
+                f"(best {self.best_mae:.4f} at epoch {self.best_epoch}), {self.seconds:.1f} s, "
+                f"ETA {self.eta_seconds / 60:.1f} min")
+
+
+ProgressHook = Callable[[EpochProgress], None]
+
+
+@dataclass
+class EpochClock:
+    """Estimates the time left in a multi-seed run. Early stopping makes epoch counts unknown: the
+    current seed has at most ``min(cap, patience)`` epochs left, a seed not yet started is assumed to
+    run as long as the finished ones did on average (the current seed's bound while none has)."""
+
+    n_seeds: int
+    patience: int
+    max_epochs: int | None
+    epoch_seconds: list[float] = field(default_factory=list)
+    finished_epochs: list[int] = field(default_factory=list)
+
+    def eta(self, seed_index: int, epoch: int, best_epoch: int, seconds: float) -> float:
+        self.epoch_seconds.append(seconds)
+        left = self.patience - (epoch - best_epoch)
+        if self.max_epochs is not None:
+            left = min(left, self.max_epochs - epoch)
+        per_seed = float(np.mean(self.finished_epochs)) if self.finished_epochs else epoch + left
+        epochs_left = max(left, 0) + (self.n_seeds - seed_index) * per_seed
+        return epochs_left * float(np.mean(self.epoch_seconds))
+
+
+def _progress_callback(hook: ProgressHook, clock: EpochClock, seed: int, seed_index: int) -> EpochCallback:
+    """A training-loop callback that turns each epoch record into an ``EpochProgress`` for ``hook``."""
+    best = {"mae": float("inf"), "epoch": 0}
+
+    def on_epoch(record: dict[str, float], model: nn.Module, improved: bool) -> None:
+        epoch = int(record["epoch"])
+        if improved:
+            best.update(mae=record["valid_MAE"], epoch=epoch)
+        hook(EpochProgress(
+            seed=seed, seed_index=seed_index, n_seeds=clock.n_seeds, epoch=epoch, max_epochs=clock.max_epochs,
+            train_loss=record["train_loss"], valid_mae=record["valid_MAE"], best_mae=best["mae"],
+            best_epoch=int(best["epoch"]), seconds=record["seconds"],
+            eta_seconds=clock.eta(seed_index, epoch, int(best["epoch"]), record["seconds"]),
+        ))
+
+    return on_epoch
+
+
 def run_train(
     store: str, view: str, config: TrainConfig, runs_dir: str | Path, *, ablation: str = "full",
-    seeds: int | None = None, name: str | None = None,
+    seeds: int | None = None, name: str | None = None, progress: ProgressHook | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train ``ablation`` of ``config`` with 1 (``config.seed``) or the first ``seeds`` seeds."""
+    """Train ``ablation`` of ``config`` with 1 (``config.seed``) or the first ``seeds`` seeds;
+    ``progress`` hears about every epoch of every seed."""
     try:
         cfg = with_ablation(config, ablation)
     except ValidationError as exc:  # the ablation's switches contradict the config
@@ -63,8 +138,12 @@ def run_train(
         raise ConfigError(f"--seeds {seeds} but train.seeds lists only {len(cfg.seeds)} seeds")
     run_root = Path(runs_dir) / (name or f"{view}-{ablation}-{new_id()}")
     per_seed = {}
-    for seed in seed_list:
-        run, _ = train_on_view(store, view, cfg.model_copy(update={"seed": seed}), run_root / f"seed-{seed}")
+    clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)
+    for k, seed in enumerate(seed_list, start=1):
+        on_epoch = _progress_callback(progress, clock, seed, k) if progress else None
+        run, fitted = train_on_view(store, view, cfg.model_copy(update={"seed": seed}), run_root / f"seed-{seed}",
+                                    on_epoch=on_epoch)
+        clock.finished_epochs.append(len(fitted.history))
         per_seed[seed] = json.loads((run.path / "metrics.json").read_text())
     return run_root, _write_summary(run_root, "summary", per_seed)
 

@@ -109,6 +109,13 @@ def checksum(values: np.ndarray, times: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _rows(group: zarr.Group, name: str, sl: slice) -> np.ndarray:
+    """``group[name][sl]`` for a shard's array (a shard holds arrays only)."""
+    arr = group[name]
+    assert isinstance(arr, zarr.Array), f"{name!r} is a group, not an array"
+    return np.asarray(arr[sl])
+
+
 class FeatureStore:
     """Entry point: ``FeatureStore.open(url, create=True)``."""
 
@@ -375,7 +382,8 @@ class FeatureSet:
         stored = [k[len(EXTRA_PREFIX):] for k in group.array_keys() if k.startswith(EXTRA_PREFIX)]
         names = stored if extras is None else [k for k in extras if k in stored]
         sl = slice(start, stop)
-        return group["values"][sl], group["times"][sl], {k: group[f"{EXTRA_PREFIX}{k}"][sl] for k in names}
+        extra = {k: _rows(group, f"{EXTRA_PREFIX}{k}", sl) for k in names}
+        return _rows(group, "values", sl), _rows(group, "times", sl), extra
 
     def read(self, clip_id: str) -> ClipFeatures:
         row = self.rows().get(clip_id)

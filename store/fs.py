@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
@@ -120,5 +120,5 @@ class StoreFS:
             return LocalStore(self.path(rel), read_only=read_only)
         return FsspecStore.from_url(f"{self.url}/{rel.strip('/')}", read_only=read_only)
 
-    def open_group(self, rel: str, mode: str = "r") -> zarr.Group:
+    def open_group(self, rel: str, mode: Literal["r", "r+", "a", "w", "w-"] = "r") -> zarr.Group:
         return zarr.open_group(self.zarr_store(rel, read_only=mode == "r"), mode=mode, zarr_format=3)

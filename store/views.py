@@ -66,6 +66,14 @@ def _layout(data: np.ndarray) -> dict[str, Any]:
     return {"chunks": clip, "shards": (max(1, min(256, data.shape[0])), *data.shape[1:])}
 
 
+def group_array(group: zarr.Group, name: str) -> zarr.Array:
+    """``group[name]``, which in a view is always an array (KeyError when absent)."""
+    arr = group[name]
+    if not isinstance(arr, zarr.Array):
+        raise StoreError(f"{name!r} is a group, not an array")
+    return arr
+
+
 @dataclass
 class AlignedView:
     """A committed view; arrays open lazily so DataLoader workers each open their own handles."""
@@ -92,7 +100,7 @@ class AlignedView:
 
     def array(self, name: str) -> zarr.Array:
         try:
-            return self.group()[name]
+            return group_array(self.group(), name)
         except KeyError:
             raise StoreError(f"view {self.name!r} has no array {name!r}") from None
 

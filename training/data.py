@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from store.errors import ConfigError
 from store.schema import STD_FLOOR
-from store.views import AlignedView, open_view
+from store.views import AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
 from training.model import ModalityInput
 
@@ -190,9 +190,10 @@ class ViewDataset(Dataset[ClipItem]):
         per_modality = []
         for m in self.modalities:
             if m == "text" and self.tokens:
-                n = np.asarray(group["text_tokens/attention_mask"][...]).astype(bool).sum(axis=1)
+                n = np.asarray(group_array(group, "text_tokens/attention_mask")[...]).astype(bool).sum(axis=1)
             else:
-                n = np.asarray(group[f"{m}/lengths"][...]) * np.asarray(group[f"{m}/present"][...]).astype(bool)
+                lengths = np.asarray(group_array(group, f"{m}/lengths")[...])
+                n = lengths * np.asarray(group_array(group, f"{m}/present")[...]).astype(bool)
             per_modality.append(np.asarray(n, dtype=np.int64)[self.rows])
         return np.max(per_modality, axis=0)
 
@@ -213,7 +214,7 @@ class ViewDataset(Dataset[ClipItem]):
                 else:
                     names += [f"{m}/values", f"{m}/lengths", f"{m}/present"]
             group = view.group()
-            self._arrays = {n: group[n] for n in names}
+            self._arrays = {n: group_array(group, n) for n in names}
         return self._arrays
 
     def _read(self, name: str, row: int) -> np.ndarray:
@@ -240,7 +241,7 @@ class ViewDataset(Dataset[ClipItem]):
 def view_dims(view: AlignedView) -> dict[str, int]:
     """Feature size D_m of each modality of the view (store names), from the arrays themselves."""
     group = view.group()
-    return {m: int(group[f"{m}/values"].shape[-1]) for m in view.modalities}
+    return {m: int(group_array(group, f"{m}/values").shape[-1]) for m in view.modalities}
 
 
 def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -250,7 +251,7 @@ def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[
         return {}
     group = view.group()
     return {
-        SHORT[m]: (np.asarray(group[f"{m}/mean"][...]), np.asarray(group[f"{m}/std"][...]))
+        SHORT[m]: (np.asarray(group_array(group, f"{m}/mean")[...]), np.asarray(group_array(group, f"{m}/std")[...]))
         for m in modalities
         if m in ("audio", "vision")
     }

@@ -1,6 +1,7 @@
 """The MMSA regression metric set for MOSI/MOSEI (model-spec.md §8, thuiar/MMSA metricsTop.py).
 
-Values are fractions (MAE and Corr raw); ``format_table`` applies MMSA's ×100, 2-decimal style.
+Values are fractions (MAE and Corr raw); ``format_value`` prints accuracies and F1 ×100 with 2
+decimals and MAE/Corr with 3, as MMSA's tables and docs/results.md do.
 Both Acc-2 variants are reported because papers differ: has0 = negative vs non-negative over all
 clips, non0 = negative vs positive with zero-labelled clips dropped.
 """
@@ -53,17 +54,25 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return out
 
 
+RAW_METRICS = ("MAE", "Corr")  # printed as they are; the accuracies and F1 scores are percentages
+
+
+def format_value(value: float, metric: str) -> str:
+    """One metric as MMSA tables print it: MAE and Corr with 3 decimals, accuracies and F1 ×100 with 2."""
+    return f"{value:.3f}" if metric in RAW_METRICS else f"{100 * value:.2f}"
+
+
+def format_cell(value: float | Mapping[str, float], metric: str) -> str:
+    """A plain value, or ``mean ± std`` for a metric given as ``{"mean", "std"}`` over seeds."""
+    if isinstance(value, Mapping):
+        return f"{format_value(value['mean'], metric)} ± {format_value(value['std'], metric)}"
+    return format_value(value, metric)
+
+
 def format_table(rows: Mapping[str, Mapping[str, float | Mapping[str, float]]], label: str = "split") -> str:
-    """Markdown table, one row per label (a split, an ablation), metrics ×100 with 2 decimals as MMSA
-    prints them; a metric given as ``{"mean", "std"}`` over seeds prints as ``mean ± std``."""
-
-    def cell(value: float | Mapping[str, float]) -> str:
-        if isinstance(value, Mapping):
-            return f"{100 * value['mean']:.2f} ± {100 * value['std']:.2f}"
-        return f"{100 * value:.2f}"
-
+    """Markdown table, one row per label (a split, an ablation), cells by ``format_cell``."""
     head = f"| {label} | " if label else "| | "
     lines = [head + " | ".join(METRIC_NAMES) + " |", "|" + "---|" * (len(METRIC_NAMES) + 1)]
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(cell(metrics[k]) for k in METRIC_NAMES) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_cell(metrics[k], k) for k in METRIC_NAMES) + " |")
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ from training.data import (
     make_loader,
     read_stats,
 )
-from training.loop import FitResult, evaluate, fit, seed_everything
+from training.loop import EpochCallback, FitResult, evaluate, fit, seed_everything
 from training.metrics import format_table
 from training.model import MCMF, build_model
 
@@ -132,13 +132,15 @@ def _dims_short(dims: dict[str, int]) -> dict[str, int]:
 
 
 def train_on_view(
-    store: Any, view_name: str, config: TrainConfig, run_dir: str | os.PathLike[str]
+    store: Any, view_name: str, config: TrainConfig, run_dir: str | os.PathLike[str],
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[RunDir, FitResult]:
     """Train MCMF(+SLGM) on an aligned view and leave a complete run directory.
 
     ``store`` is a FeatureStore, a path or a URL. Refuses (ConfigError) a view whose fingerprint,
     modalities or dims differ from ``config.view``. Final metrics are those of the best-validation
-    checkpoint on valid and test (test only if the view has it).
+    checkpoint on valid and test (test only if the view has it). ``on_epoch`` is called after each
+    epoch is logged (progress reporting).
     """
     view = open_view(store, view_name)
     dims = check_view(view, config)
@@ -178,9 +180,9 @@ def train_on_view(
         loaders["valid"],
         config,
         train_labels=datasets["train"].labels,
-        on_epoch_end=run.log_epoch,
+        on_epoch_end=run.log_epoch if on_epoch is None else _chain(run.log_epoch, on_epoch),
     )
-    metrics = {s: evaluate(model, loaders[s]) for s in ("valid", "test") if s in loaders}
+    metrics: dict[str, dict[str, float]] = {s: evaluate(model, loaders[s]) for s in ("valid", "test") if s in loaders}
     run.write_metrics(metrics)
     run.update_info(
         finished=_now(),
@@ -190,6 +192,14 @@ def train_on_view(
         stopped_early=result.stopped_early,
     )
     return run, result
+
+
+def _chain(*callbacks: EpochCallback) -> EpochCallback:
+    def call(record: dict[str, float], model: nn.Module, improved: bool) -> None:
+        for callback in callbacks:
+            callback(record, model, improved)
+
+    return call
 
 
 def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -> MCMF:

@@ -59,7 +59,8 @@ def encode_media(
     fmt = {".m4a": "mp4", ".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(path.suffix.lower())
     with atomic_path(path, durable=False) as tmp, av.open(tmp, mode="w", format=fmt) as container:
         container.metadata.clear()
-        vstream = astream = None
+        vstream: av.VideoStream | None = None
+        astream: av.AudioStream | None = None
         if frames is not None and yuv is None and video_codec == "libx264":
             if frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0:
                 yuv = rgb_to_yuv420p(frames)
@@ -70,7 +71,9 @@ def encode_media(
         if frames is not None or yuv is not None:
             rate = Fraction(fps)
             options = _X264_OPTIONS | {"qp": str(qp)} if video_codec == "libx264" else {}
-            vstream = container.add_stream(video_codec, rate=rate, options=options)
+            vs = container.add_stream(video_codec, rate=rate, options=options)
+            assert isinstance(vs, av.VideoStream)
+            vstream = vs
             vstream.width = int(width)
             vstream.height = int(height)
             vstream.pix_fmt = "yuv420p"
@@ -80,7 +83,9 @@ def encode_media(
             audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
             layout = "mono" if audio.shape[0] == 1 else "stereo"
             aopts = {"aac_coder": "fast"} if audio_codec == "aac" else {}  # 3x faster than twoloop
-            astream = container.add_stream(audio_codec, rate=sample_rate, layout=layout, options=aopts)
+            aus = container.add_stream(audio_codec, rate=sample_rate, layout=layout, options=aopts)
+            assert isinstance(aus, av.AudioStream)
+            astream = aus
             astream.bit_rate = audio_bitrate
             astream.codec_context.thread_count = 1
         if vstream is not None:
@@ -99,13 +104,13 @@ def encode_media(
             chunk = 1024
             for s0 in range(0, audio.shape[1], chunk):
                 block = np.ascontiguousarray(audio[:, s0 : s0 + chunk])
-                frame = av.AudioFrame.from_ndarray(
+                aframe = av.AudioFrame.from_ndarray(
                     block, format="fltp", layout="mono" if block.shape[0] == 1 else "stereo"
                 )
-                frame.sample_rate = sample_rate
-                frame.pts = s0
-                frame.time_base = Fraction(1, sample_rate)
-                container.mux(astream.encode(frame))
+                aframe.sample_rate = sample_rate
+                aframe.pts = s0
+                aframe.time_base = Fraction(1, sample_rate)
+                container.mux(astream.encode(aframe))
             container.mux(astream.encode(None))
 
 

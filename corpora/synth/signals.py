@@ -72,7 +72,8 @@ class SynthClip:
     @property
     def label_tav(self) -> tuple[float, float, float]:
         """Per-modality labels as MMSA writes them: components scaled to [-3, 3]."""
-        return tuple(float(np.clip(3.0 * c, -3.0, 3.0)) for c in self.components)  # type: ignore[return-value]
+        t, a, v = (float(np.clip(3.0 * c, -3.0, 3.0)) for c in self.components)
+        return t, a, v
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class AlignConfig(BaseModel):
 
     def L_for(self, modality: str) -> int | None:  # noqa: N802 - L is the name everyone uses
         if isinstance(self.max_len, dict):
+            # keys are Modality literals; any other str simply finds nothing
             return self.max_len.get(modality)  # type: ignore[call-overload]
         return self.max_len
 

@@ -133,7 +133,7 @@ def pool(
     else:
         members = overlap_matrix(times, steps)
         out = _pool_matrix(values, members, how)
-        has = members.any(axis=1)
+        has = np.asarray(members.any(axis=1))
     if empty == "nearest" and len(values) and not has.all():
         miss = np.flatnonzero(~has)
         out[miss] = values[nearest_rows(times, steps[miss])]

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
+from features.align.grid import clip_grid, pool, word_groups
 from store import FeatureStore
 from store.errors import ConfigError, StoreError
 from store.featurestore import ClipFeatures, IndexRow, now_utc
@@ -22,9 +24,6 @@ from store.schema import MODALITIES, STD_FLOOR
 from store.views import open_view, write_view
 
 log = logging.getLogger(__name__)
-
-from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
-from features.align.grid import clip_grid, pool, word_groups
 
 
 @dataclass
@@ -36,7 +35,7 @@ class ModalitySource:
     attrs: dict[str, Any]
     rows: list[IndexRow | None]  # per clip (clip order): latest committed index row if usable
     status: list[str]  # per clip: ok | absent | missing | stale | empty
-    L: int = 0  # noqa: N815
+    L: int = 0
 
     @property
     def dim(self) -> int:
@@ -76,7 +75,7 @@ class AlignSummary:
     changed: bool
     grid: str
     clips: int
-    L: dict[str, int]  # noqa: N815
+    L: dict[str, int]
     feature_sets: dict[str, str]
     present: dict[str, int]
     missing: dict[str, dict[str, int]]  # modality -> {absent, missing, stale, empty: clips}
@@ -98,7 +97,7 @@ def resolve_feature_sets(store: FeatureStore, cfg: AlignConfig) -> dict[str, str
     out: dict[str, str] = {}
     for m in MODALITIES:
         explicit = m in cfg.feature_sets
-        want = cfg.feature_sets.get(m) if explicit else DEFAULT_EXTRACTORS[m]  # type: ignore[call-overload]
+        want = cfg.feature_sets.get(m) if explicit else DEFAULT_EXTRACTORS[m]
         if want is None:
             continue
         if want in names:
@@ -242,7 +241,7 @@ def extraction_model_path(set_config: dict[str, Any]) -> str | None:
         from features.extractors.text import default_model_path
 
         return str(default_model_path())
-    except Exception:  # noqa: BLE001 - the package may be missing where only training runs
+    except Exception:  # the package may be missing where only training runs
         return None
 
 
@@ -255,7 +254,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
     arrays: dict[str, np.ndarray] = {}
     modalities: dict[str, dict[str, Any]] = {}
     for m, src in plan.sources.items():
-        L, dim = src.L, src.dim
+        L, dim = src.L, src.dim  # noqa: N806 - L is the name everyone uses
         values = np.zeros((n, L, dim), np.float32)
         mask = np.zeros((n, L), bool)
         filled = np.zeros((n, L), bool)
@@ -277,7 +276,8 @@ def build_view(plan: AlignPlan) -> AlignSummary:
                 mask[pos, :k] = filled[pos, :k] = True
                 lengths[pos] = k
                 continue
-            steps = plan.grids[pos][:L]  # type: ignore[index]
+            assert plan.grids is not None  # planned for every grid but "none"
+            steps = plan.grids[pos][:L]
             groups = None
             if text_tokens:
                 wi = ex.get("word_index")
@@ -285,7 +285,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
                     wi = np.zeros(len(v), np.int64)  # no word mapping stored: treat rows as words' pieces
                 real = wi >= 0
                 if cfg.grid == "word":
-                    groups = word_groups(wi, len(plan.grids[pos]))  # type: ignore[index]
+                    groups = word_groups(wi, len(plan.grids[pos]))
                     if groups is not None:
                         groups = (groups[0][:L], groups[1][:L])
                 # specials ([CLS]/[SEP]) span the whole clip: they would leak into every step

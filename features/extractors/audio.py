@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-import librosa
 import numpy as np
 from librosa.feature import delta as librosa_delta
 from librosa.feature import (
     mfcc as librosa_mfcc,  # resolved now: librosa's lazy loader is not thread-safe
 )
+from librosa.version import version as librosa_version
 from pydantic import Field, model_validator
 
 from features.clips import ClipInput
@@ -104,7 +104,7 @@ class MfccExtractor(Extractor):
         return self.config.n_mfcc * (1 + self.config.deltas)
 
     def model_identity(self) -> dict[str, Any]:
-        return {"librosa": librosa.__version__}
+        return {"librosa": librosa_version}
 
     def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
         return [self._one(clip) for clip in clips]

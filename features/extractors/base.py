@@ -118,7 +118,7 @@ def model_cache(load: Loader) -> Loader:
     ``functools.cache`` would run both); loads of different models still run in parallel."""
     cached = cachetools.cached(cache={}, condition=threading.Condition())(load)
     _MODEL_CACHES.append(cached)
-    return cached  # type: ignore[return-value]
+    return cached  # type: ignore[return-value]  # cachetools' wrapper has load's signature; its stubs lose it
 
 
 def clear_model_caches() -> None:

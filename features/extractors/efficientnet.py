@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own convention
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -115,6 +115,9 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0; ``features`` gives the global-pooled 1280-d vector, ``forward`` the logits."""
 
+    input_mean: torch.Tensor  # buffers registered in __init__
+    input_std: torch.Tensor
+
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2)
@@ -202,7 +205,8 @@ def _load_efficientnet_lite0(path: str, device: str) -> EfficientNetLite0:
     model = EfficientNetLite0()
     model.load_state_dict(state, strict=True)
     model.fold_batchnorm().requires_grad_(False)
-    return model.to(torch.device(device), memory_format=torch.channels_last)
+    # Module.to takes memory_format at runtime; torch's overloads for it leave the keyword out
+    return model.to(torch.device(device), memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def _to_input(model: EfficientNetLite0, frames: np.ndarray | torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -201,8 +201,9 @@ class BertTextExtractor(Extractor):
                 continue
             for (i, b), st in zip(batch, states):
                 results[i] = self._result(clips[i], b, st)
-        assert all(r is not None for r in results), "every clip gets a result"
-        return results  # type: ignore[return-value]
+        out = [r for r in results if r is not None]
+        assert len(out) == len(results), "every clip gets a result"
+        return out
 
     @torch.inference_mode()
     def _forward(self, ids: list[list[int]], tokenizer: Any, model: Any, device: torch.device) -> list[np.ndarray]:

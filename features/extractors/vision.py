@@ -296,7 +296,7 @@ class CnnVisionExtractor(Extractor):
         run_pending()
 
         out: list[FeatureResult | ClipFailure] = []
-        for i, clip in enumerate(clips):
+        for i in range(len(clips)):
             if i in results:
                 out.append(results[i])
                 continue

@@ -68,6 +68,7 @@ def decode_audio(
     try:
         with av.open(path) as c:
             st = c.streams[chosen.index]
+            assert isinstance(st, av.AudioStream)  # chosen is one of this file's audio streams
             # start early: codecs with overlapping frames (AAC, Opus) need a frame to warm up
             seek_before(c, st, offset - _AUDIO_PREROLL, chosen, origin)
             for frame in c.decode(st):

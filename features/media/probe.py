@@ -116,9 +116,16 @@ def probe_media(path: str | os.PathLike[str], clip_id: str | None = None) -> Med
             usable = [  # audio and video (no cover art) with a decoder in this FFmpeg build
                 s for s in container.streams
                 if s.codec_context is not None
-                and (s.type == "audio" or (s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic))
+                and (
+                    s.type == "audio"
+                    or (s.type == "video" and not s.disposition & av.stream.Disposition.attached_pic)
+                )
             ]
-            starts = {s.index: float(s.start_time * s.time_base) for s in usable if s.start_time is not None}
+            starts = {
+                s.index: float(s.start_time * s.time_base)
+                for s in usable
+                if s.start_time is not None and s.time_base is not None
+            }
             if starts:
                 origin = min(starts.values())
             else:
@@ -129,8 +136,10 @@ def probe_media(path: str | os.PathLike[str], clip_id: str | None = None) -> Med
             video, audio = [], []
             for s in usable:
                 start = starts.get(s.index, origin) - origin
-                end = None if ends[s.index] is None else ends[s.index] - origin
+                declared_end = ends[s.index]
+                end = None if declared_end is None else declared_end - origin
                 if s.type == "video":
+                    assert isinstance(s, av.VideoStream)
                     rate = s.average_rate or s.guessed_rate
                     video.append(StreamInfo(
                         s.index, "video", s.codec_context.name, start, end,
@@ -138,6 +147,7 @@ def probe_media(path: str | os.PathLike[str], clip_id: str | None = None) -> Med
                         fps=float(rate) if rate else None,
                     ))
                 else:
+                    assert isinstance(s, av.AudioStream)
                     audio.append(StreamInfo(
                         s.index, "audio", s.codec_context.name, start, end,
                         sample_rate=s.codec_context.sample_rate, channels=s.codec_context.channels,

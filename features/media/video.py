@@ -168,7 +168,9 @@ def display_rotation(path: str, stream: StreamInfo, clip_id: str | None = None) 
     quarter turn. PyAV exposes it on decoded frames only, so one frame is decoded."""
     try:
         with av.open(path) as c:
-            for frame in c.decode(c.streams[stream.index]):
+            st = c.streams[stream.index]
+            assert isinstance(st, av.VideoStream)  # stream is one of this file's video streams
+            for frame in c.decode(st):
                 return round(frame.rotation / 90) % 4 * 90
     except av.FFmpegError as exc:
         raise CorruptMediaError(f"video decoding failed: {exc}", clip_id=clip_id, path=path) from exc
@@ -285,7 +287,7 @@ def _pyav_chunks(
     buf_times: list[np.ndarray] = []
 
     def emit(frame: av.VideoFrame) -> None:
-        img = frame.to_ndarray(format="rgb24", interpolation="BICUBIC", **size)
+        img = frame.to_ndarray(format="rgb24", interpolation="BICUBIC", width=size["width"], height=size["height"])
         buf.append(np.rot90(img, turns) if turns else img)
         buf_times.append(times[k])
 
@@ -298,6 +300,7 @@ def _pyav_chunks(
     try:
         with av.open(path) as c:
             st = c.streams[chosen.index]
+            assert isinstance(st, av.VideoStream)  # chosen is one of this file's video streams
             st.thread_type = "AUTO"
             seek_before(c, st, offset, chosen, origin)
             prev: av.VideoFrame | None = None
@@ -312,7 +315,10 @@ def _pyav_chunks(
                 if k >= len(targets):
                     break
                 prev = frame
-                dur = float(frame.duration * st.time_base) if frame.duration else 1.0 / (chosen.fps or 25.0)
+                if frame.duration and st.time_base is not None:
+                    dur = float(frame.duration * st.time_base)
+                else:
+                    dur = 1.0 / (chosen.fps or 25.0)
                 prev_end = t + dur
             if k < len(targets):  # the stream ended before the last row: was it cut short?
                 if prev is None:

@@ -39,10 +39,18 @@ def _row(**fields: Any) -> bytes:
 
 # Each case once gave a traceback and nothing ingested (issue 12 §1); now: one named reject.
 CRASHES = {
-    "clip_id_not_utf8": (b'{"clip_id": "bad\xff", "media": "", "text": "x", "label": 1, "split": "train"}', "invalid_id"),
-    "video_id_not_utf8": (b'{"clip_id": "bad", "video_id": "v\xff", "media": "", "text": "x", "label": 1, "split": "train"}', "invalid_id"),
-    "media_name_not_utf8": (b'{"clip_id": "bad", "media": "m/b\xff.mp4", "text": "x", "label": 1, "split": "train"}', "invalid_path"),
-    "clip_id_lone_surrogate_escape": (b'{"clip_id": "bad\\ud800", "media": "", "text": "x", "label": 1, "split": "train"}', "invalid_id"),
+    "clip_id_not_utf8": (
+        b'{"clip_id": "bad\xff", "media": "", "text": "x", "label": 1, "split": "train"}', "invalid_id"
+    ),
+    "video_id_not_utf8": (
+        b'{"clip_id": "bad", "video_id": "v\xff", "media": "", "text": "x", "label": 1, "split": "train"}', "invalid_id"
+    ),
+    "media_name_not_utf8": (
+        b'{"clip_id": "bad", "media": "m/b\xff.mp4", "text": "x", "label": 1, "split": "train"}', "invalid_path"
+    ),
+    "clip_id_lone_surrogate_escape": (
+        b'{"clip_id": "bad\\ud800", "media": "", "text": "x", "label": 1, "split": "train"}', "invalid_id"
+    ),
     "line_is_a_number": (b"5", "invalid_row"),
     "line_is_null": (b"null", "invalid_row"),
     "line_is_a_list": (b"[1, 2]", "invalid_row"),
@@ -86,7 +94,9 @@ SILENT = {
     "clip_id_with_newline": (dict(clip_id="a\nb"), "invalid_id"),
     "negative_word_times": (dict(words=[{"word": "a", "start": -5.0, "end": 0.5}]), "invalid_words"),
     "word_times_past_the_clip": (dict(words=[{"word": "a", "start": 1.0, "end": 300.0}]), "invalid_words"),
-    "word_times_past_the_window": (dict(start=0.0, end=1.0, words=[{"word": "a", "start": 0.5, "end": 2.0}]), "invalid_words"),
+    "word_times_past_the_window": (
+        dict(start=0.0, end=1.0, words=[{"word": "a", "start": 0.5, "end": 2.0}]), "invalid_words"
+    ),
     "word_time_nan": (dict(words=[{"word": "a", "start": "nan", "end": 1.0}]), "invalid_words"),
     "word_not_a_string": (dict(words=[{"word": 3, "start": 0.0, "end": 1.0}]), "invalid_words"),
     "split_as_number": (dict(split=1), "invalid_split"),

@@ -85,7 +85,9 @@ FIELD = {
     ),
     "label": mostly(st.floats(min_value=-3, max_value=3), st.one_of(numbers, number_strings, json_any)),
     "label_T": mostly(st.one_of(st.none(), st.floats(-1, 1)), st.one_of(numbers, number_strings, json_any)),
-    "split": mostly(st.sampled_from(["train", "valid", "dev", "TEST "]), st.one_of(texts, json_any, st.just("holdout"))),
+    "split": mostly(
+        st.sampled_from(["train", "valid", "dev", "TEST "]), st.one_of(texts, json_any, st.just("holdout"))
+    ),
 }
 rows = st.lists(st.fixed_dictionaries({k: FIELD[k] for k in COLUMNS}), min_size=1, max_size=8)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own convention
 
 from features.clips import ClipInput
 from features.extractors.base import FeatureResult, create_extractor
@@ -110,7 +110,9 @@ def test_logits_match_functional_reference(model: EfficientNetLite0) -> None:
     # odd input sizes exercise the asymmetric padding as well
     odd = rng.integers(0, 256, (1, 161, 99, 3), dtype=np.uint8)
     with torch.inference_mode():
-        np.testing.assert_allclose(imagenet_logits(model, odd)[0], reference_logits(state, odd[0]), atol=2e-3, rtol=1e-3)
+        np.testing.assert_allclose(
+            imagenet_logits(model, odd)[0], reference_logits(state, odd[0]), atol=2e-3, rtol=1e-3
+        )
 
 
 def test_classifies_a_synthetic_crossword(model: EfficientNetLite0) -> None:

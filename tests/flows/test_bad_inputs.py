@@ -107,9 +107,12 @@ CASES = [
     Case("non_utf8_transcript", "media/good_0.mp4", text=b"the caf\xe9 scene was nice", reject="invalid_text_encoding",
          message="transcript is not valid UTF-8"),
     Case("empty_transcript", "media/good_1.mp4", text="", outcome={**OK, "text.bert": "absent:empty transcript"}),
-    Case("nan_label", "media/good_0.mp4", label="nan", reject="invalid_label", message="label 'nan' is not a decimal number"),
-    Case("label_out_of_range", "media/good_0.mp4", label="4.5", reject="invalid_label", message="label 4.5 is outside [-3, 3]"),
-    Case("good_0", "media/good_2.mp4", reject="duplicate_clip_id", message="duplicate clip_id (first occurrence 'good_0' kept)"),
+    Case("nan_label", "media/good_0.mp4", label="nan", reject="invalid_label",
+         message="label 'nan' is not a decimal number"),
+    Case("label_out_of_range", "media/good_0.mp4", label="4.5", reject="invalid_label",
+         message="label 4.5 is outside [-3, 3]"),
+    Case("good_0", "media/good_2.mp4", reject="duplicate_clip_id",
+         message="duplicate clip_id (first occurrence 'good_0' kept)"),
     Case("window_past_end", "media/good_1.mp4", start="5.0", end="9.0", reject="window_past_end",
          message="is past the end of"),
     Case("path_dotdot", "../outside.mp4", reject="path_escapes_root", message="escapes the dataset root"),
@@ -179,7 +182,8 @@ def extracted(tmp_path_factory: pytest.TempPathFactory, prefect_harness):
     _write_media(root, outside)
     _write_manifest(root, outside)
     # peak-RSS probe of the 4K clip in its own process, running while the dataset is extracted
-    probe = subprocess.Popen([sys.executable, "-c", MEMORY_PROBE, str(root / "media/good_0.mp4"), str(root / "media/uhd.mp4")],
+    probe = subprocess.Popen([sys.executable, "-c", MEMORY_PROBE,
+                              str(root / "media/good_0.mp4"), str(root / "media/uhd.mp4")],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cfg = PipelineConfig.model_validate({"store": str(tmp / "store"), "dataset": {"path": str(root)},
                                          "extract": {"extractors": EXTRACTORS, "batch_clips": 4}})
@@ -256,7 +260,8 @@ def test_4k_frames_are_decoded_small_with_bounded_memory(extracted) -> None:
 
 
 def test_variable_frame_rate_rows_cover_the_clip_on_a_regular_grid(extracted) -> None:
-    duration = dict(zip(*extracted["store"].clips().select(["clip_id", "duration"]).to_pydict().values()))["variable_frame_rate"]
+    clips = extracted["store"].clips().select(["clip_id", "duration"]).to_pydict()
+    duration = dict(zip(*clips.values()))["variable_frame_rate"]
     feat = extracted["sets"]["vision.cnn"].read("variable_frame_rate")
     fps = feat.meta["fps"]
     assert feat.values.shape[0] == int(np.ceil(duration * fps - 1e-9))

@@ -129,7 +129,9 @@ def test_missing_streams_are_recorded_absences_not_failures(tmp_path: Path, pref
     write_clip(root / "m" / "a.m4a", seconds=2.0, video=False)
     write_clip(root / "m" / "v.mp4", seconds=2.0, audio=False)
     (root / "manifest.csv").write_text(
-        "clip_id,media,text,label,split\naudio_only,m/a.m4a,it was good,1,train\nvideo_only,m/v.mp4,it was bad,-1,train\n"
+        "clip_id,media,text,label,split\n"
+        "audio_only,m/a.m4a,it was good,1,train\n"
+        "video_only,m/v.mp4,it was bad,-1,train\n"
     )
     cfg = _config(tmp_path / "s", root, extractors={"audio.mfcc": {}, "vision.cnn": {}})
     run_ingest(cfg)
@@ -168,7 +170,9 @@ def test_a_killed_run_resumes_to_the_same_store_as_an_uninterrupted_one(extracte
     cfg_full, _ = extracted
     cfg = _config(tmp_path / "s", Path(cfg_full.dataset.path), extractors={"audio.mfcc": {}}, batch_clips=3)
     run_ingest(cfg)
-    proc = subprocess.run([sys.executable, "-c", CRASHING_RUN, cfg.model_dump_json()], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_RUN, cfg.model_dump_json()], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     st = FeatureStore.open(cfg.store)
     (fs,) = st.sets_for("audio.mfcc")
@@ -187,17 +191,20 @@ def test_a_killed_run_resumes_to_the_same_store_as_an_uninterrupted_one(extracte
 def test_dry_run_plan_counts_what_is_left_without_writing(extracted) -> None:
     cfg, _ = extracted
     plans = plan(FeatureStore.open(cfg.store), cfg.extract, create=False)
-    assert {p.extractor: (p.todo, p.skipped) for p in plans} == {n: (0, 12) for n in ("text.bert", "audio.mfcc", "vision.cnn")}
+    want = {n: (0, 12) for n in ("text.bert", "audio.mfcc", "vision.cnn")}
+    assert {p.extractor: (p.todo, p.skipped) for p in plans} == want
 
 
-def test_store_io_errors_are_retried_by_prefect_and_nothing_half_commits(tmp_path: Path, demo_data, prefect_harness, monkeypatch) -> None:
+def test_store_io_errors_are_retried_by_prefect_and_nothing_half_commits(
+    tmp_path: Path, demo_data, prefect_harness, monkeypatch
+) -> None:
     from store.featurestore import FeatureSet
 
     cfg = _config(tmp_path / "s", demo_data.root, extractors={"audio.mfcc": {}}, batch_clips=12, retries=1)
     run_ingest(cfg)
     original, calls = FeatureSet._write_index, []
 
-    def flaky_write_index(self, shard, table):  # noqa: ANN001 - the patched method's own signature
+    def flaky_write_index(self, shard, table):  # the patched method's own signature
         calls.append(shard)
         if len(calls) == 1:
             raise OSError(5, "Input/output error (injected)")
@@ -218,7 +225,7 @@ def test_deterministic_errors_are_not_retried(tmp_path: Path, demo_data, prefect
     run_ingest(cfg)
     calls = []
 
-    def broken_commit(self, items):  # noqa: ANN001
+    def broken_commit(self, items):
         calls.append(1)
         raise ValueError("a bug, not an I/O problem")
 

@@ -223,15 +223,15 @@ def test_concurrent_first_creation_of_a_feature_set(tmp_path: Path) -> None:
         FeatureStore.open(url, create=True)
         barrier = threading.Barrier(4)
 
-        def create() -> None:
+        def create(url: str, barrier: threading.Barrier) -> None:
             st = FeatureStore.open(url)
             barrier.wait()
             try:
                 st.ensure_feature_set("audio.mfcc-00000000", {"identity": {"name": "audio.mfcc"}, "dim": 40})
-            except Exception as exc:  # noqa: BLE001 - collected and reported below
+            except Exception as exc:  # collected and reported below
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-        threads = [threading.Thread(target=create) for _ in range(4)]
+        threads = [threading.Thread(target=create, args=(url, barrier)) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
@@ -275,7 +275,9 @@ def test_store_under_a_file_is_a_clear_error_naming_the_path(base, tmp_path: Pat
     assert not (tmp_path / "store").exists()
 
 
-def test_unwritable_shards_directory_fails_every_batch_and_commits_nothing(base, prefect_harness, tmp_path: Path) -> None:
+def test_unwritable_shards_directory_fails_every_batch_and_commits_nothing(
+    base, prefect_harness, tmp_path: Path
+) -> None:
     data, base_store = base
     store = _fresh(base_store, tmp_path / "store")
     cfg = _config(store, data.root)
@@ -290,7 +292,9 @@ def test_unwritable_shards_directory_fails_every_batch_and_commits_nothing(base,
 
 
 # -- Dask: two worker processes, and one of them killed mid-run --------------------------------
-def test_two_dask_workers_give_the_same_store_as_threads(dask_cluster: DaskCluster, base, reference, tmp_path: Path, prefect_harness) -> None:
+def test_two_dask_workers_give_the_same_store_as_threads(
+    dask_cluster: DaskCluster, base, reference, tmp_path: Path, prefect_harness
+) -> None:
     data, base_store = base
     ref_store, _ = reference
     store = _fresh(base_store, tmp_path / "store")
@@ -316,7 +320,7 @@ def test_a_dask_worker_killed_mid_run_then_a_rerun_completes_the_store(
     def run() -> None:
         try:
             outcome["summary"] = run_extract(cfg)
-        except BaseException as exc:  # noqa: BLE001 - inspected below
+        except BaseException as exc:  # inspected below
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)

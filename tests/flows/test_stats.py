@@ -18,7 +18,8 @@ def test_stats_flow_publishes_markdown_and_table_artifacts(demo_data, tmp_path: 
     cfg = PipelineConfig.model_validate({"store": str(tmp_path / "store"), "dataset": {"path": str(demo_data.root)}})
     run_ingest(cfg)
     summary = stats_flow(cfg, name="Flow_Test")
-    assert summary.name == "Flow_Test" and summary.artifacts[0] == artifact_key("Flow_Test") == "emoflow-stats-flow-test"
+    assert summary.name == "Flow_Test"
+    assert summary.artifacts[0] == artifact_key("Flow_Test") == "emoflow-stats-flow-test"
     assert "emoflow-stats-flow-test-splits" in summary.artifacts
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=summary.artifacts)))

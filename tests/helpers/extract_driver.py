@@ -144,7 +144,7 @@ def _child(job: dict[str, Any]) -> None:
         time.sleep(max(0.0, job.get("start_at", 0.0) - time.time()))
         summary = run_extract(cfg)
         print("SUMMARY " + json.dumps(summary.sets))
-    except BaseException:  # noqa: BLE001 - whatever ends the run goes to its log
+    except BaseException:  # whatever ends the run goes to its log
         traceback.print_exc()
         code = 3
     finally:

@@ -43,7 +43,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[GeneratedDataset, F
                          "stage": "decode", "error_type": "CorruptMediaError", "message": "boom", "transient": False,
                          "run_id": "r1", "time": now_utc()}])
     st.record_run({"run_id": "r1", "feature_set": audio, "extractor": "audio.mfcc", "clips_done": 7,
-                   "clips_skipped": 0, "clips_failed": 0, "media_seconds": 30.0, "wall_seconds": 2.0, "time": now_utc()})
+                   "clips_skipped": 0, "clips_failed": 0, "media_seconds": 30.0, "wall_seconds": 2.0,
+                   "time": now_utc()})
     align_view(st, AlignConfig(view="v"))
     return data, st
 

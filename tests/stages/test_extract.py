@@ -44,18 +44,21 @@ def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_inp
 
     def decided(c: ExtractConfig = cfg) -> tuple[list[str], dict[str, str], int]:
         (p,) = plan(store, c)
-        return [r["clip_id"] for b in p.batches for r in b.clips], {r["clip_id"]: r["shares"] for r in p.links}, p.skipped
+        todo = [r["clip_id"] for b in p.batches for r in b.clips]
+        return todo, {r["clip_id"]: r["shares"] for r in p.links}, p.skipped
 
     # a new input is extracted once in the run; its other clips share it
     assert decided() == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
     (p,) = plan(store, cfg)
-    fp = {r["clip_id"]: r["fingerprint"] for b in p.batches for r in b.clips} | {r["clip_id"]: r["fingerprint"] for r in p.links}
+    fp = {r["clip_id"]: r["fingerprint"] for b in p.batches for r in b.clips}
+    fp |= {r["clip_id"]: r["fingerprint"] for r in p.links}
     fset = store.feature_set(p.feature_set)
     fset.commit([("orig", fp["orig"], _result(3, seed=1), 2.0), ("own", fp["own"], _result(3, seed=2), 2.0)])
     # committed under another id: shared, not re-extracted; committed under its own id: skipped
     assert decided() == (["twin_a"], {"same": "orig", "twin_b": "twin_a"}, 2)
     # --force recomputes every distinct input once and still shares it
-    assert decided(cfg.model_copy(update={"force": True})) == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
+    forced = decided(cfg.model_copy(update={"force": True}))
+    assert forced == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
     # a clip whose latest row is for other inputs is not "committed" because its fingerprint is in the store:
     # reverted to inputs it had before, it shares its own older row
     fset.commit([("own", "other inputs", _result(2, seed=5), 2.0)])
@@ -66,7 +69,8 @@ def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_inp
     cause = {"stage": "decode", "error_type": "CorruptMediaError", "message": "bad", "transient": False}
     linked, failures = link_shared(store, p, {fp["twin_a"]: cause}, "run-1")
     assert linked == 2 and [f["clip_id"] for f in failures] == ["twin_b"]
-    assert failures[0]["error_type"] == "CorruptMediaError" and "shares its inputs with clip 'twin_a'" in failures[0]["message"]
+    assert failures[0]["error_type"] == "CorruptMediaError"
+    assert "shares its inputs with clip 'twin_a'" in failures[0]["message"]
     assert store.feature_set(p.feature_set).read("same").fingerprint == fp["orig"]
     # --only-failed retries twin_b: once twin_a's features commit, it is linked, not extracted
     fset.commit([("twin_a", fp["twin_a"], _result(3, seed=6), 2.0)])

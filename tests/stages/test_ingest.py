@@ -10,7 +10,9 @@ from stages.ingest import run_ingest
 from store import FeatureStore
 
 
-def test_reingest_of_an_unchanged_dataset_changes_nothing_and_a_changed_file_changes_its_fingerprint(tmp_path: Path) -> None:
+def test_reingest_of_an_unchanged_dataset_changes_nothing_and_a_changed_file_changes_its_fingerprint(
+    tmp_path: Path,
+) -> None:
     data = generate_dataset(tmp_path / "d", n_clips=4, seed=5)
     cfg = PipelineConfig.model_validate({"store": str(tmp_path / "s"), "dataset": {"path": str(data.root)}})
     first = run_ingest(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_aggregate_is_mean_and_population_std_per_split_over_the_seeds_that_have
     assert list(agg) == ["test", "valid"]
     assert agg["test"]["MAE"] == pytest.approx({"mean": 0.3, "std": 0.1})
     assert agg["valid"]["Corr"] == {"mean": 0.5, "std": 0.0}
-    assert "| test | 30.00 ± 10.00 |" in summary_table(agg)
+    assert "| test | 30.00 ± 10.00 |" in summary_table(agg) and "0.300 ± 0.100" in summary_table(agg)
 
 
 def test_seed_runs_of_a_run_directory_and_of_a_single_run(tmp_path: Path) -> None:
@@ -30,3 +31,29 @@ def test_seed_runs_of_a_run_directory_and_of_a_single_run(tmp_path: Path) -> Non
     assert seed_runs(tmp_path / "seed-1") == [tmp_path / "seed-1"]
     with pytest.raises(ConfigError, match="not a run directory"):
         seed_runs(tmp_path / "seed-3")
+
+
+def test_run_train_reports_every_epoch_of_every_seed_with_best_so_far_and_an_eta_that_reaches_zero(
+    tmp_path: Path,
+) -> None:
+    from stages.train import EpochProgress, run_train
+    from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
+
+    write_tiny_view(tmp_path / "store")
+    config = tiny_config(max_epochs=3, patience=2, seeds=[11, 12], view={"fingerprint": "fp-tiny"})
+    seen: list[EpochProgress] = []
+    with one_torch_thread():
+        root, summary = run_train(str(tmp_path / "store"), "tiny", config, tmp_path / "runs", seeds=2, name="r",
+                                  progress=seen.append)
+    assert summary["seeds"] == [11, 12]
+    for k, seed in ((1, 11), (2, 12)):
+        events = [p for p in seen if p.seed == seed]
+        records = json.loads((root / f"seed-{seed}" / "epochs.json").read_text())
+        assert [p.epoch for p in events] == [r["epoch"] for r in records]  # one event per logged epoch
+        assert all(p.seed_index == k and p.n_seeds == 2 and p.max_epochs == 3 for p in events)
+        assert [p.valid_mae for p in events] == [r["valid_MAE"] for r in records]
+        for i, p in enumerate(events):  # best so far, and the epoch it came from
+            best = min(r["valid_MAE"] for r in records[: i + 1])
+            assert p.best_mae == best and records[p.best_epoch - 1]["valid_MAE"] == best
+    assert all(p.eta_seconds >= 0 for p in seen) and seen[-1].eta_seconds == 0.0
+    assert seen[0].eta_seconds > 0 and "seed 1/2 (11) epoch 1/3" in seen[0].line

@@ -41,7 +41,9 @@ WRITER = textwrap.dedent(
 
 
 def _run(store: Path, mode: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", WRITER, str(store), mode], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    return subprocess.run(
+        [sys.executable, "-c", WRITER, str(store), mode], capture_output=True, text=True, cwd=Path(__file__).parents[2]
+    )
 
 
 def test_sigkill_between_shard_and_index_hides_the_batch_and_a_rerun_recovers(tmp_path: Path) -> None:

@@ -36,12 +36,12 @@ def _item(i: int, lens: dict[str, int], ids: list[int] | None = None) -> ClipIte
 def test_collate_pads_to_batch_max_and_normalises_audio_vision_only() -> None:
     stats = {"a": (np.array([1.0, 0.0]), np.array([2.0, 0.0]))}  # std 0 is left unscaled
     batch = Collator(stats, finetune_text=False)([_item(0, {"l": 3, "a": 1}), _item(1, {"l": 1, "a": 4})])
-    l, a = batch.inputs["l"], batch.inputs["a"]
-    assert l.values is not None and a.values is not None
-    assert l.values.shape == (2, 3, 2) and a.values.shape == (2, 4, 2)
-    assert l.lengths.tolist() == [3, 1] and a.lengths.tolist() == [1, 4]
-    assert l.mask.tolist() == [[True, True, True], [True, False, False]]
-    assert torch.equal(l.values[0], torch.ones(3, 2))  # text as is
+    t, a = batch.inputs["l"], batch.inputs["a"]
+    assert t.values is not None and a.values is not None
+    assert t.values.shape == (2, 3, 2) and a.values.shape == (2, 4, 2)
+    assert t.lengths.tolist() == [3, 1] and a.lengths.tolist() == [1, 4]
+    assert t.mask.tolist() == [[True, True, True], [True, False, False]]
+    assert torch.equal(t.values[0], torch.ones(3, 2))  # text as is
     assert a.values[1, 0].tolist() == [(2.0 - 1.0) / 2.0, 2.0]  # (x - mean) / std, std 0 -> 1
     assert a.values[0, 1:].abs().sum() == 0  # padding stays 0
     assert batch.label.tolist() == [0.0, 1.0] and batch.index.tolist() == [0, 1] and batch.clip_ids == ["c0", "c1"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import METRIC_NAMES, format_table, regression_metrics
+from training.metrics import METRIC_NAMES, format_table, format_value, regression_metrics
 
 PRED = np.array([1.4, -0.5, 0.5, 2.5, -2.6, 0.2])
 TRUTH = np.array([1.0, 0.0, 0.5, 3.0, -3.0, -0.4])
@@ -50,17 +50,21 @@ def test_all_zero_labels_leave_non0_undefined_and_bad_shapes_fail() -> None:
         regression_metrics(np.zeros(3), np.zeros(2))
 
 
-def test_table_is_mmsa_style_percent_with_two_decimals() -> None:
-    table = format_table({"test": regression_metrics(PRED, TRUTH)})
+def test_table_prints_accuracies_as_percent_and_mae_corr_as_decimals() -> None:
+    m = regression_metrics(PRED, TRUTH)
+    table = format_table({"test": m})
     header, rule, row = table.strip().splitlines()
     assert header.split("|")[2].strip() == "Has0_acc_2"
     assert row.split("|")[2].strip() == "66.67"
-    assert row.split("|")[8].strip() == "40.00"  # MAE 0.4 -> 40.00, as MMSA prints it
+    assert row.split("|")[8].strip() == "0.400"  # MAE 0.4 stays 0.400 (it is not a percentage)
+    assert row.split("|")[9].strip() == f"{m['Corr']:.3f}"
 
 
-def test_mean_std_table_uses_the_same_percent_rule() -> None:
+def test_mean_std_table_uses_the_same_rule_per_metric() -> None:
     m = regression_metrics(PRED, TRUTH)
     table = format_table({"full": {k: {"mean": v, "std": 0.01} for k, v in m.items()}}, label="")
     header, _, row = table.strip().splitlines()
     assert header.startswith("| | Has0_acc_2")
     assert row.split("|")[2].strip() == "66.67 ± 1.00"
+    assert row.split("|")[8].strip() == "0.400 ± 0.010"
+    assert format_value(0.88684, "MAE") == "0.887" and format_value(0.8868, "Non0_acc_2") == "88.68"

@@ -1,0 +1,89 @@
+"""What the CLI shows: the shared console, tables, and progress bars driven from flow hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from stages.config import PipelineConfig
+
+console = Console()
+
+
+def simple_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    """A titled table of plain cells (every value printed with ``str``)."""
+    out = Table(title=title)
+    for c in columns:
+        out.add_column(c)
+    for r in rows:
+        out.add_row(*[str(x) for x in r])
+    return out
+
+
+def run_extract_with_progress(
+    cfg: PipelineConfig, total_clips: int, total_seconds: float, show: bool
+):  # -> ExtractSummary
+    """Drive a rich progress bar from completed batches (never from inside tasks)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from flows.extract import run_extract
+
+    if not show:
+        return run_extract(cfg)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as bar:
+        clips_task = bar.add_task("clips", total=total_clips, rate="")
+        secs_task = bar.add_task("media-seconds", total=round(total_seconds), rate="")
+
+        def hook(res) -> None:
+            bar.advance(clips_task, res.done + res.failed)
+            bar.advance(secs_task, round(res.media_seconds))
+            elapsed = bar.tasks[secs_task].elapsed or 1e-9
+            bar.update(secs_task, rate=f"{bar.tasks[secs_task].completed / elapsed:.1f}x realtime")
+
+        return run_extract(cfg, progress=hook)
+
+
+def train_with_progress(train: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """A rich bar over the whole run: seed k/N, epoch, train loss, valid MAE, best so far, ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from stages.train import EpochProgress
+
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("training", total=100, status="", eta="?")
+
+        def hook(p: EpochProgress) -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            bar.update(
+                task,
+                description=f"seed {p.seed_index}/{p.n_seeds} epoch {p.epoch}",
+                status=f"loss {p.train_loss:.3f} · valid MAE {p.valid_mae:.3f} · "
+                f"best {p.best_mae:.3f} (epoch {p.best_epoch})",
+                eta=f"{p.eta_seconds / 60:.1f} min",
+                completed=100 * elapsed / max(elapsed + p.eta_seconds, 1e-9),
+            )
+
+        return train(progress=hook)
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, Any]], label: str = "split") -> Table:
+    """MMSA metrics, a row per split (or ablation): accuracies and F1 as percentages, MAE and Corr as
+    decimals, ``mean ± std`` over seeds (``training.metrics.format_cell``)."""
+    from training.metrics import METRIC_NAMES, format_cell
+
+    cells = [[name, *(format_cell(m[k], k) for k in METRIC_NAMES)] for name, m in rows.items()]
+    return simple_table(title, [label, *METRIC_NAMES], cells)

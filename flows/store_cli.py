@@ -1,0 +1,72 @@
+"""``emoflow store``: list, verify and vacuum a feature store (runs under the main CLI's error handler)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+import typer
+
+from flows.console import console, simple_table
+
+store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
+StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL")]
+
+
+@store_app.command("ls")
+def store_ls(store: StoreArg) -> None:
+    """List clips, feature sets, views and reports with counts."""
+    from store import FeatureStore
+
+    st = FeatureStore.open(store)
+    clips = st.clips()
+    splits = Counter(clips.column("split").to_pylist())
+    console.print(f"store {st.url}: {clips.num_rows} clips " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items()))
+                  + f"; {st.rejects().num_rows} rejected at ingest; {st.failures().num_rows} active failures")
+    from store.verify import account
+
+    rows = []
+    for name in st.feature_set_names():
+        fset = st.feature_set(name)
+        index = fset.index()
+        absent = sum(1 for a in index.column("absent").to_pylist() if a)
+        acc = account(st, fset)
+        rows.append([name, fset.attrs.get("dim", "?"), index.num_rows, absent, sum(index.column("length").to_pylist()),
+                     len(acc.committed), len(acc.failed), len(acc.pending)])
+    columns = ["set", "dim", "clips", "absent", "rows", "current", "failed", "pending"]
+    console.print(simple_table("feature sets", columns, rows))
+    from store.views import open_view
+
+    vrows = []
+    for name in st.view_names():
+        v = open_view(st, name)
+        vrows.append([name, v.attrs.get("grid", "?"), v.clips.num_rows, ",".join(v.modalities), v.fingerprint[:12]])
+    console.print(simple_table("aligned views", ["view", "grid", "clips", "modalities", "fingerprint"], vrows))
+    console.print(simple_table("reports", ["report"], [[r] for r in st.report_names()]))
+
+
+@store_app.command("verify")
+def store_verify(store: StoreArg) -> None:
+    """Check every committed clip against its shard (shape, dtype, finite values, checksum)."""
+    from store import FeatureStore
+    from store.verify import verify
+
+    problems = verify(FeatureStore.open(store))
+    if problems:
+        found: list[list[object]] = [[p.feature_set, p.clip_id, p.problem] for p in problems]
+        console.print(simple_table("problems", ["feature set", "clip", "problem"], found))
+        raise typer.Exit(1)
+    console.print("[green]store verified: no problems[/]")
+
+
+@store_app.command("vacuum")
+def store_vacuum(
+    store: StoreArg,
+    grace: Annotated[float, typer.Option(help="only remove orphans older than this many seconds")] = 3600.0,
+) -> None:
+    """Remove orphan shards left by crashed writers (after a grace period for running writers)."""
+    from store import FeatureStore
+    from store.verify import vacuum
+
+    removed = vacuum(FeatureStore.open(store), grace_seconds=grace)
+    console.print(f"removed {len(removed)} orphan shard(s)" + "".join(f"\n  {s}/{sh}" for s, sh in removed))
