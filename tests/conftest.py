@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from store.runtime import offline_hub
+from tests.helpers.paths import SHARED_DATA
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 offline_hub()  # before any test imports transformers
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)

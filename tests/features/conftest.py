@@ -17,18 +17,6 @@ from features.extractors.audio import MfccExtractor
 from features.extractors.base import create_extractor
 from tests.helpers.media import Video, clip_of, write_media, write_wav
 
-# name → (has video, has audio)
-REAL_MEDIA = {
-    "nasa_webb_narration.mp4": (True, True),
-    "nasa_webb_narration.vp9_opus.webm": (True, True),
-    "manifesto_audiobook.mp4": (True, True),
-    "jfk_inaugural.flac": (False, True),
-    "apollo11.mp3": (False, True),
-    "librispeech_2412-153948-0000.flac": (False, True),
-    "librispeech_198-209-0000.ogg": (False, True),
-    "commonvoice_en_651325.mp3": (False, True),
-}
-
 
 @pytest.fixture(scope="session")
 def clips_dir(shared_data: Path) -> Path:

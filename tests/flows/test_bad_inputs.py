@@ -28,8 +28,8 @@ from store import FeatureStore
 from store.errors import ManifestError
 from store.verify import account, verify
 from tests.helpers.media import Audio, Video, cut_between_packets, write_media
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 EXTRACTORS = {"text.bert": {}, "audio.mfcc": {}, "vision.cnn": {}}
 UHD = (3840, 2160)
 UHD_SECONDS, UHD_FPS = 2.0, 15  # 30 frames: 750 MB if a decoder kept them all as RGB

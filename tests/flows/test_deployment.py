@@ -21,9 +21,9 @@ import yaml
 from corpora.synth import generate_dataset
 from store import FeatureStore
 from store.verify import verify
+from tests.helpers.paths import REPO
 from tests.helpers.prefect import PrefectServer
 
-REPO = Path(__file__).resolve().parents[2]
 FLOW = "emoflow-pipeline"
 
 

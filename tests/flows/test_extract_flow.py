@@ -18,8 +18,8 @@ from stages.extract import plan
 from stages.ingest import run_ingest
 from store import FeatureStore
 from store.verify import vacuum, verify
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = {"text.bert": {}, "audio.mfcc": {}}
 
 

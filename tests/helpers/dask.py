@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers.net import free_port
+from tests.helpers.paths import REPO
 from tests.helpers.processes import stop
 
-REPO = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).parent / "dask")
 
 

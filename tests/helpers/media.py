@@ -222,3 +222,16 @@ def _srt(path: Path, until: float) -> av.container.InputContainer:
 
     path.write_text(f"1\n{stamp(0.5)} --> {stamp(1.5)}\nfirst cue\n\n2\n{stamp(1.5)} --> {stamp(until)}\nlong cue\n")
     return av.open(str(path))
+
+
+# The shared real clips (../shared/data/clips): name -> (has video, has audio).
+REAL_MEDIA = {
+    "nasa_webb_narration.mp4": (True, True),
+    "nasa_webb_narration.vp9_opus.webm": (True, True),
+    "manifesto_audiobook.mp4": (True, True),
+    "jfk_inaugural.flac": (False, True),
+    "apollo11.mp3": (False, True),
+    "librispeech_2412-153948-0000.flac": (False, True),
+    "librispeech_198-209-0000.ogg": (False, True),
+    "commonvoice_en_651325.mp3": (False, True),
+}

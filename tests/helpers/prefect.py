@@ -17,9 +17,9 @@ import pytest
 from prefect.client.base import PrefectHttpxSyncClient
 
 from tests.helpers.net import free_port
+from tests.helpers.paths import REPO
 from tests.helpers.processes import stop
 
-REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

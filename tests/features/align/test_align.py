@@ -31,9 +31,9 @@ from stages.extract import process_batch
 from stages.ingest import run_ingest
 from store import FeatureStore, open_view
 from store.errors import ConfigError
+from tests.helpers.paths import SHARED_DATA
 
-REPO = Path(__file__).resolve().parents[2]
-WORDS_JSON = REPO.parent / "shared" / "data" / "clips" / "manifesto_audiobook.words.json"
+WORDS_JSON = SHARED_DATA / "clips" / "manifesto_audiobook.words.json"
 MANIFESTO = WORDS_JSON.with_name("manifesto_audiobook.mp4")
 ALL = {"text.bert": {}, "audio.mfcc": {}, "vision.cnn": {}}
 

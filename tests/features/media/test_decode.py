@@ -15,9 +15,7 @@ from features.media.probe import probe_media
 from features.media.streams import clip_window, frame_sample_times
 from features.media.video import decode_video, open_video
 from store.errors import CorruptMediaError, UnsupportedMediaError
-from tests.helpers.media import Video, write_media
-
-from .conftest import REAL_MEDIA
+from tests.helpers.media import REAL_MEDIA, Video, write_media
 
 NASA = "nasa_webb_narration.mp4"
 

@@ -12,8 +12,7 @@ from features.clips import ClipInput
 from features.extractors.audio import MfccConfig, MfccExtractor, mfcc_frames
 from features.extractors.base import FeatureResult, create_extractor
 from store.errors import ConfigError
-
-from .conftest import REAL_MEDIA
+from tests.helpers.media import REAL_MEDIA
 
 
 def _check_frames(r: FeatureResult, duration: float, dim: int = 40) -> None:
