@@ -29,7 +29,7 @@ from stages.extract import (
 )
 from store import FeatureStore
 from store.errors import StoreError
-from store.featurestore import new_id
+from store.ids import new_id
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 
 from features.align import modality_source
 from store import FeatureStore, open_view
-from store.featurestore import now_utc
+from store.ids import now_utc
 from store.moments import Moments
 from store.views import group_array
 

@@ -25,8 +25,9 @@ from features.extractors.base import (
 )
 from stages.config import ExtractConfig
 from store import FeatureStore
-from store.featurestore import FeatureSet, now_utc
+from store.featureset import FeatureSet
 from store.fingerprint import feature_fingerprint
+from store.ids import now_utc
 
 
 @dataclass

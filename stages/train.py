@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from store.errors import ConfigError
-from store.featurestore import new_id
+from store.ids import new_id
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
 from training.metrics import METRIC_NAMES, format_table

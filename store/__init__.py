@@ -1,7 +1,8 @@
 """The emoflow feature store: layout, schemas, fingerprints, commit protocol, readers, views."""
 
 from store.errors import EmoflowError, StoreConflictError, StoreError
-from store.featurestore import ClipFeatures, FeatureSet, FeatureStore, IndexRow
+from store.featureset import ClipFeatures, FeatureSet, IndexRow
+from store.featurestore import FeatureStore
 from store.views import AlignedView, open_view, write_view
 
 __all__ = [

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store.featurestore import FeatureSet, FeatureStore, checksum
+from store.featureset import FeatureSet, checksum
+from store.featurestore import FeatureStore
 from store.fingerprint import feature_fingerprint
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import zarr
 
 from store.errors import StoreError
-from store.featurestore import COMPRESSORS
+from store.featureset import COMPRESSORS
 from store.fs import StoreFS
 
 CLIPS_SCHEMA = pa.schema(

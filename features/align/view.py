@@ -17,8 +17,9 @@ from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
 from features.align.grid import clip_grid, pool, word_groups
 from store import FeatureStore
 from store.errors import ConfigError, StoreError
-from store.featurestore import ClipFeatures, IndexRow, now_utc
+from store.featureset import ClipFeatures, IndexRow
 from store.fingerprint import feature_fingerprint, hash_obj
+from store.ids import now_utc
 from store.moments import Moments
 from store.schema import MODALITIES, STD_FLOOR
 from store.views import open_view, write_view

@@ -148,7 +148,7 @@ CRASHING_RUN = textwrap.dedent(
     from stages.config import PipelineConfig
     from stages.extract import plan, process_batch
     from store import FeatureStore
-    from store.featurestore import FeatureSet
+    from store.featureset import FeatureSet
 
     cfg = PipelineConfig.model_validate_json(sys.argv[1])
     calls = []
@@ -198,7 +198,7 @@ def test_dry_run_plan_counts_what_is_left_without_writing(extracted) -> None:
 def test_store_io_errors_are_retried_by_prefect_and_nothing_half_commits(
     tmp_path: Path, demo_data, prefect_harness, monkeypatch
 ) -> None:
-    from store.featurestore import FeatureSet
+    from store.featureset import FeatureSet
 
     cfg = _config(tmp_path / "s", demo_data.root, extractors={"audio.mfcc": {}}, batch_clips=12, retries=1)
     run_ingest(cfg)
@@ -219,7 +219,7 @@ def test_store_io_errors_are_retried_by_prefect_and_nothing_half_commits(
 
 
 def test_deterministic_errors_are_not_retried(tmp_path: Path, demo_data, prefect_harness, monkeypatch) -> None:
-    from store.featurestore import FeatureSet
+    from store.featureset import FeatureSet
 
     cfg = _config(tmp_path / "s", demo_data.root, extractors={"audio.mfcc": {}}, batch_clips=12, retries=3)
     run_ingest(cfg)

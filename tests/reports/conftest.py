@@ -16,7 +16,7 @@ from stages.config import ExtractConfig, PipelineConfig
 from stages.extract import plan, process_batch
 from stages.ingest import run_ingest
 from store import FeatureStore
-from store.featurestore import now_utc
+from store.ids import now_utc
 
 FAST = {"text.bert": {}, "audio.mfcc": {}}
 

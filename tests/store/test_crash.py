@@ -19,7 +19,7 @@ WRITER = textwrap.dedent(
     import numpy as np
     from features.extractors.base import FeatureResult
     from store import FeatureStore
-    from store.featurestore import FeatureSet
+    from store.featureset import FeatureSet
 
     store = FeatureStore.open(sys.argv[1], create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 3})

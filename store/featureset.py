@@ -1,0 +1,295 @@
+"""One feature set: Zarr shards plus Parquet index parts, written by ``commit``/``link`` (the commit
+protocol of ``store.featurestore``) and read through typed ``IndexRow``s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import zarr
+from zarr.codecs import BloscCodec
+
+from store import schema
+from store.errors import StoreError
+from store.fs import StoreFS
+from store.ids import new_id, now_utc
+
+if TYPE_CHECKING:
+    from store.featurestore import FeatureStore
+
+ROWS_PER_CHUNK = 2048
+COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)  # every Zarr array of the store
+EXTRA_PREFIX = "extra_"  # shard array name prefix of a per-row extra
+
+
+class FeatureLike(Protocol):
+    """What a committed clip needs (``features.base.FeatureResult`` satisfies it)."""
+
+    values: np.ndarray
+    times: np.ndarray
+    extras: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    absent: str | None
+
+
+@dataclass
+class ClipFeatures:
+    """One clip read back from a feature set."""
+
+    clip_id: str
+    values: np.ndarray
+    times: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    absent: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One committed index row: where a clip's features lie (``shard``, ``offset``, ``length``) and
+    what they were computed from. The typed form of ``schema.INDEX``, so readers never index dicts."""
+
+    clip_id: str
+    shard: str
+    offset: int
+    length: int
+    fingerprint: str
+    checksum: str
+    absent: str | None
+    meta: dict[str, Any]
+    duration: float | None
+    committed_at: datetime
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> IndexRow:
+        """A row as ``pa.Table.to_pylist`` gives it (``meta`` as JSON text)."""
+        return cls(**{**record, "meta": json.loads(record["meta"] or "{}")})
+
+    def record(self) -> dict[str, Any]:
+        """The row as ``schema.INDEX`` stores it (``meta`` as sorted JSON text)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "meta": json.dumps(self.meta, sort_keys=True, default=str)
+        }
+
+
+def _index_table(rows: list[IndexRow]) -> pa.Table:
+    return pa.Table.from_pylist([r.record() for r in rows], schema=schema.INDEX)
+
+
+def checksum(values: np.ndarray, times: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(values).tobytes())
+    h.update(np.ascontiguousarray(times).tobytes())
+    return h.hexdigest()
+
+
+def _rows(group: zarr.Group, name: str, sl: slice) -> np.ndarray:
+    """``group[name][sl]`` for a shard's array (a shard holds arrays only)."""
+    arr = group[name]
+    assert isinstance(arr, zarr.Array), f"{name!r} is a group, not an array"
+    return np.asarray(arr[sl])
+
+
+class FeatureSet:
+    """One extractor identity's features: Zarr shards plus Parquet index parts."""
+
+    def __init__(self, store: FeatureStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.rel = f"features/{name}"
+        self._index: pa.Table | None = None
+        self._rows: dict[str, IndexRow] | None = None
+        self._shards: dict[str, zarr.Group] = {}
+
+    @property
+    def fs(self) -> StoreFS:
+        return self.store.fs
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.fs.open_group(self.rel).attrs)
+
+    # -- writing ---------------------------------------------------------------------------
+    def commit(self, items: Iterable[tuple[str, str, FeatureLike, float]]) -> str | None:
+        """Commit ``(clip_id, fingerprint, features, media_seconds)`` items as one shard + index part.
+
+        Returns the shard id, or None when ``items`` is empty.
+        """
+        items = list(items)
+        if not items:
+            return None
+        shard = new_id()
+        rows: list[IndexRow] = []
+        offset = 0
+        values, times = [], []
+        extras: dict[str, list[np.ndarray]] = {}
+        for clip_id, fp, feat, seconds in items:
+            v = np.asarray(feat.values, np.float32)
+            t = np.asarray(feat.times, np.float64)
+            if v.ndim != 2 or t.shape != (v.shape[0], 2):
+                raise StoreError(f"clip {clip_id!r}: values {v.shape} and times {t.shape} do not match")
+            values.append(v)
+            times.append(t)
+            for k, arr in feat.extras.items():
+                extras.setdefault(k, []).append(np.asarray(arr))
+            rows.append(IndexRow(clip_id=clip_id, shard=shard, offset=offset, length=v.shape[0], fingerprint=fp,
+                                 checksum=checksum(v, t), absent=feat.absent, meta=feat.meta,
+                                 duration=float(seconds), committed_at=now_utc()))
+            offset += v.shape[0]
+        dims = {v.shape[1] for v in values}
+        if len(dims) != 1:
+            raise StoreError(f"feature set {self.name}: clips of one batch have different dims {sorted(dims)}")
+        table = _index_table(rows)  # before the shard: a row that cannot be stored leaves no orphan
+        self._write_shard(shard, np.concatenate(values), np.concatenate(times), extras, offset)
+        self._write_index(shard, table)
+        return shard
+
+    def link(self, items: Iterable[tuple[str, str, float]]) -> list[str]:
+        """Commit ``(clip_id, fingerprint, media_seconds)`` items as rows pointing at the features already
+        committed with that fingerprint (same shard range, checksum, meta, absent), as one index part.
+
+        Identical inputs then cost one extraction, yet every clip stays readable by its own id. Returns
+        the clip ids linked; an item whose fingerprint no committed row carries is left out.
+        """
+        sources = self.fingerprint_rows()
+        committed_at = now_utc()
+        rows = [
+            replace(sources[fp], clip_id=clip_id, duration=float(seconds), committed_at=committed_at)
+            for clip_id, fp, seconds in items
+            if fp in sources
+        ]
+        if rows:
+            self._write_index(new_id(), _index_table(rows))
+        return [r.clip_id for r in rows]
+
+    def _write_shard(
+        self, shard: str, values: np.ndarray, times: np.ndarray, extras: dict[str, list[np.ndarray]], n: int
+    ) -> None:
+        try:
+            group = zarr.open_group(self.fs.zarr_store(f"{self.rel}/shards/{shard}"), mode="w", zarr_format=3)
+            self._write_array(group, "values", values, ("row", "dim"))
+            self._write_array(group, "times", times, ("row", "bound"))
+            for name, parts in extras.items():
+                arr = np.concatenate(parts) if parts else np.zeros((0,))
+                if arr.shape[0] != n:
+                    raise StoreError(f"feature set {self.name}: extra {name!r} has {arr.shape[0]} rows, not {n}")
+                self._write_array(group, f"{EXTRA_PREFIX}{name}", arr, None)
+        except OSError as exc:
+            raise StoreError(f"cannot write shard {self.fs.path(self.rel, 'shards', shard)}: {exc}") from exc
+
+    @staticmethod
+    def _write_array(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...] | None) -> None:
+        chunks = (max(1, min(ROWS_PER_CHUNK, data.shape[0])), *data.shape[1:])
+        arr = group.create_array(
+            name, shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=COMPRESSORS, dimension_names=dims
+        )
+        if data.size:
+            arr[...] = data
+
+    def _write_index(self, part: str, table: pa.Table) -> None:
+        """Publish one index part atomically: the single point where rows become visible to readers."""
+        self.fs.write_parquet(f"{self.rel}/index/{part}.parquet", table)
+        self._index = None
+        self._rows = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def index_parts(self) -> pa.Table:
+        """Every committed index row, including superseded ones."""
+        return self.fs.read_parquet_dir(f"{self.rel}/index", schema.INDEX)
+
+    def index(self) -> pa.Table:
+        """The latest committed row per clip (loaded once per FeatureSet object)."""
+        if self._index is None:
+            parts = self.index_parts()
+            if parts.num_rows:
+                order = pc.sort_indices(parts, [("committed_at", "descending"), ("shard", "descending")])
+                parts = parts.take(order)
+                _, first = np.unique(np.asarray(parts.column("clip_id").to_pylist(), dtype=object), return_index=True)
+                parts = parts.take(pa.array(np.sort(first)))
+            self._index = parts
+            self._rows = None
+        return self._index
+
+    def rows(self) -> dict[str, IndexRow]:
+        """clip id -> its latest committed row, in index order (the typed form of ``index()``)."""
+        index = self.index()
+        if self._rows is None:
+            self._rows = {r["clip_id"]: IndexRow.from_record(r) for r in index.to_pylist()}
+        return self._rows
+
+    def committed(self) -> dict[str, str]:
+        """clip id -> fingerprint of its latest row: what "this clip is committed for these inputs" means."""
+        index = self.index()
+        return dict(zip(index.column("clip_id").to_pylist(), index.column("fingerprint").to_pylist()))
+
+    def fingerprint_rows(self) -> dict[str, IndexRow]:
+        """fingerprint -> the newest index row computed from it, under any clip id, superseded rows
+        included (their shards stay referenced): the features a clip with these inputs can share."""
+        parts = self.index_parts()
+        order = pc.sort_indices(parts, [("committed_at", "ascending"), ("shard", "ascending")])
+        return {r["fingerprint"]: IndexRow.from_record(r) for r in parts.take(order).to_pylist()}
+
+    def shard_ids(self) -> list[str]:
+        """Every shard on disk, referenced by an index part or not (what vacuum sifts)."""
+        return self.fs.ls(f"{self.rel}/shards")
+
+    def _shard(self, shard: str) -> zarr.Group:
+        if shard not in self._shards:
+            self._shards[shard] = self.fs.open_group(f"{self.rel}/shards/{shard}")
+        return self._shards[shard]
+
+    def _read_range(
+        self, shard: str, start: int, stop: int, extras: Collection[str] | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Rows ``[start, stop)`` of one shard: values, times and the ``extras`` present (None: all)."""
+        group = self._shard(shard)
+        stored = [k[len(EXTRA_PREFIX):] for k in group.array_keys() if k.startswith(EXTRA_PREFIX)]
+        names = stored if extras is None else [k for k in extras if k in stored]
+        sl = slice(start, stop)
+        extra = {k: _rows(group, f"{EXTRA_PREFIX}{k}", sl) for k in names}
+        return _rows(group, "values", sl), _rows(group, "times", sl), extra
+
+    def read(self, clip_id: str) -> ClipFeatures:
+        row = self.rows().get(clip_id)
+        if row is None:
+            raise StoreError(f"feature set {self.name}: clip {clip_id!r} is not committed")
+        return self.read_row(row)
+
+    def read_many(self, clip_ids: Iterable[str]) -> list[ClipFeatures]:
+        return [self.read(c) for c in clip_ids]
+
+    def read_row(self, row: IndexRow) -> ClipFeatures:
+        """The features ``row`` points at, every extra included, as stored (no dtype conversion, so
+        verify sees what is there)."""
+        values, times, ex = self._read_range(row.shard, row.offset, row.offset + row.length, None)
+        return self._features(row, values, times, ex)
+
+    def iter_features(
+        self, rows: Iterable[IndexRow] | None = None, extras: Collection[str] | None = None
+    ) -> Iterator[tuple[IndexRow, ClipFeatures]]:
+        """``rows`` (default: every latest row) with their features, shard by shard: one read of each
+        shard's used range instead of one per clip, for bulk readers (stats, align, benchmarks).
+        Within a shard, rows come in the order given. ``extras``: the extras to read (None: all)."""
+        by_shard: dict[str, list[IndexRow]] = {}
+        for row in self.rows().values() if rows is None else rows:
+            by_shard.setdefault(row.shard, []).append(row)
+        for shard, items in sorted(by_shard.items()):
+            lo = min(r.offset for r in items)
+            hi = max(r.offset + r.length for r in items)
+            values, times, ex = self._read_range(shard, lo, hi, extras)
+            for r in items:
+                sl = slice(r.offset - lo, r.offset - lo + r.length)
+                yield r, self._features(r, values[sl], times[sl], {k: v[sl] for k, v in ex.items()})
+
+    @staticmethod
+    def _features(row: IndexRow, values: np.ndarray, times: np.ndarray, extras: dict[str, np.ndarray]) -> ClipFeatures:
+        return ClipFeatures(clip_id=row.clip_id, values=values, times=times, extras=extras, meta=dict(row.meta),
+                            absent=row.absent, fingerprint=row.fingerprint)
