@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
-from features.extractors.base import FeatureResult
 from stages.config import ExtractConfig
 from stages.extract import (
     Batch,
@@ -21,17 +19,7 @@ from stages.extract import (
     plan_summary,
 )
 from store import FeatureStore, schema
-
-
-def _result(rows: int, dim: int = 4, seed: int = 0) -> FeatureResult:
-    rng = np.random.default_rng(seed)
-    times = np.stack([np.arange(rows) * 0.1, np.arange(rows) * 0.1 + 0.1], axis=1)
-    return FeatureResult(
-        values=rng.normal(size=(rows, dim)).astype(np.float32),
-        times=times,
-        extras={"word_index": np.arange(rows, dtype=np.int32)},
-        meta={"stream": 1},
-    )
+from tests.helpers.features import feature_result
 
 
 def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_input_once(tmp_path: Path) -> None:
@@ -53,7 +41,8 @@ def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_inp
     fp = {r["clip_id"]: r["fingerprint"] for b in p.batches for r in b.clips}
     fp |= {r["clip_id"]: r["fingerprint"] for r in p.links}
     fset = store.feature_set(p.feature_set)
-    fset.commit([("orig", fp["orig"], _result(3, seed=1), 2.0), ("own", fp["own"], _result(3, seed=2), 2.0)])
+    fset.commit([("orig", fp["orig"], feature_result(3, seed=1), 2.0),
+                 ("own", fp["own"], feature_result(3, seed=2), 2.0)])
     # committed under another id: shared, not re-extracted; committed under its own id: skipped
     assert decided() == (["twin_a"], {"same": "orig", "twin_b": "twin_a"}, 2)
     # --force recomputes every distinct input once and still shares it
@@ -61,7 +50,7 @@ def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_inp
     assert forced == (["orig", "own", "twin_a"], {"same": "orig", "twin_b": "twin_a"}, 0)
     # a clip whose latest row is for other inputs is not "committed" because its fingerprint is in the store:
     # reverted to inputs it had before, it shares its own older row
-    fset.commit([("own", "other inputs", _result(2, seed=5), 2.0)])
+    fset.commit([("own", "other inputs", feature_result(2, seed=5), 2.0)])
     assert decided()[1]["own"] == "own"
 
     # the twins' one extraction failed: the linked twin gets the failure under its own id, not silence
@@ -73,7 +62,7 @@ def test_plan_skips_own_commits_links_identical_inputs_and_extracts_each_new_inp
     assert "shares its inputs with clip 'twin_a'" in failures[0]["message"]
     assert store.feature_set(p.feature_set).read("same").fingerprint == fp["orig"]
     # --only-failed retries twin_b: once twin_a's features commit, it is linked, not extracted
-    fset.commit([("twin_a", fp["twin_a"], _result(3, seed=6), 2.0)])
+    fset.commit([("twin_a", fp["twin_a"], feature_result(3, seed=6), 2.0)])
     assert decided(cfg.model_copy(update={"only_failed": True})) == ([], {"twin_b": "twin_a"}, 4)
 
 

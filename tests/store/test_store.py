@@ -22,24 +22,14 @@ from store.fingerprint import (
     media_fingerprint,
 )
 from store.verify import orphan_shards, vacuum, verify
-
-
-def _result(rows: int, dim: int = 4, seed: int = 0) -> FeatureResult:
-    rng = np.random.default_rng(seed)
-    times = np.stack([np.arange(rows) * 0.1, np.arange(rows) * 0.1 + 0.1], axis=1)
-    return FeatureResult(
-        values=rng.normal(size=(rows, dim)).astype(np.float32),
-        times=times,
-        extras={"word_index": np.arange(rows, dtype=np.int32)},
-        meta={"stream": 1},
-    )
+from tests.helpers.features import feature_result
 
 
 @pytest.mark.parametrize("url", ["local", "memory://emoflow-test-store"])
 def test_commit_then_read_returns_identical_arrays_on_local_and_fsspec_stores(tmp_path: Path, url: str) -> None:
     store = FeatureStore.open(tmp_path / "s" if url == "local" else url, create=True)
     fset = store.ensure_feature_set("audio.mfcc-1234", {"identity": {"a": 1}, "dim": 4, "extractor": "audio.mfcc"})
-    a, b = _result(7, seed=1), _result(3, seed=2)
+    a, b = feature_result(7, seed=1), feature_result(3, seed=2)
     fset.commit([("a", "fp-a", a, 1.5), ("b", "fp-b", b, 0.5)])
     fset.commit([("c", "fp-c", FeatureResult.empty(4, "no audio stream"), 2.0)])
 
@@ -59,8 +49,8 @@ def test_commit_then_read_returns_identical_arrays_on_local_and_fsspec_stores(tm
 def test_recommitting_a_clip_supersedes_the_old_row_for_readers(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1})
-    fset.commit([("a", "old", _result(2, seed=1), 1.0)])
-    new = _result(5, seed=2)
+    fset.commit([("a", "old", feature_result(2, seed=1), 1.0)])
+    new = feature_result(5, seed=2)
     fset.commit([("a", "new", new, 1.0)])
     fresh = store.feature_set("x-1")
     assert fresh.index().num_rows == 1
@@ -70,9 +60,10 @@ def test_recommitting_a_clip_supersedes_the_old_row_for_readers(tmp_path: Path) 
 def test_rows_are_typed_and_read_row_and_the_shard_range_reader_equal_per_clip_reads(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    s1 = fset.commit([("a", "fa", _result(5, seed=1), 1.5), ("b", "fb", _result(3, seed=2), 0.5)])
-    s2 = fset.commit([("c", "fc", _result(4, seed=3), 2.0), ("d", "fd", FeatureResult.empty(4, "no audio"), 1.0)])
-    fset.commit([("a", "fa2", _result(2, seed=4), 1.0)])  # supersedes a's first row
+    s1 = fset.commit([("a", "fa", feature_result(5, seed=1), 1.5), ("b", "fb", feature_result(3, seed=2), 0.5)])
+    s2 = fset.commit([("c", "fc", feature_result(4, seed=3), 2.0),
+                      ("d", "fd", FeatureResult.empty(4, "no audio"), 1.0)])
+    fset.commit([("a", "fa2", feature_result(2, seed=4), 1.0)])  # supersedes a's first row
 
     fresh = FeatureStore.open(tmp_path).feature_set("x-1")
     rows = fresh.rows()
@@ -125,7 +116,7 @@ def test_unwritable_index_path_raises_a_store_error_naming_it_and_commits_nothin
     fset = store.ensure_feature_set("x-1", {"identity": 1})
     (tmp_path / "s" / "features" / "x-1" / "index").write_text("not a directory")  # works even as root
     with pytest.raises(StoreError, match=r"cannot write .*features/x-1/index/"):
-        fset.commit([("a", "fp", _result(2), 1.0)])
+        fset.commit([("a", "fp", feature_result(2), 1.0)])
     (tmp_path / "s" / "features" / "x-1" / "index").unlink()
     assert store.feature_set("x-1").index().num_rows == 0
 
@@ -193,7 +184,7 @@ def test_clip_fingerprint_changes_with_label_and_split() -> None:
 def test_verify_reports_a_corrupted_shard_per_clip(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    shard = fset.commit([("a", "fa", _result(6, seed=3), 1.0), ("b", "fb", _result(4, seed=4), 1.0)])
+    shard = fset.commit([("a", "fa", feature_result(6, seed=3), 1.0), ("b", "fb", feature_result(4, seed=4), 1.0)])
     chunk_dir = tmp_path / "features" / "x-1" / "shards" / shard / "values" / "c"
     chunk = next(p for p in chunk_dir.rglob("*") if p.is_file())
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # a torn write
@@ -205,7 +196,7 @@ def test_verify_reports_a_corrupted_shard_per_clip(tmp_path: Path) -> None:
 def test_verify_catches_a_shard_overwritten_with_other_values(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    shard = fset.commit([("a", "fa", _result(6, seed=3), 1.0), ("b", "fb", _result(4, seed=4), 1.0)])
+    shard = fset.commit([("a", "fa", feature_result(6, seed=3), 1.0), ("b", "fb", feature_result(4, seed=4), 1.0)])
     import zarr
 
     arr = zarr.open_array(tmp_path / "features" / "x-1" / "shards" / shard / "values", mode="r+")
@@ -215,16 +206,17 @@ def test_verify_catches_a_shard_overwritten_with_other_values(tmp_path: Path) ->
 
 def test_verify_reports_non_finite_values(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
-    bad = _result(3)
+    bad = feature_result(3)
     bad.values[1, 2] = np.nan
-    store.ensure_feature_set("x-1", {"identity": 1}).commit([("a", "fa", bad, 1.0), ("b", "fb", _result(2), 1.0)])
+    fset = store.ensure_feature_set("x-1", {"identity": 1})
+    fset.commit([("a", "fa", bad, 1.0), ("b", "fb", feature_result(2), 1.0)])
     assert [(p.clip_id, p.problem) for p in verify(store)] == [("a", "non-finite values")]
 
 
 def test_vacuum_removes_orphans_but_spares_recent_ones_and_committed_shards(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1})
-    kept = fset.commit([("a", "fa", _result(2), 1.0)])
+    kept = fset.commit([("a", "fa", feature_result(2), 1.0)])
     fset._write_shard("orphan-1", np.zeros((2, 4), np.float32), np.zeros((2, 2)), {}, 2)
     assert orphan_shards(store, grace_seconds=3600) == []  # a writer may still be busy with it
     assert vacuum(store, grace_seconds=0) == [("x-1", "orphan-1")]
@@ -236,8 +228,8 @@ def test_vacuum_removes_orphans_but_spares_recent_ones_and_committed_shards(tmp_
 def test_link_serves_a_shared_shard_range_under_a_new_clip_id_through_vacuum_and_verify(tmp_path: Path) -> None:
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    a = _result(6, seed=3)
-    shard = fset.commit([("a", "fa", a, 1.0), ("b", "fb", _result(4, seed=4), 1.0)])
+    a = feature_result(6, seed=3)
+    shard = fset.commit([("a", "fa", a, 1.0), ("b", "fb", feature_result(4, seed=4), 1.0)])
     fset.commit([("c", "fc", FeatureResult.empty(4, "no audio stream"), 2.0)])
     store.record_failures([{"clip_id": "a2", "feature_set": "x-1", "fingerprint": "fa", "stage": "extract"},
                            {"clip_id": "x", "feature_set": "x-1", "fingerprint": "fa", "stage": "extract"}])
