@@ -105,6 +105,7 @@ class FeatureSet:
         self.store = store
         self.name = name
         self.rel = f"features/{name}"
+        self._parts: pa.Table | None = None  # every index row, read once for index() and fingerprint_rows()
         self._index: pa.Table | None = None
         self._rows: dict[str, IndexRow] | None = None
         self._shards: dict[str, zarr.Group] = {}
@@ -197,7 +198,7 @@ class FeatureSet:
     def _write_index(self, part: str, table: pa.Table) -> None:
         """Publish one index part atomically: the single point where rows become visible to readers."""
         self.fs.write_parquet(f"{self.rel}/index/{part}.parquet", table)
-        self._index = None
+        self._parts = self._index = None
         self._rows = None
 
     # -- reading ---------------------------------------------------------------------------
@@ -205,10 +206,16 @@ class FeatureSet:
         """Every committed index row, including superseded ones."""
         return self.fs.read_parquet_dir(f"{self.rel}/index", schema.INDEX)
 
+    def _loaded_parts(self) -> pa.Table:
+        """``index_parts()`` read once per FeatureSet object (until it writes an index part)."""
+        if self._parts is None:
+            self._parts = self.index_parts()
+        return self._parts
+
     def index(self) -> pa.Table:
         """The latest committed row per clip (loaded once per FeatureSet object)."""
         if self._index is None:
-            parts = self.index_parts()
+            parts = self._loaded_parts()
             if parts.num_rows:
                 order = pc.sort_indices(parts, [("committed_at", "descending"), ("shard", "descending")])
                 parts = parts.take(order)
@@ -233,9 +240,10 @@ class FeatureSet:
     def fingerprint_rows(self) -> dict[str, IndexRow]:
         """fingerprint -> the newest index row computed from it, under any clip id, superseded rows
         included (their shards stay referenced): the features a clip with these inputs can share."""
-        parts = self.index_parts()
+        parts = self._loaded_parts()
         order = pc.sort_indices(parts, [("committed_at", "ascending"), ("shard", "ascending")])
-        return {r["fingerprint"]: IndexRow.from_record(r) for r in parts.take(order).to_pylist()}
+        newest = {r["fingerprint"]: r for r in parts.take(order).to_pylist()}
+        return {fp: IndexRow.from_record(r) for fp, r in newest.items()}
 
     def shard_ids(self) -> list[str]:
         """Every shard on disk, referenced by an index part or not (what vacuum sifts)."""
