@@ -26,11 +26,10 @@ def store_ls(store: StoreArg) -> None:
     from store.verify import account
 
     rows = []
-    for name in st.feature_set_names():
+    for name, acc in account(st).items():
         fset = st.feature_set(name)
         index = fset.index()
         absent = sum(1 for a in index.column("absent").to_pylist() if a)
-        acc = account(st, fset)
         rows.append([name, fset.attrs.get("dim", "?"), index.num_rows, absent, sum(index.column("length").to_pylist()),
                      len(acc.committed), len(acc.failed), len(acc.pending)])
     columns = ["set", "dim", "clips", "absent", "rows", "current", "failed", "pending"]

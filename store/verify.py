@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store.featureset import FeatureSet, checksum
+from store.featureset import checksum
 from store.featurestore import FeatureStore
 from store.fingerprint import feature_fingerprint
 
@@ -58,22 +58,29 @@ class Accounting:
     pending: tuple[str, ...]
 
 
-def account(store: FeatureStore, fset: FeatureSet) -> Accounting:
-    """Classify every clip of the clip table for ``fset``, fingerprinting it with the set's identity."""
-    modality, identity = fset.attrs["modality"], fset.attrs["identity"]
-    committed = fset.committed()
-    fails = store.failures().select(["clip_id", "feature_set"]).to_pylist()
-    failed_ids = {f["clip_id"] for f in fails if f["feature_set"] == fset.name}
-    done, failed, pending = [], [], []
-    for clip in store.clips().to_pylist():
-        cid = clip["clip_id"]
-        if committed.get(cid) == feature_fingerprint(clip, modality, identity):
-            done.append(cid)
-        elif cid in failed_ids:
-            failed.append(cid)
-        else:
-            pending.append(cid)
-    return Accounting(fset.name, tuple(done), tuple(failed), tuple(pending))
+def account(store: FeatureStore) -> dict[str, Accounting]:
+    """Classify every clip of the clip table for each feature set (by name), fingerprinting it with
+    the set's identity; the clip table and the failure rows are read once for all sets."""
+    clips = store.clips().to_pylist()
+    failed_ids: dict[str, set[str]] = {}
+    for f in store.failures().select(["clip_id", "feature_set"]).to_pylist():
+        failed_ids.setdefault(f["feature_set"], set()).add(f["clip_id"])
+    out = {}
+    for name in store.feature_set_names():
+        fset = store.feature_set(name)
+        modality, identity = fset.attrs["modality"], fset.attrs["identity"]
+        committed = fset.committed()
+        done, failed, pending = [], [], []
+        for clip in clips:
+            cid = clip["clip_id"]
+            if committed.get(cid) == feature_fingerprint(clip, modality, identity):
+                done.append(cid)
+            elif cid in failed_ids.get(name, ()):
+                failed.append(cid)
+            else:
+                pending.append(cid)
+        out[name] = Accounting(name, tuple(done), tuple(failed), tuple(pending))
+    return out
 
 
 def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str, str]]:

@@ -239,11 +239,12 @@ def test_every_good_clip_is_committed_and_the_store_verifies(extracted) -> None:
     counts = {c.reject for c in CASES if c.reject}
     assert counts <= set(extracted["summary"]["ingest"]["reject_reasons"])
     assert extracted["summary"]["ingest"]["rejects"] == len(REJECTS)
+    accounts = account(st)
     for name, fset in extracted["sets"].items():
         ok = {c for c, case in EXTRACTED.items() if not case.outcome[name].startswith("failed:")}
         assert set(fset.index().column("clip_id").to_pylist()) == ok, name
         assert extracted["summary"]["extract"]["extractors"][name]["failed"] == len(EXTRACTED) - len(ok)
-        acc = account(st, fset)  # every clip ends as a committed row or an active failure row, none pending
+        acc = accounts[fset.name]  # every clip ends as a committed row or an active failure row, none pending
         assert (set(acc.committed), set(acc.failed), acc.pending) == (ok, set(EXTRACTED) - ok, ()), name
     assert verify(st) == []
 

@@ -92,7 +92,7 @@ def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Pa
     ls = runner.invoke(app, ["store", "ls", store])
     assert ls.exit_code == 0 and "12 clips" in ls.output and "audio.mfcc-" in ls.output and "pending" in ls.output
     st = FeatureStore.open(store)
-    acc = account(st, st.feature_set(st.feature_set_names()[0]))
+    (acc,) = account(st).values()
     assert (len(acc.committed), acc.failed, acc.pending) == (12, (), ())
     assert runner.invoke(app, ["store", "verify", store]).exit_code == 0
     vac = runner.invoke(app, ["store", "vacuum", store, "--grace", "0"])

@@ -228,8 +228,7 @@ def test_a_clip_with_a_committed_clips_inputs_shares_its_features_and_is_served_
         assert [twin_0[k] for k in where] == [twin_1[k] for k in where]
     st = FeatureStore.open(cfg.store)
     assert verify(st) == []
-    for name in st.feature_set_names():  # every clip of the table is committed for its current inputs
-        acc = account(st, st.feature_set(name))
+    for name, acc in account(st).items():  # every clip of the table is committed for its current inputs
         assert (len(acc.committed), acc.failed, acc.pending) == (7, (), ()), name
 
     # nothing changed: a no-op
