@@ -17,6 +17,7 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
+from flows.hooks import Hooks
 from flows.runners import build_task_runner
 from stages.config import PipelineConfig
 from stages.extract import (
@@ -49,14 +50,14 @@ def extract_batch_task(store_url: str, batch: Batch, run_id: str) -> BatchResult
 
 
 ProgressHook = Callable[[BatchResult], None]
-_progress_hooks: list[ProgressHook] = []
+_progress: Hooks[BatchResult] = Hooks()
 
 
 def _notify(res: BatchResult) -> None:
-    """Call the progress hooks. A module-level function is pickled by reference when Prefect ships
-    the flow to Dask, so hooks holding locks (a rich progress bar) never need pickling."""
-    for hook in _progress_hooks:
-        hook(res)
+    """Call the progress hooks. Prefect ships ``extract_flow``'s function to Dask by value, globals
+    included; this module-level function is pickled by reference, so the hooks (a rich progress bar
+    holds locks) are never pickled (docs/performance.md, finding 9)."""
+    _progress(res)
 
 
 def _log_failures(log: Logger | LoggerAdapter, failures: Iterable[dict[str, Any]]) -> None:
@@ -94,14 +95,11 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
 def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) -> ExtractSummary:
     """Run the flow on the configured task runner (threads or Dask) with an optional progress hook."""
     runner = build_task_runner(config.executor)
-    if progress:
-        _progress_hooks.append(progress)
     threads = torch.get_num_threads()
     if config.executor.dask is None:  # one torch thread per in-flight task: no oversubscription
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.executor.workers))
     try:
-        return extract_flow.with_options(task_runner=runner)(config)
+        with _progress.added(progress):
+            return extract_flow.with_options(task_runner=runner)(config)
     finally:
         torch.set_num_threads(threads)
-        if progress:
-            _progress_hooks.remove(progress)

@@ -7,10 +7,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.hooks import Hooks
 from stages.train import EpochProgress, ProgressHook, run_train
 from training.config import TrainConfig
 
-_progress_hooks: list[ProgressHook] = []  # module-level, like flows.extract's: never a flow parameter
+_progress: Hooks[EpochProgress] = Hooks()
 
 
 @flow(name="emoflow-train")
@@ -20,8 +21,7 @@ def train_flow(store: str, view: str, config: TrainConfig, runs_dir: str, ablati
 
     def progress(p: EpochProgress) -> None:
         log.info("%s", p.line)
-        for hook in _progress_hooks:
-            hook(p)
+        _progress(p)
 
     run_root, summary = run_train(store, view, config, runs_dir, ablation=ablation, seeds=seeds, name=name,
                                   progress=progress)
@@ -36,10 +36,5 @@ def run_training(store: str, view: str, config: TrainConfig, runs_dir: str, *, a
                  seeds: int | None = None, name: str | None = None,
                  progress: ProgressHook | None = None) -> dict[str, Any]:
     """Run the flow with an optional progress hook (called in this process after every epoch)."""
-    if progress:
-        _progress_hooks.append(progress)
-    try:
+    with _progress.added(progress):
         return train_flow(store, view, config, runs_dir, ablation=ablation, seeds=seeds, name=name)
-    finally:
-        if progress:
-            _progress_hooks.remove(progress)

@@ -233,3 +233,17 @@ def test_deterministic_errors_are_not_retried(tmp_path: Path, demo_data, prefect
     with pytest.raises(ValueError, match="a bug"):
         extract_flow(cfg)
     assert len(calls) == 1
+
+
+def test_the_flow_ships_to_dask_while_a_lock_holding_progress_hook_is_registered() -> None:
+    """Prefect pickles the flow's function by value for Dask; a registered hook (a rich progress bar
+    holds locks) must not go with it."""
+    import threading
+
+    import cloudpickle
+
+    import flows.extract
+
+    lock = threading.Lock()
+    with flows.extract._progress.added(lambda res: lock.locked()):
+        assert cloudpickle.dumps(flows.extract.extract_flow.fn)
