@@ -388,8 +388,20 @@ def summarize(runs: list[dict[str, Any]], report: str = "selected") -> dict[str,
             "sec_per_epoch_mean": float(np.mean(secs)), "sec_per_epoch_median": float(np.median(secs)),
             "sec_per_epoch_min": float(np.min(secs)),
             "wall_seconds": sum(r["wall_seconds"] for r in mine),
+            "ensemble": seed_ensemble(mine),
         }
     return by_mode
+
+
+def seed_ensemble(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """split -> metrics of the runs' best-checkpoint predictions averaged per clip
+    (``stages.train.ensemble_metrics`` over the run directories; {} when a run left none)."""
+    from stages.train import ensemble_metrics
+
+    dirs = [Path(r["run_dir"]) for r in runs]
+    if not all((d / "predictions.csv").exists() for d in dirs):
+        return {}
+    return ensemble_metrics(dirs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra TrainConfig field for every run (YAML value), e.g. --set lr_text=1e-4")
     ap.add_argument("--tag", default="", help="name of this configuration in the JSON/markdown")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="build the store and the view (and the dev view with --protocol dev), train nothing")
     args = ap.parse_args(argv)
 
     import yaml
@@ -429,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         prep["dev_view"] = make_dev_view(prep["store"])
         view = prep["dev_view"]["view"]
         log(f"protocol dev: {json.dumps(prep['dev_view'])}")
+    if args.prepare_only:
+        return 0
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     seeds = [1111 + i for i in range(args.seeds)]
@@ -473,7 +489,14 @@ def main(argv: list[str] | None = None) -> int:
         for mode, s in summary.items():
             rows[f"{mode} · MOSI valid as test (selected on dev)"] = s["reported"]
         for mode, s in summary.items():
+            if "test" in s["ensemble"]:
+                rows[f"{mode} · seed ensemble, MOSI valid as test"] = {
+                    m: (s["ensemble"]["test"][m], 0.0) for m in METRICS}
+        for mode, s in summary.items():
             rows[f"{mode} · dev (selection split)"] = s["selected"]
+        for mode, s in summary.items():
+            if "valid" in s["ensemble"]:
+                rows[f"{mode} · seed ensemble, dev"] = {m: (s["ensemble"]["valid"][m], 0.0) for m in METRICS}
     else:
         for mode, s in summary.items():
             rows[f"{mode} · selected (best valid L_m)"] = s["selected"]

@@ -13,12 +13,31 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Collection
 from typing import Any
+
+import ftfy
 
 MAX_SECONDS = 86_400.0  # no clip time or timestamp beyond one day: larger values are unit mistakes
 WORD_TOLERANCE_S = 0.25  # word timings may overrun the clip by this much (ASR rounding); clamped
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _ASCII_SPACE = " \t\r\n\f\v"
+_TIMESTAMP = re.compile(r"([0-9]+):([0-5][0-9]):([0-5][0-9])(?:[,.]([0-9]{1,3}))?")  # SRT style H:MM:SS,mmm
+_CLASS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# Mojibake repair only: every ftfy step that would change text that is not mis-decoded (curly
+# quotes, ligatures, widths, HTML entities, Unicode normalisation, control characters) is off.
+_REPAIR = ftfy.TextFixerConfig(
+    unescape_html=False,
+    remove_terminal_escapes=False,
+    fix_latin_ligatures=False,
+    fix_character_width=False,
+    uncurl_quotes=False,
+    fix_line_breaks=False,
+    fix_surrogates=False,
+    remove_control_chars=False,
+    normalization=None,
+    explain=False,
+)
 
 
 class FieldError(ValueError):
@@ -96,6 +115,44 @@ def parse_label(value: Any, what: str, reason: str, required: bool) -> float | N
     if not -3.0 <= label <= 3.0:
         raise FieldError(reason, f"{what} {label:g} is outside [-3, 3]")
     return label
+
+
+def parse_timestamp(value: Any, what: str, reason: str) -> float | None:
+    """An optional SRT-style time ``H:MM:SS,mmm`` (also ``.mmm``, 1-3 fraction digits; MELD's
+    StartTime/EndTime) in seconds, at most ``MAX_SECONDS``; ASCII digits only."""
+    if is_blank(value):
+        return None
+    match = _TIMESTAMP.fullmatch(value.strip(_ASCII_SPACE)) if isinstance(value, str) else None
+    if match is None:
+        raise FieldError(reason, f"{what} {value!r} is not a time H:MM:SS,mmm")
+    hours, minutes, secs, frac = match.groups()
+    seconds = int(hours) * 3600 + int(minutes) * 60 + int(secs) + (int(frac) / 10 ** len(frac) if frac else 0.0)
+    if seconds > MAX_SECONDS:
+        raise FieldError(reason, f"{what} {value!r} is more than {MAX_SECONDS:g} s")
+    return float(seconds)
+
+
+def parse_class(value: Any, what: str, reason: str, allowed: Collection[str] | None = None) -> str | None:
+    """An optional class label (an emotion, a sentiment class): a name of ASCII letters, digits,
+    ``_`` or ``-``, starting with a letter, at most 32 characters, compared and stored in lower
+    case (``Neutral`` is ``neutral``); with ``allowed``, one of those names."""
+    if is_blank(value):
+        return None
+    if not isinstance(value, str):
+        raise FieldError(reason, f"{what} {value!r} is not a class name (a {type(value).__name__})")
+    name = value.strip(_ASCII_SPACE).lower()
+    if not _CLASS_NAME.fullmatch(name):
+        raise FieldError(reason, f"{what} {printable(value)!r} is not a class name (letters, digits, _ or -)")
+    if allowed is not None and name not in allowed:
+        raise FieldError(reason, f"{what} {value!r} is not one of {', '.join(sorted(allowed))}")
+    return name
+
+
+def repair_text(text: str) -> str:
+    """``text`` with mojibake undone (UTF-8 read as Windows-1252: ``â€™`` -> ``’``; stray C1
+    controls such as U+0092 -> ``’``) by ftfy, and nothing else changed. Text holding undecodable
+    bytes is returned as is: ``parse_text`` rejects it by name."""
+    return text if has_bad_text(text) else ftfy.fix_text(text, _REPAIR)
 
 
 def normalise_id(value: Any, what: str, reason: str) -> str:

@@ -1,4 +1,5 @@
-"""Ingest a dataset (generic manifest, MMSA, CMU-MOSI layout) into a validated clip table.
+"""Ingest a dataset (generic manifest, MMSA, CMU-MOSI, MELD layout) into a validated clip table, or new
+unlabeled media (``media`` layout, ``ingest_media``) into clips of split ``predict`` to score.
 
 Every input row ends either in the clip table or in the rejects table with a named reason. Layout
 readers only find rows and files; ``validate`` applies the field grammar (``corpora.fields``) in
@@ -8,11 +9,12 @@ raise ``ManifestError``, with a message naming the file.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,7 @@ from corpora.fields import (
     id_key,
     is_blank,
     normalise_id,
+    parse_class,
     parse_label,
     parse_media_path,
     parse_seconds,
@@ -30,7 +33,16 @@ from corpora.fields import (
     parse_words,
     printable,
 )
-from corpora.layouts import detect_layout, read_manifest, read_mmsa, read_mosi
+from corpora.layouts import (
+    PREDICT_SPLIT,
+    detect_layout,
+    plan_media,
+    read_manifest,
+    read_meld,
+    read_mmsa,
+    read_mosi,
+    read_plan,
+)
 from corpora.rows import (
     DUPLICATE_CLIP_ID,
     EMPTY_MEDIA,
@@ -50,23 +62,29 @@ from corpora.rows import (
     RawClip,
     Reject,
 )
-from features.media.probe import probe_media
+from corpora.segments import SegmentConfig
+from features.media.probe import MediaInfo, probe_media
 from store import schema
 from store.errors import CorruptMediaError, ManifestError
 from store.fingerprint import clip_fingerprint, media_fingerprint
 
 log = logging.getLogger(__name__)
 
-Layout = Literal["auto", "manifest", "mmsa", "mosi"]
+Layout = Literal["auto", "manifest", "mmsa", "mosi", "media", "meld"]
 SPLITS = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test"}
 WINDOW_TOLERANCE_S = 0.05  # containers round durations; a window this far past the end is fine
 SECONDS_PER_WORD = 0.4  # duration estimate for a text-only clip with no times at all
 
+
 @dataclass
 class IngestResult:
+    """The clip and rejects tables. ``sources`` (media layout only): video_id -> the input file it
+    came from as given or found (the media file, or the transcript of a text-only input)."""
+
     clips: pa.Table
     rejects: pa.Table
     layout: str
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_clips(self) -> int:
@@ -98,8 +116,27 @@ def _field(parse: Callable[..., Any], clip_id: str, *args: Any) -> Any:
         raise Reject(exc.reason, f"clip {clip_id!r}: {exc}") from None
 
 
-def validate(raw: RawClip, root: Path) -> dict[str, Any]:
-    """Turn a RawClip into a clip-table row or raise ``Reject``."""
+@functools.lru_cache(maxsize=256)
+def _probe(path: str, size: int, mtime_ns: int) -> MediaInfo:
+    """``probe_media`` once per file version: a video cut into many clips (MOSI, the media layout)
+    is opened once, not once per clip. Failures are not cached (lru_cache keeps no exceptions)."""
+    return probe_media(path)
+
+
+def _probe_media(path: Path) -> MediaInfo:
+    st = path.stat()
+    return _probe(str(path), st.st_size, st.st_mtime_ns)
+
+
+def validate(raw: RawClip, root: Path, *, predict: bool = False) -> dict[str, Any]:
+    """Turn a RawClip into a clip-table row or raise ``Reject``.
+
+    ``predict`` (the media layout): the split must be ``predict`` and the label may be missing (new
+    media has none). Otherwise a label is required and the split is train/valid/test; the label is a
+    score in [-3, 3], or, for a class-only dataset (MELD, IEMOCAP), a class label
+    (``store.schema.CLASS_LABELS``) with the score left null: no score is invented from a class.
+    ``text_original`` is kept only when the layout's repair changed the text.
+    """
     if raw.problem is not None:
         raise raw.problem
     if is_blank(raw.clip_id):
@@ -110,11 +147,18 @@ def validate(raw: RawClip, root: Path) -> dict[str, Any]:
         raise Reject(exc.reason, f"{raw.source}: {exc}") from None
     video_id = cid if is_blank(raw.video_id) else _field(normalise_id, cid, raw.video_id, "video_id", INVALID_ID)
     text = _field(parse_text, cid, raw.text, "transcript", INVALID_TEXT)
-    label = _field(parse_label, cid, raw.label, "label", INVALID_LABEL, True)
+    original = raw.text_original
+    if original is not None:
+        original = _field(parse_text, cid, original, "transcript as shipped", INVALID_TEXT)
+    classes = {k: _field(parse_class, cid, raw.classes.get(k), k, INVALID_LABEL) for k in schema.CLASS_LABELS}
+    has_class = any(v is not None for v in classes.values())
+    label = _field(parse_label, cid, raw.label, "label", INVALID_LABEL, not (predict or has_class))
     extra = {k: _field(parse_label, cid, v, k, INVALID_LABEL, False) for k, v in raw.extra_labels.items()}
-    split = SPLITS.get(raw.split.strip().lower()) if isinstance(raw.split, str) else None
+    splits = {PREDICT_SPLIT: PREDICT_SPLIT} if predict else SPLITS
+    split = splits.get(raw.split.strip().lower()) if isinstance(raw.split, str) else None
     if split is None:
-        raise Reject(INVALID_SPLIT, f"clip {cid!r}: split {raw.split!r} is not train/valid/test")
+        expected = PREDICT_SPLIT if predict else "train/valid/test"
+        raise Reject(INVALID_SPLIT, f"clip {cid!r}: split {raw.split!r} is not {expected}")
     start = _field(parse_seconds, cid, raw.start, "start", INVALID_WINDOW)
     end = _field(parse_seconds, cid, raw.end, "end", INVALID_WINDOW)
     if start is not None and end is not None and start >= end:
@@ -133,10 +177,10 @@ def validate(raw: RawClip, root: Path) -> dict[str, Any]:
                 raise Reject(MISSING_FILE, f"clip {cid!r}: media path {media!r} is not a file")
             if path.stat().st_size == 0:
                 raise Reject(EMPTY_MEDIA, f"clip {cid!r}: media file {media!r} is empty (0 bytes)")
-            info = probe_media(path, clip_id=cid)
+            info = _probe_media(path)
             media_fp = media_fingerprint(path)
         except CorruptMediaError as exc:
-            raise Reject(UNREADABLE_MEDIA, str(exc)) from None
+            raise Reject(UNREADABLE_MEDIA, f"clip {cid!r}: {exc}") from None
         except OSError as exc:
             raise Reject(UNREADABLE_MEDIA, f"clip {cid!r}: media file {media!r} cannot be read: {exc}") from None
         media_end = info.duration
@@ -176,35 +220,77 @@ def validate(raw: RawClip, root: Path) -> dict[str, Any]:
         "has_video": has_video,
         "has_audio": has_audio,
         "media_fingerprint": media_fp,
+        **classes,
+        "text_original": original if original != text else None,
     }
     row["clip_fingerprint"] = clip_fingerprint(row)
     return row
 
 
-def ingest(path: str | os.PathLike[str], layout: Layout = "auto", folds: str | None = None) -> IngestResult:
+def ingest(
+    path: str | os.PathLike[str],
+    layout: Layout = "auto",
+    folds: str | None = None,
+    segment: SegmentConfig | None = None,
+) -> IngestResult:
     """Read and validate a dataset; returns the clip table and the rejects table.
 
     Ids are unique by ``corpora.fields.id_key``: a later row whose id equals an earlier one up
-    to case is a duplicate (the first occurrence is kept).
+    to case is a duplicate (the first occurrence is kept). ``layout="media"`` reads ``path`` (a
+    folder or file of new media) as ``ingest_media([path], segment)``; ``auto`` never picks it.
     """
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: dataset path does not exist")
+    if layout == "media":
+        return ingest_media([path], segment)
     kind = detect_layout(path) if layout == "auto" else layout
     readers: dict[str, Callable[[], Iterator[RawClip]]] = {
         "manifest": lambda: read_manifest(_manifest_file(path)),
         "mmsa": lambda: read_mmsa(path),
         "mosi": lambda: read_mosi(path, Path(folds) if folds else None),
+        "meld": lambda: read_meld(path),
     }
     if kind not in readers:
         raise ManifestError(f"unknown layout {kind!r}; choose one of {sorted(readers)}")
     root = path if path.is_dir() else path.parent
+    return _collect(readers[kind](), root, kind)
+
+
+def ingest_media(
+    paths: Sequence[str | os.PathLike[str]], segment: SegmentConfig | None = None
+) -> IngestResult:
+    """New, unlabeled media into clips of split ``predict`` (label null), one per segment.
+
+    ``paths``: media files, folders (scanned recursively) and transcripts without media, as
+    ``corpora.layouts.plan_media`` pairs them; ``segment`` how media is cut (default
+    ``SegmentConfig()``). Clip ids are ``<video_id>__<index:04d>``; ``media_uri`` is the file's
+    absolute real path; ``IngestResult.sources`` maps each video_id to its input file. Every input
+    file ends as clips or as a reject row; only nothing to read at all raises ``ManifestError``.
+    """
+    plan = plan_media(paths)
+    if not plan.inputs:
+        shown = ", ".join(printable(str(p)) for p in paths) or "(no paths)"
+        raise ManifestError(f"{shown}: no media or transcript files to read")
+    result = _collect(read_plan(plan, segment or SegmentConfig()), plan.root, "media", predict=True)
+    result.sources = {i.video_id: str(i.path) for i in plan.inputs}
+    return result
+
+
+def collect(raws: Iterable[RawClip], root: Path, kind: str) -> IngestResult:
+    """Validate rows that another reader found (``interop``: the samples of an MMSA feature pickle)
+    exactly as a layout's rows are: the same grammar, reasons and duplicate rule."""
+    return _collect(raws, root, kind)
+
+
+def _collect(raws: Iterable[RawClip], root: Path, kind: str, predict: bool = False) -> IngestResult:
+    """Validate every row into the clip table or the rejects table; ids unique up to case."""
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     first_of: dict[str, str] = {}
-    for raw in readers[kind]():
+    for raw in raws:
         try:
-            row = validate(raw, root)
+            row = validate(raw, root, predict=predict)
             key = id_key(row["clip_id"])
             if key in first_of:
                 raise Reject(

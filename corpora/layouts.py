@@ -1,6 +1,10 @@
 """Layout readers: find a dataset's rows and media files (generic CSV/JSONL manifest, MMSA, CMU-MOSI)
 without judging their values; ``corpora.ingest.validate`` does that. A row a reader already knows to
-be bad (unparseable, an id that would build a path outside the root) carries its ``Reject``."""
+be bad (unparseable, an id that would build a path outside the root) carries its ``Reject``.
+
+The ``media`` layout reads new, unlabeled media (files, folders, transcripts alone) for scoring: it
+pairs media with their transcripts (``corpora.sidecars``), probes each media file once for its
+duration and cuts it into segments (``corpora.segments``), one row each."""
 
 from __future__ import annotations
 
@@ -8,25 +12,48 @@ import codecs
 import csv
 import io
 import json
+import logging
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from corpora.fields import (
+    FieldError,
+    id_key,
     is_safe_component,
+    parse_class,
+    parse_timestamp,
     printable,
+    repair_text,
 )
 from corpora.rows import (
+    EMPTY_MEDIA,
     EXTRA_LABELS,
+    INVALID_ID,
+    INVALID_LABEL,
     INVALID_ROW,
+    INVALID_SPLIT,
+    INVALID_TEXT,
+    INVALID_WINDOW,
     INVALID_WORDS,
+    MISSING_FILE,
     MISSING_VALUE,
     PATH_ESCAPES_ROOT,
+    UNEXPECTED_ERROR,
+    UNREADABLE_MEDIA,
     RawClip,
     Reject,
 )
-from store.errors import ManifestError
+from corpora.segments import Segment, SegmentConfig, segment_media
+from corpora.sidecars import SidecarError, read_transcript, sidecar_candidates, transcript_format
+from features.media.probe import probe_media
+from store.errors import CorruptMediaError, ManifestError
+from store.schema import CLASS_LABELS
+
+log = logging.getLogger(__name__)
 
 CSV_FIELD_LIMIT = 16 << 20  # characters per CSV field: a feature-length transcript fits
 
@@ -60,13 +87,17 @@ def _csv_header(text: str, path: Path) -> list[str]:
     return [name.strip() for name in first]
 
 
-def _read_csv(path: Path, required: set[str]) -> Iterator[tuple[str, dict[str, str] | Reject]]:
+def _read_csv(
+    path: Path, required: set[str], alternatives: dict[str, frozenset[str]] | None = None
+) -> Iterator[tuple[str, dict[str, str] | Reject]]:
     """``(source, row)`` per data row; a row the CSV parser cannot split, or whose field count
-    differs from the header's, comes as a ``Reject`` instead of a dict."""
+    differs from the header's, comes as a ``Reject`` instead of a dict. The header must hold every
+    ``required`` column, or one of its ``alternatives`` (a class label for ``label``)."""
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     text = _read_text(path)
     header = _csv_header(text, path)
-    missing = required - set(header)
+    alternatives = alternatives or {}
+    missing = {c for c in required - set(header) if not alternatives.get(c, frozenset()) & set(header)}
     if missing:
         raise ManifestError(f"{path}: missing columns {sorted(missing)} (has {header})")
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -120,17 +151,21 @@ def _find_media(directory: Path, stem: str, root: Path) -> str | None:
 
 # -- layouts --------------------------------------------------------------------------------
 MANIFEST_COLUMNS = {"clip_id", "media", "text", "label", "split"}
+SCORE_ALTERNATIVES = {"label": frozenset(CLASS_LABELS)}  # a class-only dataset (IEMOCAP) needs no score column
 
 
 def read_manifest(path: Path) -> Iterator[RawClip]:
-    """Generic CSV/JSONL: clip_id, media, [start, end], text, [words], label, split, [video_id]."""
+    """Generic CSV/JSONL: clip_id, media, [start, end], text, [words], label, split, [video_id],
+    [label_T/A/V], [label_emotion, label_sentiment]. A dataset with class labels only (IEMOCAP)
+    may leave out the ``label`` column (or its values)."""
     is_jsonl = path.suffix.lower() == ".jsonl"
-    rows = _read_jsonl(path) if is_jsonl else _read_csv(path, MANIFEST_COLUMNS)
+    rows = _read_jsonl(path) if is_jsonl else _read_csv(path, MANIFEST_COLUMNS, SCORE_ALTERNATIVES)
     for source, row in rows:
         if isinstance(row, Reject):
             yield RawClip(source=source, clip_id=None, problem=row)
             continue
-        missing = sorted(MANIFEST_COLUMNS - row.keys())
+        needed = MANIFEST_COLUMNS - {"label"} if SCORE_ALTERNATIVES["label"] & row.keys() else MANIFEST_COLUMNS
+        missing = sorted(needed - row.keys())
         problem = Reject(MISSING_VALUE, f"{source}: missing fields {missing}") if missing else None
         yield RawClip(
             source=source,
@@ -144,6 +179,7 @@ def read_manifest(path: Path) -> Iterator[RawClip]:
             label=row.get("label"),
             split=row.get("split"),
             extra_labels={k: row.get(k) for k in EXTRA_LABELS},
+            classes={k: row.get(k) for k in CLASS_LABELS},
             problem=problem,
         )
 
@@ -253,6 +289,167 @@ def _read_annotprocessed(path: Path) -> dict[str, str]:
     return out
 
 
+# -- MELD ------------------------------------------------------------------------------------
+MELD_COLUMNS = {"Utterance", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime"}
+MELD_EMOTIONS = frozenset({"neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"})
+MELD_SENTIMENTS = frozenset({"negative", "neutral", "positive"})
+MELD_PARTS = ("train", "dev", "test")  # MELD's own split names: clip id prefixes, file order
+# Where the MELD.Raw tarballs unpack each part's clips dia{D}_utt{U}.mp4 (next to the CSVs)
+MELD_MEDIA_DIRS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
+_MELD_PART_OF = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "test": "test"}
+_MELD_PART_IN_NAME = re.compile(r"(?<![a-z])(train|dev|valid|val|test)(?![a-z])")
+_MELD_CSV_GLOB = "*_sent_emo.csv"  # train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv
+_MELD_STEM = re.compile(r"dia[0-9]+_utt[0-9]+")
+_UINT = re.compile(r"[0-9]+")
+
+
+def meld_files(path: Path) -> list[Path]:
+    """The MELD CSVs a dataset path names: the file itself, or a folder's ``*_sent_emo.csv``
+    (train, dev, test, then others by name)."""
+    if path.is_file():
+        return [path]
+    order = {part: i for i, part in enumerate(MELD_PARTS)}
+    found = [p for p in path.glob(_MELD_CSV_GLOB) if p.is_file()]
+    return sorted(found, key=lambda p: (order.get(_meld_part(p) or "", len(order)), p.name))
+
+
+def _meld_part(path: Path) -> str | None:
+    """MELD's part (train/dev/test) a file name says (``dev_sent_emo.csv`` -> dev), or None."""
+    match = _MELD_PART_IN_NAME.search(path.stem.lower())
+    return _MELD_PART_OF[match.group(1)] if match else None
+
+
+class _MeldMedia:
+    """Where one MELD CSV's clips are: per part, MELD.Raw's folder next to the CSV
+    (``MELD_MEDIA_DIRS``), else the CSV's own folder when it holds clips, the CSV is of one part
+    (its file name's) and no other MELD CSV is there: loose clips of two parts in one folder cannot
+    tell whose ``dia0_utt0.mp4`` is whose. No folder: text only. Each folder is listed once (MELD
+    has ~10,000 clips per part)."""
+
+    def __init__(self, csv_path: Path, root: Path, file_part: str | None) -> None:
+        self.folder = csv_path.parent
+        self.root = root
+        others = [p for p in self.folder.glob(_MELD_CSV_GLOB) if p.name != csv_path.name]
+        self.own_part = None if others else file_part
+        self.found: dict[str, tuple[Path, dict[str, str]] | None] = {}
+
+    def _index(self, folder: Path) -> dict[str, str]:
+        names: dict[str, str] = {}
+        try:
+            listing = sorted(p.name for p in folder.iterdir())
+        except OSError:
+            return names
+        for name in listing:
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() in MEDIA_SUFFIXES and _MELD_STEM.fullmatch(stem):
+                names.setdefault(stem, name)
+        return names
+
+    def folder_of(self, part: str) -> tuple[Path, dict[str, str]] | None:
+        if part not in self.found:
+            sub = self.folder / MELD_MEDIA_DIRS[part]
+            if sub.is_dir():
+                self.found[part] = (sub, self._index(sub))
+            else:
+                own = self._index(self.folder) if part == self.own_part else {}
+                self.found[part] = (self.folder, own) if own else None
+        return self.found[part]
+
+    def media(self, part: str, stem: str) -> str | None:
+        """The clip's path relative to the root; a clip missing from a media folder gets the path it
+        should have (ingest rejects it as ``missing_file``); None: this part has no media."""
+        found = self.folder_of(part)
+        if found is None:
+            return None
+        folder, names = found
+        return str((folder / names.get(stem, f"{stem}.mp4")).relative_to(self.root))
+
+
+def read_meld(path: Path) -> Iterator[RawClip]:
+    """MELD's official CSVs (``train_sent_emo.csv``, ``dev_sent_emo.csv``, ``test_sent_emo.csv``:
+    ``Sr No., Utterance, Speaker, Emotion, Sentiment, Dialogue_ID, Utterance_ID, Season, Episode,
+    StartTime, EndTime``), a file or a folder of them, with clips ``dia{D}_utt{U}.mp4`` when present.
+
+    - ids: ``<part>_dia{D}_utt{U}``, video ``<part>_dia{D}`` (the dialogue), part = train/dev/test:
+      MELD numbers dialogues per part, so ``dia0_utt0`` exists in each and needs the prefix to be unique;
+    - split: a ``split`` or ``mode`` column when there is one, else the file name (dev -> valid);
+    - labels: ``label_emotion`` (7 classes) and ``label_sentiment`` (3 classes); no score (MELD has
+      none; ``label`` stays null);
+    - text: mojibake repaired (``corpora.fields.repair_text``), the text as shipped kept in
+      ``text_original`` when that changed it;
+    - times: StartTime/EndTime (``H:MM:SS,mmm`` in the episode) must parse and be ordered; a
+      text-only clip keeps them as its span (its duration), a clip with media is the whole file.
+    """
+    root = path if path.is_dir() else path.parent
+    files = meld_files(path)
+    if not files:
+        raise ManifestError(f"{path}: no MELD CSV ({_MELD_CSV_GLOB}) in this folder")
+    for csv_path in files:
+        yield from _read_meld_csv(csv_path, root)
+
+
+def _read_meld_csv(csv_path: Path, root: Path) -> Iterator[RawClip]:
+    """One MELD CSV's rows; its split comes from a split/mode column, else from its file name."""
+    file_part = _meld_part(csv_path)
+    media = _MeldMedia(csv_path, root, file_part)
+    for source, row in _read_csv(csv_path, MELD_COLUMNS):
+        if isinstance(row, Reject):
+            yield RawClip(source=source, clip_id=None, problem=row)
+            continue
+        column = next((c for c in ("split", "mode") if c in row), None)
+        if column is None and file_part is None:  # a whole-file problem: found on its first row
+            raise ManifestError(
+                f"{csv_path}: cannot tell the MELD split: the file name names none of train/dev/test "
+                "and there is no split or mode column"
+            )
+        yield _meld_clip(source, row, row[column] if column else file_part, media)
+
+
+def _meld_clip(source: str, row: dict[str, str], split: str | None, media: _MeldMedia) -> RawClip:
+    """One MELD row as a ``RawClip``; the first problem found (id, split, times, classes) rejects it."""
+    d, u = row["Dialogue_ID"].strip(), row["Utterance_ID"].strip()
+    stem = f"dia{int(d)}_utt{int(u)}" if _UINT.fullmatch(d) and _UINT.fullmatch(u) else f"dia{d}_utt{u}"
+    part = _MELD_PART_OF.get(split.strip().lower()) if split is not None else None
+    shipped = row["Utterance"]
+    repaired = repair_text(shipped)
+    clip = RawClip(
+        source=source,
+        clip_id=f"{part}_{stem}" if part else stem,
+        video_id=f"{part}_{stem.split('_utt')[0]}" if part else None,
+        text=repaired,
+        text_original=shipped if repaired != shipped else None,
+        split=split,
+    )
+    if not (_UINT.fullmatch(d) and _UINT.fullmatch(u)):
+        clip.problem = Reject(
+            INVALID_ID, f"{source}: Dialogue_ID {printable(d)!r} / Utterance_ID {printable(u)!r} are not whole numbers"
+        )
+        return clip
+    if part is None:
+        clip.problem = Reject(INVALID_SPLIT, f"clip {clip.clip_id!r}: split {split!r} is not train/dev/test")
+        return clip
+    try:
+        start = parse_timestamp(row["StartTime"], "StartTime", INVALID_WINDOW)
+        end = parse_timestamp(row["EndTime"], "EndTime", INVALID_WINDOW)
+        if start is None or end is None:
+            raise FieldError(INVALID_WINDOW, "StartTime and EndTime are required")
+        if start >= end:
+            raise FieldError(INVALID_WINDOW, f"StartTime {row['StartTime']} is not before EndTime {row['EndTime']}")
+        clip.classes = {
+            "label_emotion": parse_class(row["Emotion"], "Emotion", INVALID_LABEL, MELD_EMOTIONS),
+            "label_sentiment": parse_class(row["Sentiment"], "Sentiment", INVALID_LABEL, MELD_SENTIMENTS),
+        }
+        if None in clip.classes.values():
+            raise FieldError(INVALID_LABEL, "Emotion and Sentiment are required")
+    except FieldError as exc:
+        clip.problem = Reject(exc.reason, f"clip {clip.clip_id!r}: {exc}")
+        return clip
+    clip.media = media.media(part, stem)
+    if clip.media is None:  # text only: the utterance's span in the episode gives its duration
+        clip.start, clip.end = start, end
+    return clip
+
+
 def detect_layout(path: Path) -> str:
     """Which reader a dataset path needs: a file by its header (or ``.jsonl`` suffix, any case),
     a folder by the files it holds."""
@@ -262,11 +459,14 @@ def detect_layout(path: Path) -> str:
         header = set(_csv_header(_read_text(path), path))
         if "media" in header:
             return "manifest"
+        if MELD_COLUMNS <= header:
+            return "meld"
         if MMSA_COLUMNS <= header:
             return "mmsa"
         raise ManifestError(
             f"{path}: cannot tell the layout from the header {sorted(header)}: a manifest needs "
-            f"{sorted(MANIFEST_COLUMNS)}, an MMSA label file {sorted(MMSA_COLUMNS)}"
+            f"{sorted(MANIFEST_COLUMNS)}, an MMSA label file {sorted(MMSA_COLUMNS)}, "
+            f"a MELD file {sorted(MELD_COLUMNS)}"
         )
     if (path / "label.csv").exists():
         return "mmsa"
@@ -274,4 +474,211 @@ def detect_layout(path: Path) -> str:
         return "mosi"
     if (path / "manifest.csv").exists() or (path / "manifest.jsonl").exists():
         return "manifest"
-    raise ManifestError(f"{path}: cannot tell the dataset layout (no label.csv, segments.csv or manifest.*)")
+    if any(path.glob(_MELD_CSV_GLOB)):
+        return "meld"
+    raise ManifestError(
+        f"{path}: cannot tell the dataset layout (no label.csv, segments.csv, manifest.* or {_MELD_CSV_GLOB})"
+    )
+
+
+# -- media layout: new, unlabeled media to score ---------------------------------------------
+PREDICT_SPLIT = "predict"  # the split of unlabeled clips (corpora.ingest.validate accepts no label there)
+MEDIA_SUFFIXES = frozenset(
+    {".mp4", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m4v", ".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus"}
+)
+
+
+@dataclass(frozen=True)
+class MediaInput:
+    """One input of the media layout: a media file with its transcript (None: it has none), or a
+    transcript alone (``media`` None). ``path`` is the file as given or as found in a given folder;
+    ``rel`` the media path relative to the plan's root; ``problem`` set for a path that does not exist."""
+
+    path: Path
+    video_id: str
+    media: Path | None = None
+    transcript: Path | None = None
+    rel: str | None = None
+    problem: Reject | None = None
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """What ``read_media`` will read: ``root`` is the deepest folder holding every input file (real
+    paths, symlinks resolved), so every media path is relative to it and never escapes it."""
+
+    root: Path
+    inputs: list[MediaInput]
+
+
+def plan_media(paths: Sequence[str | os.PathLike[str]]) -> MediaPlan:
+    """Expand the given files and folders into inputs, pair media with their transcripts.
+
+    - A folder is scanned **recursively** (its files sorted by name, then its subfolders), skipping hidden names
+      (``.git``, ``.DS_Store``) and symlinked folders (no loops); only media files
+      (``MEDIA_SUFFIXES``) and transcripts (``corpora.sidecars.SUFFIXES``) are inputs there, other
+      files are ignored. A file given by name is media unless it is a transcript, whatever its
+      extension (the decoder decides).
+    - A media file takes its transcript by ``corpora.sidecars.sidecar_candidates`` from its own
+      folder; every candidate it has (also those of lower precedence) is consumed by it. A
+      transcript no media input consumes is an input of its own, a text-only one.
+    - Inputs keep the order of the given paths (folder contents sorted); a file reached twice (also
+      through a symlink) is read once. ``video_id`` is the media stem (a transcript's name without
+      its suffix); a later input with the same id up to case gets ``~2``, ``~3``, ...
+    - A given path that does not exist becomes an input with a ``missing_file`` problem (after the others).
+    """
+    found: list[tuple[Path, bool]] = []  # (file, given by name)
+    missing: list[Path] = []
+    seen: set[str] = set()
+    for given in map(Path, paths):
+        if given.is_dir():
+            files = [(f, False) for f in _scan(given)]
+        elif given.is_file():
+            files = [(given, True)]
+        else:
+            missing.append(given)
+            continue
+        for f, explicit in files:
+            real = os.path.realpath(f)
+            if real not in seen:
+                seen.add(real)
+                found.append((f, explicit))
+
+    listings: dict[Path, list[str]] = {}
+
+    def names_in(folder: Path) -> list[str]:
+        if folder not in listings:
+            try:
+                listings[folder] = sorted(p.name for p in folder.iterdir() if p.is_file())
+            except OSError:
+                listings[folder] = []
+        return listings[folder]
+
+    is_media = {f: f.suffix.lower() in MEDIA_SUFFIXES or (explicit and transcript_format(f.name) is None)
+                for f, explicit in found}
+    transcript_of: dict[Path, Path | None] = {}
+    consumed: set[str] = set()
+    for f, _ in found:
+        if is_media[f]:
+            names = names_in(f.parent)
+            stems = {Path(n).stem for n in names if Path(n).suffix.lower() in MEDIA_SUFFIXES} - {f.stem}
+            candidates = sidecar_candidates(f, names, stems)
+            transcript_of[f] = candidates[0] if candidates else None
+            consumed.update(os.path.realpath(c) for c in candidates)
+
+    kept = [(f, is_media[f]) for f, _ in found if is_media[f] or os.path.realpath(f) not in consumed]
+    reals = [Path(os.path.realpath(f)).parent for f, _ in kept]
+    root = Path(os.path.commonpath(reals)) if reals else Path.cwd()
+    inputs: list[MediaInput] = []
+    ids: set[str] = set()
+    for f, media in kept:
+        name = f.stem if media else (transcript_format(f.name) or (f.stem, ""))[0]
+        vid = _unique_id(name, ids)
+        if media:
+            rel = os.path.relpath(os.path.realpath(f), root)
+            inputs.append(MediaInput(f, vid, media=f, transcript=transcript_of[f], rel=rel))
+        else:
+            inputs.append(MediaInput(f, vid, transcript=f))
+    for m in missing:
+        vid = _unique_id(m.stem or m.name or "input", ids)
+        inputs.append(MediaInput(m, vid, problem=Reject(MISSING_FILE, f"{printable(str(m))}: does not exist")))
+    return MediaPlan(root, inputs)
+
+
+def _scan(folder: Path) -> list[Path]:
+    """Media and transcript files under ``folder``: recursive, sorted, hidden names and symlinked
+    folders skipped."""
+    out: list[Path] = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in MEDIA_SUFFIXES or transcript_format(name) is not None:
+                path = Path(top) / name
+                if path.is_file():
+                    out.append(path)
+    return out
+
+
+def _unique_id(name: str, taken: set[str]) -> str:
+    """``name``, or ``name~2``, ``name~3``, ... when an earlier input took it (ids compare by ``id_key``)."""
+    candidate, n = name, 1
+    while id_key(candidate) in taken:
+        n += 1
+        candidate = f"{name}~{n}"
+    taken.add(id_key(candidate))
+    return candidate
+
+
+def read_media(paths: Sequence[str | os.PathLike[str]], segment: SegmentConfig) -> Iterator[RawClip]:
+    """The unlabeled clips (split ``predict``) of new media files, folders and transcripts (see
+    ``plan_media``); their media paths are relative to ``plan_media(paths).root``."""
+    return read_plan(plan_media(paths), segment)
+
+
+def read_plan(plan: MediaPlan, config: SegmentConfig) -> Iterator[RawClip]:
+    """One ``RawClip`` per segment of each input (``corpora.segments``): ``clip_id`` is
+    ``<video_id>__<index:04d>``. An input that cannot be read (missing, empty or undecodable media,
+    a bad transcript) gives one ``RawClip`` carrying its ``Reject``; a bug in reading one input
+    rejects that input with ``unexpected_error``, the others go on."""
+    for inp in plan.inputs:
+        try:
+            rows = _media_rows(inp, config)
+        except Exception as exc:  # a bug of ours must not cost the other inputs
+            log.exception("media layout: unexpected error on %s", printable(str(inp.path)))
+            rows = [_problem(inp, Reject(UNEXPECTED_ERROR, f"{printable(str(inp.path))}: {type(exc).__name__}: {exc}"))]
+        yield from rows
+
+
+def _problem(inp: MediaInput, reject: Reject) -> RawClip:
+    return RawClip(source=printable(str(inp.path)), clip_id=inp.video_id, video_id=inp.video_id, problem=reject)
+
+
+def _media_rows(inp: MediaInput, config: SegmentConfig) -> list[RawClip]:
+    shown = printable(str(inp.path))
+    if inp.problem is not None:
+        return [_problem(inp, inp.problem)]
+    duration: float | None = None
+    if inp.media is not None:
+        try:
+            if inp.media.stat().st_size == 0:
+                return [_problem(inp, Reject(EMPTY_MEDIA, f"{shown}: media file is empty (0 bytes)"))]
+            duration = probe_media(inp.media).duration
+        except CorruptMediaError as exc:
+            return [_problem(inp, Reject(UNREADABLE_MEDIA, str(exc)))]
+        except OSError as exc:
+            return [_problem(inp, Reject(UNREADABLE_MEDIA, f"{shown}: cannot be read: {exc}"))]
+    transcript = None
+    if inp.transcript is not None:
+        try:
+            transcript = read_transcript(inp.transcript)
+        except SidecarError as exc:
+            return [_problem(inp, exc)]
+        for note in transcript.notes:
+            log.warning("%s", note)
+    if inp.media is None:
+        assert transcript is not None
+        if not transcript.text:
+            return [_problem(inp, Reject(INVALID_TEXT, f"{shown}: the transcript has no text"))]
+        if not transcript.timed:  # one text-only clip; ingest estimates its length from the word count
+            return [_clip(inp, shown, Segment(0, 0.0, 0.0, transcript.text), timed=False)]
+    segments = segment_media(transcript, duration, config)
+    if inp.media is None:  # windows over a transcript alone: a window without text has nothing to score
+        segments = [replace(s, index=i) for i, s in enumerate(s for s in segments if s.text)]
+    return [_clip(inp, shown, s) for s in segments]
+
+
+def _clip(inp: MediaInput, shown: str, seg: Segment, timed: bool = True) -> RawClip:
+    words = [{"word": w.word, "start": w.start, "end": w.end} for w in seg.words] if seg.words else None
+    return RawClip(
+        source=f"{shown} [{seg.start:.2f}-{seg.end:.2f} s]" if timed else shown,
+        clip_id=f"{inp.video_id}__{seg.index:04d}",
+        video_id=inp.video_id,
+        media=inp.rel,
+        start=seg.start if timed else None,
+        end=seg.end if timed else None,
+        text=seg.text,
+        words=words,
+        split=PREDICT_SPLIT,
+    )

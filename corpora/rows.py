@@ -54,4 +54,6 @@ class RawClip:
     label: Any = None
     split: Any = None
     extra_labels: dict[str, Any] = field(default_factory=dict)
+    classes: dict[str, Any] = field(default_factory=dict)  # store.schema.CLASS_LABELS -> class name
+    text_original: str | None = None  # the text as read, when the layout repaired ``text``
     problem: Reject | None = None

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
 from flows.console import console, metrics_table, run_extract_with_progress, simple_table, train_with_progress
+from flows.export_cli import export_app
 from flows.store_cli import store_app
 from stages.config import PipelineConfig, dump_config, load_config
 from store.errors import ConfigError, EmoflowError
@@ -52,6 +53,7 @@ app = typer.Typer(cls=_UserErrorsExit2, help="emoflow: multimodal sentiment feat
                   no_args_is_help=True)
 
 app.add_typer(store_app, name="store")
+app.add_typer(export_app, name="export")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
 SetOpt = Annotated[
@@ -75,7 +77,11 @@ def _config(
 def ingest(
     dataset: Annotated[Optional[str], typer.Argument(help="dataset root or manifest file")] = None,
     store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="auto | manifest | mmsa | mosi")] = None,
+    layout: Annotated[
+        Optional[str], typer.Option(help="auto | manifest | mmsa | mosi | meld | "
+                                "media (unlabeled media + sidecar transcript) | "
+                                "mmsa-pkl (an MMSA feature pickle: clips, feature sets and a view)")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
@@ -97,6 +103,8 @@ def ingest(
     if s.reject_reasons:
         reasons: list[list[object]] = [[k, v] for k, v in sorted(s.reject_reasons.items())]
         console.print(simple_table("rejects by reason", ["reason", "rows"], reasons))
+    for note in s.notes:
+        console.print(note, markup=False)
 
 
 @app.command()
@@ -261,6 +269,10 @@ def train(
         typer.Option(help="full | no_uff | no_lgt | no_sm | no_slgm | text | audio | vision"),
     ] = "full",
     seeds: Annotated[Optional[int], typer.Option(help="train the first N of train.seeds and report mean ± std")] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option("--ensemble", help="also report the seed ensemble: the seeds' predictions averaged per clip"),
+    ] = False,
     text_mode: Annotated[Optional[str], typer.Option(help="finetune | frozen [default: train.text_mode]")] = None,
     name: Annotated[
         Optional[str],
@@ -284,10 +296,12 @@ def train(
     from flows.train import run_training
 
     train = functools.partial(run_training, cfg.store, cfg.align.view, cfg.train, cfg.runs, ablation=ablation,
-                              seeds=seeds, name=name)
+                              seeds=seeds, name=name, ensemble=ensemble)
     out = train_with_progress(train) if progress and sys.stdout.isatty() else train()
     console.print(f"run: {out['run']}")
-    console.print(metrics_table(f"{ablation}: mean ± std over seeds {out['seeds']}", out["mean_std"]))
+    rows = dict(out["mean_std"])
+    rows.update({f"{split} (ensemble of {len(out['seeds'])})": m for split, m in out.get("ensemble", {}).items()})
+    console.print(metrics_table(f"{ablation}: mean ± std over seeds {out['seeds']}", rows))
 
 
 @app.command()
@@ -302,6 +316,52 @@ def evaluate(
 
     out = run_evaluate(run, split, store)
     console.print(metrics_table(f"{split}: mean ± std over seeds {out['seeds']}", out["mean_std"]))
+
+
+@app.command()
+def predict(
+    media: Annotated[list[Path], typer.Argument(help="media files, folders, or subtitle files alone (text only)")],
+    run: Annotated[Path, typer.Option(help="a run directory written by `emoflow train`")],
+    out: Annotated[Optional[Path], typer.Option(help="also export the predictions to FILE.csv or FILE.parquet")] = None,
+    window: Annotated[
+        Optional[float],
+        typer.Option(help="cut fixed windows of S seconds instead of subtitle cues [default: cues when timed]"),
+    ] = None,
+    hop: Annotated[Optional[float], typer.Option(help="window hop in seconds [default: predict.segment.hop]")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(help="use this seed of the run only [default: every seed, averaged]")
+    ] = None,
+    store: Annotated[Optional[str], typer.Option(help="predict store [default: predict.store]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Score new media with a trained run: sentiment per segment and over time, a timeline report,
+    and a summary per media file. Re-scoring the same media extracts nothing."""
+    cfg = _config(config, set_, {"predict.store": store, "predict.seed": seed, "predict.segment.window": window,
+                                 "predict.segment.hop": hop,
+                                 "predict.segment.mode": "windows" if window is not None else None})
+    from stages.predict import load_trained_run, reproduce_extraction
+
+    trained = load_trained_run(run, cfg.predict.seed)  # a bad run fails here, before a server starts
+    repro = reproduce_extraction(trained)
+    if dry_run:
+        console.print(dump_config(cfg))
+        console.print(f"plan: segment {len(media)} path(s), extract {sorted(repro.extract.extractors)} into "
+                      f"{cfg.predict.store}, score with seeds {list(trained.seed_dirs)} of {trained.root}")
+        return
+    from flows.predict import predict_flow
+
+    summary = predict_flow([str(m) for m in media], str(run), cfg, str(out) if out else None)
+    rows = [[Path(m.media).name, m.segments, m.failed, "–" if m.mean_score is None else f"{m.mean_score:+.2f}",
+             "–" if m.share_positive is None else f"{m.share_positive:.0%}",
+             "–" if m.share_negative is None else f"{m.share_negative:.0%}", m.span]
+            for m in summary.media]
+    console.print(simple_table(f"predictions of run {summary.run}",
+                               ["media", "segments", "failed", "mean", "positive", "negative", "span"], rows))
+    for m in summary.media:
+        console.print(Text(f"{Path(m.media).name}: {m.story}"), soft_wrap=True)
+    console.print(f"{summary.message}" + (f"; exported to {summary.export}" if summary.export else ""))
 
 
 @app.command()

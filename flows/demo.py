@@ -1,4 +1,5 @@
-"""``emoflow demo``: generate the embedded sample dataset and run every stage on it."""
+"""``emoflow demo``: generate the embedded sample dataset, run every stage on it, then score a new
+long video with the trained model."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def demo_config(workdir: Path) -> PipelineConfig:
             "align": {"view": "demo", "grid": "word"},
             "stats": {"view": "demo"},
             "train": DEMO_TRAIN,
+            "predict": {"store": str(workdir / "predict")},
         }
     )
 
@@ -29,10 +31,12 @@ def demo_config(workdir: Path) -> PipelineConfig:
 def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console | None = None) -> dict[str, str]:
     """Run the pipeline end to end on generated clips; returns stage -> output location."""
     from corpora.synth import generate_dataset
+    from corpora.synth.long import generate_long_video
     from flows.align import align_flow
     from flows.console import metrics_table
     from flows.extract import run_extract
     from flows.ingest import ingest_flow
+    from flows.predict import predict_flow
     from flows.stats import stats_flow
     from flows.train import train_flow
     from stages.train import run_evaluate
@@ -76,4 +80,14 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
         outputs[f"run {ablation}"] = run["run"]
     console.print(metrics_table("test metrics of the full model and the single-modality ablations", rows,
                                 label="ablation"))
+
+    console.rule("predict")
+    long = generate_long_video(workdir / "long", seed=seed)
+    console.print(f"a new {long.duration:.0f} s video of {len(long.segments)} planted segments: {long.media}")
+    predicted = predict_flow([str(long.media)], outputs["run full"], cfg)
+    for media in predicted.media:
+        console.print(f"{media.describe()}; {media.story}")
+    console.print(predicted.message)
+    outputs["new video"] = str(long.media)
+    outputs["predictions"] = predicted.report or predicted.store
     return outputs

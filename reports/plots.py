@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,3 +105,78 @@ def report_figures(stats: dict[str, Any]) -> list[dict[str, str]]:
                      "png": _png(fig)})
     return figs
 
+
+
+#: tick steps (seconds) for a clock axis: the first that gives at most ~10 ticks is used
+_CLOCK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+_POSITIVE, _NEGATIVE, _NEUTRAL, _FAILED, _SPREAD = "#2e7d32", "#c62828", "#9e9e9e", "#e65100", "#3949ab"
+
+
+def timeline_png(spans: Sequence[tuple[float, float]], scores: Sequence[float | None], stds: Sequence[float],
+                 smoothed: Sequence[float | None], turns: Sequence[tuple[float, str, str]], neutral: float,
+                 clock: Callable[[float], str] | None, title: str) -> str:
+    """One media's sentiment over time as a base64 PNG (``reports.timeline``), so a reader sees at a
+    glance where it turns: per segment a bar from 0 to its score over its span (green / red / grey
+    for positive / negative / neutral), a light ±std box (seed spread), a hatched column where the
+    segment failed (no score: a gap), the smoothed score as a line broken at failures, the neutral
+    band around the zero line and a dotted line per turning point ``(x, "positive"|"negative",
+    label)``. ``clock`` formats x ticks (None: x is the segment number, for untimed text)."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
+
+    lo = min((s for s, _ in spans), default=0.0)
+    hi = max((e for _, e in spans), default=1.0)
+    extent = max(hi - lo, 1e-9)
+    starts = np.array([s for s, _ in spans], np.float64)
+    widths = np.maximum(np.array([e - s for s, e in spans], np.float64), extent / 500)  # zero-length: still visible
+    ok = np.array([v is not None for v in scores], bool)
+    val = np.array([np.nan if v is None else v for v in scores], np.float64)
+    std = np.asarray(stds, np.float64)
+    ymax = max(3.3, (float(np.nanmax(np.abs(val) + std)) + 0.3) if ok.any() else 0.0)  # scores beyond ±3 still show
+    colors = np.where(val >= neutral, _POSITIVE, np.where(val <= -neutral, _NEGATIVE, _NEUTRAL))
+
+    fig = Figure(figsize=(10, 3.0))
+    ax = fig.subplots()
+    ax.axhspan(-neutral, neutral, color="#f2f2f2", zorder=0)
+    ax.axhline(0, color="k", lw=0.8, zorder=1)
+    if ok.any():
+        ax.bar(starts[ok], val[ok], width=widths[ok], align="edge", color=colors[ok], alpha=0.55, lw=0, zorder=2)
+        ax.hlines(val[ok], starts[ok], starts[ok] + widths[ok], colors=colors[ok], lw=2, zorder=3)
+        band = ok & (std > 0)
+        if band.any():
+            ax.bar(starts[band], 2 * std[band], bottom=val[band] - std[band], width=widths[band], align="edge",
+                   color=_SPREAD, alpha=0.3, lw=0, zorder=2)
+    if (~ok).any():
+        ax.bar(starts[~ok], 2 * ymax, bottom=-ymax, width=widths[~ok], align="edge", facecolor="none",
+               edgecolor=_FAILED, hatch="///", lw=0, alpha=0.6, zorder=1)
+    line = np.array([np.nan if v is None else v for v in smoothed], np.float64)  # NaN at failures breaks the line
+    ax.plot(starts + widths / 2, line, color="k", lw=1.1, zorder=4)
+    for x, direction, label in turns:
+        c = _POSITIVE if direction == "positive" else _NEGATIVE
+        ax.axvline(x, color=c, ls=":", lw=1.4, zorder=5)
+        if len(turns) <= 12:
+            ax.annotate(label, (x, ymax * 0.97), xytext=(3, 0), textcoords="offset points", fontsize=7, color=c,
+                        ha="left", va="top", zorder=6)
+    ax.set_ylim(-ymax, ymax)
+    ax.set_xlim(lo - extent * 0.01, hi + extent * 0.01)
+    if clock is not None:
+        step = next((s for s in _CLOCK_STEPS if extent / s <= 10), _CLOCK_STEPS[-1])
+        ax.xaxis.set_major_locator(MultipleLocator(step))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: clock(x)))
+        ax.set_xlabel("media time")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("segment (no times)")
+    ax.set(ylabel="sentiment", title=title)
+    handles = [Patch(color=_POSITIVE, alpha=0.55, label="positive"), Patch(color=_NEGATIVE, alpha=0.55,
+               label="negative"), Patch(color=_NEUTRAL, alpha=0.55, label=f"neutral (|score| < {neutral:g})"),
+               Line2D([], [], color="k", lw=1.1, label="smoothed")]
+    if ok.any() and (std[ok] > 0).any():
+        handles.append(Patch(color=_SPREAD, alpha=0.3, label="±std over seeds"))
+    if (~ok).any():
+        handles.append(Patch(facecolor="none", edgecolor=_FAILED, hatch="///", label="failed"))
+    ax.legend(handles=handles, fontsize=7, ncol=len(handles), loc="lower center", bbox_to_anchor=(0.5, -0.36),
+              frameon=False)
+    return _png(fig)

@@ -19,9 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from corpora.segments import SegmentConfig
 from features.align import AlignConfig
 from store.errors import ConfigError
 from training.config import TrainConfig
+
+
+def absolute_location(value: str) -> str:
+    """Local paths become absolute (Dask workers and deployments may run from another cwd); URLs stay."""
+    return value if "://" in value else os.path.abspath(value)
 
 
 class Section(BaseModel):
@@ -30,7 +36,8 @@ class Section(BaseModel):
 
 class DatasetConfig(Section):
     path: str | None = Field(None, description="dataset root or manifest file")
-    layout: Literal["auto", "manifest", "mmsa", "mosi"] = "auto"
+    # media: new unlabeled media to score; mmsa-pkl: an MMSA feature pickle (docs/interop.md)
+    layout: Literal["auto", "manifest", "mmsa", "mosi", "media", "meld", "mmsa-pkl"] = "auto"
     folds: str | None = Field(None, description="CMU-MOSI folds CSV (video_id,split) if not <root>/folds.csv")
 
     @field_validator("path", "folds")
@@ -68,6 +75,21 @@ class StatsConfig(Section):
     read_values: bool = Field(True, description="read every feature value for NaN/inf counts and mean/std")
 
 
+class PredictConfig(Section):
+    """``emoflow predict``: where new media's segments, features and predictions go, and how they are cut."""
+
+    store: str = Field("work/predict", description="predict store: segments, features, predictions/<run>/")
+    segment: SegmentConfig = Field(default_factory=SegmentConfig, description="how media is cut into segments")
+    seed: int | None = Field(None, description="score with this seed of the run only (null: every seed, averaged)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    batch_size: int = Field(64, ge=1, description="segments per forward pass")
+
+    @field_validator("store")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        return absolute_location(value)
+
+
 class PipelineConfig(Section):
     store: str = Field("work/store", description="store directory or fsspec URL")
     dataset: DatasetConfig = DatasetConfig()
@@ -77,6 +99,7 @@ class PipelineConfig(Section):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig, description="MCMF+SLGM settings (training/config.py)")
     runs: str = Field("work/runs", description="where training runs go")
+    predict: PredictConfig = Field(default_factory=PredictConfig)
 
     def with_extractors(self, names: list[str] | None) -> PipelineConfig:
         """This config restricted to extractors ``names`` (their configured settings, else defaults);
@@ -95,8 +118,7 @@ class PipelineConfig(Section):
     @field_validator("store", "runs")
     @classmethod
     def _absolute_store(cls, value: str) -> str:
-        """Local paths become absolute: Dask workers and deployments may run from another cwd."""
-        return value if "://" in value else os.path.abspath(value)
+        return absolute_location(value)
 
 
 def _read_yaml(path: str | Path | None) -> DictConfig:

@@ -3,9 +3,9 @@ they changed, with the diff against the stored clip table (added / removed / mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from corpora.ingest import ingest
+from corpora.ingest import IngestResult, ingest
 from stages.config import PipelineConfig
 from store import FeatureStore
 from store.errors import ConfigError
@@ -21,14 +21,22 @@ class IngestSummary:
     removed: int
     modified: int
     reject_reasons: dict[str, int]
+    notes: list[str] = field(default_factory=list)  # what else the layout wrote (mmsa-pkl: feature sets, view)
 
 
 def run_ingest(config: PipelineConfig) -> IngestSummary:
     """Read, validate, and write the tables only if they changed."""
     if not config.dataset.path:
         raise ConfigError("dataset.path is not set (use --set dataset.path=DIR or a config file)")
-    result = ingest(config.dataset.path, config.dataset.layout, config.dataset.folds)
-    store = FeatureStore.open(config.store, create=True)
+    if config.dataset.layout == "mmsa-pkl":
+        return ingest_mmsa_pickle(config)
+    return store_ingest(config.store, ingest(config.dataset.path, config.dataset.layout, config.dataset.folds))
+
+
+def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
+    """Write an ingest result's clip and rejects tables into the store, each only if it changed,
+    and count the clips added, removed and modified against the stored table."""
+    store = FeatureStore.open(store_url, create=True)
     old = store.clips()
     old_fp = dict(zip(old.column("clip_id").to_pylist(), old.column("clip_fingerprint").to_pylist()))
     new_fp = dict(zip(result.clips.column("clip_id").to_pylist(), result.clips.column("clip_fingerprint").to_pylist()))
@@ -44,3 +52,15 @@ def run_ingest(config: PipelineConfig) -> IngestSummary:
     for r in result.rejects.column("reason").to_pylist():
         reasons[r] = reasons.get(r, 0) + 1
     return IngestSummary(result.n_clips, result.n_rejects, result.layout, changed, added, removed, modified, reasons)
+
+
+def ingest_mmsa_pickle(config: PipelineConfig) -> IngestSummary:
+    """An MMSA feature pickle (``interop.mmsa_import``): the clip table as any ingest writes it,
+    then the file's arrays as feature sets and the view ``align.view``, which need those clip rows."""
+    from interop.mmsa_import import import_features, read_mmsa_pickle
+
+    assert config.dataset.path is not None  # checked by run_ingest
+    source = read_mmsa_pickle(config.dataset.path)
+    summary = store_ingest(config.store, source.result)
+    summary.notes = import_features(config.store, source, config.align.view).notes
+    return summary

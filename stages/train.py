@@ -21,7 +21,7 @@ from store.errors import ConfigError
 from store.ids import new_id
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
-from training.metrics import METRIC_NAMES, format_table
+from training.metrics import METRIC_NAMES, format_table, regression_metrics
 from training.runs import RunDir, evaluate_run, train_on_view
 
 
@@ -42,13 +42,44 @@ def summary_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
     return format_table(rows, label="")
 
 
-def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """``<run_root>/<kind>.json`` (per seed and mean ± std) and ``<kind>.md`` (the table); returns the JSON."""
+def ensemble_predictions(runs: list[Path]) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+    """split -> (clip ids, mean prediction over the runs, labels): the seeds' ``predictions.csv``
+    averaged clip by clip (every run must have predicted the same clips of a split)."""
+    preds = [RunDir(r).predictions() for r in runs]
+    out: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
+    for split in sorted(set.intersection(*(set(p) for p in preds))):
+        first = preds[0][split]
+        ids = sorted(first.clip_ids)
+        stacked = []
+        for p in preds:
+            by_id = dict(zip(p[split].clip_ids, p[split].pred))
+            if sorted(by_id) != ids:
+                raise ConfigError(f"the runs predicted different {split} clips; cannot average them")
+            stacked.append([by_id[c] for c in ids])
+        labels = dict(zip(first.clip_ids, first.label))
+        out[split] = (ids, np.mean(np.asarray(stacked, dtype=np.float64), axis=0),
+                      np.array([labels[c] for c in ids], dtype=np.float64))
+    return out
+
+
+def ensemble_metrics(runs: list[Path]) -> dict[str, dict[str, float]]:
+    """split -> MMSA metrics of the seed ensemble (the runs' predictions averaged per clip)."""
+    return {s: regression_metrics(pred, label) for s, (_, pred, label) in ensemble_predictions(runs).items()}
+
+
+def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict[str, float]]],
+                   ensemble: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """``<run_root>/<kind>.json`` (per seed, mean ± std, and the seed ensemble's metrics when given)
+    and ``<kind>.md`` (the table: a row per split, then a row per split of the ensemble); returns the JSON."""
     agg = aggregate(per_seed)
-    summary = {"kind": kind, "seeds": sorted(per_seed), "per_seed": {str(k): v for k, v in per_seed.items()},
-               "mean_std": agg}
+    summary: dict[str, Any] = {"kind": kind, "seeds": sorted(per_seed),
+                               "per_seed": {str(k): v for k, v in per_seed.items()}, "mean_std": agg}
+    rows: dict[str, Any] = dict(agg)
+    if ensemble is not None:
+        summary["ensemble"] = ensemble
+        rows.update({f"{split} (ensemble of {len(per_seed)})": m for split, m in ensemble.items()})
     (run_root / f"{kind}.json").write_text(json.dumps(summary, indent=2))
-    (run_root / f"{kind}.md").write_text(summary_table(agg))
+    (run_root / f"{kind}.md").write_text(summary_table(rows))
     return summary
 
 
@@ -124,9 +155,11 @@ def _progress_callback(hook: ProgressHook, clock: EpochClock, seed: int, seed_in
 def run_train(
     store: str, view: str, config: TrainConfig, runs_dir: str | Path, *, ablation: str = "full",
     seeds: int | None = None, name: str | None = None, progress: ProgressHook | None = None,
+    ensemble: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``ablation`` of ``config`` with 1 (``config.seed``) or the first ``seeds`` seeds;
-    ``progress`` hears about every epoch of every seed."""
+    ``progress`` hears about every epoch of every seed. ``ensemble``: also score the seeds'
+    predictions averaged per clip (``summary["ensemble"]``, next to the mean ± std)."""
     try:
         cfg = with_ablation(config, ablation)
     except ValidationError as exc:  # the ablation's switches contradict the config
@@ -138,6 +171,7 @@ def run_train(
         raise ConfigError(f"--seeds {seeds} but train.seeds lists only {len(cfg.seeds)} seeds")
     run_root = Path(runs_dir) / (name or f"{view}-{ablation}-{new_id()}")
     per_seed = {}
+    run_dirs: list[Path] = []
     clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)
     for k, seed in enumerate(seed_list, start=1):
         on_epoch = _progress_callback(progress, clock, seed, k) if progress else None
@@ -145,7 +179,9 @@ def run_train(
                                     on_epoch=on_epoch)
         clock.finished_epochs.append(len(fitted.history))
         per_seed[seed] = json.loads((run.path / "metrics.json").read_text())
-    return run_root, _write_summary(run_root, "summary", per_seed)
+        run_dirs.append(run.path)
+    ens = ensemble_metrics(run_dirs) if ensemble else None
+    return run_root, _write_summary(run_root, "summary", per_seed, ens)
 
 
 def seed_runs(run: str | Path) -> list[Path]:

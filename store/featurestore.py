@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 
@@ -25,6 +26,11 @@ from store.ids import new_id, now_utc
 
 FORMAT = "emoflow-store"
 FORMAT_VERSION = 1
+
+
+def quote_name(name: str) -> str:
+    """A run or video name as one path component (separators and the like percent-quoted)."""
+    return quote(name, safe="")
 
 
 class FeatureStore:
@@ -55,12 +61,12 @@ class FeatureStore:
 
     # -- clip table ------------------------------------------------------------------------
     def write_clips(self, table: pa.Table) -> None:
-        self.fs.write_parquet("clips.parquet", table.select(schema.CLIPS.names).cast(schema.CLIPS))
+        self.fs.write_parquet("clips.parquet", schema.conform(table, schema.CLIPS))
 
     def clips(self) -> pa.Table:
         if not self.fs.exists("clips.parquet"):
             return schema.CLIPS.empty_table()
-        return self.fs.read_parquet("clips.parquet").cast(schema.CLIPS)
+        return schema.conform(self.fs.read_parquet("clips.parquet"), schema.CLIPS)  # older stores lack newer columns
 
     def write_rejects(self, table: pa.Table) -> None:
         self.fs.write_parquet("rejects.parquet", table.cast(schema.REJECTS))
@@ -128,6 +134,20 @@ class FeatureStore:
 
     def runs(self) -> pa.Table:
         return self.fs.read_parquet_dir("runs", schema.RUNS)
+
+    # -- predictions (stages.predict) ------------------------------------------------------
+    def write_predictions(self, run: str, video_id: str, table: pa.Table) -> str:
+        """Replace the predictions of one media file by one run; returns the part's path in the store."""
+        rel = f"predictions/{quote_name(run)}/{quote_name(video_id)}.parquet"
+        self.fs.write_parquet(rel, table.select(schema.PREDICTIONS.names).cast(schema.PREDICTIONS))
+        return rel
+
+    def predictions(self, run: str) -> pa.Table:
+        """Every media file's predictions by ``run`` (empty when it scored nothing here)."""
+        return self.fs.read_parquet_dir(f"predictions/{quote_name(run)}", schema.PREDICTIONS)
+
+    def prediction_runs(self) -> list[str]:
+        return [unquote(n) for n in self.fs.ls("predictions") if not n.startswith(".")]
 
     # -- listings --------------------------------------------------------------------------
     def view_names(self) -> list[str]:

@@ -4,7 +4,8 @@
   tokenizer files), cached in-process by (path, size, mtime);
 * media fingerprint — content hash of the file, cached by (path, size, mtime) in a small
   on-disk cache too, so re-ingesting a large dataset does not re-read every byte;
-* clip fingerprint — what the clip table says about a clip (media, window, text, label, split);
+* clip fingerprint — what the clip table says about a clip (media, window, text, label, class
+  labels when set, split);
 * feature fingerprint — what determines one extractor's output for one clip: the inputs that
   extractor reads (media + window for audio/vision, transcript + word timings for text) and the
   extractor identity (name, version, config, model files).
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from store.fs import atomic_path
+from store.schema import CLASS_LABELS
 
 
 def canonical_json(obj: Any) -> str:
@@ -101,10 +103,16 @@ def media_fingerprint(path: str | os.PathLike[str]) -> str:
     return digest
 
 
+CLIP_KEYS = ("clip_id", "media_fingerprint", "start", "end", "text", "words", "label", "split")
+
+
 def clip_fingerprint(clip: dict[str, Any]) -> str:
-    """Hash of every clip-table field that matters downstream."""
-    keys = ("clip_id", "media_fingerprint", "start", "end", "text", "words", "label", "split")
-    return hash_obj({k: clip.get(k) for k in keys})
+    """Hash of every clip-table field that matters downstream. A class label joins the hash only
+    when the clip has one, so clips of datasets without classes keep the fingerprints they had
+    before class labels existed (and a store ingested then is not rewritten)."""
+    fields = {k: clip.get(k) for k in CLIP_KEYS}
+    fields |= {k: clip[k] for k in CLASS_LABELS if clip.get(k) is not None}
+    return hash_obj(fields)
 
 
 # Which clip fields each modality's extractors read: a changed transcript re-extracts text only.

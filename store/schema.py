@@ -32,8 +32,25 @@ CLIPS = pa.schema(
         ("has_audio", pa.bool_()),
         ("media_fingerprint", pa.string()),
         ("clip_fingerprint", pa.string()),
+        # Added later (absent from older stores; ``conform`` fills them with nulls on read):
+        ("label_emotion", pa.string()),  # emotion class, e.g. MELD's 7 or IEMOCAP's 4/6; null: none
+        ("label_sentiment", pa.string()),  # sentiment class: negative / neutral / positive; null: none
+        ("text_original", pa.string()),  # the transcript as shipped when ingest repaired it; null: unchanged
     ]
 )
+
+#: class-label columns of the clip table: a training stage picks its target as ``label_<name>``
+CLASS_LABELS: tuple[str, ...] = ("label_emotion", "label_sentiment")
+
+
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """``table`` in ``target``'s column order and types, a missing nullable column added as nulls:
+    a table written before a column existed (an older store) still reads in the current schema."""
+    for f in target:
+        if f.name not in table.column_names and f.nullable:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(target.names).cast(target)
+
 
 REJECTS = pa.schema(
     [
@@ -86,5 +103,28 @@ RUNS = pa.schema(
         ("wall_seconds", pa.float64()),
         ("time", pa.timestamp("us", tz="UTC")),
         ("clips_linked", pa.int64()),  # sharing a committed extraction of identical inputs; null in older parts
+    ]
+)
+
+#: ``predictions/<run>/<video>.parquet``: one row per segment of new media (stages.predict)
+PREDICTIONS = pa.schema(
+    [
+        ("media", pa.string()),  # the media file (or subtitle file for text-only input) as given
+        ("video_id", pa.string()),
+        ("segment_id", pa.string()),  # = the clip id in the predict store
+        ("start", pa.float64()),  # media time span of the segment, seconds
+        ("end", pa.float64()),
+        ("text", pa.string()),
+        ("modalities", pa.list_(pa.string())),  # modalities the prediction saw (present and used)
+        ("score", pa.float64()),  # the M head (seed ensemble mean when several seeds)
+        ("score_std", pa.float64()),  # std of the M head over seeds (0 for one seed)
+        ("score_text", pa.float64()),  # unimodal heads (null when the run has no such head)
+        ("score_audio", pa.float64()),
+        ("score_vision", pa.float64()),
+        ("error", pa.string()),  # null, or why this segment got no prediction
+        ("run", pa.string()),
+        ("run_fingerprint", pa.string()),
+        ("view_fingerprint", pa.string()),
+        ("predicted_at", pa.timestamp("us", tz="UTC")),
     ]
 )

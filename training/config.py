@@ -101,6 +101,29 @@ class TrainConfig(BaseModel):
     min_delta: float = Field(1e-6, ge=0, description="improvement threshold on valid L_m")
     max_epochs: int | None = Field(60, ge=1, description="hard cap; None = until early stop")
 
+    # --- recipe options beyond the spec (defaults keep §6: Adam, L2 decay on every weight, constant lr) ---
+    optimizer: Literal["adam", "adamw"] = Field(
+        "adam", description="adam: L2 weight decay added to the gradient (spec); adamw: decoupled weight decay",
+    )
+    weight_decay_text: float | None = Field(None, ge=0, description="decay of the text encoder; None = weight_decay")
+    no_decay_bias_norm: bool = Field(False, description="no weight decay on biases and LayerNorm weights")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="lr multiplier over optimizer steps: warm-up (warmup_ratio of the horizon) "
+        "then constant, linear or cosine decay to lr_floor at the horizon (schedule_epochs)",
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="linear warm-up from 0, share of the schedule horizon")
+    lr_floor: float = Field(0.0, ge=0, le=1, description="lr multiplier reached at the horizon and kept after it")
+    schedule_epochs: int | None = Field(
+        None, ge=1, description="horizon of lr_schedule in epochs of optimizer steps; None = max_epochs",
+    )
+    lr_schedule_text: Literal["constant", "linear", "cosine"] | None = Field(
+        None, description="schedule of the text encoder's group; None = lr_schedule",
+    )
+    text_schedule_epochs: int | None = Field(
+        None, ge=1, description="horizon of the text encoder's schedule; None = schedule_epochs. With "
+        "lr_floor 0 the encoder is frozen after it (early freezing)",
+    )
+
     # --- reproducibility / runtime ---
     seed: int = 1111
     seeds: list[int] = Field(default_factory=lambda: [1111, 1112, 1113, 1114, 1115])
@@ -129,9 +152,16 @@ class TrainConfig(BaseModel):
             )
         if self.single_modality is not None and self.use_slgm:
             raise ValueError("a single-modality run has no unimodal tasks: set use_slgm=false")
+        if (self.lr_schedule != "constant" or self.warmup_ratio > 0) and self.schedule_horizon is None:
+            raise ValueError("a warm-up or decaying lr_schedule needs schedule_epochs or max_epochs")
         if self.head_dropout_m is None:
             self.head_dropout_m = 0.2 if self.fusion == "uff" else 0.0
         return self
+
+    @property
+    def schedule_horizon(self) -> int | None:
+        """Epochs over which lr_schedule runs (schedule_epochs, else max_epochs)."""
+        return self.schedule_epochs or self.max_epochs
 
     @property
     def single_modality(self) -> str | None:

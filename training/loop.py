@@ -3,6 +3,7 @@ gradient accumulation, clipping, early stopping on validation L_m; plus predicti
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -36,22 +37,99 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def _no_decay_ids(model: nn.Module) -> set[int]:
+    """Parameters that conventionally get no weight decay: biases (LSTM's too) and LayerNorm weights."""
+    ids = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.startswith("bias") or "LayerNorm" in name or "layer_norm" in name:  # LSTMs: bias_ih_l0
+            ids.add(id(p))
+    return ids
+
+
 def param_groups(model: MCMF, config: TrainConfig) -> list[dict[str, Any]]:
-    """Three lr groups (§6): fine-tuned text encoder, audio/vision BiLSTM encoders, everything else."""
+    """Three lr groups (§6): fine-tuned text encoder, audio/vision BiLSTM encoders, everything else.
+
+    Each group carries its ``weight_decay`` (``weight_decay_text`` for the text encoder); with
+    ``no_decay_bias_norm`` a group's biases and LayerNorm weights go to a ``<name>_no_decay`` twin
+    with decay 0 (same lr and schedule). ``kind`` names the group's role for the lr schedule.
+    """
     text = list(model.text_encoder.parameters()) if model.text_encoder is not None else []
     av = [p for u in ("a", "v") if u in model.encoders for p in model.encoders[u].parameters()]
     taken = {id(p) for p in text + av}
     other = [p for p in model.parameters() if id(p) not in taken]
-    groups = [
-        {"name": "text", "params": text, "lr": config.lr_text},
-        {"name": "av", "params": av, "lr": config.lr_av},
-        {"name": "other", "params": other, "lr": config.lr_other},
+    text_decay = config.weight_decay if config.weight_decay_text is None else config.weight_decay_text
+    groups: list[dict[str, Any]] = [
+        {"name": "text", "kind": "text", "params": text, "lr": config.lr_text, "weight_decay": text_decay},
+        {"name": "av", "kind": "av", "params": av, "lr": config.lr_av, "weight_decay": config.weight_decay},
+        {"name": "other", "kind": "other", "params": other, "lr": config.lr_other, "weight_decay": config.weight_decay},
     ]
+    if config.no_decay_bias_norm:
+        skip = _no_decay_ids(model)
+        split = []
+        for g in groups:
+            split.append({**g, "params": [p for p in g["params"] if id(p) not in skip]})
+            split.append({**g, "name": f"{g['name']}_no_decay", "weight_decay": 0.0,
+                          "params": [p for p in g["params"] if id(p) in skip]})
+        groups = split
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: MCMF, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(param_groups(model, config), betas=config.adam_betas, weight_decay=config.weight_decay)
+    groups = param_groups(model, config)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, betas=config.adam_betas, weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, betas=config.adam_betas, weight_decay=config.weight_decay)
+
+
+def lr_multiplier(step: int, total: int, warmup: int, kind: str, floor: float = 0.0) -> float:
+    """The lr factor after ``step`` optimizer steps: linear warm-up from 0 over ``warmup`` steps
+    (as ``transformers.get_linear_schedule_with_warmup``), then ``kind`` (constant | linear |
+    cosine) from 1 down to ``floor`` at ``total`` steps, ``floor`` after that (constant stays 1)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "linear":
+        return floor + (1.0 - floor) * (1.0 - progress)
+    if kind == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown lr schedule {kind!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Per-group lr schedule over optimizer steps (None: the spec's constant lr, nothing to do).
+
+    The horizon is ``config.schedule_horizon`` epochs of ``steps_per_epoch`` optimizer steps; the
+    text encoder's group may have its own kind (``lr_schedule_text``) and horizon
+    (``text_schedule_epochs``), e.g. decay to 0 after 3 epochs = freeze it early.
+    """
+    text_kind = config.lr_schedule_text or config.lr_schedule
+    if config.lr_schedule == "constant" and text_kind == "constant" and config.warmup_ratio == 0:
+        return None
+    horizon = config.schedule_horizon
+    assert horizon is not None  # TrainConfig._check
+    lambdas: list[Callable[[int], float]] = []
+    for g in optimizer.param_groups:
+        text = g.get("kind") == "text"
+        epochs = (config.text_schedule_epochs or horizon) if text else horizon
+        total = epochs * steps_per_epoch
+        warmup = int(config.warmup_ratio * total)
+        kind = text_kind if text else config.lr_schedule
+        lambdas.append(functools.partial(lr_multiplier, total=total, warmup=warmup, kind=kind, floor=config.lr_floor))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def text_freeze_epoch(config: TrainConfig) -> int | None:
+    """The epoch after which the text encoder's lr is 0 for good (its own decaying schedule reached
+    ``lr_floor`` 0 at its horizon), else None. ``fit`` stops computing its gradients from then on."""
+    kind = config.lr_schedule_text or config.lr_schedule
+    if kind == "constant" or config.lr_floor > 0:
+        return None
+    return config.text_schedule_epochs or config.schedule_horizon
 
 
 def multitask_loss(out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, float]]:
@@ -81,6 +159,7 @@ def train_epoch(
     device: torch.device,
     slgm: SLGM | None,
     epoch: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     """One pass over the training data in the exact order of §4.6; returns sample-weighted mean losses."""
     model.train()
@@ -104,6 +183,8 @@ def train_epoch(
                 nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
         if slgm is not None:
             slgm.step(out.features, batch.index)
         n = len(batch)
@@ -172,6 +253,7 @@ def fit(
     device = resolve_device(config.device)
     model.to(device)
     optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, math.ceil(len(train_loader) / config.accumulate))  # type: ignore[arg-type]
     slgm = None
     if config.use_slgm and len(model.tasks) > 1:
         if train_labels is None:
@@ -190,11 +272,17 @@ def fit(
     best_state: dict[str, Tensor] | None = None
     stopped_early = False
     epoch = 0
+    freeze_after = text_freeze_epoch(config)
     while config.max_epochs is None or epoch < config.max_epochs:
         epoch += 1
         start = time.perf_counter()
+        if model.text_encoder is not None and freeze_after is not None and epoch > freeze_after:
+            model.text_encoder.requires_grad_(False)  # lr 0 from here on: skip its backward pass
         record: dict[str, float] = {"epoch": epoch}
-        record.update(train_epoch(model, train_loader, optimizer, config, device, slgm, epoch))
+        record.update(train_epoch(model, train_loader, optimizer, config, device, slgm, epoch, scheduler))
+        for g in optimizer.param_groups:
+            if not g["name"].endswith("_no_decay"):
+                record[f"lr_{g['name']}"] = float(g["lr"])
         valid = evaluate(model, valid_loader, device)
         record["valid_loss_m"] = valid["MAE"]
         record.update({f"valid_{k}": v for k, v in valid.items()})

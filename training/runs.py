@@ -7,6 +7,8 @@ Layout of ``<run_dir>/``:
   epochs.json/.csv   one record per epoch (train losses, valid metrics, SLGM label gaps)
   best.safetensors   the best-validation weights (safetensors: loading runs no pickle)
   metrics.json/.md   final metrics per split of the best checkpoint (MMSA table)
+  predictions.csv    split, clip_id, label, pred of the best checkpoint on valid (and test):
+                     what seed ensembles average (``stages.train``)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
@@ -37,11 +40,12 @@ from training.data import (
     make_loader,
     read_stats,
 )
-from training.loop import EpochCallback, FitResult, evaluate, fit, seed_everything
-from training.metrics import format_table
+from training.loop import EpochCallback, FitResult, Predictions, evaluate, fit, predict, seed_everything
+from training.metrics import format_table, regression_metrics
 from training.model import MCMF, build_model
 
 CHECKPOINT = "best.safetensors"
+PREDICTIONS = "predictions.csv"
 
 
 def _now() -> str:
@@ -122,6 +126,24 @@ class RunDir:
         if improved:
             save_checkpoint(model, self.checkpoint)
 
+    def write_predictions(self, predictions: dict[str, Predictions]) -> None:
+        """``predictions.csv``: one row per clip and split (split, clip_id, label, pred)."""
+        with atomic_path(self.path / PREDICTIONS) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["split", "clip_id", "label", "pred"])
+            for split, p in predictions.items():
+                writer.writerows([split, c, repr(float(y)), repr(float(q))]
+                                 for c, y, q in zip(p.clip_ids, p.label, p.pred))
+
+    def predictions(self) -> dict[str, Predictions]:
+        """The predictions written by ``write_predictions``, per split in file order."""
+        rows: dict[str, list[tuple[str, float, float]]] = {}
+        with open(self.path / PREDICTIONS, newline="") as f:
+            for r in csv.DictReader(f):
+                rows.setdefault(r["split"], []).append((r["clip_id"], float(r["label"]), float(r["pred"])))
+        return {s: Predictions([c for c, _, _ in v], np.array([q for _, _, q in v]), np.array([y for _, y, _ in v]))
+                for s, v in rows.items()}
+
     def write_metrics(self, metrics: dict[str, dict[str, float]]) -> None:
         _write_json(self.path / "metrics.json", metrics)
         (self.path / "metrics.md").write_text(format_table(metrics))
@@ -182,7 +204,9 @@ def train_on_view(
         train_labels=datasets["train"].labels,
         on_epoch_end=run.log_epoch if on_epoch is None else _chain(run.log_epoch, on_epoch),
     )
-    metrics: dict[str, dict[str, float]] = {s: evaluate(model, loaders[s]) for s in ("valid", "test") if s in loaders}
+    predictions: dict[str, Predictions] = {s: predict(model, loaders[s]) for s in ("valid", "test") if s in loaders}
+    run.write_predictions(predictions)
+    metrics: dict[str, dict[str, float]] = {s: regression_metrics(p.pred, p.label) for s, p in predictions.items()}
     run.write_metrics(metrics)
     run.update_info(
         finished=_now(),

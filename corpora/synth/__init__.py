@@ -18,10 +18,15 @@ Three on-disk layouts are written, the ones ingest reads: ``manifest`` (CSV + JS
 videos with segment windows, ``.annotprocessed`` transcripts and folds). Whatever the layout, the
 canonical clip id is ``<video_id>_<local_id>`` with a zero-padded ``local_id`` such as ``"0001"``
 (read those columns as strings).
+
+:func:`generate_long_video` writes one long video (a minute or more, by default) of back-to-back
+segments rendered by the same rules, with known labels and an ``.srt`` sidecar: the input the demo
+predicts on.
 """
 
 from corpora.synth.encode import truncate_file, write_clip
 from corpora.synth.generate import generate_dataset
+from corpora.synth.long import LongVideo, PlantedSegment, generate_long_video
 from corpora.synth.signals import (
     AUDIO_SAMPLE_RATE,
     FRAME_SIZE,
@@ -46,9 +51,12 @@ __all__ = [
     "POSITIVE_RGB",
     "GeneratedDataset",
     "Layout",
+    "LongVideo",
+    "PlantedSegment",
     "SynthClip",
     "background_rgb",
     "generate_dataset",
+    "generate_long_video",
     "pitch_hz",
     "render_audio",
     "render_frames",

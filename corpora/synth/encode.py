@@ -40,7 +40,7 @@ def encode_media(
     path: Path,
     *,
     frames: np.ndarray | None = None,
-    yuv: np.ndarray | None = None,
+    yuv: np.ndarray | Sequence[np.ndarray] | None = None,
     fps: int | Fraction,
     audio: np.ndarray | None,
     sample_rate: int,
@@ -51,7 +51,8 @@ def encode_media(
 ) -> None:
     """Mux video and/or audio [samples] or [channels, samples] into one file with PyAV.
 
-    Video is RGB ``frames`` [N, H, W, 3] or, cheaper, packed ``yuv`` 4:2:0 [N, H * 3 / 2, W].
+    Video is RGB ``frames`` [N, H, W, 3] or, cheaper, packed ``yuv`` 4:2:0 [N, H * 3 / 2, W]; ``yuv``
+    may also be a list of such arrays, encoded in order (a long video is not copied into one array).
 
     Single-threaded x264 and no timestamps in the header keep the bytes identical across runs.
     """
@@ -61,14 +62,15 @@ def encode_media(
         container.metadata.clear()
         vstream: av.VideoStream | None = None
         astream: av.AudioStream | None = None
-        if frames is not None and yuv is None and video_codec == "libx264":
+        chunks = [yuv] if isinstance(yuv, np.ndarray) else None if yuv is None else list(yuv)
+        if frames is not None and chunks is None and video_codec == "libx264":
             if frames.shape[1] % 2 == 0 and frames.shape[2] % 2 == 0:
-                yuv = rgb_to_yuv420p(frames)
-        if yuv is not None:
-            height, width = yuv.shape[1] * 2 // 3, yuv.shape[2]
+                chunks = [rgb_to_yuv420p(frames)]
+        if chunks:
+            height, width = chunks[0].shape[1] * 2 // 3, chunks[0].shape[2]
         elif frames is not None:
             height, width = frames.shape[1:3]
-        if frames is not None or yuv is not None:
+        if frames is not None or chunks:
             rate = Fraction(fps)
             options = _X264_OPTIONS | {"qp": str(qp)} if video_codec == "libx264" else {}
             vs = container.add_stream(video_codec, rate=rate, options=options)
@@ -89,10 +91,10 @@ def encode_media(
             astream.bit_rate = audio_bitrate
             astream.codec_context.thread_count = 1
         if vstream is not None:
-            source = yuv if yuv is not None else frames
+            source = (arr for part in chunks for arr in part) if chunks else frames
             assert source is not None
             for i, arr in enumerate(source):
-                if yuv is not None:
+                if chunks:
                     frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
                 else:  # other codecs: let PyAV convert
                     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
@@ -112,6 +114,58 @@ def encode_media(
                 aframe.time_base = Fraction(1, sample_rate)
                 container.mux(astream.encode(aframe))
             container.mux(astream.encode(None))
+
+
+class Timeline:
+    """Pieces of one file laid back to back on the video's frame grid, then encoded as one stream.
+
+    Why: pieces rendered separately (MOSI-style segments, the long demo video) must stay in A/V sync
+    in the joined file. Each piece's audio is cut or zero-padded to end exactly at
+    ``round(frames_so_far * sample_rate / fps)``, so rounding never accumulates into drift.
+    """
+
+    def __init__(self, fps: int, sample_rate: int) -> None:
+        self.fps = fps
+        self.sample_rate = sample_rate
+        self.n_frames = 0
+        self.n_samples = 0
+        self._yuv: list[np.ndarray] = []
+        self._audio: list[np.ndarray] = []
+
+    @property
+    def duration(self) -> float:
+        """Seconds laid down so far (whole frames)."""
+        return self.n_frames / self.fps
+
+    def append(self, yuv: np.ndarray, audio: np.ndarray) -> tuple[float, float]:
+        """Add packed yuv420p frames and the mono audio that goes with them; returns the piece's
+        (start, end) in seconds of the joined file."""
+        start = self.duration
+        self._yuv.append(yuv)
+        self.n_frames += len(yuv)
+        end_sample = int(round(self.n_frames * self.sample_rate / self.fps))
+        self._audio.append(_fit(audio, end_sample - self.n_samples))
+        self.n_samples = end_sample
+        return start, self.duration
+
+    def encode(self, path: Path) -> None:
+        """Write everything appended so far as one H.264/AAC file (see :func:`encode_media`)."""
+        if not self._yuv:
+            raise ValueError("nothing appended to the timeline")
+        encode_media(
+            path,
+            yuv=self._yuv,
+            fps=self.fps,
+            audio=np.concatenate(self._audio),
+            sample_rate=self.sample_rate,
+        )
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    """Pad with zeros or cut ``x`` to exactly ``n`` samples."""
+    if len(x) >= n:
+        return x[:n]
+    return np.concatenate([x, np.zeros(n - len(x), x.dtype)])
 
 
 def write_clip(

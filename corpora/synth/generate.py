@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from corpora.synth.encode import encode_media
+from corpora.synth.encode import Timeline, encode_media
 from corpora.synth.plan import plan_clips, word_times
 from corpora.synth.signals import (
     AUDIO_SAMPLE_RATE,
@@ -53,6 +53,40 @@ def _fmt(x: float) -> str:
 
 def _annotation(label: float) -> str:
     return "Positive" if label > 0 else "Negative" if label < 0 else "Neutral"
+
+
+@dataclass(frozen=True)
+class RenderedClip:
+    """A clip's word timings (seconds from its start), packed yuv420p frames and mono audio."""
+
+    words: tuple[Word, ...]
+    yuv: np.ndarray  # [n_frames, H * 3 / 2, W] uint8
+    audio: np.ndarray  # [n_samples] float32
+
+
+def render_clip(
+    text: str,
+    a: float,
+    v: float,
+    *,
+    n_frames: int,
+    fps: int,
+    size: tuple[int, int],
+    sample_rate: int,
+    rng: np.random.Generator,
+) -> RenderedClip:
+    """Render one planted clip: the single place where components become pixels and samples.
+
+    Why shared: the sample dataset and the long demo video must plant ``t``/``a``/``v`` by exactly
+    the same rules, so a model trained on one can score the other. ``rng`` is drawn from in a fixed
+    order (word times, scene, audio), which keeps the output byte-identical for a given stream.
+    """
+    duration = n_frames / fps
+    n_samples = int(round(n_frames * sample_rate / fps))
+    words = word_times(text, duration, rng)
+    yuv = scene_yuv(make_scene(n_frames, fps, v, size, words, rng))
+    audio = render_audio(n_samples, a, words, sample_rate=sample_rate, rng=rng)
+    return RenderedClip(words, yuv, audio)
 
 
 def generate_dataset(
@@ -105,9 +139,9 @@ def generate_dataset(
         n_frames = max(1, int(round(float(crng.uniform(min_seconds, max_seconds)) * fps)))
         duration = n_frames / fps
         n_samples = int(round(n_frames * sample_rate / fps))
-        words = word_times(p.text, duration, crng)
-        yuv_of[p.index] = scene_yuv(make_scene(n_frames, fps, p.v, size, words, crng))
-        audio_of[p.index] = render_audio(n_samples, p.a, words, sample_rate=sample_rate, rng=crng)
+        r = render_clip(p.text, p.a, p.v, n_frames=n_frames, fps=fps, size=size, sample_rate=sample_rate, rng=crng)
+        words = r.words
+        yuv_of[p.index], audio_of[p.index] = r.yuv, r.audio
         vid = video_ids[p.video]
         local = f"{p.local + 1:04d}"
         clips.append(
@@ -222,43 +256,22 @@ def _write_mosi(
     for c in sorted(clips, key=lambda c: c.clip_id):
         by_video.setdefault(c.video_id, []).append(c)
     for vid, segs in by_video.items():
-        fps = segs[0].fps
-        frame_parts: list[np.ndarray] = []
-        audio_parts: list[np.ndarray] = []
-        cum_frames = 0
-        cum_samples = 0
+        timeline = Timeline(segs[0].fps, sample_rate)
         transcript: list[str] = []
         words_json: dict[str, list[dict[str, float | str]]] = {}
         for c in segs:
             if gap > 0:
-                g_frames = int(round(gap * fps))
+                g_frames = int(round(gap * c.fps))
                 height, width = yuv_of[c.index].shape[1] * 2 // 3, yuv_of[c.index].shape[2]
                 grey = np.full((1, height, width, 3), _FILLER_GREY, np.uint8)
-                frame_parts.append(np.repeat(rgb_to_yuv420p(grey), g_frames, axis=0))
-                cum_frames += g_frames
-                g_end = int(round(cum_frames * sample_rate / fps))
-                audio_parts.append(np.zeros(g_end - cum_samples, np.float32))
-                cum_samples = g_end
-            start = cum_frames / fps
-            frame_parts.append(yuv_of[c.index])
-            cum_frames += c.n_frames
-            end = cum_frames / fps
-            # keep audio on the video's frame grid: segment k ends at round(frames * sr / fps)
-            a_end = int(round(cum_frames * sample_rate / fps))
-            audio_parts.append(_fit(audio_of[c.index], a_end - cum_samples))
-            cum_samples = a_end
+                timeline.append(np.repeat(rgb_to_yuv420p(grey), g_frames, axis=0), np.zeros(0, np.float32))
+            start, end = timeline.append(yuv_of[c.index], audio_of[c.index])
             seg_rows.append([vid, c.local_id, _fmt(round(start, 6)), _fmt(round(end, 6)), _fmt(c.label)])
             transcript.append(f"{c.local_id}_DELIM_{c.text}")
             words_json[c.local_id] = _words_json(c.words)
             out.append(replace(c, start=round(start, 6), end=round(end, 6)))
         path = root / "Video" / "Full" / f"{vid}.mp4"
-        encode_media(
-            path,
-            yuv=np.concatenate(frame_parts),
-            fps=fps,
-            audio=np.concatenate(audio_parts),
-            sample_rate=sample_rate,
-        )
+        timeline.encode(path)
         tpath = root / "Transcript" / "Segmented" / f"{vid}.annotprocessed"
         tpath.parent.mkdir(parents=True, exist_ok=True)
         tpath.write_text("\n".join(transcript) + "\n", encoding="utf-8")
@@ -272,10 +285,3 @@ def _write_mosi(
     folds = _write_csv(root / "folds.csv", ("video_id", "split"), fold_rows)
     files += [manifest, folds]
     return out, manifest, files
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    """Pad with zeros or cut ``x`` to exactly ``n`` samples."""
-    if len(x) >= n:
-        return x[:n]
-    return np.concatenate([x, np.zeros(n - len(x), x.dtype)])

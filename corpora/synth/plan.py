@@ -46,7 +46,7 @@ class ClipPlan:
     local: int = -1
 
 
-def _sentence(t: float, rng: np.random.Generator) -> str:
+def opinion_sentence(t: float, rng: np.random.Generator) -> str:
     """A 5-14 word opinion whose two clause slots average to ``t`` (quantised to 0.25)."""
     q = round(float(np.clip(t, -1.0, 1.0)) * 4.0) / 4.0
     combos = [
@@ -131,7 +131,7 @@ def plan_clips(
         if n_clips < 6 or ((labels < 0).sum() >= 3 and (labels > 0).sum() >= 3):
             break
     plans = [
-        ClipPlan(i, float(t), float(a), float(v), float(lab) + 0.0, _sentence(float(t), rng))
+        ClipPlan(i, float(t), float(a), float(v), float(lab) + 0.0, opinion_sentence(float(t), rng))
         for i, ((t, a, v), lab) in enumerate(zip(comps, labels, strict=True))
     ]
     _assign_splits(plans, rng)

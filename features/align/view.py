@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,9 @@ class AlignPlan:
     fingerprint: str
     existing_fingerprint: str | None
     notes: list[str] = field(default_factory=list)
+    #: modality -> (mean, std) to normalise with instead of this store's train split: new data is
+    #: scored with the statistics of the view a model was trained on (stages.predict)
+    stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def up_to_date(self) -> bool:
@@ -157,8 +161,15 @@ def _train_positions(clips: list[dict[str, Any]]) -> list[int]:
     return train or list(range(len(clips)))
 
 
-def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) -> AlignPlan:
-    """Resolve feature sets, per-clip sources, grids, L and the view fingerprint; reads no features."""
+def plan_alignment(
+    store: FeatureStore | str, cfg: AlignConfig | None = None,
+    stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> AlignPlan:
+    """Resolve feature sets, per-clip sources, grids, L and the view fingerprint; reads no features.
+
+    ``stats`` fixes each modality's normalisation (mean, std) instead of computing it from the train
+    split; it is part of the fingerprint.
+    """
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     cfg = cfg or AlignConfig()
     clips = store.clips().to_pylist()
@@ -187,8 +198,11 @@ def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) ->
         if len({s.L for s in sources.values()}) > 1:
             raise ConfigError(f"align.max_len: the {cfg.grid} grid is shared, so every modality needs the same L "
                               f"(got {[(m, s.L) for m, s in sources.items()]}); give one int")
+    stat_hashes = {m: [hashlib.sha256(np.ascontiguousarray(v, np.float32).tobytes()).hexdigest() for v in mv]
+             for m, mv in sorted((stats or {}).items())}
     fingerprint = hash_obj(
         {
+            **({"stats": stat_hashes} if stats is not None else {}),  # absent otherwise: old fingerprints hold
             "version": ALIGN_VERSION,
             "config": cfg.model_dump(mode="json", exclude={"view", "feature_sets"}),
             "L": {m: s.L for m, s in sources.items()},
@@ -209,7 +223,10 @@ def plan_alignment(store: FeatureStore | str, cfg: AlignConfig | None = None) ->
         bad = {k: v for k, v in src.counts().items() if k != "ok"}
         if bad:
             notes.append(f"{m}: {', '.join(f'{v} {k}' for k, v in sorted(bad.items()))} clip(s) kept, masked")
-    return AlignPlan(store, cfg, clips, sources, grids, fingerprint, existing, notes)
+    missing_stats = [m for m in sources if stats is not None and m not in stats]
+    if missing_stats:
+        raise ConfigError(f"fixed normalisation statistics lack modalities {missing_stats}")
+    return AlignPlan(store, cfg, clips, sources, grids, fingerprint, existing, notes, stats)
 
 
 # -- building -------------------------------------------------------------------------------
@@ -234,10 +251,14 @@ def _train_stats(values: np.ndarray, mask: np.ndarray, positions: list[int]) -> 
     return mom.mean.astype(np.float32), std.astype(np.float32), mom.rows
 
 
-def extraction_model_path(set_config: dict[str, Any]) -> str | None:
-    """The local model folder a text set was extracted with (what fine-tuning must load)."""
+def extraction_model_path(set_config: dict[str, Any], extractor: str | None = "text.bert") -> str | None:
+    """The local model folder a text set was extracted with (what fine-tuning must load); only
+    ``text.bert`` has a default model: a set of another extractor (one imported from an MMSA file)
+    names its model or has none."""
     if set_config.get("model"):
         return str(set_config["model"])
+    if extractor not in (None, "text.bert"):
+        return None
     try:
         from features.extractors.text import default_model_path
 
@@ -301,9 +322,13 @@ def build_view(plan: AlignPlan) -> AlignSummary:
             values[pos, :k] = pooled
             mask[pos, :k] = has
             filled[pos, :k] = True if cfg.empty == "nearest" else has
-        stat_pos = [i for i in train if present[i]] or [i for i in range(n) if present[i]]
-        stats_split = "train" if any(present[i] for i in train) else ("all" if stat_pos else "none")
-        mean, std, stat_steps = _train_stats(values, mask, stat_pos)
+        if plan.stats is not None:
+            mean, std = (np.asarray(a, np.float32) for a in plan.stats[m])
+            stats_split, stat_steps = "fixed", 0
+        else:
+            stat_pos = [i for i in train if present[i]] or [i for i in range(n) if present[i]]
+            stats_split = "train" if any(present[i] for i in train) else ("all" if stat_pos else "none")
+            mean, std, stat_steps = _train_stats(values, mask, stat_pos)
         if cfg.normalize:
             values[filled] = (values[filled] - mean) / std
         arrays.update({f"{m}/values": values, f"{m}/lengths": lengths, f"{m}/present": present,
@@ -339,7 +364,8 @@ def build_view(plan: AlignPlan) -> AlignSummary:
         "config": cfg.model_dump(mode="json"),
         "modalities": modalities,
         "normalized": cfg.normalize,
-        "text_model_path": extraction_model_path(text_set.attrs.get("config", {})) if text_set else None,
+        "text_model_path": (extraction_model_path(text_set.attrs.get("config", {}), text_set.attrs.get("extractor"))
+                            if text_set else None),
         "n_clips": n,
         "created": now_utc().isoformat(),
     }
@@ -366,9 +392,13 @@ def _summary(plan: AlignPlan, changed: bool) -> AlignSummary:
     )
 
 
-def align_view(store: FeatureStore | str, cfg: AlignConfig | None = None, force: bool = False) -> AlignSummary:
-    """Plan, and build the view unless one with the same fingerprint exists (then a no-op)."""
-    plan = plan_alignment(store, cfg)
+def align_view(
+    store: FeatureStore | str, cfg: AlignConfig | None = None, force: bool = False,
+    stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> AlignSummary:
+    """Plan, and build the view unless one with the same fingerprint exists (then a no-op);
+    ``stats``: fixed normalisation statistics (see ``plan_alignment``)."""
+    plan = plan_alignment(store, cfg, stats)
     if plan.up_to_date and not force:
         summary = _summary(plan, changed=False)
         log.info("%s", summary.message)

@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from rich.console import Console
+import numpy as np
 
-from flows.demo import DEMO_ABLATIONS, run_demo
+from flows.demo import DEMO_ABLATIONS
 from store import FeatureStore
 from store.verify import verify
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> tuple[Path, dict[str, str]]:
-    workdir = tmp_path_factory.mktemp("demo")
-    return workdir, run_demo(workdir, n_clips=72, seed=0, console=Console(quiet=True))
 
 
 def _valid(run: str) -> dict[str, float]:
@@ -41,3 +34,29 @@ def test_full_model_beats_every_single_modality_on_valid_mae(demo_run) -> None:
     for single in ("text", "audio", "vision"):
         assert mae["full"] < mae[single], mae
     assert _valid(outputs["run full"])["Corr"] > 0.8
+
+
+def _planted_label(planted, start: float, end: float) -> float:
+    """The planted label a segment [start, end] covers, weighted by overlap."""
+    weights = [(max(0.0, min(end, p.end) - max(start, p.start)), p.label) for p in planted]
+    total = sum(w for w, _ in weights)
+    return sum(w * label for w, label in weights) / total
+
+
+def test_demo_predictions_on_a_new_long_video_follow_its_planted_labels(demo_run, tmp_path) -> None:
+    from corpora.synth.long import generate_long_video
+
+    workdir, outputs = demo_run
+    planted = generate_long_video(tmp_path, seed=0).segments  # the demo's video, made again independently
+    run = Path(outputs["run full"]).name
+    table = FeatureStore.open(workdir / "predict").predictions(run)
+    rows = [r for r in table.to_pylist() if r["error"] is None]
+    assert len(rows) == table.num_rows >= 8
+    assert planted[-1].end >= 60
+    covered = sorted((r["start"], r["end"]) for r in rows)
+    assert covered[0][0] <= planted[0].start + 1.0 and covered[-1][1] >= planted[-1].end - 1.0
+    truth = np.array([_planted_label(planted, r["start"], r["end"]) for r in rows])
+    scores = np.array([r["score"] for r in rows])
+    assert np.corrcoef(truth, scores)[0, 1] > 0.6
+    assert {"text", "audio", "vision"} <= {m for r in rows for m in r["modalities"]}
+    assert Path(outputs["predictions"]).exists()

@@ -25,6 +25,7 @@ from tests.helpers.paths import REPO
 from tests.helpers.prefect import PrefectServer
 
 FLOW = "emoflow-pipeline"
+FLOWS = {"extract-nightly": FLOW, "stats-weekly": FLOW, "predict-inbox": "emoflow-predict"}
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +42,34 @@ def test_prefect_yaml_declares_the_scheduled_deployments() -> None:
 
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deps = {d["name"]: d for d in spec["deployments"]}
-    assert {"extract-nightly", "stats-weekly"} <= set(deps)
+    assert {"extract-nightly", "stats-weekly", "predict-inbox"} <= set(deps)
     assert spec["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $EMOFLOW_HOME }}"
+    env = {"{{ $EMOFLOW_STORE }}": "/srv/store", "{{ $EMOFLOW_DATASET }}": "/srv/data",
+           "{{ $EMOFLOW_INBOX }}": "/srv/in", "{{ $EMOFLOW_RUN }}": "/srv/runs/r",
+           "{{ $EMOFLOW_PREDICT_STORE }}": "/srv/predict"}
     for d in deps.values():
-        flow = load_flow_from_entrypoint(str(REPO / d["entrypoint"]))
-        assert flow.name == FLOW
+        assert load_flow_from_entrypoint(str(REPO / d["entrypoint"])).name == FLOWS[d["name"]]
         assert d["work_pool"]["name"] == "emoflow-process"
         (sched,) = d["schedules"]
         CronSchedule(cron=sched["cron"], timezone=sched["timezone"])
         assert sched["timezone"] == "UTC"
-        assert d["parameters"]["config"]["store"] == "{{ $EMOFLOW_STORE }}"
-        filled = json.loads(json.dumps(d["parameters"]).replace("{{ $EMOFLOW_STORE }}", "/srv/store")
-                            .replace("{{ $EMOFLOW_DATASET }}", "/srv/data"))
-        params = flow.validate_parameters(filled)
-        assert params["config"].store == "/srv/store"
+        assert "{{" not in json.dumps(flow_params(d, env), default=str)
+    assert flow_params(deps["extract-nightly"], env)["config"].store == "/srv/store"
     assert deps["stats-weekly"]["parameters"]["stages"] == ["stats"]
     assert deps["extract-nightly"]["parameters"]["stages"] == ["ingest", "extract", "align", "stats"]
+    predict = flow_params(deps["predict-inbox"], env)
+    assert predict["media"] == ["/srv/in"] and predict["run"] == "/srv/runs/r" and predict["allow_empty"]
+    assert predict["config"].predict.store == "/srv/predict"
+
+
+def flow_params(deployment: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """A deployment's parameters with the environment filled in, validated by its flow."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    text = json.dumps(deployment["parameters"])
+    for var, value in env.items():
+        text = text.replace(var, value)
+    return load_flow_from_entrypoint(str(REPO / deployment["entrypoint"])).validate_parameters(json.loads(text))
 
 
 @pytest.mark.slow
@@ -71,7 +84,9 @@ def test_deploy_schedule_and_run_through_a_process_worker(server: PrefectServer,
 
 
 def _deploy_and_run(server: PrefectServer, data: Any, store: Path, worker_log: Path) -> None:
-    deploy_env = {"EMOFLOW_HOME": str(REPO), "EMOFLOW_STORE": str(store), "EMOFLOW_DATASET": str(data.root)}
+    deploy_env = {"EMOFLOW_HOME": str(REPO), "EMOFLOW_STORE": str(store), "EMOFLOW_DATASET": str(data.root),
+                  "EMOFLOW_INBOX": str(store.parent / "inbox"), "EMOFLOW_RUN": str(store.parent / "run"),
+                  "EMOFLOW_PREDICT_STORE": str(store.parent / "predict")}
     server.cli("--no-prompt", "deploy", "--all", env=deploy_env, timeout=180)
 
     # the deployments as the server holds them: templated parameters, schedules, pull step, pool

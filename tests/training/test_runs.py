@@ -33,7 +33,8 @@ def test_train_on_view_writes_a_complete_run_and_evaluate_run_reproduces_it(tmp_
     run, result = train_on_view(tmp_path / "store", "tiny", config, tmp_path / "run")
     files = sorted(p.name for p in run.path.iterdir())
     assert files == [
-        "best.safetensors", "config.yaml", "epochs.csv", "epochs.json", "metrics.json", "metrics.md", "run.json",
+        "best.safetensors", "config.yaml", "epochs.csv", "epochs.json", "metrics.json", "metrics.md",
+        "predictions.csv", "run.json",
     ]
     assert TrainConfig.model_validate(yaml.safe_load((run.path / "config.yaml").read_text())) == config
     info = run.info()

@@ -279,6 +279,25 @@ def test_normalised_values_use_the_train_mean_and_std(store: FeatureStore) -> No
     assert not norm["audio/values"][~(np.arange(norm["audio/values"].shape[1]) < norm["audio/lengths"][:, None])].any()
 
 
+def test_fixed_statistics_normalise_with_the_given_mean_and_std_not_this_stores(store: FeatureStore) -> None:
+    """How predict scores new clips: with the training view's statistics, whatever the new data's."""
+    align_view(store, AlignConfig(view="unnorm", grid="window", window=1.0, normalize=False))  # no-op when built
+    raw, _, _ = _view_arrays(store, "unnorm")
+    dims = {m: raw[f"{m}/mean"].shape[0] for m in ("text", "audio", "vision")}
+    stats = {m: (np.full(d, 2.0, np.float32), np.full(d, 4.0, np.float32)) for m, d in dims.items()}
+    summary = align_view(store, AlignConfig(view="fixed", grid="window", window=1.0), stats=stats)
+    fixed, _, attrs = _view_arrays(store, "fixed")
+    filled = raw["audio/mask"] & raw["audio/present"][:, None]
+    np.testing.assert_allclose(fixed["audio/values"][filled], (raw["audio/values"][filled] - 2.0) / 4.0, rtol=1e-5)
+    np.testing.assert_array_equal(fixed["vision/std"], 4.0)
+    assert attrs["modalities"]["audio"]["stats_split"] == "fixed"
+    other = {m: (mean + 1.0, std) for m, (mean, std) in stats.items()}
+    assert align_view(store, AlignConfig(view="fixed", grid="window", window=1.0), stats=other).fingerprint != \
+        summary.fingerprint
+    with pytest.raises(ConfigError, match="lack modalities"):
+        plan_alignment(store, AlignConfig(view="fixed", grid="window", window=1.0), stats={"text": stats["text"]})
+
+
 def test_unchanged_realign_is_a_no_op_and_a_new_L_realigns_without_extracting(store: FeatureStore) -> None:  # noqa: N802
     cfg = AlignConfig(view="noop", grid="word")
     first = align_view(store, cfg)

@@ -1,0 +1,238 @@
+"""``emoflow ingest --layout mmsa-pkl FILE``: an official MMSA feature pickle into a store.
+
+The samples become the clip table (validated by the ingest grammar, like any layout's rows), each
+feature array a feature set committed through the store's protocol under an identity that names the
+file's sha256, and the file's padding becomes a ``grid: none`` view whose arrays equal the file's: the
+official features turn into a fingerprinted store that emoflow's stats, training and export read.
+The file is loaded with ``interop.safe_pickle`` (a pickle is code; only arrays and containers pass).
+``stages.ingest.run_ingest`` runs the steps: ``read_mmsa_pickle``, the clip table, ``import_features``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpora.fields import id_key
+from corpora.ingest import IngestResult, collect, validate
+from corpora.rows import RawClip
+from features.align import AlignConfig, align_view
+from interop.mmsa import FEATURE_KEYS, LENGTH_KEYS, SPLITS, TEXT_BERT, UNIMODAL, split_mmsa_id
+from interop.safe_pickle import load_untrusted
+from store import FeatureStore
+from store.errors import ManifestError
+from store.fingerprint import feature_fingerprint, files_sha256, hash_obj
+from store.ids import now_utc
+
+LAYOUT = "mmsa-pkl"
+IMPORT_VERSION = "1"  # bump when the rows an import commits change
+COMMIT_CLIPS = 256  # clips per committed shard
+REQUIRED_KEYS = ("id", "regression_labels")
+
+
+@dataclass
+class ImportedFeatures:
+    """One clip's rows as ``FeatureSet.commit`` takes them (``store.featureset.FeatureLike``)."""
+
+    values: np.ndarray
+    times: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    absent: str | None = None
+
+
+@dataclass
+class MMSAImport:
+    """What an import committed: one feature set per modality, their L, the view."""
+
+    sha256: str
+    aligned: bool
+    feature_sets: dict[str, str]
+    committed: dict[str, int]  # modality -> clips committed now (0: all were already there)
+    L: dict[str, int]
+    view: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _splits(data: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The file's splits, checked to be what MMSA writes (dicts of arrays keyed as in interop.mmsa)."""
+    if not isinstance(data, dict) or not any(s in data for s in SPLITS):
+        raise ManifestError(f"{source}: not an MMSA feature file (a dict with train/valid/test)")
+    out: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        part = data.get(split)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise ManifestError(f"{source}: {split!r} is a {type(part).__name__}, not a dict of arrays")
+        missing = [k for k in REQUIRED_KEYS if k not in part]
+        if missing:
+            raise ManifestError(f"{source}: split {split!r} lacks {missing}")
+        n = len(part["id"])
+        for key in (*FEATURE_KEYS.values(), *LENGTH_KEYS.values(), TEXT_BERT, "regression_labels", "raw_text"):
+            if key in part and len(part[key]) != n:
+                raise ManifestError(f"{source}: split {split!r}: {key!r} has {len(part[key])} samples, id has {n}")
+        for key in FEATURE_KEYS.values():
+            if key in part and np.ndim(part[key]) != 3:
+                shape = np.shape(part[key])
+                raise ManifestError(f"{source}: split {split!r}: {key!r} is not [N, L, D] (shape {shape})")
+        out[split] = part
+    return out
+
+
+def _number(value: Any) -> Any:
+    """numpy scalars as Python numbers (the field grammar takes JSON-like values only); a float32
+    label becomes its shortest decimal (-2.4, not -2.4000000953674316), what the dataset wrote."""
+    if isinstance(value, (np.float32, np.float16)):
+        return float(str(value)) if np.isfinite(value) else float(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _raw_clips(splits: dict[str, dict[str, Any]], name: str) -> Iterator[tuple[RawClip, str, int]]:
+    for split, part in splits.items():
+        texts = part.get("raw_text")
+        for i, sample_id in enumerate(part["id"]):
+            video, clip = split_mmsa_id(_number(sample_id))
+            extra = {k: _number(part[key][i]) for k, key in UNIMODAL.items() if key in part}
+            text = _number(texts[i]) if texts is not None else ""
+            raw = RawClip(source=f"{name}:{split}[{i}]", clip_id=clip, video_id=video, text=text,
+                          label=_number(part["regression_labels"][i]), split=split, extra_labels=extra)
+            yield raw, split, i
+
+
+def _lengths(part: dict[str, Any], modality: str) -> tuple[np.ndarray, str]:
+    """Each sample's real steps of ``modality`` and the rule that gave them: the file's
+    ``<m>_lengths``; for text the attention mask of ``text_bert`` when its tokens are the text rows;
+    else the steps up to the last one with a non-zero value (trailing all-zero steps are padding)."""
+    values = np.asarray(part[FEATURE_KEYS[modality]])
+    L = values.shape[1]  # noqa: N806 - L is the name everyone uses
+    if modality in LENGTH_KEYS and LENGTH_KEYS[modality] in part:
+        return np.clip(np.asarray(part[LENGTH_KEYS[modality]]).astype(np.int64), 0, L), LENGTH_KEYS[modality]
+    bert = part.get(TEXT_BERT)
+    if modality == "text" and bert is not None and np.shape(bert)[1:] == (3, L):
+        return np.asarray(bert)[:, 1, :].astype(bool).sum(axis=1).astype(np.int64), "text_bert attention mask"
+    nonzero = np.any(values != 0, axis=2)
+    last = L - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(axis=1), last, 0).astype(np.int64), "last non-zero step"
+
+
+def _features(part: dict[str, Any], modality: str, i: int, n_rows: int, duration: float) -> ImportedFeatures:
+    """Sample ``i``'s first ``n_rows`` steps; rows get nominal spans spread evenly over the clip (the
+    file has no times); non-finite values become 0, as MMSA's loader does for audio."""
+    dim = np.shape(part[FEATURE_KEYS[modality]])[2]
+    if n_rows == 0:
+        return ImportedFeatures(np.zeros((0, dim), np.float32), np.zeros((0, 2)), absent="no steps in the MMSA file")
+    v = np.asarray(part[FEATURE_KEYS[modality]][i, :n_rows], np.float32)
+    bad = ~np.isfinite(v)
+    meta: dict[str, Any] = {"nonfinite_zeroed": int(bad.sum())} if bad.any() else {}
+    v = np.where(bad, np.float32(0), v)
+    edges = np.linspace(0.0, duration, n_rows + 1)
+    times = np.stack([edges[:-1], edges[1:]], axis=1)
+    extras = {}
+    bert = part.get(TEXT_BERT)
+    if modality == "text" and bert is not None and np.shape(bert)[1:] == (3, np.shape(part["text"])[1]):
+        extras = {"input_ids": np.asarray(bert[i, 0, :n_rows]).astype(np.int32),
+                  "attention_mask": np.asarray(bert[i, 1, :n_rows]).astype(np.int32)}
+    return ImportedFeatures(v, times, extras, meta)
+
+
+@dataclass
+class MMSAFile:
+    """A loaded, checked MMSA pickle: its validated clip and rejects tables and its arrays."""
+
+    path: Path
+    sha256: str
+    splits: dict[str, dict[str, Any]]
+    result: IngestResult
+    where: dict[str, tuple[str, int]]  # clip id -> (split, sample index) of every accepted clip
+
+
+def read_mmsa_pickle(path: str | os.PathLike[str]) -> MMSAFile:
+    """Load the MMSA feature pickle at ``path`` safely and validate its samples into clip rows.
+
+    Clip ids come from ``video$_$clip`` (``interop.mmsa.split_mmsa_id``); samples the ingest grammar
+    rejects (a label outside [-3, 3], a bad id, a duplicate) go to the rejects table and get no features.
+    Clip durations are nominal (the file has no times: 0.4 s per transcript word, as for any text-only clip).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ManifestError(f"{file}: no such MMSA feature file")
+    sha = files_sha256([file])
+    splits = _splits(load_untrusted(file), str(file))
+    found = list(_raw_clips(splits, file.name))
+    result = collect((raw for raw, _, _ in found), file.parent, LAYOUT)
+    where: dict[str, tuple[str, int]] = {}  # id key -> the sample collect kept: the first valid one
+    for raw, split, i in found:
+        try:
+            key = id_key(validate(raw, file.parent)["clip_id"])
+        except Exception:  # collect recorded why in the rejects table
+            continue
+        where.setdefault(key, (split, i))
+    accepted = {id_key(c): c for c in result.clips.column("clip_id").to_pylist()}
+    return MMSAFile(file, sha, splits, result, {c: where[k] for k, c in accepted.items()})
+
+
+def import_features(store_url: str, source: MMSAFile, view: str | None = "default") -> MMSAImport:
+    """Commit the file's arrays as one feature set per modality for the clips of the store's clip
+    table that came from it (write that first: ``stages.ingest`` does), then build view ``view``.
+
+    The sets' identity names the file's sha256, so another file makes other sets and re-importing
+    the same file commits nothing new. The view (None: none) is ``grid: none`` with L = the file's
+    padded length per modality and ``normalize: false``, so its arrays equal the file's.
+    """
+    store = FeatureStore.open(store_url)
+    splits, file = source.splits, source.path
+    clips = {c["clip_id"]: c for c in source.result.clips.to_pylist()}
+    modalities = [m for m, key in FEATURE_KEYS.items() if all(key in part for part in splits.values())]
+    sets: dict[str, str] = {}
+    committed: dict[str, int] = {}
+    L: dict[str, int] = {}  # noqa: N806 - L is the name everyone uses
+    notes: list[str] = []
+    for m in modalities:
+        key = FEATURE_KEYS[m]
+        dims = {np.shape(part[key])[2] for part in splits.values()}
+        if len(dims) != 1:
+            raise ManifestError(f"{file}: {key!r} has different dims across splits: {sorted(dims)}")
+        L[m] = max(np.shape(part[key])[1] for part in splits.values())
+        lengths = {s: _lengths(part, m) for s, part in splits.items()}
+        rule = next(iter(lengths.values()))[1]
+        identity = {"name": f"mmsa.{m}", "version": IMPORT_VERSION,
+                    "imported_from": {"sha256": source.sha256, "key": key, "lengths": rule}}
+        name = f"mmsa.{m}-{hash_obj(identity)[:8]}"
+        attrs = {"extractor": f"mmsa.{m}", "version": IMPORT_VERSION, "modality": m,
+                 "config": {"source": file.name, "sha256": source.sha256, "key": key, "lengths": rule},
+                 "identity": identity, "dim": dims.pop(), "created": now_utc().isoformat()}
+        fset = store.ensure_feature_set(name, attrs)
+        done = fset.committed()
+        batch: list[tuple[str, str, ImportedFeatures, float]] = []
+        count = 0
+        for cid, clip in clips.items():
+            fp = feature_fingerprint(clip, m, identity)
+            if done.get(cid) == fp:
+                continue
+            split, i = source.where[cid]
+            n_rows = int(lengths[split][0][i])
+            batch.append((cid, fp, _features(splits[split], m, i, n_rows, clip["duration"]), clip["duration"]))
+            if len(batch) >= COMMIT_CLIPS:
+                fset.commit(batch)
+                count += len(batch)
+                batch = []
+        fset.commit(batch)
+        sets[m], committed[m] = name, count + len(batch)
+        notes.append(f"{m}: {committed[m]} clips committed to {name} (L={L[m]}, lengths from {rule})")
+    aligned = len(set(L.values())) == 1  # one L for every modality: MMSA's aligned_50 kind
+    if aligned:
+        notes.append(f"aligned file: every modality has L={next(iter(L.values()))}")
+    if not modalities:
+        notes.append("no text, audio or vision arrays in every split: clip table only")
+    view_name = view if modalities else None
+    if view_name:
+        cfg = AlignConfig.model_validate({"view": view_name, "grid": "none", "max_len": L, "normalize": False,
+                                          "feature_sets": {m: sets.get(m) for m in FEATURE_KEYS}})
+        notes.append(align_view(store, cfg).message)
+    return MMSAImport(source.sha256, aligned, sets, committed, L, view_name, notes)
