@@ -5,7 +5,7 @@ Importing this package loads the built-ins' libraries (torch, transformers, libr
 code that only needs clip inputs or media decoding imports ``features.clips`` / ``features.media``.
 """
 
-from features.extractors import audio, text, vision  # noqa: F401  (their decorators register them)
+from features.extractors import audio, egemaps, text, vision  # noqa: F401  (their decorators register them)
 from features.extractors.base import (
     ClipFailure,
     Extractor,
