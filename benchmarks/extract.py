@@ -4,8 +4,8 @@
     python benchmarks/extract.py [--clips 10,100] [--shared /work/shared/data/clips]
                                  [--out benchmarks/results/extract.json] [--quick]
 
-What it measures, per stage (text.bert, audio.mfcc, vision.cnn) and end to end, on a mix of the
-shared real clips and generated ones (corpora/synth/):
+What it measures, per stage (text.bert, audio.mfcc, audio.egemaps, vision.cnn, vision.face) and end to end,
+on a mix of the shared real clips and generated ones (corpora/synth/):
 
 * realtime factor (media seconds / wall second), clips/s, CPU seconds of the process tree, and the
   peak RSS of the process tree (flow process + Dask workers + Prefect's ephemeral API server),
@@ -47,11 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as ``python benchmarks/extract.py`` from anywhere
     sys.path.insert(0, str(REPO))
 
-STAGES = ("text.bert", "audio.mfcc", "vision.cnn")
+STAGES = ("text.bert", "audio.mfcc", "audio.egemaps", "vision.cnn", "vision.face")
 NAIVE_CONFIGS: dict[str, dict[str, Any]] = {
     "text.bert": {},
     "audio.mfcc": {},
+    "audio.egemaps": {},
     "vision.cnn": {"still_max_diff": None, "channels_last": False, "prefetch": 0},
+    "vision.face": {"still_max_diff": None, "channels_last": False, "prefetch": 0},
 }
 # Candidate pipeline configurations (label -> executor + batching). The Lite0 default extractor
 # configs are used throughout; ``vision_batch`` overrides only vision.cnn's runtime batch_size.
@@ -248,10 +250,12 @@ def _warm_libraries() -> float:
     that is a real cost of the process executor and shows in its figures."""
     t0 = time.perf_counter()
     import numpy as np
+    import opensmile  # noqa: F401 - audio.egemaps' wrapper (pandas, audinterface); its Smile is built per run
     from transformers import AutoModel, AutoTokenizer  # noqa: F401 - transformers' lazy import
 
+    import features.extractors.face
     import features.extractors.text
-    import features.extractors.vision  # noqa: F401 - imported to time the import (with .text above)
+    import features.extractors.vision  # noqa: F401 - imported to time the import (with .text, .face above)
     from features.extractors.audio import MfccConfig, mfcc_frames
 
     mfcc_frames(np.zeros(16000, np.float32), MfccConfig())
@@ -276,12 +280,16 @@ def _stage_media(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "stage_media_s": {
             "text.bert": secs(lambda r: bool((r.get("text") or "").strip())),
             "audio.mfcc": secs(lambda r: r["has_audio"]),
+            "audio.egemaps": secs(lambda r: r["has_audio"]),
             "vision.cnn": secs(lambda r: r["has_video"]),
+            "vision.face": secs(lambda r: r["has_video"]),
         },
         "stage_clips": {
             "text.bert": sum(1 for r in rows if (r.get("text") or "").strip()),
             "audio.mfcc": sum(1 for r in rows if r["has_audio"]),
+            "audio.egemaps": sum(1 for r in rows if r["has_audio"]),
             "vision.cnn": sum(1 for r in rows if r["has_video"]),
+            "vision.face": sum(1 for r in rows if r["has_video"]),
         },
     }
 
@@ -318,7 +326,7 @@ def child_naive(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     # pass 0 is the end-to-end naive run (all stages, clip by clip); later passes repeat only the
     # cheap stages (text, audio: a few seconds) so that their per-stage minimum is less noisy
     for rep in range(1 + spec.get("cheap_repeats", 0)):
-        stages = STAGES if rep == 0 else tuple(s for s in STAGES if s != "vision.cnn")
+        stages = STAGES if rep == 0 else tuple(s for s in STAGES if not s.startswith("vision."))
         _clear_model_caches()
         exts = {s: create_extractor(s, NAIVE_CONFIGS[s]) for s in stages}
         wall = {s: 0.0 for s in stages}
@@ -769,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. the best one in a fresh process: end to end (clean RSS), then stage by stage
     stage_items = [{"candidate": best, "stages": [s], "dataset": mix}
-                   for s in STAGES for _ in range(1 if s == "vision.cnn" else CHEAP_REPEATS)]
+                   for s in STAGES for _ in range(1 if s.startswith("vision.") else CHEAP_REPEATS)]
     res = run_child({"kind": "pipeline", "runs": [{"candidate": best, "stages": list(STAGES), "dataset": mix}] +
                      stage_items}, work, "best", args.verbose)
     e2e_runs = [res["runs"][0]]

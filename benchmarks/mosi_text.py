@@ -324,6 +324,27 @@ def train_run(store: str, view_name: str, config: Any, run_dir: Path) -> dict[st
     }
 
 
+def run_from_dir(run_dir: Path) -> dict[str, Any]:
+    """The record ``train_run`` returns, rebuilt from a finished run directory (``--collect``)."""
+    from training.runs import RunDir
+
+    run = RunDir(run_dir)
+    config, info, hist = run.config(), run.info(), run.epochs()
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    last = {k[len("valid_"):]: v for k, v in hist[-1].items() if k.startswith("valid_") and k != "valid_loss_m"}
+    started, finished = (_dt.datetime.fromisoformat(info[k]) for k in ("started", "finished"))
+    return {
+        "mode": config.text_mode, "seed": config.seed, "run_dir": str(run_dir),
+        "selected": metrics["valid"], "selected_test": metrics.get("test"), "last": last,
+        "best_epoch": info["best_epoch"], "epochs": len(hist), "stopped_early": info["stopped_early"],
+        "epoch_seconds": [round(r["seconds"], 2) for r in hist],
+        "wall_seconds": round((finished - started).total_seconds(), 1),
+        "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                     if k in ("epoch", "train_loss", "valid_MAE", "valid_Corr", "valid_Non0_acc_2", "seconds")}
+                    for r in hist],
+    }
+
+
 def make_config(mode: str, seed: int, args: argparse.Namespace, text_model_path: str, **extra: Any) -> Any:
     from training.config import TrainConfig
 
@@ -358,11 +379,36 @@ def aggregate(runs: list[dict[str, Any]], key: str) -> dict[str, tuple[float, fl
     return out
 
 
-def fmt(mean: float, std: float, metric: str) -> str:
-    return format_cell({"mean": mean, "std": std}, metric)
+def fmt(mean: float, std: float | None, metric: str) -> str:
+    """``mean ± std``; a single figure (a seed ensemble) when ``std`` is None."""
+    return format_cell(mean if std is None else {"mean": mean, "std": std}, metric)
 
 
-def table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
+def report_rows(summary: dict[str, Any], protocol: str) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """The table's rows: per mode the reported split, then (protocol dev) the seed ensembles and
+    the selection split; (protocol valid) the selected and the last epoch."""
+    rows: dict[str, dict[str, tuple[float, float | None]]] = {}
+    if protocol == "dev":
+        for mode, s in summary.items():
+            rows[f"{mode} · MOSI valid as test (selected on dev)"] = s["reported"]
+        for mode, s in summary.items():
+            if "test" in s.get("ensemble", {}):
+                rows[f"{mode} · seed ensemble, MOSI valid as test"] = {
+                    m: (s["ensemble"]["test"][m], None) for m in METRICS}
+        for mode, s in summary.items():
+            rows[f"{mode} · dev (selection split)"] = s["selected"]
+        for mode, s in summary.items():
+            if "valid" in s.get("ensemble", {}):
+                rows[f"{mode} · seed ensemble, dev"] = {m: (s["ensemble"]["valid"][m], None) for m in METRICS}
+    else:
+        for mode, s in summary.items():
+            rows[f"{mode} · selected (best valid L_m)"] = s["selected"]
+        for mode, s in summary.items():
+            rows[f"{mode} · last epoch"] = s["last"]
+    return rows
+
+
+def table(rows: dict[str, dict[str, tuple[float, float | None]]]) -> str:
     lines = ["| run | " + " | ".join(HEADERS) + " |", "|---|" + "---|" * len(HEADERS)]
     for name, agg in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt(*agg[m], m) for m in METRICS) + " |")
@@ -425,12 +471,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra TrainConfig field for every run (YAML value), e.g. --set lr_text=1e-4")
     ap.add_argument("--tag", default="", help="name of this configuration in the JSON/markdown")
+    ap.add_argument("--render", metavar="RESULTS_JSON", default="",
+                    help="rewrite the --out section from a results-<tag>.json of an earlier run, train nothing")
+    ap.add_argument("--collect", action="store_true",
+                    help="train nothing: summarise the finished runs in <workdir>/runs/<tag>/ (e.g. runs of "
+                    "an interrupted invocation finished separately) into the JSON and the section")
     ap.add_argument("--prepare-only", action="store_true",
                     help="build the store and the view (and the dev view with --protocol dev), train nothing")
     args = ap.parse_args(argv)
 
     import yaml
 
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+        md = table(report_rows(result["summary"], result["args"]["protocol"]))
+        print(md)
+        if args.out:
+            out = (REPO / args.out) if not os.path.isabs(args.out) else Path(args.out)
+            write_section(out, f"mosi_text:{result['tag']}", markdown_section(result, md))
+        return 0
     workdir = (REPO / args.workdir) if not os.path.isabs(args.workdir) else Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -454,12 +513,18 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             cfg = make_config(mode, seed, args, prep["text_model_path"], **extra)
             run_dir = workdir / "runs" / tag / f"{mode}-{seed}"
-            if run_dir.exists():
+            if run_dir.exists() and not args.collect:
                 shutil.rmtree(run_dir)
             jobs.append((mode, seed, cfg, run_dir))
     runs: list[dict[str, Any]] = []
     import multiprocessing as mp
 
+    if args.collect:
+        found = sorted(p for p in (workdir / "runs" / tag).glob("*") if (p / "metrics.json").exists())
+        runs = [run_from_dir(p) for p in found]
+        runs = [r for r in runs if r["mode"] in modes and r["seed"] in seeds]
+        jobs = []
+        log(f"collected {len(runs)} finished runs from {workdir / 'runs' / tag}")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futs = {pool.submit(_child, prep["store"], view, cfg.model_dump_json(), str(rd)): (mode, seed)
                 for mode, seed, cfg, rd in jobs}
@@ -484,25 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_json = workdir / f"results-{tag}.json"
     out_json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    rows = {}
-    if args.protocol == "dev":
-        for mode, s in summary.items():
-            rows[f"{mode} · MOSI valid as test (selected on dev)"] = s["reported"]
-        for mode, s in summary.items():
-            if "test" in s["ensemble"]:
-                rows[f"{mode} · seed ensemble, MOSI valid as test"] = {
-                    m: (s["ensemble"]["test"][m], 0.0) for m in METRICS}
-        for mode, s in summary.items():
-            rows[f"{mode} · dev (selection split)"] = s["selected"]
-        for mode, s in summary.items():
-            if "valid" in s["ensemble"]:
-                rows[f"{mode} · seed ensemble, dev"] = {m: (s["ensemble"]["valid"][m], 0.0) for m in METRICS}
-    else:
-        for mode, s in summary.items():
-            rows[f"{mode} · selected (best valid L_m)"] = s["selected"]
-        for mode, s in summary.items():
-            rows[f"{mode} · last epoch"] = s["last"]
-    md = table(rows)
+    md = table(report_rows(summary, args.protocol))
     print(md)
     for mode, s in summary.items():
         print(f"{mode}: {s['sec_per_epoch_mean']:.1f} s/epoch (median {s['sec_per_epoch_median']:.1f}), best epochs "
@@ -522,7 +569,8 @@ def markdown_section(result: dict[str, Any], md: str) -> str:
              f"{result['host']['load_end'][0]:.1f} on {result['host']['cpus']} cores), protocol "
              f"`{result['args']['protocol']}`. Mean ± std "
              f"(ddof=1) over seeds {result['summary'][next(iter(result['summary']))]['seeds']}; "
-             "Acc/F1 ×100.", "", md, ""]
+             "seed-ensemble rows (the seeds' predictions averaged per clip) are single figures. Acc/F1 ×100.",
+             "", md, ""]
     lines += ["| mode | s/epoch mean (median, min) | best epochs | epochs run | wall (s, all seeds) |",
               "|---|---|---|---|---|"]
     for mode, s in result["summary"].items():

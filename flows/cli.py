@@ -14,7 +14,14 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
-from flows.console import console, metrics_table, run_extract_with_progress, simple_table, train_with_progress
+from flows.console import (
+    console,
+    metrics_table,
+    print_predict_summary,
+    run_extract_with_progress,
+    simple_table,
+    train_with_progress,
+)
 from flows.export_cli import export_app
 from flows.store_cli import store_app
 from stages.config import PipelineConfig, dump_config, load_config
@@ -61,6 +68,12 @@ SetOpt = Annotated[
     typer.Option("--set", help="override, e.g. --set train.k=32 or "
                  "--set 'extract.extractors\\[vision.cnn].batch_size=8' (repeatable)"),
 ]
+# The built-in extractors, for --help (static: building it from the registry would import torch on every
+# command). Licences that restrict use are named here so a user can choose: docs/extraction.md.
+EXTRACTORS_HELP = ("only these extractors (repeatable); built in: text.bert, audio.mfcc, vision.cnn, "
+                   "vision.face (the largest face per frame, cropped, same CNN; dlib detector, Boost licence), "
+                   "audio.egemaps (openSMILE eGeMAPS/ComParE; research and non-commercial use only, "
+                   "commercial use needs an audEERING licence)")
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the resolved config and plan, write nothing")]
 
 
@@ -112,7 +125,7 @@ def extract(
     store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
     extractor: Annotated[
         Optional[list[str]],
-        typer.Option("--extractor", "-e", help="only these extractors (repeatable)"),
+        typer.Option("--extractor", "-e", help=EXTRACTORS_HELP),
     ] = None,
     dask: Annotated[
         Optional[str],
@@ -353,15 +366,7 @@ def predict(
     from flows.predict import predict_flow
 
     summary = predict_flow([str(m) for m in media], str(run), cfg, str(out) if out else None)
-    rows = [[Path(m.media).name, m.segments, m.failed, "–" if m.mean_score is None else f"{m.mean_score:+.2f}",
-             "–" if m.share_positive is None else f"{m.share_positive:.0%}",
-             "–" if m.share_negative is None else f"{m.share_negative:.0%}", m.span]
-            for m in summary.media]
-    console.print(simple_table(f"predictions of run {summary.run}",
-                               ["media", "segments", "failed", "mean", "positive", "negative", "span"], rows))
-    for m in summary.media:
-        console.print(Text(f"{Path(m.media).name}: {m.story}"), soft_wrap=True)
-    console.print(f"{summary.message}" + (f"; exported to {summary.export}" if summary.export else ""))
+    print_predict_summary(summary)
 
 
 @app.command()
@@ -372,7 +377,7 @@ def pipeline(
     ] = "ingest,extract,align,stats",
     extractor: Annotated[
         Optional[list[str]],
-        typer.Option("--extractor", "-e", help="only these extractors (repeatable)"),
+        typer.Option("--extractor", "-e", help=EXTRACTORS_HELP),
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -396,11 +401,17 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo dataset and store go")] = Path("work/demo"),
     clips: Annotated[int, typer.Option("--clips", help="number of generated clips")] = 72,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+    extractor: Annotated[
+        Optional[list[str]],
+        typer.Option("--extractor", "-e", help="also extract with these (repeatable), e.g. audio.egemaps "
+                     "(opt-in: slower than audio.mfcc, and openSMILE's licence is research/non-commercial only) "
+                     "or vision.face (faces; the generated clips show none)"),
+    ] = None,
 ) -> None:
     """Generate the embedded sample dataset and run every pipeline stage on it."""
     from flows.demo import run_demo
 
-    outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console)
+    outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console, extra_extractors=tuple(extractor or ()))
     console.print(simple_table("demo outputs", ["stage", "where"], [[k, v] for k, v in outputs.items()]))
 
 

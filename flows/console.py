@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from stages.config import PipelineConfig
+
+if TYPE_CHECKING:  # stages.predict imports torch: not for every command
+    from stages.predict import PredictSummary
 
 console = Console()
 
@@ -87,3 +92,19 @@ def metrics_table(title: str, rows: dict[str, dict[str, Any]], label: str = "spl
 
     cells = [[name, *(format_cell(m[k], k) for k in METRIC_NAMES)] for name, m in rows.items()]
     return simple_table(title, [label, *METRIC_NAMES], cells)
+
+
+def print_predict_summary(summary: PredictSummary) -> None:
+    """Per media file: segments, failures, mean score, positive/negative shares, span; then its course
+    in words (one line each, never wrapped mid-name), and the totals."""
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.0%}"
+
+    rows = [[Path(m.media).name, m.segments, m.failed, "–" if m.mean_score is None else f"{m.mean_score:+.2f}",
+             pct(m.share_positive), pct(m.share_negative), m.span] for m in summary.media]
+    console.print(simple_table(f"predictions of run {summary.run}",
+                               ["media", "segments", "failed", "mean", "positive", "negative", "span"], rows))
+    for m in summary.media:
+        console.print(Text(f"{Path(m.media).name}: {m.story}"), soft_wrap=True)
+    console.print(Text(summary.message + (f"; exported to {summary.export}" if summary.export else "")),
+                  soft_wrap=True)

@@ -86,6 +86,8 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
     _log_failures(log, tally.link(store, plans))
     wall = time.perf_counter() - t0
     tally.record(store)
+    for c in tally.compact(store):
+        log.info("%s: index compacted (%d parts into %d rows, %.1f s)", c.feature_set, c.parts, c.rows, c.seconds)
     for name, s in tally.sets.items():
         log.info("%s: done %d, linked %d, skipped %d, failed %d, %.1f media-s",
                  name, s["done"], s["linked"], s["skipped"], s["failed"], s["media_seconds"])

@@ -1,4 +1,5 @@
-"""``emoflow store``: list, verify and vacuum a feature store (runs under the main CLI's error handler)."""
+"""``emoflow store``: list, verify, vacuum, compact and migrate a feature store (runs under the main
+CLI's error handler)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,21 @@ def store_ls(store: StoreArg) -> None:
     console.print(simple_table("reports", ["report"], [[r] for r in st.report_names()]))
 
 
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="only this feature set (repeatable)")]
+
+
 @store_app.command("verify")
-def store_verify(store: StoreArg) -> None:
-    """Check every committed clip against its shard (shape, dtype, finite values, checksum)."""
+def store_verify(
+    store: StoreArg,
+    sets: SetOpt = None,
+    sample: Annotated[int | None, typer.Option(min=1, help="check this many random clips per set")] = None,
+    seed: Annotated[int, typer.Option(help="random seed of --sample")] = 0,
+) -> None:
+    """Check every committed clip against its shard (shape, dtype, finite values, checksum), shard by shard."""
     from store import FeatureStore
     from store.verify import verify
 
-    problems = verify(FeatureStore.open(store))
+    problems = verify(FeatureStore.open(store), sets=sets or None, sample=sample, seed=seed)
     if problems:
         found: list[list[object]] = [[p.feature_set, p.clip_id, p.problem] for p in problems]
         console.print(simple_table("problems", ["feature set", "clip", "problem"], found))
@@ -69,3 +78,29 @@ def store_vacuum(
 
     removed = vacuum(FeatureStore.open(store), grace_seconds=grace)
     console.print(f"removed {len(removed)} orphan shard(s)" + "".join(f"\n  {s}/{sh}" for s, sh in removed))
+
+
+@store_app.command("compact")
+def store_compact(
+    store: StoreArg,
+    sets: SetOpt = None,
+    min_parts: Annotated[int, typer.Option(min=1, help="skip a set with fewer uncovered index parts")] = 1,
+) -> None:
+    """Consolidate each feature set's index parts into one sorted Parquet file (safe while writers commit)."""
+    from store import FeatureStore
+    from store.verify import compact
+
+    results = compact(FeatureStore.open(store), sets=sets or None, min_parts=min_parts)
+    rows: list[list[object]] = [[c.feature_set, c.parts, c.rows, c.removed, f"{c.seconds:.2f}"] for c in results]
+    console.print(simple_table("compacted", ["set", "parts", "rows", "files removed", "seconds"], rows))
+
+
+@store_app.command("migrate")
+def store_migrate(store: StoreArg) -> None:
+    """Upgrade a store to the current format version and compact every feature set's index."""
+    from store import FeatureStore
+    from store.featurestore import FORMAT_VERSION
+    from store.verify import migrate
+
+    results = migrate(FeatureStore.open(store))
+    console.print(f"store at format version {FORMAT_VERSION}; {len(results)} feature set index(es) compacted")

@@ -22,6 +22,7 @@ from corpora.fields import id_key
 from corpora.ingest import IngestResult, collect, validate
 from corpora.rows import RawClip
 from features.align import AlignConfig, align_view
+from features.extractors.base import FeatureResult
 from interop.mmsa import FEATURE_KEYS, LENGTH_KEYS, SPLITS, TEXT_BERT, UNIMODAL, split_mmsa_id
 from interop.safe_pickle import load_untrusted
 from store import FeatureStore
@@ -33,17 +34,6 @@ LAYOUT = "mmsa-pkl"
 IMPORT_VERSION = "1"  # bump when the rows an import commits change
 COMMIT_CLIPS = 256  # clips per committed shard
 REQUIRED_KEYS = ("id", "regression_labels")
-
-
-@dataclass
-class ImportedFeatures:
-    """One clip's rows as ``FeatureSet.commit`` takes them (``store.featureset.FeatureLike``)."""
-
-    values: np.ndarray
-    times: np.ndarray
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    absent: str | None = None
 
 
 @dataclass
@@ -121,12 +111,12 @@ def _lengths(part: dict[str, Any], modality: str) -> tuple[np.ndarray, str]:
     return np.where(nonzero.any(axis=1), last, 0).astype(np.int64), "last non-zero step"
 
 
-def _features(part: dict[str, Any], modality: str, i: int, n_rows: int, duration: float) -> ImportedFeatures:
+def _features(part: dict[str, Any], modality: str, i: int, n_rows: int, duration: float) -> FeatureResult:
     """Sample ``i``'s first ``n_rows`` steps; rows get nominal spans spread evenly over the clip (the
     file has no times); non-finite values become 0, as MMSA's loader does for audio."""
     dim = np.shape(part[FEATURE_KEYS[modality]])[2]
     if n_rows == 0:
-        return ImportedFeatures(np.zeros((0, dim), np.float32), np.zeros((0, 2)), absent="no steps in the MMSA file")
+        return FeatureResult(np.zeros((0, dim), np.float32), np.zeros((0, 2)), absent="no steps in the MMSA file")
     v = np.asarray(part[FEATURE_KEYS[modality]][i, :n_rows], np.float32)
     bad = ~np.isfinite(v)
     meta: dict[str, Any] = {"nonfinite_zeroed": int(bad.sum())} if bad.any() else {}
@@ -138,7 +128,7 @@ def _features(part: dict[str, Any], modality: str, i: int, n_rows: int, duration
     if modality == "text" and bert is not None and np.shape(bert)[1:] == (3, np.shape(part["text"])[1]):
         extras = {"input_ids": np.asarray(bert[i, 0, :n_rows]).astype(np.int32),
                   "attention_mask": np.asarray(bert[i, 1, :n_rows]).astype(np.int32)}
-    return ImportedFeatures(v, times, extras, meta)
+    return FeatureResult(v, times, extras, meta)
 
 
 @dataclass
@@ -209,7 +199,7 @@ def import_features(store_url: str, source: MMSAFile, view: str | None = "defaul
                  "identity": identity, "dim": dims.pop(), "created": now_utc().isoformat()}
         fset = store.ensure_feature_set(name, attrs)
         done = fset.committed()
-        batch: list[tuple[str, str, ImportedFeatures, float]] = []
+        batch: list[tuple[str, str, FeatureResult, float]] = []
         count = 0
         for cid, clip in clips.items():
             fp = feature_fingerprint(clip, m, identity)

@@ -21,6 +21,9 @@ SPLIT_ORDER = ("train", "valid", "test")
 LABEL_EDGES = [round(-3.0 + 0.5 * i, 1) for i in range(13)]  # 12 bins of 0.5 over [-3, 3]
 SEVEN = [str(k) for k in range(-3, 4)]
 PCTS = (5, 25, 50, 75, 95)
+PROBE_MIN_CLIPS = 10  # fewer labelled clips with features: no probe (5 folds of 1-2 clips say nothing)
+PROBE_FOLDS = 5
+PROBE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))  # ridge penalties RidgeCV picks from (GCV)
 
 
 # -- small helpers --------------------------------------------------------------------------
@@ -88,6 +91,63 @@ def moments_summary(mom: Moments) -> dict[str, Any]:
     return out
 
 
+def clip_mean(values: np.ndarray) -> np.ndarray:
+    """Per-dimension mean over a clip's rows, non-finite entries left out (0 where none is finite)."""
+    v = np.asarray(values, np.float64)
+    ok = np.isfinite(v)
+    n = ok.sum(axis=0)
+    return np.where(n > 0, np.where(ok, v, 0.0).sum(axis=0) / np.maximum(n, 1), 0.0)
+
+
+def linear_probe(x: np.ndarray, y: np.ndarray, groups: list[str] | None = None, *, folds: int = PROBE_FOLDS,
+                 min_clips: int = PROBE_MIN_CLIPS) -> dict[str, Any]:
+    """How linearly a feature set's clip means carry the label: out-of-fold predictions of a ridge
+    regression (standardised inputs, penalty chosen by RidgeCV's GCV inside each training fold),
+    scored as R² (pooled over folds) and Acc-2 (negative vs positive, zero labels left out, as
+    MMSA's Non0_acc_2). Folds keep a video's clips together (``groups``) so a speaker or scene
+    never sits on both sides. Deterministic: unshuffled folds, closed-form fits.
+
+    ``x`` [clips, dim] clip means, ``y`` [clips] labels (non-finite ones are dropped). Fewer than
+    ``min_clips`` clips, or fewer than two folds: ``{"clips": n, "skipped": why}``.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(x, np.float64).reshape(len(y), -1)
+    y = np.asarray(y, np.float64)
+    keep = np.isfinite(y)
+    x, y = x[keep], y[keep]
+    g = np.asarray(groups if groups is not None else [str(i) for i in range(len(keep))], dtype=object)[keep]
+    n = int(len(y))
+    out: dict[str, Any] = {"clips": n, "dim": int(x.shape[1])}
+    n_groups = len(set(g.tolist()))
+    k = min(folds, n_groups)
+    if n < min_clips or k < 2:
+        out["skipped"] = f"{n} labelled clips in {n_groups} videos (need {min_clips} clips, 2 videos)"
+        return out
+    splitter = GroupKFold(n_splits=k) if groups is not None else KFold(n_splits=k)
+    pred = np.zeros(n, np.float64)
+    chosen: list[float] = []
+    for train, test in splitter.split(x, y, g if groups is not None else None):
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=PROBE_ALPHAS)).fit(x[train], y[train])
+        pred[test] = model.predict(x[test])
+        chosen.append(float(model[-1].alpha_))
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    nz = y != 0
+    out.update({
+        "folds": k,
+        "grouped": groups is not None,
+        "r2": 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else None,
+        "acc2": float(np.mean((pred[nz] > 0) == (y[nz] > 0))) if nz.any() else None,
+        "acc2_clips": int(nz.sum()),
+        "corr": float(np.corrcoef(pred, y)[0, 1]) if ss_tot > 0 and np.ptp(pred) > 0 else None,
+        "alpha_median": float(np.median(chosen)),
+    })
+    return out
+
+
 # -- compute --------------------------------------------------------------------------------
 def _splits(clips: list[dict[str, Any]]) -> list[str]:
     present = {c["split"] for c in clips}
@@ -108,6 +168,18 @@ def label_stats(labels: list[float]) -> dict[str, Any]:
                    "majority_rate": max(neg, pos) / (neg + pos) if neg + pos else None}
     out["seven"] = {k: int((seven == int(k)).sum()) for k in SEVEN}
     return out
+
+
+def face_stats(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """Face detection rate of ``vision.face`` clips from their index meta (no feature read): the rate
+    over all sampled frames, the per-clip rate's distribution and the clips without any face."""
+    rates = [m["face_rate"] for m in metas if m.get("face_rate") is not None]
+    frames = sum(int(m.get("n_frames") or 0) for m in metas)
+    with_face = sum(int(m.get("face_frames") or 0) for m in metas)
+    return {"clips": len(rates), "frames": frames, "face_frames": with_face,
+            "frame_rate": with_face / frames if frames else None, "clip_rate": dist(rates),
+            "faceless_clips": sum(1 for r in rates if r == 0), "multi_face_frames":
+            sum(int(m.get("multi_face_frames") or 0) for m in metas)}
 
 
 def _clip_words(row: dict[str, Any]) -> int:
@@ -155,13 +227,28 @@ def _feature_set_stats(store: FeatureStore, name: str, clips: list[dict[str, Any
         metas = [index[c["clip_id"]].meta for i, c in enumerate(clips) if src.status[i] == "ok"]
         out["tokens"] = {"truncated": sum(1 for m in metas if m.get("truncated")),
                          "word_times": _count(m.get("word_times") for m in metas)}
+    if attrs.get("extractor") == "vision.face":
+        out["faces"] = {split: face_stats([index[clips[i]["clip_id"]].meta for i in range(len(clips))
+                                           if src.status[i] == "ok" and (split == "all" or clips[i]["split"] == split)])
+                        for split in [*splits, "all"]}
     if read_values:
         mom = Moments(int(attrs.get("dim") or 1))
         bad_clips = 0
-        for _, feat in fset.iter_features((r for r in index.values() if r.length), extras=()):
+        usable = {c["clip_id"]: i for i, c in enumerate(clips) if src.status[i] == "ok"}
+        means: dict[int, np.ndarray] = {}
+        for row, feat in fset.iter_features((r for r in index.values() if r.length), extras=()):
             bad_clips += int(not np.isfinite(feat.values).all())
             mom.add(feat.values)
+            if row.clip_id in usable:
+                means[usable[row.clip_id]] = clip_mean(feat.values)
         out["values"] = {**moments_summary(mom), "nonfinite_clips": bad_clips}
+        order = sorted(i for i in means if clips[i].get("label") is not None)  # clip-table order
+        if order:
+            out["probe"] = linear_probe(np.stack([means[i] for i in order]),
+                                        np.asarray([clips[i]["label"] for i in order], np.float64),
+                                        [str(clips[i]["video_id"]) for i in order])
+        else:
+            out["probe"] = {"clips": 0, "skipped": "no labelled clip has features"}
     return out
 
 

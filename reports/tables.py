@@ -95,6 +95,9 @@ def report_tables(stats: dict[str, Any]) -> list[ReportTable]:
         tables.append(ReportTable("values", "Feature values (mean/std: averaged over dimensions)",
                                   ["feature set", "dim", "rows", "NaN", "inf", "clips with non-finite", "mean", "std",
                                    "min", "max", "constant dims"], rows))
+    tables.append(probe_table(stats))
+    if face := face_table(stats, splits):
+        tables.append(face)
     rows = []
     for s in splits:
         t = stats["text"]["splits"][s]
@@ -126,3 +129,45 @@ def report_tables(stats: dict[str, Any]) -> list[ReportTable]:
                                   note="step coverage: real steps with data (not filled from the nearest row)"))
     return tables
 
+
+
+def probe_table(stats: dict[str, Any]) -> ReportTable:
+    """The linear probe per modality and feature set (``reports.compute.linear_probe``): which sets
+    carry the label linearly in their clip means; sets without enough labelled clips are named in the note."""
+    rows, skipped = [], []
+    sets = sorted(stats["feature_sets"].items(), key=lambda kv: (str(kv[1]["modality"]), kv[0]))
+    for name, fs in sets:
+        p = fs.get("probe")
+        if p is None:
+            continue
+        if "skipped" in p:
+            skipped.append(f"{name} ({p['skipped']})")
+            continue
+        rows.append([fs["modality"], name, fs.get("extractor"), p["dim"], p["clips"], p["folds"], fmt(p["r2"]),
+                     pct(p["acc2"]), fmt(p["corr"]), fmt(p["alpha_median"])])
+    note = ("ridge regression on each clip's mean feature vector against its label, out-of-fold over every "
+            "labelled clip (folds keep a video's clips together); R² pooled over folds, Acc-2 = negative vs "
+            "positive with zero labels left out")
+    if skipped:
+        note += "; not probed: " + "; ".join(skipped)
+    return ReportTable("probe", "Linear probe per modality: how well each feature set's clip means predict the label",
+                       ["modality", "feature set", "extractor", "dim", "clips", "folds", "R²", "Acc-2", "corr",
+                        "ridge alpha"], rows, note=note)
+
+
+def face_table(stats: dict[str, Any], splits: list[str]) -> ReportTable | None:
+    """Face detection rate per ``vision.face`` set and split, from the clips' index meta (None: no such set)."""
+    rows = []
+    for name, fs in stats["feature_sets"].items():
+        for s in splits if "faces" in fs else []:
+            f = fs["faces"][s]
+            r = f["clip_rate"]
+            rows.append([name, s, f["clips"], f["frames"], pct(f["frame_rate"]), pct(r.get("p5")), pct(r.get("p50")),
+                         f["faceless_clips"], f["multi_face_frames"]])
+    if not rows:
+        return None
+    return ReportTable("faces", "Face detection rate (vision.face): sampled frames with a face",
+                       ["feature set", "split", "clips", "frames", "face detection rate", "clip rate p5",
+                        "clip rate p50", "clips without a face", "frames with 2+ faces"], rows,
+                       note="faceless frames are rows with a zero vector and extras face = false; with 2+ faces the "
+                            "largest is embedded")

@@ -28,6 +28,7 @@ from store import FeatureStore
 from store.featureset import FeatureSet
 from store.fingerprint import feature_fingerprint
 from store.ids import now_utc
+from store.index import COMPACT_AFTER_PARTS, CompactResult
 
 
 @dataclass
@@ -136,7 +137,7 @@ def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[S
             fset = store.feature_set(sname) if sname in store.feature_set_names() else None
         committed = fset.committed() if fset and not cfg.force else {}
         # fingerprint -> the clip whose features a clip with these inputs shares
-        shared = {fp: r.clip_id for fp, r in fset.fingerprint_rows().items()} if fset and not cfg.force else {}
+        shared = fset.fingerprint_clips() if fset and not cfg.force else {}
         failed: set[str] = set()
         if cfg.only_failed:
             fails = store.failures()
@@ -323,6 +324,12 @@ class ExtractTally:
                               "clips_done": s["done"], "clips_skipped": s["skipped"], "clips_linked": s["linked"],
                               "clips_failed": s["failed"], "media_seconds": s["media_seconds"],
                               "wall_seconds": s["compute_seconds"], "time": now_utc()})
+
+    def compact(self, store: FeatureStore, threshold: int = COMPACT_AFTER_PARTS) -> list[CompactResult]:
+        """Consolidate the index of each set this run wrote to once it has more than ``threshold``
+        parts (one per committed batch), so the next run's planning reads one file, not thousands."""
+        results = [store.feature_set(name).maybe_compact(threshold) for name in self.sets]
+        return [r for r in results if r is not None]
 
     def summary(self, wall_seconds: float) -> ExtractSummary:
         return ExtractSummary(run_id=self.run_id, sets=self.sets, wall_seconds=wall_seconds)

@@ -1,18 +1,18 @@
-"""One feature set: Zarr shards plus Parquet index parts, written by ``commit``/``link`` (the commit
-protocol of ``store.featurestore``) and read through typed ``IndexRow``s."""
+"""One feature set: Zarr shards plus its index (Parquet parts, consolidated by ``compact``:
+``store.index``), written by ``commit``/``link`` (the commit protocol of ``store.featurestore``)
+and read through typed ``IndexRow``s."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import zarr
 from zarr.codecs import BloscCodec
 
@@ -20,6 +20,7 @@ from store import schema
 from store.errors import StoreError
 from store.fs import StoreFS
 from store.ids import new_id, now_utc
+from store.index import COMPACT_AFTER_PARTS, CompactResult, SetIndex, latest_per_clip, newest_per_fingerprint
 
 if TYPE_CHECKING:
     from store.featurestore import FeatureStore
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 ROWS_PER_CHUNK = 2048
 COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)  # every Zarr array of the store
 EXTRA_PREFIX = "extra_"  # shard array name prefix of a per-row extra
+LIGHT = ["clip_id", "fingerprint", "committed_at", "shard"]  # the index columns planning reads
 
 
 class FeatureLike(Protocol):
@@ -105,7 +107,9 @@ class FeatureSet:
         self.store = store
         self.name = name
         self.rel = f"features/{name}"
+        self.index_files = SetIndex(store.fs, self.rel)
         self._parts: pa.Table | None = None  # every index row, read once for index() and fingerprint_rows()
+        self._light: pa.Table | None = None  # the planning columns (LIGHT) when _parts is not loaded
         self._index: pa.Table | None = None
         self._rows: dict[str, IndexRow] | None = None
         self._shards: dict[str, zarr.Group] = {}
@@ -198,13 +202,42 @@ class FeatureSet:
     def _write_index(self, part: str, table: pa.Table) -> None:
         """Publish one index part atomically: the single point where rows become visible to readers."""
         self.fs.write_parquet(f"{self.rel}/index/{part}.parquet", table)
-        self._parts = self._index = None
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what was read of the index (after this object changed it)."""
+        self._parts = self._light = self._index = None
         self._rows = None
 
+    # -- compaction (store.index) ----------------------------------------------------------
+    def compact(self, min_parts: int = 1) -> CompactResult | None:
+        """Consolidate the index parts into one sorted Parquet file (see ``store.index``); None when
+        fewer than ``min_parts`` parts are uncovered or another compaction is running."""
+        result = self.index_files.compact(min_parts, before_publish=self.store.upgrade_format)
+        if result is not None:
+            self._forget()
+        return result
+
+    def maybe_compact(self, threshold: int = COMPACT_AFTER_PARTS) -> CompactResult | None:
+        """``compact`` once more than ``threshold`` parts would be opened one by one (one listing to check)."""
+        if len(self.index_files.uncovered_parts()) <= threshold:
+            return None
+        return self.compact(min_parts=threshold + 1)
+
     # -- reading ---------------------------------------------------------------------------
-    def index_parts(self) -> pa.Table:
-        """Every committed index row, including superseded ones."""
-        return self.fs.read_parquet_dir(f"{self.rel}/index", schema.INDEX)
+    def index_parts(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every committed index row, including superseded ones, each once (consolidated file plus
+        the parts it does not cover); ``columns`` of ``schema.INDEX`` only, when given."""
+        return self.index_files.read(columns)
+
+    def _planning_columns(self) -> pa.Table:
+        """``LIGHT`` columns of every row: all that ``committed()`` and ``fingerprint_clips()`` need,
+        read with column projection from the consolidated index (planning an unchanged run)."""
+        if self._parts is not None:
+            return self._parts.select(LIGHT)
+        if self._light is None:
+            self._light = self.index_parts(LIGHT)
+        return self._light
 
     def _loaded_parts(self) -> pa.Table:
         """``index_parts()`` read once per FeatureSet object (until it writes an index part)."""
@@ -215,13 +248,7 @@ class FeatureSet:
     def index(self) -> pa.Table:
         """The latest committed row per clip (loaded once per FeatureSet object)."""
         if self._index is None:
-            parts = self._loaded_parts()
-            if parts.num_rows:
-                order = pc.sort_indices(parts, [("committed_at", "descending"), ("shard", "descending")])
-                parts = parts.take(order)
-                _, first = np.unique(np.asarray(parts.column("clip_id").to_pylist(), dtype=object), return_index=True)
-                parts = parts.take(pa.array(np.sort(first)))
-            self._index = parts
+            self._index = latest_per_clip(self._loaded_parts())
             self._rows = None
         return self._index
 
@@ -234,33 +261,42 @@ class FeatureSet:
 
     def committed(self) -> dict[str, str]:
         """clip id -> fingerprint of its latest row: what "this clip is committed for these inputs" means."""
-        index = self.index()
+        index = self._index if self._index is not None else latest_per_clip(self._planning_columns())
         return dict(zip(index.column("clip_id").to_pylist(), index.column("fingerprint").to_pylist()))
 
     def fingerprint_rows(self) -> dict[str, IndexRow]:
         """fingerprint -> the newest index row computed from it, under any clip id, superseded rows
         included (their shards stay referenced): the features a clip with these inputs can share."""
-        parts = self._loaded_parts()
-        order = pc.sort_indices(parts, [("committed_at", "ascending"), ("shard", "ascending")])
-        newest = {r["fingerprint"]: r for r in parts.take(order).to_pylist()}
-        return {fp: IndexRow.from_record(r) for fp, r in newest.items()}
+        newest = newest_per_fingerprint(self._loaded_parts())
+        return {r["fingerprint"]: IndexRow.from_record(r) for r in newest.to_pylist()}
+
+    def fingerprint_clips(self) -> dict[str, str]:
+        """fingerprint -> the clip id of ``fingerprint_rows()``'s row, from the planning columns only."""
+        newest = newest_per_fingerprint(self._planning_columns())
+        return dict(zip(newest.column("fingerprint").to_pylist(), newest.column("clip_id").to_pylist()))
 
     def shard_ids(self) -> list[str]:
         """Every shard on disk, referenced by an index part or not (what vacuum sifts)."""
         return self.fs.ls(f"{self.rel}/shards")
 
-    def _shard(self, shard: str) -> zarr.Group:
-        if shard not in self._shards:
-            self._shards[shard] = self.fs.open_group(f"{self.rel}/shards/{shard}")
-        return self._shards[shard]
+    def _shard(self, shard: str, cache: bool = True) -> zarr.Group:
+        if shard in self._shards:
+            return self._shards[shard]
+        group = self.fs.open_group(f"{self.rel}/shards/{shard}")
+        if cache:
+            self._shards[shard] = group
+        return group
 
     def _read_range(
-        self, shard: str, start: int, stop: int, extras: Collection[str] | None
+        self, shard: str, start: int, stop: int, extras: Collection[str] | None, cache: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Rows ``[start, stop)`` of one shard: values, times and the ``extras`` present (None: all)."""
-        group = self._shard(shard)
-        stored = [k[len(EXTRA_PREFIX):] for k in group.array_keys() if k.startswith(EXTRA_PREFIX)]
-        names = stored if extras is None else [k for k in extras if k in stored]
+        """Rows ``[start, stop)`` of one shard: values, times and the ``extras`` present (None: all).
+        ``cache`` keeps the opened group for later reads (bulk reads pass False: memory stays flat)."""
+        group = self._shard(shard, cache)
+        names: list[str] = []
+        if extras is None or extras:  # no listing when no extra is wanted (verify)
+            stored = [k[len(EXTRA_PREFIX):] for k in group.array_keys() if k.startswith(EXTRA_PREFIX)]
+            names = stored if extras is None else [k for k in extras if k in stored]
         sl = slice(start, stop)
         extra = {k: _rows(group, f"{EXTRA_PREFIX}{k}", sl) for k in names}
         return _rows(group, "values", sl), _rows(group, "times", sl), extra
@@ -270,6 +306,14 @@ class FeatureSet:
         if row is None:
             raise StoreError(f"feature set {self.name}: clip {clip_id!r} is not committed")
         return self.read_row(row)
+
+    def lookup(self, clip_id: str) -> ClipFeatures:
+        """``read(clip_id)`` without loading the whole index: a filtered read of the consolidated file
+        (one row group) plus the uncovered parts. For one-off reads; loops want ``read``/``iter_features``."""
+        found = latest_per_clip(self.index_files.read(clip_ids=[clip_id]))
+        if found.num_rows == 0:
+            raise StoreError(f"feature set {self.name}: clip {clip_id!r} is not committed")
+        return self.read_row(IndexRow.from_record(found.to_pylist()[0]))
 
     def read_many(self, clip_ids: Iterable[str]) -> list[ClipFeatures]:
         return [self.read(c) for c in clip_ids]
@@ -292,7 +336,7 @@ class FeatureSet:
         for shard, items in sorted(by_shard.items()):
             lo = min(r.offset for r in items)
             hi = max(r.offset + r.length for r in items)
-            values, times, ex = self._read_range(shard, lo, hi, extras)
+            values, times, ex = self._read_range(shard, lo, hi, extras, cache=False)
             for r in items:
                 sl = slice(r.offset - lo, r.offset - lo + r.length)
                 yield r, self._features(r, values[sl], times[sl], {k: v[sl] for k, v in ex.items()})

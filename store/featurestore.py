@@ -25,7 +25,8 @@ from store.fs import StoreFS
 from store.ids import new_id, now_utc
 
 FORMAT = "emoflow-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a feature set's index may be consolidated (store.index); version 1 code would miss rows
+READABLE_VERSIONS = (1, 2)  # a version 1 store is a version 2 store that was never compacted
 
 
 def quote_name(name: str) -> str:
@@ -48,7 +49,7 @@ class FeatureStore:
         fs = StoreFS(url)
         if fs.exists("store.json"):
             meta = json.loads(fs.read_bytes("store.json"))
-            if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+            if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
                 raise StoreError(f"{fs.url}: not an emoflow store of format version {FORMAT_VERSION}: {meta}")
         elif create:
             fs.write_bytes_atomic(
@@ -58,6 +59,14 @@ class FeatureStore:
         else:
             raise StoreError(f"{fs.url}: no emoflow store here (store.json missing); run `emoflow ingest` first")
         return cls(fs)
+
+    def upgrade_format(self) -> None:
+        """Mark the store as format ``FORMAT_VERSION`` (before its first compaction publishes): code that
+        reads version 1 only then refuses the store instead of missing the consolidated rows."""
+        meta = json.loads(self.fs.read_bytes("store.json"))
+        if meta.get("version") != FORMAT_VERSION:
+            meta |= {"version": FORMAT_VERSION, "upgraded": now_utc().isoformat()}
+            self.fs.write_bytes_atomic("store.json", json.dumps(meta).encode())
 
     # -- clip table ------------------------------------------------------------------------
     def write_clips(self, table: pa.Table) -> None:

@@ -85,6 +85,25 @@ class StoreFS:
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` with ``data`` unless it exists (O_EXCL locally, mode "xb" elsewhere, which
+        s3fs maps to a conditional PUT); False when it exists. For locks that writers never take."""
+        target = self.path(rel)
+        try:
+            self.fs.makedirs(os.path.dirname(target), exist_ok=True)
+            if self.is_local:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            else:
+                with self.fs.open(target, "xb") as f:
+                    f.write(data)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot create {target}: {exc.strerror or exc}") from exc
+        return True
+
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 

@@ -1,16 +1,24 @@
-"""``store verify`` and ``store vacuum``: check every committed row, remove crash leftovers;
-``account``: where each clip of the clip table stands in each feature set."""
+"""``store verify``, ``vacuum``, ``compact`` and ``migrate``: check every committed row (streamed
+shard by shard), remove crash leftovers, consolidate indexes; ``account``: where each clip of the
+clip table stands in each feature set."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from store.featureset import checksum
+from store.errors import StoreError
+from store.featureset import ClipFeatures, FeatureSet, IndexRow, checksum
 from store.featurestore import FeatureStore
 from store.fingerprint import feature_fingerprint
+from store.index import CompactResult
+
+VERIFY_BLOCK_ROWS = 4096  # index rows turned into IndexRows at a time: verify's memory is one block + one shard
 
 
 @dataclass(frozen=True)
@@ -20,30 +28,79 @@ class Problem:
     problem: str
 
 
-def verify(store: FeatureStore) -> list[Problem]:
-    """Check every latest index row against its shard: shape, dtype, finite values, checksum."""
+def verify(
+    store: FeatureStore, sets: Iterable[str] | None = None, sample: int | None = None, seed: int = 0
+) -> list[Problem]:
+    """Check the latest index rows of ``sets`` (None: all) against their shards: shape, dim, dtype,
+    finite values, checksum. Streamed: rows sorted by shard, one read per shard range (not five array
+    opens per clip), a block of rows in memory at a time. ``sample``: that many random rows per set."""
     problems: list[Problem] = []
-    for name in store.feature_set_names():
-        fset = store.feature_set(name)
+    for name in store.feature_set_names() if sets is None else sets:
+        try:
+            fset = store.feature_set(name)
+            index = fset.index()
+        except StoreError as exc:
+            problems.append(Problem(name, "", f"index unreadable: {exc}"))
+            continue
+        if sample is not None and sample < index.num_rows:
+            pick = np.random.default_rng(seed).choice(index.num_rows, size=sample, replace=False)
+            index = index.take(pa.array(np.sort(pick)))
         dim = fset.attrs.get("dim")
-        for clip, row in fset.rows().items():
-            try:
-                feat = fset.read_row(row)
-            except Exception as exc:  # any read error is a finding, not a crash
-                problems.append(Problem(name, clip, f"unreadable shard {row.shard}: {type(exc).__name__}: {exc}"))
-                continue
-            if feat.values.shape[0] != row.length or feat.times.shape != (row.length, 2):
-                problems.append(Problem(name, clip, f"shape {feat.values.shape} != ({row.length}, ...)"))
-                continue
-            if dim is not None and feat.values.shape[1] != dim:
-                problems.append(Problem(name, clip, f"dim {feat.values.shape[1]} != {dim}"))
-            if feat.values.dtype != np.float32:
-                problems.append(Problem(name, clip, f"dtype {feat.values.dtype} != float32"))
-            if not np.isfinite(feat.values).all() or not np.isfinite(feat.times).all():
-                problems.append(Problem(name, clip, "non-finite values"))
-            if checksum(feat.values, feat.times) != row.checksum:
-                problems.append(Problem(name, clip, "checksum mismatch (shard corrupted or overwritten)"))
+        for rows in _shard_blocks(index):
+            for row, feat in _read_shard_rows(fset, rows, problems):
+                problems.extend(_check(name, row, feat, dim))
     return problems
+
+
+def _shard_blocks(index: pa.Table) -> Iterator[list[IndexRow]]:
+    """The rows of ``index`` sorted by (shard, offset), as lists of one shard's rows."""
+    index = index.take(pc.sort_indices(index, [("shard", "ascending"), ("offset", "ascending")]))
+    for start in range(0, index.num_rows, VERIFY_BLOCK_ROWS):
+        block = [IndexRow.from_record(r) for r in index.slice(start, VERIFY_BLOCK_ROWS).to_pylist()]
+        group: list[IndexRow] = []
+        for row in block:
+            if group and row.shard != group[0].shard:
+                yield group
+                group = []
+            group.append(row)
+        if group:
+            yield group  # a shard cut by a block boundary is read twice: still one read per range
+
+
+def _read_shard_rows(
+    fset: FeatureSet, rows: list[IndexRow], problems: list[Problem]
+) -> Iterator[tuple[IndexRow, ClipFeatures]]:
+    """One shard's rows with their features, one range read; when that fails, clip by clip, so
+    a bad chunk names only the clips it holds. An unreadable clip is a finding, not a crash."""
+    try:
+        read = list(fset.iter_features(rows, extras=()))  # the checksum covers values and times
+    except Exception:  # narrowed below, clip by clip
+        read = []
+    if len(read) == len(rows):
+        yield from read
+        return
+    for row in rows:
+        try:
+            yield row, fset.read_row(row)
+        except Exception as exc:  # any read error is a finding, not a crash
+            problem = f"unreadable shard {row.shard}: {type(exc).__name__}: {exc}"
+            problems.append(Problem(fset.name, row.clip_id, problem))
+
+
+def _check(name: str, row: IndexRow, feat: ClipFeatures, dim: int | None) -> list[Problem]:
+    clip = row.clip_id
+    if feat.values.shape[0] != row.length or feat.times.shape != (row.length, 2):
+        return [Problem(name, clip, f"shape {feat.values.shape} != ({row.length}, ...)")]
+    found = []
+    if dim is not None and feat.values.shape[1] != dim:
+        found.append(Problem(name, clip, f"dim {feat.values.shape[1]} != {dim}"))
+    if feat.values.dtype != np.float32:
+        found.append(Problem(name, clip, f"dtype {feat.values.dtype} != float32"))
+    if not np.isfinite(feat.values).all() or not np.isfinite(feat.times).all():
+        found.append(Problem(name, clip, "non-finite values"))
+    if checksum(feat.values, feat.times) != row.checksum:
+        found.append(Problem(name, clip, "checksum mismatch (shard corrupted or overwritten)"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -92,7 +149,7 @@ def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tu
     now = time.time()
     for name in store.feature_set_names():
         fset = store.feature_set(name)
-        referenced = set(fset.index_parts().column("shard").to_pylist())
+        referenced = set(fset.index_parts(["shard"]).column("shard").to_pylist())
         for shard in fset.shard_ids():
             if shard in referenced:
                 continue
@@ -104,8 +161,16 @@ def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tu
     return orphans
 
 
+def _age(store: FeatureStore, rel: str) -> float:
+    info = store.fs.fs.info(store.fs.path(rel))
+    mtime = info.get("mtime") or info.get("created") or 0
+    return time.time() - (mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime))
+
+
 def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str, str]]:
-    """Remove orphan shards and stale temp files; return what was removed."""
+    """Remove orphan shards and stale temp files; return the orphan shards removed. Also removes
+    index parts a consolidated file covers (a compaction stopped before deleting them) and
+    consolidated files no manifest names, older than the grace period (a crashed compaction's)."""
     removed = orphan_shards(store, grace_seconds)
     for name, shard in removed:
         store.fs.rm(f"features/{name}/shards/{shard}")
@@ -113,4 +178,29 @@ def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str
         for tmp in store.fs.ls(f"features/{name}/index"):
             if tmp.startswith(".tmp-"):
                 store.fs.rm(f"features/{name}/index/{tmp}")
+        files = store.feature_set(name).index_files
+        for part in files.covered_leftovers():
+            store.fs.rm(f"features/{name}/index/{part}")
+        manifest = files.manifest()
+        for f in store.fs.ls(f"features/{name}/consolidated"):
+            rel = f"features/{name}/consolidated/{f}"
+            if (manifest is None or f != manifest.consolidated) and _age(store, rel) >= grace_seconds:
+                store.fs.rm(rel)
     return removed
+
+
+def compact(store: FeatureStore, sets: Iterable[str] | None = None, min_parts: int = 1) -> list[CompactResult]:
+    """Consolidate the index of ``sets`` (None: all) that have at least ``min_parts`` uncovered parts."""
+    results = []
+    for name in store.feature_set_names() if sets is None else sets:
+        result = store.feature_set(name).compact(min_parts)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def migrate(store: FeatureStore) -> list[CompactResult]:
+    """Bring a store to ``FORMAT_VERSION``: mark it, and consolidate every feature set's index.
+    Nothing else changed between versions 1 and 2 (parts are read by both), so this is optional."""
+    store.upgrade_format()
+    return compact(store)

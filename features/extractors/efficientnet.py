@@ -187,6 +187,17 @@ def weights_sha256(path: str | os.PathLike[str]) -> str:
     return files_sha256([path])
 
 
+def efficientnet_identity(path: str | os.PathLike[str]) -> dict[str, str]:
+    """What, beyond its config, determines an extractor's EfficientNet-Lite0 embedding: shared by
+    vision.cnn (whole frames) and vision.face (face crops), so both say the same about the network."""
+    return {
+        "architecture": "efficientnet-lite0 (tf same padding, bn eps 1e-3, relu6)",
+        "weights_sha256": weights_sha256(path),
+        "input": "rgb, (x - 127.5) / 127.5",
+        "pooling": "global average of the 1280-channel head",
+    }
+
+
 def load_efficientnet_lite0(
     weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
 ) -> EfficientNetLite0:

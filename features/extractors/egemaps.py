@@ -6,9 +6,11 @@ hint at; eGeMAPS is the field's standard minimal prosodic set (Eyben et al. 2016
 thuiar/MMSA-FET). openSMILE runs in-process through the PyPI ``opensmile`` package, which bundles
 the SMILExtract library and the feature-set configs: no binary to install, no network.
 
-**Licence.** openSMILE (and so this extractor's output) is free for private, research and
-educational use only; commercial use needs a licence from audEERING GmbH. The other extractors
-have permissive licences: choose this one knowingly (``docs/extraction.md``).
+**Licence.** openSMILE is under audEERING's research licence: free for non-commercial use
+(research, teaching, personal use); any use in a product, including of features extracted with it
+or models trained on them, needs a commercial licence from audEERING GmbH. The other extractors
+have permissive licences, so ``opensmile`` is an extra (``pip install 'emoflow[egemaps]'``,
+included in ``[test]``), not a dependency: installing it accepts that licence (``docs/extraction.md``).
 
 Rows: one per openSMILE frame (10 ms hop), with the span openSMILE reports (frame start, start +
 its frame length: 20 ms for eGeMAPS, 60 ms for ComParE; pitch, jitter, shimmer and formants are
@@ -43,6 +45,7 @@ from features.extractors.base import (
 from features.media.audio import decode_audio
 from features.media.probe import probe_media
 from features.media.streams import local_media_path
+from store.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,8 @@ FeatureSetName = Literal["eGeMAPSv02", "ComParE_2016"]
 MIN_SECONDS = 0.06
 #: The eGeMAPSv02 pitch descriptor (semitones above 27.5 Hz; 0 where unvoiced).
 F0_COLUMN = "F0semitoneFrom27.5Hz_sma3nz"
-LICENCE = ("openSMILE: free for private, research and educational use only; "
-           "commercial use needs a licence from audEERING GmbH")
+LICENCE = ("openSMILE: research and non-commercial use only; commercial use, including of its "
+           "features and models trained on them, needs a licence from audEERING GmbH")
 
 
 class EgemapsConfig(ExtractorConfig):
@@ -65,12 +68,24 @@ class EgemapsConfig(ExtractorConfig):
     audio_stream: int | None = None
 
 
+def _opensmile() -> Any:
+    """The ``opensmile`` module; missing, a one-line user error: it is an extra (``emoflow[egemaps]``),
+    not a dependency, because installing it accepts audEERING's research-only licence."""
+    try:
+        import opensmile
+    except ImportError:
+        raise ConfigError(
+            "audio.egemaps needs the opensmile package: pip install 'emoflow[egemaps]' "
+            f"(its licence: {LICENCE})"
+        ) from None
+    return opensmile
+
+
 @model_cache
 def _smile(feature_set: str) -> Any:
     """One ``opensmile.Smile`` per process and feature set (its config is parsed once; every
     ``process_signal`` call runs its own SMILExtract instance, so threads may share it)."""
-    import opensmile
-
+    opensmile = _opensmile()
     return opensmile.Smile(
         feature_set=opensmile.FeatureSet[feature_set],
         feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
@@ -81,8 +96,7 @@ def _smile(feature_set: str) -> Any:
 def _opensmile_identity(feature_set: str) -> dict[str, Any]:
     """Package version, column names and sha256 of every bundled config file and of the SMILExtract
     library: a different openSMILE build or config gives a different feature set."""
-    import opensmile
-
+    opensmile = _opensmile()
     smile = _smile(feature_set)
     package = Path(opensmile.__file__).parent
     digest = hashlib.sha256()
@@ -131,8 +145,8 @@ def smile_frames(samples: np.ndarray, sample_rate: int, feature_set: str = "eGeM
 class EgemapsExtractor(Extractor):
     """openSMILE eGeMAPSv02 (or ComParE_2016) LLDs every 10 ms; no audio stream → a recorded absence.
 
-    Licence: openSMILE is free for research, education and private use only; commercial use needs
-    a licence from audEERING GmbH.
+    Licence: openSMILE allows research and non-commercial use only; commercial use (also of the
+    features and of models trained on them) needs a licence from audEERING GmbH.
     """
 
     name: ClassVar[str] = "audio.egemaps"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -37,17 +37,16 @@ from features.extractors.efficientnet import (
     FEATURE_DIM,
     EfficientNetLite0,
     default_weights_path,
+    efficientnet_identity,
     frame_features,
     load_efficientnet_lite0,
-    weights_sha256,
 )
-from features.media.probe import probe_media
+from features.media.probe import MediaInfo, probe_media
 from features.media.streams import local_media_path
-from features.media.video import open_video
+from features.media.video import VideoDecoderChoice, open_video
 from store.runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
 
 
 class CnnVisionConfig(ExtractorConfig):
@@ -133,6 +132,97 @@ class _Crash:
         self.exc = exc
 
 
+FrameSize = tuple[int, int] | Callable[[str, MediaInfo], tuple[int, int]]
+
+
+def frame_events(
+    clips: list[ClipInput],
+    dim: int,
+    *,
+    fps: float,
+    frame_size: FrameSize,
+    video_stream: int | None,
+    decoder: VideoDecoderChoice,
+    chunk_size: int,
+) -> Iterator[tuple[Any, ...]]:
+    """Decode the sampled frames of each clip as events: ("start", i, meta) ("frames", i, frames,
+    times)* ("end", i), or one ("result", i, FeatureResult | ClipFailure) for absences and failures
+    (``dim``: the width of an absent result). ``frame_size`` is (width, height) or a function of the
+    path and probe giving it per clip (vision.face keeps the aspect ratio). Shared by the vision
+    extractors so every one of them sees the same frames at the same times."""
+    for i, clip in enumerate(clips):
+        if not clip.media_uri:
+            yield ("result", i, FeatureResult.empty(dim, "no media file"))
+            continue
+        started = False
+        try:
+            path = local_media_path(clip.media_uri)
+            info = probe_media(path, clip_id=clip.clip_id)
+            width, height = frame_size(path, info) if callable(frame_size) else frame_size
+            video = open_video(
+                path, fps=fps, width=width, height=height, stream=video_stream,
+                decoder=decoder, chunk_size=chunk_size, clip_id=clip.clip_id, info=info,
+                **clip_window_args(clip),
+            )
+            if video is None:
+                yield ("result", i, FeatureResult.empty(dim, "no video stream", meta={"n_video_streams": 0}))
+                continue
+            yield ("start", i, dict(video.meta))
+            started = True
+            for frames, times in video.chunks():
+                yield ("frames", i, frames, times)
+            yield ("end", i)
+        except Exception as exc:
+            yield ("result", i, failure_from_exception(clip, exc, "decode"))
+            if started:
+                log.info("clip %s failed after some frames were decoded: %s", clip.clip_id, exc)
+
+
+def prefetched(events: Iterator[tuple[Any, ...]], prefetch: int) -> Iterator[tuple[Any, ...]]:
+    """``events`` run on a thread with a bounded queue: decoding overlaps the network, and at most
+    ``prefetch`` chunks wait in memory (0: run inline)."""
+    if prefetch == 0:
+        yield from events
+        return
+    q: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for ev in events:
+                while not stop.is_set():
+                    try:
+                        q.put(ev, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # a bug, not a bad clip: surface it in the caller
+            q.put(_Crash(exc))
+        q.put(done)
+
+    t = threading.Thread(target=produce, name="emoflow-video-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            ev = q.get()
+            if ev is done:
+                return
+            if isinstance(ev, _Crash):
+                raise ev.exc
+            yield ev
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            t.join(timeout=0.1)
+
+
 @register_extractor
 class CnnVisionExtractor(Extractor):
     """EfficientNet-Lite0 pooled features per sampled frame; no video stream → a recorded absence."""
@@ -153,12 +243,7 @@ class CnnVisionExtractor(Extractor):
         return self.config.weights or str(default_weights_path())
 
     def model_identity(self) -> dict[str, Any]:
-        return {
-            "architecture": "efficientnet-lite0 (tf same padding, bn eps 1e-3, relu6)",
-            "weights_sha256": weights_sha256(self.weights_path),
-            "input": "rgb, (x - 127.5) / 127.5",
-            "pooling": "global average of the 1280-channel head",
-        }
+        return efficientnet_identity(self.weights_path)
 
     def model(self) -> EfficientNetLite0:
         """The shared model instance of this process for these weights and device."""
@@ -166,80 +251,13 @@ class CnnVisionExtractor(Extractor):
 
     # ------------------------------------------------------------------------------------- decode side
 
-    def _events(self, clips: list[ClipInput]) -> Iterator[tuple[Any, ...]]:
-        """Per clip: ("start", i, meta) ("frames", i, frames, times)* ("end", i), or one
-        ("result", i, FeatureResult | ClipFailure) for absences and failures."""
-        cfg = self.config
-        for i, clip in enumerate(clips):
-            if not clip.media_uri:
-                yield ("result", i, FeatureResult.empty(self.dim, "no media file"))
-                continue
-            started = False
-            try:
-                path = local_media_path(clip.media_uri)
-                info = probe_media(path, clip_id=clip.clip_id)
-                video = open_video(
-                    path, fps=cfg.fps, width=cfg.width, height=cfg.height, stream=cfg.video_stream,
-                    decoder=cfg.decoder, chunk_size=cfg.chunk_size, clip_id=clip.clip_id, info=info,
-                    **clip_window_args(clip),
-                )
-                if video is None:
-                    yield ("result", i, FeatureResult.empty(self.dim, "no video stream",
-                                                            meta={"n_video_streams": 0}))
-                    continue
-                yield ("start", i, dict(video.meta))
-                started = True
-                for frames, times in video.chunks():
-                    yield ("frames", i, frames, times)
-                yield ("end", i)
-            except Exception as exc:
-                yield ("result", i, failure_from_exception(clip, exc, "decode"))
-                if started:
-                    log.info("clip %s failed after some frames were decoded: %s", clip.clip_id, exc)
-
     def _prefetched(self, clips: list[ClipInput]) -> Iterator[tuple[Any, ...]]:
-        """``_events`` run on a thread with a bounded queue: decoding overlaps the CNN, and at most
-        ``prefetch`` chunks wait in memory."""
-        if self.config.prefetch == 0:
-            yield from self._events(clips)
-            return
-        q: queue.Queue[Any] = queue.Queue(maxsize=self.config.prefetch)
-        stop = threading.Event()
-        done = object()
-
-        def produce() -> None:
-            try:
-                for ev in self._events(clips):
-                    while not stop.is_set():
-                        try:
-                            q.put(ev, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            except BaseException as exc:  # a bug, not a bad clip: surface it in the caller
-                q.put(_Crash(exc))
-            q.put(done)
-
-        t = threading.Thread(target=produce, name="emoflow-video-decode", daemon=True)
-        t.start()
-        try:
-            while True:
-                ev = q.get()
-                if ev is done:
-                    return
-                if isinstance(ev, _Crash):
-                    raise ev.exc
-                yield ev
-        finally:
-            stop.set()
-            while t.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    pass
-                t.join(timeout=0.1)
+        cfg = self.config
+        events = frame_events(
+            clips, self.dim, fps=cfg.fps, frame_size=(cfg.width, cfg.height), video_stream=cfg.video_stream,
+            decoder=cfg.decoder, chunk_size=cfg.chunk_size,
+        )
+        return prefetched(events, cfg.prefetch)
 
     # ------------------------------------------------------------------------------------- CNN side
 
