@@ -114,6 +114,7 @@ def set_attrs(ext: Extractor) -> dict[str, Any]:
         "config": ext.config.model_dump(mode="json"),
         "identity": ext.identity(),
         "dim": ext.dim,
+        "row_mask": ext.row_mask,
         "created": now_utc().isoformat(),
     }
 

@@ -285,10 +285,20 @@ def build_view(plan: AlignPlan) -> AlignSummary:
         if plan.grids is not None:
             lengths[:] = [min(len(g), L) for g in plan.grids]
         text_tokens = m == "text"
+        row_mask = src.attrs.get("row_mask")  # rows flagged False carry no signal (faceless frames)
         extras = ("word_index", "input_ids", "attention_mask") if text_tokens else ()
+        extras += (row_mask,) if row_mask else ()
+        no_signal = 0  # clips whose every row is flagged without signal
         token_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for pos, feat in _iter_clip_features(store, src, extras):
             v, t, ex = feat.values, feat.times, feat.extras
+            if row_mask and row_mask in ex:
+                keep = ex[row_mask].astype(bool)
+                if not keep.any():  # no row with signal: the modality is absent for this clip
+                    present[pos] = False
+                    no_signal += 1
+                    continue
+                v, t = v[keep], t[keep]
             if text_tokens and "input_ids" in ex:
                 am = ex.get("attention_mask", np.ones(len(v), np.int32))
                 token_rows[pos] = (ex["input_ids"].astype(np.int32), am.astype(np.int32))
@@ -337,6 +347,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
             "dim": dim, "L": L, "feature_set": src.feature_set, "extractor": src.attrs.get("extractor"),
             "identity": src.attrs.get("identity"), "config": src.attrs.get("config"),
             "clips": src.counts(), "stats_split": stats_split, "stats_steps": stat_steps,
+            "no_signal_clips": no_signal,
         }
         if text_tokens:
             T = max([len(ids) for ids, _ in token_rows.values()], default=1)  # noqa: N806

@@ -81,6 +81,9 @@ class Extractor(ABC):
     # Config fields that change how fast features are computed, not what they are (device, batch
     # sizes): kept out of identity(), so they never invalidate committed features.
     runtime_fields: ClassVar[tuple[str, ...]] = ()
+    # An extras array of per-row booleans; a row where it is False carries no signal (a frame with no
+    # face) and alignment leaves it out. None: every row counts.
+    row_mask: ClassVar[str | None] = None
 
     def __init__(self, config: ExtractorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()

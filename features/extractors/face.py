@@ -177,6 +177,7 @@ class FaceVisionExtractor(Extractor):
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "vision"
     runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
+    row_mask: ClassVar[str | None] = "face"  # faceless frames are zero rows the aligner leaves out
     config_cls: ClassVar[type[ExtractorConfig]] = FaceVisionConfig
     config: FaceVisionConfig
 

@@ -271,3 +271,15 @@ def test_store_records_the_rate_and_the_report_shows_it(videos: dict[str, tuple[
     (table,) = [t for t in report_tables(stats) if t.key == "faces"]
     assert [r[4] for r in table.rows] == ["50.0%", "0.0%", "33.3%"]  # train, test, all
     assert "Face detection rate" in render_markdown(stats)
+    # alignment leaves faceless frames out, and a clip with no face at all has no vision
+    from features.align import AlignConfig, align_view
+    from store.views import open_view
+
+    align_view(st, AlignConfig(view="faces", grid="none", normalize=False,
+                               feature_sets={"vision": fset.name, "text": None, "audio": None}))
+    view = open_view(st, "faces")
+    order = view.clips.sort_by("row").column("clip_id").to_pylist()
+    present = dict(zip(order, view.group()["vision/present"][...].tolist()))
+    lengths = dict(zip(order, view.group()["vision/lengths"][...].tolist()))
+    assert present == {"frontal": True, "occluded": False, "space": False}
+    assert lengths["frontal"] == 8
