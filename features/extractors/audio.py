@@ -29,7 +29,7 @@ from features.extractors.base import (
     failure_from_exception,
     register_extractor,
 )
-from features.media.audio import decode_audio
+from features.media.audio import DecodedAudio, decode_audio
 from features.media.probe import probe_media
 from features.media.streams import local_media_path
 
@@ -60,6 +60,25 @@ class MfccConfig(ExtractorConfig):
         if self.delta_width % 2 == 0:
             raise ValueError(f"delta_width must be odd, got {self.delta_width}")
         return self
+
+
+def clip_audio(
+    clip: ClipInput, sample_rate: int, stream: int | None, dim: int
+) -> DecodedAudio | FeatureResult | ClipFailure:
+    """The clip window's audio (mono, ``sample_rate``), or what ends the clip instead: an absence
+    (no media file, no audio stream) or a decode failure. One decode path for every audio extractor."""
+    if not clip.media_uri:
+        return FeatureResult.empty(dim, "no media file")
+    try:
+        path = local_media_path(clip.media_uri)
+        info = probe_media(path, clip_id=clip.clip_id)
+        audio = decode_audio(path, sample_rate=sample_rate, stream=stream, clip_id=clip.clip_id, info=info,
+                             **clip_window_args(clip))
+    except Exception as exc:
+        return failure_from_exception(clip, exc, "decode")
+    if audio is None:
+        return FeatureResult.empty(dim, "no audio stream", meta={"n_audio_streams": 0})
+    return audio
 
 
 def mfcc_frames(samples: np.ndarray, cfg: MfccConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -111,19 +130,9 @@ class MfccExtractor(Extractor):
 
     def _one(self, clip: ClipInput) -> FeatureResult | ClipFailure:
         cfg = self.config
-        if not clip.media_uri:
-            return FeatureResult.empty(self.dim, "no media file")
-        try:
-            path = local_media_path(clip.media_uri)
-            info = probe_media(path, clip_id=clip.clip_id)
-            audio = decode_audio(
-                path, sample_rate=cfg.sample_rate, stream=cfg.audio_stream, clip_id=clip.clip_id, info=info,
-                **clip_window_args(clip),
-            )
-        except Exception as exc:
-            return failure_from_exception(clip, exc, "decode")
-        if audio is None:
-            return FeatureResult.empty(self.dim, "no audio stream", meta={"n_audio_streams": 0})
+        audio = clip_audio(clip, cfg.sample_rate, cfg.audio_stream, self.dim)
+        if not isinstance(audio, DecodedAudio):
+            return audio
         try:
             values, spans = mfcc_frames(audio.samples, cfg)
         except Exception as exc:

@@ -32,19 +32,17 @@ import numpy as np
 from pydantic import Field
 
 from features.clips import ClipInput
+from features.extractors.audio import clip_audio
 from features.extractors.base import (
     ClipFailure,
     Extractor,
     ExtractorConfig,
     FeatureResult,
-    clip_window_args,
     failure_from_exception,
     model_cache,
     register_extractor,
 )
-from features.media.audio import decode_audio
-from features.media.probe import probe_media
-from features.media.streams import local_media_path
+from features.media.audio import DecodedAudio
 from store.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -172,19 +170,9 @@ class EgemapsExtractor(Extractor):
 
     def _one(self, clip: ClipInput) -> FeatureResult | ClipFailure:
         cfg = self.config
-        if not clip.media_uri:
-            return FeatureResult.empty(self.dim, "no media file")
-        try:
-            path = local_media_path(clip.media_uri)
-            info = probe_media(path, clip_id=clip.clip_id)
-            audio = decode_audio(
-                path, sample_rate=cfg.sample_rate, stream=cfg.audio_stream, clip_id=clip.clip_id, info=info,
-                **clip_window_args(clip),
-            )
-        except Exception as exc:
-            return failure_from_exception(clip, exc, "decode")
-        if audio is None:
-            return FeatureResult.empty(self.dim, "no audio stream", meta={"n_audio_streams": 0})
+        audio = clip_audio(clip, cfg.sample_rate, cfg.audio_stream, self.dim)
+        if not isinstance(audio, DecodedAudio):
+            return audio
         try:
             values, spans, n_bad = smile_frames(audio.samples, cfg.sample_rate, cfg.feature_set)
         except Exception as exc:
