@@ -43,7 +43,6 @@ from features.extractors.base import (
     Extractor,
     ExtractorConfig,
     FeatureResult,
-    failure_from_exception,
     model_cache,
     register_extractor,
 )
@@ -52,10 +51,9 @@ from features.extractors.efficientnet import (
     EfficientNetLite0,
     default_weights_path,
     efficientnet_identity,
-    frame_features,
     load_efficientnet_lite0,
 )
-from features.extractors.vision import frame_events, is_still, prefetched
+from features.extractors.vision import embed_pending, frame_events, is_still, prefetched
 from features.media.probe import MediaInfo
 from features.media.streams import select_stream
 from features.media.video import display_rotation
@@ -227,18 +225,8 @@ class FaceVisionExtractor(Extractor):
         pending: list[tuple[int, int, np.ndarray]] = []  # (clip, row, crop)
 
         def run_pending() -> None:
-            live = [(i, r, c) for i, r, c in pending if i not in results]
-            pending.clear()
-            if not live:
-                return
-            try:
-                feats = frame_features(model, np.stack([c for _, _, c in live]), cfg.channels_last)
-            except Exception as exc:
-                for i in {i for i, _, _ in live}:
-                    results[i] = failure_from_exception(clips[i], exc, "extract")
-                return
-            for (i, r, _), v in zip(live, feats):
-                states[i].feats[r] = v
+            embed_pending(model, pending, clips, results, {i: st.feats for i, st in states.items()},
+                          cfg.channels_last)
 
         events = frame_events(
             clips, self.dim, fps=cfg.fps, frame_size=self._frame_size, video_stream=cfg.video_stream,

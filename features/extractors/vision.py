@@ -223,6 +223,26 @@ def prefetched(events: Iterator[tuple[Any, ...]], prefetch: int) -> Iterator[tup
             t.join(timeout=0.1)
 
 
+def embed_pending(
+    model: Any, pending: list[tuple[int, int, np.ndarray]], clips: list[ClipInput],
+    results: dict[int, FeatureResult | ClipFailure], feats: dict[int, dict[int, np.ndarray]], channels_last: bool,
+) -> None:
+    """Embed the queued frames ``(clip, row, image)`` of clips still running in one CNN batch into
+    ``feats[clip][row]``, then empty the queue; a failed batch fails each of its clips (``results``)."""
+    live = [(i, r, f) for i, r, f in pending if i not in results]
+    pending.clear()
+    if not live:
+        return
+    try:
+        out = frame_features(model, np.stack([f for _, _, f in live]), channels_last)
+    except Exception as exc:
+        for i in {i for i, _, _ in live}:
+            results[i] = failure_from_exception(clips[i], exc, "extract")
+        return
+    for (i, r, _), v in zip(live, out):
+        feats[i][r] = v
+
+
 @register_extractor
 class CnnVisionExtractor(Extractor):
     """EfficientNet-Lite0 pooled features per sampled frame; no video stream → a recorded absence."""
@@ -275,18 +295,8 @@ class CnnVisionExtractor(Extractor):
         pending: list[tuple[int, int, np.ndarray]] = []
 
         def run_pending() -> None:
-            live = [(i, r, f) for i, r, f in pending if i not in results]
-            pending.clear()
-            if not live:
-                return
-            try:
-                feats = frame_features(model, np.stack([f for _, _, f in live]), cfg.channels_last)
-            except Exception as exc:
-                for i in {i for i, _, _ in live}:
-                    results[i] = failure_from_exception(clips[i], exc, "extract")
-                return
-            for (i, r, _), v in zip(live, feats):
-                states[i].feats[r] = v
+            embed_pending(model, pending, clips, results, {i: st.feats for i, st in states.items()},
+                          cfg.channels_last)
 
         for ev in self._prefetched(clips):
             kind, i = ev[0], ev[1]
