@@ -99,7 +99,7 @@ def load_trained_run(run: str | os.PathLike[str], seed: int | None = None) -> Tr
     if len(fingerprints) > 1:
         raise ConfigError(f"run {root}: its seeds were trained on different views ({sorted(fingerprints)})")
     view_fp = info["view_fingerprint"]
-    stats = _view_stats(root, info, config)
+    stats = _view_stats(root, first, info, config)
     fingerprint = hash_obj({
         "seeds": {str(s): files_sha256([RunDir(d).checkpoint]) for s, d in sorted(dirs.items())},
         "config": config.model_dump(mode="json", exclude={"seed"}),
@@ -109,7 +109,14 @@ def load_trained_run(run: str | os.PathLike[str], seed: int | None = None) -> Tr
                       fingerprint, stats)
 
 
-def _view_stats(root: Path, info: dict[str, Any], config: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _view_stats(
+    root: Path, run: RunDir, info: dict[str, Any], config: TrainConfig
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The run view's normalisation statistics: kept in the run directory (``view_stats.safetensors``),
+    else (runs trained before it was written) read from the training view, which must be unchanged."""
+    kept = run.view_stats()
+    if kept is not None:
+        return kept
     try:
         view = open_view(info["store"], info["view"])
     except (StoreError, OSError) as exc:

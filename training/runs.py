@@ -9,6 +9,8 @@ Layout of ``<run_dir>/``:
   metrics.json/.md   final metrics per split of the best checkpoint (MMSA table)
   predictions.csv    split, clip_id, label, pred of the best checkpoint on valid (and test):
                      what seed ensembles average (``stages.train``)
+  view_stats.safetensors  the view's per-modality train mean/std (``<modality>/mean|std``): new
+                     data is normalised with them at predict time, even when the store has moved
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import csv
 import json
 import os
 import platform
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from torch import nn
 from store.errors import ConfigError, StoreConflictError
 from store.fs import atomic_path
 from store.runtime import resolve_device
-from store.views import open_view
+from store.views import AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
 from training.data import (
     Collator,
@@ -45,6 +48,7 @@ from training.metrics import format_table, regression_metrics
 from training.model import MCMF, build_model
 
 CHECKPOINT = "best.safetensors"
+VIEW_STATS = "view_stats.safetensors"
 PREDICTIONS = "predictions.csv"
 
 
@@ -100,6 +104,22 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT
+
+    def write_view_stats(self, view: AlignedView, modalities: Sequence[str]) -> None:
+        """Keep the view's train statistics with the run (scoring new data must not need the store)."""
+        group = view.group()
+        arrays = {f"{m}/{k}": torch.from_numpy(np.ascontiguousarray(group_array(group, f"{m}/{k}")[...], np.float32))
+                  for m in modalities for k in ("mean", "std")}
+        with atomic_path(self.path / VIEW_STATS) as tmp:
+            save_file(arrays, tmp, metadata={"view_fingerprint": view.fingerprint})
+
+    def view_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """modality -> (mean, std) of the view this run trained on; None for runs older than the file."""
+        path = self.path / VIEW_STATS
+        if not path.exists():
+            return None
+        flat = {k: v.numpy() for k, v in load_file(os.fspath(path)).items()}
+        return {m: (flat[f"{m}/mean"], flat[f"{m}/std"]) for m in {k.split("/")[0] for k in flat}}
 
     def config(self) -> TrainConfig:
         return TrainConfig.model_validate(yaml.safe_load((self.path / "config.yaml").read_text()))
@@ -184,6 +204,7 @@ def train_on_view(
             "device": str(device),
         },
     )
+    run.write_view_stats(view, config.modalities)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed, config.deterministic)

@@ -9,6 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 from typer.testing import CliRunner
@@ -189,3 +190,19 @@ def test_a_run_whose_text_model_folder_is_gone_is_refused(full_run, tmp_path) ->
         info_path.write_text(json.dumps(info))
     with pytest.raises(ConfigError, match=r"cannot be reproduced on this machine: text: extractor 'text.bert'"):
         reproduce_extraction(load_trained_run(copy))
+
+
+def test_a_run_keeps_its_normalisation_statistics_when_its_training_store_is_gone(full_run, tmp_path) -> None:
+    from store.views import open_view
+
+    copy = tmp_path / full_run.name
+    shutil.copytree(full_run, copy)
+    for info_path in copy.glob("seed-*/run.json"):
+        info = json.loads(info_path.read_text())
+        view = open_view(info["store"], info["view"])
+        info["store"] = str(tmp_path / "moved-away")
+        info_path.write_text(json.dumps(info))
+    trained = load_trained_run(copy)
+    for m in ("text", "audio", "vision"):
+        np.testing.assert_array_equal(trained.stats[m][0], view.group()[f"{m}/mean"][...])
+        np.testing.assert_array_equal(trained.stats[m][1], view.group()[f"{m}/std"][...])
