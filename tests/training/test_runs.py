@@ -34,7 +34,7 @@ def test_train_on_view_writes_a_complete_run_and_evaluate_run_reproduces_it(tmp_
     files = sorted(p.name for p in run.path.iterdir())
     assert files == [
         "best.safetensors", "config.yaml", "epochs.csv", "epochs.json", "metrics.json", "metrics.md",
-        "predictions.csv", "run.json",
+        "predictions.csv", "run.json", "view_stats.safetensors",
     ]
     assert TrainConfig.model_validate(yaml.safe_load((run.path / "config.yaml").read_text())) == config
     info = run.info()
