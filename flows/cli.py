@@ -349,8 +349,10 @@ def predict(
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Score new media with a trained run: sentiment per segment and over time, a timeline report,
-    and a summary per media file. Re-scoring the same media extracts nothing."""
+    """Score new media with a trained run: sentiment per segment and over time, with a timeline report.
+
+    Prints a summary per media file; re-scoring the same media extracts nothing.
+    """
     cfg = _config(config, set_, {"predict.store": store, "predict.seed": seed, "predict.segment.window": window,
                                  "predict.segment.hop": hop,
                                  "predict.segment.mode": "windows" if window is not None else None})
@@ -408,7 +410,7 @@ def demo(
                      "or vision.face (faces; the generated clips show none)"),
     ] = None,
 ) -> None:
-    """Generate the embedded sample dataset and run every pipeline stage on it."""
+    """Generate the embedded sample dataset, run every stage on it, then score a new generated video."""
     from flows.demo import run_demo
 
     outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console, extra_extractors=tuple(extractor or ()))
