@@ -12,7 +12,6 @@ thin CLI.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from training.config import TrainConfig
 from training.data import Collator, ViewDataset, make_loader, read_stats
 from training.runs import RunDir, load_run_model
 
-SOURCES = "predict_sources.json"  # video id -> input file, written by ``ingest_new_media``
 _HEAD_COLUMN = {"l": "score_text", "a": "score_audio", "v": "score_vision"}
 
 
@@ -241,7 +239,7 @@ def prediction_table(run: TrainedRun, store: FeatureStore, view: AlignedView, sc
     clips = [c for c in store.clips().to_pylist() if c["split"] == PREDICT_SPLIT]
     seen = _present(view, run.modalities)
     failures = _failure_notes(store, {c["clip_id"] for c in clips})
-    sources = media_sources(store)
+    sources = store.media_sources()
     now = datetime.now(timezone.utc)
     rows = []
     for c in clips:
@@ -307,14 +305,8 @@ def ingest_new_media(
             raise
         result = IngestResult(schema.CLIPS.empty_table(), schema.REJECTS.empty_table(), "media")
     summary = store_ingest(store_url, result)
-    store = FeatureStore.open(store_url)
-    store.fs.write_bytes_atomic(SOURCES, json.dumps(result.sources, indent=1, sort_keys=True).encode())
+    FeatureStore.open(store_url).write_media_sources(result.sources)
     return summary
-
-
-def media_sources(store: FeatureStore) -> dict[str, str]:
-    """video id -> the media (or subtitle) file it was cut from, as ingest found it."""
-    return json.loads(store.fs.read_bytes(SOURCES)) if store.fs.exists(SOURCES) else {}
 
 
 def align_for_run(store_url: str, run: TrainedRun, feature_sets: dict[str, str]) -> AlignSummary:

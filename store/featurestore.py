@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -25,6 +25,7 @@ from store.fs import StoreFS
 from store.ids import new_id, now_utc
 
 FORMAT = "emoflow-store"
+MEDIA_SOURCES = "predict_sources.json"
 FORMAT_VERSION = 2  # 2: a feature set's index may be consolidated (store.index); version 1 code would miss rows
 READABLE_VERSIONS = (1, 2)  # a version 1 store is a version 2 store that was never compacted
 
@@ -155,8 +156,13 @@ class FeatureStore:
         """Every media file's predictions by ``run`` (empty when it scored nothing here)."""
         return self.fs.read_parquet_dir(f"predictions/{quote_name(run)}", schema.PREDICTIONS)
 
-    def prediction_runs(self) -> list[str]:
-        return [unquote(n) for n in self.fs.ls("predictions") if not n.startswith(".")]
+    def write_media_sources(self, sources: dict[str, str]) -> None:
+        """video id -> the input file the predict clips of that video were cut from (a subtitle file
+        alone has no media, so the clip table cannot say it)."""
+        self.fs.write_bytes_atomic(MEDIA_SOURCES, json.dumps(sources, indent=1, sort_keys=True).encode())
+
+    def media_sources(self) -> dict[str, str]:
+        return json.loads(self.fs.read_bytes(MEDIA_SOURCES)) if self.fs.exists(MEDIA_SOURCES) else {}
 
     # -- listings --------------------------------------------------------------------------
     def view_names(self) -> list[str]:
