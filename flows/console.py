@@ -97,11 +97,10 @@ def metrics_table(title: str, rows: dict[str, dict[str, Any]], label: str = "spl
 def print_predict_summary(summary: PredictSummary) -> None:
     """Per media file: segments, failures, mean score, positive/negative shares, span; then its course
     in words (one line each, never wrapped mid-name), and the totals."""
-    def pct(x: float | None) -> str:
-        return "–" if x is None else f"{x:.0%}"
+    from reports.timeline import percent
 
     rows = [[Path(m.media).name, m.segments, m.failed, "–" if m.mean_score is None else f"{m.mean_score:+.2f}",
-             pct(m.share_positive), pct(m.share_negative), m.span] for m in summary.media]
+             percent(m.share_positive), percent(m.share_negative), m.span] for m in summary.media]
     console.print(simple_table(f"predictions of run {summary.run}",
                                ["media", "segments", "failed", "mean", "positive", "negative", "span"], rows))
     for m in summary.media:

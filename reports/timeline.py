@@ -208,12 +208,13 @@ class MediaSummary:
         """One line for the CLI: media, segments, mean score, positive / negative shares, time."""
         mean = "–" if self.mean_score is None else f"{self.mean_score:+.2f}"
         shares = ("–" if self.scored == 0 else
-                  f"{_pct(self.share_positive)} positive / {_pct(self.share_negative)} negative")
+                  f"{percent(self.share_positive)} positive / {percent(self.share_negative)} negative")
         failed = f", {self.failed} failed" if self.failed else ""
         return f"{self.media}: {self.segments} segments{failed}, mean {mean}, {shares}, {self.span}"
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
+    """A share as a whole percentage (``–`` when there is none): one rule for the report and the CLI."""
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
@@ -396,7 +397,7 @@ def render_predictions(table: pa.Table, out_dir: Path | str | StoreFS, title: st
     for fname, template, autoescape in (("predictions.html", "predictions.html.j2", True),
                                         ("predictions.md", "predictions.md.j2", False)):
         env = _env(autoescape)
-        env.filters.update(score=_score, clock=clock, clip=clip_text, md=md_text, pct0=_pct)
+        env.filters.update(score=_score, clock=clock, clip=clip_text, md=md_text, pct0=percent)
         pages[fname] = env.get_template(template).render(**ctx)
     fs = out_dir if isinstance(out_dir, StoreFS) else StoreFS(out_dir)
     for fname, text in pages.items():
