@@ -55,12 +55,17 @@ DIMS = {"text": 384, "audio": 40, "vision": 1280}
 VIEW = "bench"
 
 
-def write_synthetic_view(root: Path, n_train: int, n_valid: int, L: int, seed: int = 0) -> dict[str, Any]:  # noqa: N803
+def write_synthetic_view(root: Path, n_train: int, n_valid: int, L: int, seed: int = 0,  # noqa: N803
+                         text_model: str | None = None) -> dict[str, Any]:
     """A MOSI-sized random view in the aligned-view contract (docs/architecture.md)."""
     import pyarrow as pa
 
-    from features.extractors.text import default_model_path
     from store.views import write_view
+
+    if text_model is None:
+        from features.extractors.text import default_model_path
+
+        text_model = str(default_model_path())
 
     rng = np.random.default_rng(seed)
     n = n_train + n_valid
@@ -84,7 +89,7 @@ def write_synthetic_view(root: Path, n_train: int, n_valid: int, L: int, seed: i
                       "label": labels.astype(np.float64), "split": split.tolist()})
     attrs = {"fingerprint": f"bench-{n_train}-{n_valid}-{L}-{seed}", "grid": "window",
              "modalities": {m: {"dim": d, "L": L} for m, d in DIMS.items()},
-             "text_model_path": str(default_model_path())}
+             "text_model_path": text_model}
     t0 = time.perf_counter()
     write_view(root, VIEW, arrays, clips, attrs)
     return {"clips": n, "train": n_train, "valid": n_valid, "L": L, "dims": DIMS,
@@ -106,12 +111,14 @@ def _rss_mb() -> float:
 
 
 def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, overrides: dict[str, Any],
-            batching: str = "bucket") -> dict[str, Any]:
+            batching: str = "bucket", device_name: str = "cpu", trace: bool = False) -> dict[str, Any]:
     """Child process: build loaders/model as ``train_on_view`` does, time train epochs and a valid pass.
-    ``batching``: ``TrainConfig.batching`` (``bucket`` = length-bucketed, the default; ``shuffle``)."""
+    ``batching``: ``TrainConfig.batching`` (``bucket`` = length-bucketed, the default; ``shuffle``).
+    ``device_name``: ``TrainConfig.device`` (cpu | cuda | auto)."""
     import torch
 
     torch.set_num_threads(threads)
+    from store.runtime import resolve_device
     from store.views import open_view
     from training.config import SHORT, TrainConfig
     from training.data import (
@@ -128,12 +135,13 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
 
     load0 = os.getloadavg()
     rss0 = _rss_mb()
-    config = TrainConfig(text_mode=mode, device="cpu", seed=1111, batching=batching, **overrides)
+    config = TrainConfig(text_mode=mode, device=device_name, seed=1111, batching=batching, **overrides)
+    device = resolve_device(config.device)
     view = open_view(store, VIEW)
     dims = check_view(view, config)
     seed_everything(config.seed, config.deterministic)
     t0 = time.perf_counter()
-    model = build_model(config, {SHORT[m]: d for m, d in dims.items()}, finetune_model_path(view, config))
+    model = build_model(config, {SHORT[m]: d for m, d in dims.items()}, finetune_model_path(view, config)).to(device)
     build_s = time.perf_counter() - t0
     tokens = mode == "finetune"
     ds = {
@@ -144,12 +152,12 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     optimizer = build_optimizer(model, config)
     slgm = SLGM(torch.as_tensor(ds["train"].labels), {x: config.head_dim(x) for x in model.tasks},
                 distance=config.distance, momentum=config.label_momentum, exclude_zero=config.exclude_zero,
-                label_clip=config.label_clip) if config.use_slgm and len(model.tasks) > 1 else None
-    device = torch.device("cpu")
+                label_clip=config.label_clip).to(device) if config.use_slgm and len(model.tasks) > 1 else None
+    cuda = device.type == "cuda"
     per_epoch = []
     for epoch in range(1, epochs + 1):
         t = time.perf_counter()
-        train_epoch(model, loaders["train"], optimizer, config, device, slgm, epoch)
+        train_epoch(model, loaders["train"], optimizer, config, device, slgm, epoch)  # ends with a host read
         train_s = time.perf_counter() - t
         t = time.perf_counter()
         evaluate(model, loaders["valid"], device)
@@ -160,20 +168,51 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "peak_rss_mb": round(_rss_mb(), 0), "rss_at_start_mb": round(rss0, 0),
         "load_start": [round(x, 2) for x in load0], "load_end": [round(x, 2) for x in os.getloadavg()],
-        "overrides": overrides,
+        "overrides": overrides, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "torch": torch.__version__,
     }
+    if cuda:
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 0)
     if profile:
-        out["profile"] = profile_epoch(model, loaders["train"], optimizer, config, slgm, epochs + 1)
+        out["profile"] = profile_epoch(model, loaders["train"], optimizer, config, slgm, epochs + 1, device)
+    if trace:
+        out["trace"] = trace_steps(model, loaders["train"], optimizer, config, slgm, epochs + 1 + profile, device)
     return out
 
 
-def profile_epoch(model: Any, loader: Any, optimizer: Any, config: Any, slgm: Any, epoch: int) -> dict[str, Any]:
+def trace_steps(model: Any, loader: Any, optimizer: Any, config: Any, slgm: Any, epoch: int, device: Any,
+                steps: int = 24) -> str:
+    """torch.profiler tables (by self device time, by call count) over ``steps`` training steps of
+    ``training.loop.train_epoch``: which kernels and host calls an epoch is made of."""
+    import itertools
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from training.loop import train_epoch
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    few = list(itertools.islice(iter(loader), steps))
+    with profile(activities=activities) as prof:
+        train_epoch(model, few, optimizer, config, device, slgm, epoch)
+    table = prof.key_averages()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return (table.table(sort_by=sort, row_limit=25) + "\n" + table.table(sort_by="count", row_limit=15))
+
+
+def profile_epoch(model: Any, loader: Any, optimizer: Any, config: Any, slgm: Any, epoch: int,
+                  device: Any) -> dict[str, Any]:
     """One epoch of ``training.loop.train_epoch``'s exact steps, each phase timed (seconds), plus the
-    forward time per sub-module (forward hooks)."""
+    forward time per sub-module (forward hooks). On CUDA every phase ends with a synchronize, so
+    the phases add up to more than an unprofiled epoch (which overlaps host and device work)."""
     import torch
     from torch import nn
 
     from training.loop import multitask_loss
+
+    def now() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     phases = dict.fromkeys(("data", "forward", "loss", "backward", "clip+step", "slgm"), 0.0)
     modules: dict[str, float] = {}
@@ -193,10 +232,10 @@ def profile_epoch(model: Any, loader: Any, optimizer: Any, config: Any, slgm: An
         if mod is None:
             continue
         hooks.append(mod.register_forward_pre_hook(
-            lambda m, a, name=name: starts.__setitem__(name, time.perf_counter())))
+            lambda m, a, name=name: starts.__setitem__(name, now())))
         hooks.append(mod.register_forward_hook(
             lambda m, a, o, name=name: modules.__setitem__(
-                name, modules.get(name, 0.0) + time.perf_counter() - starts[name])))
+                name, modules.get(name, 0.0) + now() - starts[name])))
     model.train()
     if slgm is not None:
         slgm.start_epoch(epoch)
@@ -204,37 +243,37 @@ def profile_epoch(model: Any, loader: Any, optimizer: Any, config: Any, slgm: An
     acc = config.accumulate
     params = [p for g in optimizer.param_groups for p in g["params"]]
     optimizer.zero_grad(set_to_none=True)
-    t_all = time.perf_counter()
-    t = time.perf_counter()
+    t_all = now()
+    t = now()
     for b, batch in enumerate(loader):
-        phases["data"] += time.perf_counter() - t
+        batch = batch.to(device)
+        phases["data"] += now() - t
         group_size = min(acc, n_batches - (b // acc) * acc)
-        t = time.perf_counter()
+        t = now()
         out = model(batch.inputs)
-        phases["forward"] += time.perf_counter() - t
-        t = time.perf_counter()
+        phases["forward"] += now() - t
+        t = now()
         targets = slgm.targets(batch.index) if slgm is not None else None
         loss, _ = multitask_loss(out, batch.label, targets)
-        phases["loss"] += time.perf_counter() - t
-        t = time.perf_counter()
+        phases["loss"] += now() - t
+        t = now()
         (loss / group_size).backward()
-        phases["backward"] += time.perf_counter() - t
-        t = time.perf_counter()
+        phases["backward"] += now() - t
+        t = now()
         if (b + 1) % acc == 0 or b + 1 == n_batches:
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        phases["clip+step"] += time.perf_counter() - t
-        t = time.perf_counter()
+        phases["clip+step"] += now() - t
+        t = now()
         if slgm is not None:
             slgm.step(out.features, batch.index)
-        phases["slgm"] += time.perf_counter() - t
-        t = time.perf_counter()
+        phases["slgm"] += now() - t
+        t = now()
     for h in hooks:
         h.remove()
-    total = time.perf_counter() - t_all
-    del torch
+    total = now() - t_all
     return {"total_s": round(total, 2), "phases_s": {k: round(v, 2) for k, v in phases.items()},
             "forward_by_module_s": {k: round(v, 2) for k, v in sorted(modules.items(), key=lambda kv: -kv[1])}}
 
@@ -249,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="torch threads to try in frozen mode (comma list)")
     ap.add_argument("--finetune-threads", default="1", help="torch threads to try in finetune mode (comma list)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--trace", action="store_true", help="torch.profiler tables of 24 steps of the first config")
+    ap.add_argument("--device", default="auto", help="TrainConfig.device: cpu | cuda | auto (CUDA when present)")
+    ap.add_argument("--text-model", default=None, help="local text-model folder for finetune mode "
+                    "(default: the packaged MiniLM-L6)")
     ap.add_argument("--batching", default="bucket,shuffle", help="TrainConfig.batching values to compare (comma "
                     "list); the first is used for every thread count, the others at the first thread count")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override (YAML value)")
@@ -267,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="emoflow-train-bench-") as tmp:
         store = str(Path(tmp) / "store")
-        result["view"] = write_synthetic_view(Path(store), args.train, args.valid, args.L)
+        result["view"] = write_synthetic_view(Path(store), args.train, args.valid, args.L, text_model=args.text_model)
         print(f"view: {result['view']}", flush=True)
         batchings = [x for x in args.batching.split(",") if x]
         configs = [("frozen", args.epochs, t, args.profile and t == threads[0], batchings[0]) for t in threads]
@@ -278,23 +321,27 @@ def main(argv: list[str] | None = None) -> int:
         ctx = mp.get_context("spawn")
         for mode, epochs, t, prof, batching in configs:
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:  # a fresh interpreter per config
-                r = pool.submit(measure, store, mode, epochs, t, prof, overrides, batching).result()
+                r = pool.submit(measure, store, mode, epochs, t, prof, overrides, batching, args.device,
+                                args.trace and not result["runs"]).result()
             result["runs"].append(r)
             last = r["epochs"][-1]
-            print(f"{mode:8s} threads={t} batching={batching}: "
+            print(f"{mode:8s} {r['device']} threads={t} batching={batching}: "
                   + ", ".join(f"epoch {e['epoch']} {e['train_s']:.1f} s" for e in r["epochs"])
                   + f"; valid {last['valid_s']:.1f} s; {last['train_clips_per_s']:.0f} clips/s; peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB; load {r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}", flush=True)
             if "profile" in r:
                 print(f"  profile: {json.dumps(r['profile'])}", flush=True)
+            if "trace" in r:
+                print(r["trace"], flush=True)
     result["load"] = {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in os.getloadavg()]}
     print()
-    print("| mode | torch threads | batching | s/epoch (train, last epoch) | epoch 1 (cold cache) | train clips/s "
-          "| valid pass s | peak RSS MB | load 1-min |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | device | torch threads | batching | s/epoch (train, last epoch) | epoch 1 (cold cache) "
+          "| train clips/s | valid pass s | peak RSS MB | load 1-min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:
         e = r["epochs"]
-        print(f"| {r['mode']} | {r['threads']} | {r['batching']} | {e[-1]['train_s']:.1f} | {e[0]['train_s']:.1f} | "
+        print(f"| {r['mode']} | {r['device']} | {r['threads']} | {r['batching']} | {e[-1]['train_s']:.2f} | "
+              f"{e[0]['train_s']:.2f} | "
               f"{e[-1]['train_clips_per_s']:.0f} | {e[-1]['valid_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f} |")
     out = (REPO / args.out) if not os.path.isabs(args.out) else Path(args.out)

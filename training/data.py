@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from store.errors import ConfigError
+from store.runtime import resolve_device
 from store.schema import STD_FLOOR
 from store.views import AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
@@ -59,10 +60,21 @@ class PaddedBatch:
         return len(self.clip_ids)
 
     def to(self, device: torch.device) -> PaddedBatch:
+        """The batch on ``device``; copies from pinned memory (``pin_memory``) do not block the host."""
         return PaddedBatch(
             inputs={u: x.to(device) for u, x in self.inputs.items()},
-            label=self.label.to(device),
-            index=self.index,
+            label=self.label.to(device, non_blocking=True),
+            index=self.index.to(device, non_blocking=True),
+            clip_ids=self.clip_ids,
+        )
+
+    def pin_memory(self) -> PaddedBatch:
+        """Page-locked copy, so the host-to-GPU copies can overlap computation (DataLoader calls it
+        when ``pin_memory=True``)."""
+        return PaddedBatch(
+            inputs={u: x.pin_memory() for u, x in self.inputs.items()},
+            label=self.label.pin_memory(),
+            index=self.index.pin_memory(),
             clip_ids=self.clip_ids,
         )
 
@@ -332,7 +344,7 @@ def make_loader(dataset: ViewDataset, collator: Collator, config: TrainConfig, *
     """The loader of one split: ``config.batching`` = ``bucket`` (length-bucketed training batches,
     length-sorted evaluation batches) or ``shuffle`` (uniform seeded shuffle; evaluation in view
     order). Workers (if any) are spawned and persistent."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"pin_memory": resolve_device(config.device).type == "cuda"}
     if config.num_workers > 0:
         extra = {"multiprocessing_context": "spawn", "persistent_workers": True}
     if config.batching == "bucket":

@@ -76,10 +76,13 @@ def param_groups(model: MCMF, config: TrainConfig) -> list[dict[str, Any]]:
 
 
 def build_optimizer(model: MCMF, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``param_groups``; on CUDA the fused kernel (one launch per step instead
+    of several per parameter group), on the CPU torch's default implementation."""
     groups = param_groups(model, config)
+    fused = all(p.is_cuda for g in groups for p in g["params"])
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, betas=config.adam_betas, weight_decay=config.weight_decay)
-    return torch.optim.Adam(groups, betas=config.adam_betas, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, betas=config.adam_betas, weight_decay=config.weight_decay, fused=fused or None)
+    return torch.optim.Adam(groups, betas=config.adam_betas, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def lr_multiplier(step: int, total: int, warmup: int, kind: str, floor: float = 0.0) -> float:
@@ -132,11 +135,14 @@ def text_freeze_epoch(config: TrainConfig) -> int | None:
     return config.text_schedule_epochs or config.schedule_horizon
 
 
-def multitask_loss(out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, float]]:
+def multitask_loss(
+    out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """L = L_m + Σ_u mean(w_u |ŷ_u − y_u|), w_u = tanh|y_u − y_m| (§5).
 
     ``targets`` are SLGM's current labels of the batch; ``None`` (SLGM off) trains every head on
-    y_m with weight 1. Returns the loss and its per-task parts (floats, for logging).
+    y_m with weight 1. Returns the loss and its per-task parts (detached 0-d tensors on the loss's
+    device, for logging: reading them as floats every step would stall a GPU on each batch).
     """
     parts = {"m": (out.preds["m"] - y_m).abs().mean()}
     for x, pred in out.preds.items():
@@ -148,7 +154,7 @@ def multitask_loss(out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | N
             weight = torch.tanh((targets[x] - targets["m"]).abs()).detach()
             parts[x] = (weight * (pred - targets[x]).abs()).mean()
     total = torch.stack(list(parts.values())).sum()
-    return total, {x: float(v.detach()) for x, v in parts.items()}
+    return total, {x: v.detach() for x, v in parts.items()}
 
 
 def train_epoch(
@@ -161,21 +167,25 @@ def train_epoch(
     epoch: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
-    """One pass over the training data in the exact order of §4.6; returns sample-weighted mean losses."""
+    """One pass over the training data in the exact order of §4.6; returns sample-weighted mean losses.
+
+    Nothing in the loop reads a value back to the host: on a GPU each read would wait for the
+    queued kernels, and the per-step losses are read once, after the epoch.
+    """
     model.train()
     if slgm is not None:
         slgm.start_epoch(epoch)
     n_batches = len(loader)  # type: ignore[arg-type]
     acc = config.accumulate
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    sums: dict[str, float] = defaultdict(float)
-    seen = 0
+    logged: list[tuple[int, Tensor]] = []  # (batch size, [loss, parts...]) per step
+    names: list[str] = []
     optimizer.zero_grad(set_to_none=True)
     for b, batch in enumerate(loader):
         batch = batch.to(device)
         group_size = min(acc, n_batches - (b // acc) * acc)  # the last group may be short
         out = model(batch.inputs)
-        targets = slgm.targets(batch.index.to(device)) if slgm is not None else None
+        targets = slgm.targets(batch.index) if slgm is not None else None
         loss, parts = multitask_loss(out, batch.label, targets)
         (loss / group_size).backward()  # accumulated gradient = that of one batch of acc×B clips
         if (b + 1) % acc == 0 or b + 1 == n_batches:
@@ -187,12 +197,22 @@ def train_epoch(
                 scheduler.step()
         if slgm is not None:
             slgm.step(out.features, batch.index)
-        n = len(batch)
-        seen += n
-        sums["train_loss"] += float(loss.detach()) * n
-        for x, v in parts.items():
-            sums[f"train_loss_{x}"] += v * n
-    return {k: v / max(seen, 1) for k, v in sums.items()}
+        names = ["train_loss", *(f"train_loss_{x}" for x in parts)]
+        logged.append((len(batch), torch.stack([loss.detach(), *parts.values()])))
+    return _weighted_means(names, logged)
+
+
+def _weighted_means(names: list[str], logged: list[tuple[int, Tensor]]) -> dict[str, float]:
+    """Sample-weighted means of the per-step values (one device-to-host copy for the epoch)."""
+    if not logged:
+        return {}
+    values = torch.stack([v for _, v in logged]).cpu().tolist()
+    sums: dict[str, float] = defaultdict(float)
+    for (n, _), row in zip(logged, values):
+        for name, v in zip(names, row):
+            sums[name] += v * n
+    seen = sum(n for n, _ in logged)
+    return {k: v / seen for k, v in sums.items()}
 
 
 @dataclass

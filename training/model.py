@@ -40,12 +40,22 @@ class ModalityInput:
     input_ids: Tensor | None = None
 
     def to(self, device: torch.device) -> ModalityInput:
+        """On ``device`` (non-blocking from pinned memory); lengths stay on the CPU, where
+        pack_padded_sequence wants them."""
         return replace(
             self,
-            mask=self.mask.to(device),
-            values=None if self.values is None else self.values.to(device),
-            input_ids=None if self.input_ids is None else self.input_ids.to(device),
-        )  # lengths stay on the CPU: pack_padded_sequence wants them there
+            mask=self.mask.to(device, non_blocking=True),
+            values=None if self.values is None else self.values.to(device, non_blocking=True),
+            input_ids=None if self.input_ids is None else self.input_ids.to(device, non_blocking=True),
+        )
+
+    def pin_memory(self) -> ModalityInput:
+        return replace(
+            self,
+            mask=self.mask.pin_memory(),
+            values=None if self.values is None else self.values.pin_memory(),
+            input_ids=None if self.input_ids is None else self.input_ids.pin_memory(),
+        )
 
 
 @dataclass

@@ -1,11 +1,11 @@
-"""The feature extractors: the interface and registry (``base``) and the built-in extractors,
-registered here by importing their modules (the base never imports its subclasses).
+"""The feature extractors: the interface and registry (``base``) and the built-in extractors
+(``audio``, ``egemaps``, ``face``, ``text``, ``vision``).
 
-Importing this package loads the built-ins' libraries (torch, transformers, librosa, decord, dlib);
-code that only needs clip inputs or media decoding imports ``features.clips`` / ``features.media``.
+The registry imports the built-ins' modules, and with them their libraries (transformers, librosa,
+decord, dlib), on its first lookup; importing this package or one extractor module loads only what
+that module needs.
 """
 
-from features.extractors import audio, egemaps, face, text, vision  # noqa: F401  (their decorators register them)
 from features.extractors.base import (
     ClipFailure,
     Extractor,

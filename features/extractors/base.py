@@ -8,7 +8,9 @@ from the clip's start) so alignment can pool any modality onto any grid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -133,6 +135,22 @@ def clear_model_caches() -> None:
 
 _REGISTRY: dict[str, type[Extractor]] = {}
 
+#: the built-in extractors' modules; their decorators register them when the registry is first
+#: asked, so importing one extractor (or this base) does not load every extractor's libraries
+BUILTIN_MODULES = (
+    "features.extractors.audio",
+    "features.extractors.egemaps",
+    "features.extractors.face",
+    "features.extractors.text",
+    "features.extractors.vision",
+)
+
+
+@functools.cache
+def _load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
 
 def register_extractor(cls: type[Extractor]) -> type[Extractor]:
     """Class decorator: add an extractor to the registry under ``cls.name`` (duplicates raise)."""
@@ -143,11 +161,13 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
 
 
 def available_extractors() -> list[str]:
+    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def get_extractor_class(name: str) -> type[Extractor]:
     """The registered class; an unknown name is a user error that lists the known ones."""
+    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:

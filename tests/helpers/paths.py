@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: ``EMOFLOW_SHARED_DATA`` points elsewhere (e.g. a copy carried to a GPU machine)
+SHARED_DATA = Path(os.environ.get("EMOFLOW_SHARED_DATA") or REPO.parent / "shared" / "data")

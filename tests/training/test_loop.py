@@ -69,11 +69,11 @@ def test_loss_weights_unimodal_tasks_by_tanh_of_label_gap() -> None:
     )
     y_m = torch.tensor([1.0, 1.0])
     total, parts = multitask_loss(out, y_m, {"m": y_m, "l": torch.tensor([1.0, 3.0])})
-    assert parts["m"] == pytest.approx(0.5)
-    assert parts["l"] == pytest.approx((0.0 + np.tanh(2.0) * 3.0) / 2)
+    assert float(parts["m"]) == pytest.approx(0.5)
+    assert float(parts["l"]) == pytest.approx((0.0 + np.tanh(2.0) * 3.0) / 2)
     assert float(total) == pytest.approx(0.5 + np.tanh(2.0) * 1.5)
     _, plain = multitask_loss(out, y_m, None)  # SLGM off: y_m with weight 1
-    assert plain["l"] == pytest.approx(1.0)
+    assert float(plain["l"]) == pytest.approx(1.0)
 
 
 def test_training_on_synthetic_data_decreases_loss_and_slgm_warms_up() -> None:
