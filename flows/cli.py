@@ -287,6 +287,11 @@ def train(
         typer.Option("--ensemble", help="also report the seed ensemble: the seeds' predictions averaged per clip"),
     ] = False,
     text_mode: Annotated[Optional[str], typer.Option(help="finetune | frozen [default: train.text_mode]")] = None,
+    target: Annotated[
+        Optional[str],
+        typer.Option(help="score (regression on label) | emotion | sentiment (classes of label_emotion / "
+                     "label_sentiment, no SLGM) [default: train.target]"),
+    ] = None,
     name: Annotated[
         Optional[str],
         typer.Option(help="run name under runs/ [default: <view>-<ablation>-<UTC time>-<random>]"),
@@ -300,7 +305,8 @@ def train(
     ] = True,
 ) -> None:
     """Train MCMF+SLGM on an aligned view; writes a run directory with metrics and the best checkpoint."""
-    cfg = _config(config, set_, {"store": store, "align.view": view, "train.text_mode": text_mode})
+    cfg = _config(config, set_, {"store": store, "align.view": view, "train.text_mode": text_mode,
+                                 "train.target": target})
     if dry_run:
         console.print(dump_config(cfg))
         console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "

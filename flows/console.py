@@ -61,7 +61,7 @@ def run_extract_with_progress(
 
 
 def train_with_progress(train: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """A rich bar over the whole run: seed k/N, epoch, train loss, valid MAE, best so far, ETA."""
+    """A rich bar over the whole run: seed k/N, epoch, train loss, valid L_m (MAE or CE), best so far, ETA."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from stages.train import EpochProgress
@@ -76,8 +76,8 @@ def train_with_progress(train: Callable[..., dict[str, Any]]) -> dict[str, Any]:
             bar.update(
                 task,
                 description=f"seed {p.seed_index}/{p.n_seeds} epoch {p.epoch}",
-                status=f"loss {p.train_loss:.3f} · valid MAE {p.valid_mae:.3f} · "
-                f"best {p.best_mae:.3f} (epoch {p.best_epoch})",
+                status=f"loss {p.train_loss:.3f} · valid {p.selection} {p.valid_loss:.3f} · "
+                f"best {p.best_loss:.3f} (epoch {p.best_epoch})",
                 eta=f"{p.eta_seconds / 60:.1f} min",
                 completed=100 * elapsed / max(elapsed + p.eta_seconds, 1e-9),
             )
@@ -86,12 +86,13 @@ def train_with_progress(train: Callable[..., dict[str, Any]]) -> dict[str, Any]:
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, Any]], label: str = "split") -> Table:
-    """MMSA metrics, a row per split (or ablation): accuracies and F1 as percentages, MAE and Corr as
-    decimals, ``mean ± std`` over seeds (``training.metrics.format_cell``)."""
-    from training.metrics import METRIC_NAMES, format_cell
+    """A run's metrics, a row per split (or ablation): accuracies and F1 as percentages, MAE, Corr and
+    CE as decimals, ``mean ± std`` over seeds (``training.metrics.format_cell``)."""
+    from training.metrics import format_cell, metric_columns
 
-    cells = [[name, *(format_cell(m[k], k) for k in METRIC_NAMES)] for name, m in rows.items()]
-    return simple_table(title, [label, *METRIC_NAMES], cells)
+    names = metric_columns(rows)
+    cells = [[name, *(format_cell(m[k], k) for k in names)] for name, m in rows.items()]
+    return simple_table(title, [label, *names], cells)
 
 
 def print_predict_summary(summary: PredictSummary) -> None:

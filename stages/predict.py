@@ -93,6 +93,10 @@ def load_trained_run(run: str | os.PathLike[str], seed: int | None = None) -> Tr
         dirs = {seed: dirs[seed]}
     first = RunDir(next(iter(dirs.values())))
     config, info = first.config(), first.info()
+    if config.target != "score":
+        raise ConfigError(f"run {root} classifies {config.target} ({', '.join(info.get('classes', []))}); "
+                          "predict draws sentiment-score timelines and takes score runs only (a classifier's "
+                          "metrics: `emoflow evaluate`)")
     fingerprints = {RunDir(d).info()["view_fingerprint"] for d in dirs.values()}
     if len(fingerprints) > 1:
         raise ConfigError(f"run {root}: its seeds were trained on different views ({sorted(fingerprints)})")

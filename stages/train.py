@@ -21,8 +21,9 @@ from store.errors import ConfigError
 from store.ids import new_id
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
-from training.metrics import METRIC_NAMES, format_table, regression_metrics
+from training.metrics import format_table, metric_columns
 from training.runs import RunDir, evaluate_run, train_on_view
+from training.targets import selection_metric
 
 
 def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -30,9 +31,10 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
     splits = sorted({s for m in per_seed.values() for s in m})
     out: dict[str, dict[str, dict[str, float]]] = {}
     for split in splits:
+        seeds = [m[split] for m in per_seed.values() if split in m]
         out[split] = {}
-        for name in METRIC_NAMES:
-            vals = np.array([m[split][name] for m in per_seed.values() if split in m], dtype=np.float64)
+        for name in metric_columns({split: seeds[0]}):
+            vals = np.array([m[name] for m in seeds], dtype=np.float64)
             out[split][name] = {"mean": float(vals.mean()), "std": float(vals.std())}
     return out
 
@@ -44,7 +46,8 @@ def summary_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def ensemble_predictions(runs: list[Path]) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
     """split -> (clip ids, mean prediction over the runs, labels): the seeds' ``predictions.csv``
-    averaged clip by clip (every run must have predicted the same clips of a split)."""
+    averaged clip by clip (every run must have predicted the same clips of a split); for a
+    categorical target the class probabilities are averaged."""
     preds = [RunDir(r).predictions() for r in runs]
     out: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
     for split in sorted(set.intersection(*(set(p) for p in preds))):
@@ -58,13 +61,14 @@ def ensemble_predictions(runs: list[Path]) -> dict[str, tuple[list[str], np.ndar
             stacked.append([by_id[c] for c in ids])
         labels = dict(zip(first.clip_ids, first.label))
         out[split] = (ids, np.mean(np.asarray(stacked, dtype=np.float64), axis=0),
-                      np.array([labels[c] for c in ids], dtype=np.float64))
+                      np.array([labels[c] for c in ids], dtype=first.label.dtype))
     return out
 
 
 def ensemble_metrics(runs: list[Path]) -> dict[str, dict[str, float]]:
-    """split -> MMSA metrics of the seed ensemble (the runs' predictions averaged per clip)."""
-    return {s: regression_metrics(pred, label) for s, (_, pred, label) in ensemble_predictions(runs).items()}
+    """split -> metrics of the seed ensemble (the runs' predictions averaged per clip)."""
+    target = RunDir(runs[0]).target()
+    return {s: target.metrics(pred, label) for s, (_, pred, label) in ensemble_predictions(runs).items()}
 
 
 def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict[str, float]]],
@@ -93,19 +97,20 @@ class EpochProgress:
     epoch: int
     max_epochs: int | None
     train_loss: float
-    valid_mae: float
-    best_mae: float
+    valid_loss: float  # this epoch's validation L_m: MAE for a score, CE for classes
+    best_loss: float
     best_epoch: int
     seconds: float  # this epoch
     eta_seconds: float  # the whole run, see ``EpochClock``
+    selection: str = "MAE"  # the name of valid_loss
 
     @property
     def line(self) -> str:
         """One log line: seed k/N, epoch, losses, best so far, ETA."""
         cap = f"/{self.max_epochs}" if self.max_epochs else ""
         return (f"seed {self.seed_index}/{self.n_seeds} ({self.seed}) epoch {self.epoch}{cap}: "
-                f"train loss {self.train_loss:.4f}, valid MAE {self.valid_mae:.4f} "
-                f"(best {self.best_mae:.4f} at epoch {self.best_epoch}), {self.seconds:.1f} s, "
+                f"train loss {self.train_loss:.4f}, valid {self.selection} {self.valid_loss:.4f} "
+                f"(best {self.best_loss:.4f} at epoch {self.best_epoch}), {self.seconds:.1f} s, "
                 f"ETA {self.eta_seconds / 60:.1f} min")
 
 
@@ -134,19 +139,20 @@ class EpochClock:
         return epochs_left * float(np.mean(self.epoch_seconds))
 
 
-def _progress_callback(hook: ProgressHook, clock: EpochClock, seed: int, seed_index: int) -> EpochCallback:
+def _progress_callback(hook: ProgressHook, clock: EpochClock, seed: int, seed_index: int,
+                       selection: str) -> EpochCallback:
     """A training-loop callback that turns each epoch record into an ``EpochProgress`` for ``hook``."""
-    best = {"mae": float("inf"), "epoch": 0}
+    best = {"loss": float("inf"), "epoch": 0}
 
     def on_epoch(record: dict[str, float], model: nn.Module, improved: bool) -> None:
         epoch = int(record["epoch"])
         if improved:
-            best.update(mae=record["valid_MAE"], epoch=epoch)
+            best.update(loss=record["valid_loss_m"], epoch=epoch)
         hook(EpochProgress(
             seed=seed, seed_index=seed_index, n_seeds=clock.n_seeds, epoch=epoch, max_epochs=clock.max_epochs,
-            train_loss=record["train_loss"], valid_mae=record["valid_MAE"], best_mae=best["mae"],
+            train_loss=record["train_loss"], valid_loss=record["valid_loss_m"], best_loss=best["loss"],
             best_epoch=int(best["epoch"]), seconds=record["seconds"],
-            eta_seconds=clock.eta(seed_index, epoch, int(best["epoch"]), record["seconds"]),
+            eta_seconds=clock.eta(seed_index, epoch, int(best["epoch"]), record["seconds"]), selection=selection,
         ))
 
     return on_epoch
@@ -174,7 +180,7 @@ def run_train(
     run_dirs: list[Path] = []
     clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)
     for k, seed in enumerate(seed_list, start=1):
-        on_epoch = _progress_callback(progress, clock, seed, k) if progress else None
+        on_epoch = _progress_callback(progress, clock, seed, k, selection_metric(cfg.target)) if progress else None
         run, fitted = train_on_view(store, view, cfg.model_copy(update={"seed": seed}), run_root / f"seed-{seed}",
                                     on_epoch=on_epoch)
         clock.finished_epochs.append(len(fitted.history))

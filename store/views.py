@@ -21,9 +21,12 @@ import zarr
 from store.errors import StoreError
 from store.featureset import COMPRESSORS
 from store.fs import StoreFS
+from store.schema import CLASS_LABELS, conform
 
+#: a view's clip table: the score and, for categorical targets, the class labels (null when absent)
 CLIPS_SCHEMA = pa.schema(
     [("row", pa.int64()), ("clip_id", pa.string()), ("label", pa.float64()), ("split", pa.string())]
+    + [(name, pa.string()) for name in CLASS_LABELS]
 )
 
 
@@ -52,7 +55,7 @@ def write_view(
         arr = group.create_array(key, shape=data.shape, dtype=data.dtype, compressors=COMPRESSORS, **_layout(data))
         if data.size:
             arr[...] = data
-    table = clips.select(CLIPS_SCHEMA.names).cast(CLIPS_SCHEMA)
+    table = conform(clips, CLIPS_SCHEMA)
     fs.write_parquet(f"{rel}/clips.parquet", table)
     fs.write_bytes_atomic(f"{rel}/view.json", json.dumps(attrs, sort_keys=True, default=str).encode())
 
@@ -118,5 +121,6 @@ def open_view(store: Any, name: str) -> AlignedView:
     if not fs.exists(f"{rel}/view.json"):
         raise StoreError(f"{fs.url}: no aligned view {name!r} (run `emoflow align` first)")
     attrs = json.loads(fs.read_bytes(f"{rel}/view.json"))
-    return AlignedView(fs=fs, name=name, attrs=attrs, clips=fs.read_parquet(f"{rel}/clips.parquet"))
+    clips = conform(fs.read_parquet(f"{rel}/clips.parquet"), CLIPS_SCHEMA)  # views older than the class columns
+    return AlignedView(fs=fs, name=name, attrs=attrs, clips=clips)
 

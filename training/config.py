@@ -75,6 +75,18 @@ class TrainConfig(BaseModel):
     unimodal_input: Literal["lgt", "encoder"] = "lgt"
     modalities: list[Modality] = Field(default_factory=lambda: list(MODALITIES))
 
+    # --- target (issue 16: categorical targets) ---
+    target: Literal["score", "emotion", "sentiment"] = Field(
+        "score", description="score: regression on the clip table's label in [-3, 3] (the spec); emotion / "
+        "sentiment: classification of label_emotion / label_sentiment (cross-entropy, no SLGM)",
+    )
+    classes: list[str] | None = Field(
+        None, description="class order of a categorical target; None = the sorted classes found in the view",
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: cross-entropy weights n / (C n_c) from the training clips (imbalance)",
+    )
+
     # --- SLGM (§4) ---
     label_clip: float = Field(3.0, gt=0, description="H: generated labels are clipped to [-H, H]")
     exclude_zero: bool = Field(True, description="zero labels belong to neither class centre")
@@ -150,6 +162,11 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"modalities={self.modalities}: use all three or exactly one (single-modality ablation)"
             )
+        if self.target != "score" and self.use_slgm:
+            if "use_slgm" in self.model_fields_set:
+                raise ValueError(f"use_slgm: SLGM generates unimodal scores and is undefined for the categorical "
+                                 f"target {self.target!r}; leave it unset or false (every head learns the class)")
+            self.use_slgm = False  # the default for a categorical target: the paper's -SLGM setting
         if self.single_modality is not None and self.use_slgm:
             raise ValueError("a single-modality run has no unimodal tasks: set use_slgm=false")
         if (self.lr_schedule != "constant" or self.warmup_ratio > 0) and self.schedule_horizon is None:

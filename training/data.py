@@ -32,6 +32,7 @@ from store.schema import STD_FLOOR
 from store.views import AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
 from training.model import ModalityInput
+from training.targets import SCORE, Target
 
 
 @dataclass
@@ -39,7 +40,7 @@ class ClipItem:
     """One clip as the dataset returns it: unpadded per-modality values keyed by l/a/v."""
 
     clip_id: str
-    label: float
+    label: float | int  # the score, or the class index of a categorical target
     index: int  # position among the train clips (SLGM banks); -1 outside the train split
     values: dict[str, np.ndarray] = field(default_factory=dict)  # [len, D], len may be 0
     input_ids: np.ndarray | None = None  # [T] text token ids (finetune mode)
@@ -104,9 +105,10 @@ class Collator:
                 inputs[u] = self._tokens(items)
             else:
                 inputs[u] = self._values(u, [it.values[u] for it in items])
+        classes = isinstance(items[0].label, (int, np.integer))
         return PaddedBatch(
             inputs=inputs,
-            label=torch.tensor([it.label for it in items], dtype=torch.float32),
+            label=torch.tensor([it.label for it in items], dtype=torch.int64 if classes else torch.float32),
             index=torch.tensor([it.index for it in items], dtype=torch.int64),
             clip_ids=[it.clip_id for it in items],
         )
@@ -169,16 +171,24 @@ class _BlockCache:
 class ViewDataset(Dataset[ClipItem]):
     """The clips of one split of an aligned view, read lazily (store modality names in ``modalities``).
 
-    ``tokens``: return text token ids instead of cached text states (finetune mode).
+    ``tokens``: return text token ids instead of cached text states (finetune mode). ``target``:
+    what the labels are (None: the score); a clip without a label for a categorical target is left
+    out of the split (``unlabelled`` counts them).
     """
 
     def __init__(
-        self, view: AlignedView, split: str, modalities: Sequence[str], *, tokens: bool, cache_mb: int = 1024
+        self, view: AlignedView, split: str, modalities: Sequence[str], *, tokens: bool, cache_mb: int = 1024,
+        target: Target | None = None,
     ) -> None:
-        clips = view.clips.sort_by("row").to_pydict()
-        picked = [i for i, s in enumerate(clips["split"]) if s == split]
+        table = view.clips.sort_by("row")
+        clips = table.to_pydict()
+        labels = (target or SCORE).labels(table)
+        in_split = [i for i, s in enumerate(clips["split"]) if s == split]
+        picked = [i for i in in_split if target is None or not target.categorical or labels[i] >= 0]
+        self.unlabelled = len(in_split) - len(picked)
         if not picked:
-            raise ConfigError(f"view {view.name!r} has no clips in split {split!r}")
+            missing = f" with a {target.column!r} label" if target is not None and in_split else ""
+            raise ConfigError(f"view {view.name!r} has no clips{missing} in split {split!r}")
         self.url = view.fs.url
         self.view_name = view.name
         self.split = split
@@ -186,7 +196,7 @@ class ViewDataset(Dataset[ClipItem]):
         self.tokens = tokens and "text" in self.modalities
         self.rows = [int(clips["row"][i]) for i in picked]
         self.clip_ids = [str(clips["clip_id"][i]) for i in picked]
-        self.labels = np.asarray([clips["label"][i] for i in picked], dtype=np.float32)
+        self.labels = labels[picked]
         self.lengths = self._clip_lengths(view)
         self.cache_bytes = cache_mb * 2**20
         self._arrays: dict[str, zarr.Array] | None = None
@@ -234,8 +244,10 @@ class ViewDataset(Dataset[ClipItem]):
 
     def __getitem__(self, i: int) -> ClipItem:
         row = self.rows[i]
+        label = self.labels[i]
         item = ClipItem(
-            clip_id=self.clip_ids[i], label=float(self.labels[i]), index=i if self.split == "train" else -1
+            clip_id=self.clip_ids[i], label=int(label) if self.labels.dtype.kind == "i" else float(label),
+            index=i if self.split == "train" else -1,
         )
         for m in self.modalities:
             if m == "text" and self.tokens:

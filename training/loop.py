@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from store.runtime import resolve_device
 from training.config import TrainConfig
 from training.data import PaddedBatch
-from training.metrics import regression_metrics
 from training.model import MCMF, ModelOutput
 from training.slgm import SLGM
+from training.targets import SCORE, Target
 
 #: called after every epoch with (record, model, improved); runs.py saves checkpoints from it
 EpochCallback = Callable[[dict[str, float], nn.Module, bool], None]
@@ -136,14 +136,18 @@ def text_freeze_epoch(config: TrainConfig) -> int | None:
 
 
 def multitask_loss(
-    out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | None
+    out: ModelOutput, y_m: Tensor, targets: dict[str, Tensor] | None, target: Target | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L = L_m + Σ_u mean(w_u |ŷ_u − y_u|), w_u = tanh|y_u − y_m| (§5).
 
     ``targets`` are SLGM's current labels of the batch; ``None`` (SLGM off) trains every head on
-    y_m with weight 1. Returns the loss and its per-task parts (detached 0-d tensors on the loss's
-    device, for logging: reading them as floats every step would stall a GPU on each batch).
+    y_m with weight 1. A categorical ``target``: L = Σ_x CE(ŷ_x, y_m), every head on the clip's
+    class. Returns the loss and its per-task parts (detached 0-d tensors on the loss's device, for
+    logging: reading them as floats every step would stall a GPU on each batch).
     """
+    if target is not None and target.categorical:
+        ce = {x: target.loss(pred, y_m) for x, pred in out.preds.items()}
+        return torch.stack(list(ce.values())).sum(), {x: v.detach() for x, v in ce.items()}
     parts = {"m": (out.preds["m"] - y_m).abs().mean()}
     for x, pred in out.preds.items():
         if x == "m":
@@ -166,8 +170,10 @@ def train_epoch(
     slgm: SLGM | None,
     epoch: int,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    target: Target | None = None,
 ) -> dict[str, float]:
     """One pass over the training data in the exact order of §4.6; returns sample-weighted mean losses.
+    ``target``: what the heads predict (None: the score).
 
     Nothing in the loop reads a value back to the host: on a GPU each read would wait for the
     queued kernels, and the per-step losses are read once, after the epoch.
@@ -186,7 +192,7 @@ def train_epoch(
         group_size = min(acc, n_batches - (b // acc) * acc)  # the last group may be short
         out = model(batch.inputs)
         targets = slgm.targets(batch.index) if slgm is not None else None
-        loss, parts = multitask_loss(out, batch.label, targets)
+        loss, parts = multitask_loss(out, batch.label, targets, target)
         (loss / group_size).backward()  # accumulated gradient = that of one batch of acc×B clips
         if (b + 1) % acc == 0 or b + 1 == n_batches:
             if config.grad_clip is not None:
@@ -217,7 +223,8 @@ def _weighted_means(names: list[str], logged: list[tuple[int, Tensor]]) -> dict[
 
 @dataclass
 class Predictions:
-    """ŷ_m and y_m of every clip of a loader, in loader order."""
+    """ŷ_m (or class probabilities [N, C]) and y_m (or class indices) of every clip of a loader,
+    in loader order."""
 
     clip_ids: list[str]
     pred: np.ndarray
@@ -225,7 +232,9 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None) -> Predictions:
+def predict(
+    model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None, target: Target | None = None
+) -> Predictions:
     """Multimodal predictions in eval mode (only ŷ_m is the model's output at inference)."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -233,17 +242,20 @@ def predict(model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | N
     preds: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for batch in loader:
-        out = model(batch.to(device).inputs)
+        y = model(batch.to(device).inputs).preds["m"]
         ids += batch.clip_ids
-        preds.append(out.preds["m"].float().cpu().numpy())
+        preds.append((target.to_prediction(y) if target is not None else y).float().cpu().numpy())
         labels.append(batch.label.numpy())
     return Predictions(ids, np.concatenate(preds), np.concatenate(labels))
 
 
-def evaluate(model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None) -> dict[str, float]:
-    """MMSA metrics of a split; ``MAE`` is also that split's L_m."""
-    p = predict(model, loader, device)
-    return regression_metrics(p.pred, p.label)
+def evaluate(
+    model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None, target: Target | None = None
+) -> dict[str, float]:
+    """The target's metrics of a split (MMSA's for the score); ``target.selection`` (``MAE``,
+    ``CE``) is also that split's L_m."""
+    p = predict(model, loader, device, target)
+    return (target or SCORE).metrics(p.pred, p.label)
 
 
 @dataclass
@@ -263,13 +275,16 @@ def fit(
     *,
     train_labels: Tensor | np.ndarray | None = None,
     on_epoch_end: EpochCallback | None = None,
+    target: Target | None = None,
 ) -> FitResult:
     """Train until validation L_m has not improved by ``min_delta`` for ``patience`` epochs (or the
     cap), then load the best-validation weights into ``model``.
 
     ``train_labels`` [N] are y_m of the training clips by train index (needed by SLGM); batches
-    must carry those indices.
+    must carry those indices. ``target``: what the heads predict (None: the score); its
+    ``selection`` metric is the validation L_m.
     """
+    target = target or SCORE
     device = resolve_device(config.device)
     model.to(device)
     optimizer = build_optimizer(model, config)
@@ -299,18 +314,18 @@ def fit(
         if model.text_encoder is not None and freeze_after is not None and epoch > freeze_after:
             model.text_encoder.requires_grad_(False)  # lr 0 from here on: skip its backward pass
         record: dict[str, float] = {"epoch": epoch}
-        record.update(train_epoch(model, train_loader, optimizer, config, device, slgm, epoch, scheduler))
+        record.update(train_epoch(model, train_loader, optimizer, config, device, slgm, epoch, scheduler, target))
         for g in optimizer.param_groups:
             if not g["name"].endswith("_no_decay"):
                 record[f"lr_{g['name']}"] = float(g["lr"])
-        valid = evaluate(model, valid_loader, device)
-        record["valid_loss_m"] = valid["MAE"]
+        valid = evaluate(model, valid_loader, device, target)
+        record["valid_loss_m"] = valid[target.selection]
         record.update({f"valid_{k}": v for k, v in valid.items()})
         if slgm is not None:
             record.update({f"label_gap_{u}": g for u, g in slgm.label_gap().items()})
-        improved = valid["MAE"] <= best_loss - config.min_delta
+        improved = record["valid_loss_m"] <= best_loss - config.min_delta
         if improved:
-            best_loss, best_epoch = valid["MAE"], epoch
+            best_loss, best_epoch = record["valid_loss_m"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         record["seconds"] = time.perf_counter() - start
         history.append(record)

@@ -1,4 +1,5 @@
-"""The MMSA regression metric set for MOSI/MOSEI (model-spec.md §8, thuiar/MMSA metricsTop.py).
+"""The MMSA regression metric set for MOSI/MOSEI (model-spec.md §8, thuiar/MMSA metricsTop.py),
+and the formatting every metric table shares (a classifier's metrics: ``training.targets``).
 
 Values are fractions (MAE and Corr raw); ``format_value`` prints accuracies and F1 ×100 with 2
 decimals and MAE/Corr with 3, as MMSA's tables and docs/results.md do.
@@ -54,11 +55,12 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return out
 
 
-RAW_METRICS = ("MAE", "Corr")  # printed as they are; the accuracies and F1 scores are percentages
+RAW_METRICS = ("MAE", "Corr", "CE")  # printed as they are; the accuracies and F1 scores are percentages
 
 
 def format_value(value: float, metric: str) -> str:
-    """One metric as MMSA tables print it: MAE and Corr with 3 decimals, accuracies and F1 ×100 with 2."""
+    """One metric as MMSA tables print it: MAE, Corr (and a classifier's cross-entropy CE) with 3
+    decimals, accuracies and F1 ×100 with 2."""
     return f"{value:.3f}" if metric in RAW_METRICS else f"{100 * value:.2f}"
 
 
@@ -69,10 +71,17 @@ def format_cell(value: float | Mapping[str, float], metric: str) -> str:
     return format_value(value, metric)
 
 
+def metric_columns(rows: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """The metrics of a table, in the order the first row has them (MMSA's set for a score,
+    a classifier's set for a categorical target)."""
+    return list(next(iter(rows.values()), {})) or list(METRIC_NAMES)
+
+
 def format_table(rows: Mapping[str, Mapping[str, float | Mapping[str, float]]], label: str = "split") -> str:
     """Markdown table, one row per label (a split, an ablation), cells by ``format_cell``."""
+    names = metric_columns(rows)
     head = f"| {label} | " if label else "| | "
-    lines = [head + " | ".join(METRIC_NAMES) + " |", "|" + "---|" * (len(METRIC_NAMES) + 1)]
+    lines = [head + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(format_cell(metrics[k], k) for k in METRIC_NAMES) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_cell(metrics[k], k) for k in names) + " |")
     return "\n".join(lines) + "\n"

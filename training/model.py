@@ -60,7 +60,8 @@ class ModalityInput:
 
 @dataclass
 class ModelOutput:
-    """``preds[x]`` = ŷ_x [B]; ``features[x]`` = F*_x [B, d_x], the head's first hidden layer (SLGM input)."""
+    """``preds[x]`` = ŷ_x [B] (class logits [B, C] for a categorical target); ``features[x]`` = F*_x
+    [B, d_x], the head's first hidden layer (SLGM input)."""
 
     preds: dict[str, Tensor]
     features: dict[str, Tensor]
@@ -249,19 +250,21 @@ class SumFusion(nn.Module):
 
 class Head(nn.Module):
     """Task head (Eq. 11 / Self-MM): F* = ReLU(Dropout(F) W1 + b1); ŷ = W3 ReLU(F* W2 + b2) + b3
-    (3 layers) or ŷ = F* W2 + b2 (2 layers). Returns (ŷ [B], F* [B, d])."""
+    (3 layers) or ŷ = F* W2 + b2 (2 layers). Returns (ŷ [B] for one output, class logits [B, C] for
+    ``outputs`` = C > 1, and F* [B, d])."""
 
-    def __init__(self, d_in: int, hidden: int, dropout: float, layers: int) -> None:
+    def __init__(self, d_in: int, hidden: int, dropout: float, layers: int, outputs: int = 1) -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.fc1 = nn.Linear(d_in, hidden)
         self.fc2 = nn.Linear(hidden, hidden) if layers == 3 else None
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, outputs)
 
     def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
         feat = torch.relu(self.fc1(self.drop(f)))
         h = torch.relu(self.fc2(feat)) if self.fc2 is not None else feat
-        return self.out(h).squeeze(-1), feat
+        y = self.out(h)
+        return (y.squeeze(-1) if y.shape[-1] == 1 else y), feat
 
 
 def _pool(config: TrainConfig) -> nn.Module:
@@ -279,10 +282,13 @@ class MCMF(nn.Module):
 
     ``dims`` maps l/a/v to input feature sizes; ``text_encoder`` is required in finetune mode
     (then the text input is token ids and dims["l"] is ignored). ``tasks`` lists the outputs:
-    ("m", "l", "a", "v") normally, ("m",) for a single-modality ablation.
+    ("m", "l", "a", "v") normally, ("m",) for a single-modality ablation. ``outputs``: 1 (a score)
+    or the number of classes of a categorical target (``training.targets``), for every head.
     """
 
-    def __init__(self, config: TrainConfig, dims: dict[str, int], text_encoder: TextEncoder | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, dims: dict[str, int], text_encoder: TextEncoder | None = None, outputs: int = 1
+    ) -> None:
         super().__init__()
         c = config
         self.modalities = c.short_modalities
@@ -309,14 +315,16 @@ class MCMF(nn.Module):
             u = self.single
             self.pool_encoder = None
             self.fusion: UFF | ConcatFusion | SumFusion | None = None
-            self.heads = nn.ModuleDict({"m": Head(c.k, c.head_dim(u), c.head_dropout(u), c.head_layers)})
+            self.heads = nn.ModuleDict({"m": Head(c.k, c.head_dim(u), c.head_dropout(u), c.head_layers, outputs)})
             self.tasks: tuple[str, ...] = ("m",)
             return
         encoder_input = c.unimodal_input == "encoder"
         self.pool_encoder = nn.ModuleDict({u: _pool(c) for u in self.modalities}) if encoder_input else None
         self.fusion = _fusion(c)
-        heads = {"m": Head(self.fusion.out_dim, c.head_dim("m"), c.head_dropout("m"), c.head_layers)}
-        heads.update({u: Head(c.k, c.head_dim(u), c.head_dropout(u), c.head_layers) for u in self.modalities})
+        heads = {"m": Head(self.fusion.out_dim, c.head_dim("m"), c.head_dropout("m"), c.head_layers, outputs)}
+        heads.update(
+            {u: Head(c.k, c.head_dim(u), c.head_dropout(u), c.head_layers, outputs) for u in self.modalities}
+        )
         self.heads = nn.ModuleDict(heads)
         self.tasks = ("m", *self.modalities)
 
@@ -369,7 +377,8 @@ class MCMF(nn.Module):
         return ModelOutput(preds=preds, features=feats)
 
 
-def build_model(config: TrainConfig, dims: dict[str, int], text_model_path: str | None = None) -> MCMF:
+def build_model(config: TrainConfig, dims: dict[str, int], text_model_path: str | None = None,
+                outputs: int = 1) -> MCMF:
     """Build MCMF, loading the local text encoder when the config fine-tunes text."""
     text_encoder = None
     if config.text_mode == "finetune" and "l" in config.short_modalities:
@@ -377,4 +386,4 @@ def build_model(config: TrainConfig, dims: dict[str, int], text_model_path: str 
         if not path:
             raise ValueError("text_mode=finetune needs text_model_path (config or view attrs)")
         text_encoder = TextEncoder(path)
-    return MCMF(config, dims, text_encoder)
+    return MCMF(config, dims, text_encoder, outputs)

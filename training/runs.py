@@ -6,9 +6,13 @@ Layout of ``<run_dir>/``:
                      device, versions, best epoch, timings
   epochs.json/.csv   one record per epoch (train losses, valid metrics, SLGM label gaps)
   best.safetensors   the best-validation weights (safetensors: loading runs no pickle)
-  metrics.json/.md   final metrics per split of the best checkpoint (MMSA table)
-  predictions.csv    split, clip_id, label, pred of the best checkpoint on valid (and test):
-                     what seed ensembles average (``stages.train``)
+  metrics.json/.md   final metrics per split of the best checkpoint (MMSA table; for a categorical
+                     target accuracy, weighted/macro F1, per-class F1 and CE)
+  confusion.json     categorical target only: confusion matrix per split (rows true, columns
+                     predicted), also as confusion_<split>.csv
+  predictions.csv    split, clip_id, label, pred of the best checkpoint on valid (and test), plus
+                     p_<class> probabilities for a categorical target: what seed ensembles
+                     average (``stages.train``)
   view_stats.safetensors  the view's per-modality train mean/std (``<modality>/mean|std``): new
                      data is normalised with them at predict time, even when the store has moved
 """
@@ -44,8 +48,9 @@ from training.data import (
     read_stats,
 )
 from training.loop import EpochCallback, FitResult, Predictions, evaluate, fit, predict, seed_everything
-from training.metrics import format_table, regression_metrics
+from training.metrics import format_table
 from training.model import MCMF, build_model
+from training.targets import SCORE, Target, class_weights, view_classes
 
 CHECKPOINT = "best.safetensors"
 VIEW_STATS = "view_stats.safetensors"
@@ -146,27 +151,54 @@ class RunDir:
         if improved:
             save_checkpoint(model, self.checkpoint)
 
-    def write_predictions(self, predictions: dict[str, Predictions]) -> None:
-        """``predictions.csv``: one row per clip and split (split, clip_id, label, pred)."""
+    def target(self) -> Target:
+        """What this run predicts (the classes were fixed from its view when it started)."""
+        info = self.info()
+        return Target(self.config().target, info.get("classes") or (), info.get("class_weights"))
+
+    def write_predictions(self, predictions: dict[str, Predictions], target: Target = SCORE) -> None:
+        """``predictions.csv``: one row per clip and split (split, clip_id, label, pred); for a
+        categorical target label and pred are class names and p_<class> columns hold the probabilities."""
+        classes = target.classes
         with atomic_path(self.path / PREDICTIONS) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["split", "clip_id", "label", "pred"])
+            writer.writerow(["split", "clip_id", "label", "pred", *(f"p_{c}" for c in classes)])
             for split, p in predictions.items():
-                writer.writerows([split, c, repr(float(y)), repr(float(q))]
+                if not classes:
+                    writer.writerows([split, c, repr(float(y)), repr(float(q))]
+                                     for c, y, q in zip(p.clip_ids, p.label, p.pred))
+                    continue
+                writer.writerows([split, c, classes[int(y)], classes[int(np.argmax(q))], *map(repr, map(float, q))]
                                  for c, y, q in zip(p.clip_ids, p.label, p.pred))
 
     def predictions(self) -> dict[str, Predictions]:
         """The predictions written by ``write_predictions``, per split in file order."""
-        rows: dict[str, list[tuple[str, float, float]]] = {}
+        classes = self.target().classes
+        index = {c: i for i, c in enumerate(classes)}
+        rows: dict[str, list[tuple[str, Any, Any]]] = {}
         with open(self.path / PREDICTIONS, newline="") as f:
             for r in csv.DictReader(f):
-                rows.setdefault(r["split"], []).append((r["clip_id"], float(r["label"]), float(r["pred"])))
+                row: tuple[str, Any, Any]
+                if classes:
+                    row = (r["clip_id"], index[r["label"]], [float(r[f"p_{c}"]) for c in classes])
+                else:
+                    row = (r["clip_id"], float(r["label"]), float(r["pred"]))
+                rows.setdefault(r["split"], []).append(row)
         return {s: Predictions([c for c, _, _ in v], np.array([q for _, _, q in v]), np.array([y for _, y, _ in v]))
                 for s, v in rows.items()}
 
     def write_metrics(self, metrics: dict[str, dict[str, float]]) -> None:
         _write_json(self.path / "metrics.json", metrics)
         (self.path / "metrics.md").write_text(format_table(metrics))
+
+    def write_confusion(self, confusion: dict[str, dict[str, Any]]) -> None:
+        """``confusion.json`` (split -> classes, matrix) and one ``confusion_<split>.csv`` per split."""
+        _write_json(self.path / "confusion.json", confusion)
+        for split, c in confusion.items():
+            with atomic_path(self.path / f"confusion_{split}.csv") as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["true \\ predicted", *c["classes"]])
+                writer.writerows([name, *row] for name, row in zip(c["classes"], c["matrix"]))
 
 
 def _dims_short(dims: dict[str, int]) -> dict[str, int]:
@@ -191,6 +223,16 @@ def train_on_view(
         raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
     text_path = finetune_model_path(view, config)
     device = resolve_device(config.device)
+    target = Target(config.target, view_classes(view.clips, config.target, config.classes)
+                    if config.target != "score" else ())
+    tokens = config.text_mode == "finetune"
+    datasets = {
+        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target)
+        for s in ("train", "valid", "test")
+        if s in splits
+    }
+    if config.class_weights == "balanced" and target.categorical:
+        target = Target(target.name, target.classes, class_weights(datasets["train"].labels, len(target.classes)))
     run = RunDir.create(
         run_dir,
         config,
@@ -202,19 +244,15 @@ def train_on_view(
             "dims": dims,
             "text_model_path": text_path,
             "device": str(device),
+            **({"classes": list(target.classes), "class_weights": target.weights,
+                "unlabelled": {s: d.unlabelled for s, d in datasets.items()}} if target.categorical else {}),
         },
     )
     run.write_view_stats(view, config.modalities)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed, config.deterministic)
-    model = build_model(config, _dims_short(dims), text_path)
-    tokens = config.text_mode == "finetune"
-    datasets = {
-        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb)
-        for s in ("train", "valid", "test")
-        if s in splits
-    }
+    model = build_model(config, _dims_short(dims), text_path, target.outputs)
     collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
     loaders = {s: make_loader(ds, collator, config, train=s == "train") for s, ds in datasets.items()}
     result = fit(
@@ -224,11 +262,15 @@ def train_on_view(
         config,
         train_labels=datasets["train"].labels,
         on_epoch_end=run.log_epoch if on_epoch is None else _chain(run.log_epoch, on_epoch),
+        target=target,
     )
-    predictions: dict[str, Predictions] = {s: predict(model, loaders[s]) for s in ("valid", "test") if s in loaders}
-    run.write_predictions(predictions)
-    metrics: dict[str, dict[str, float]] = {s: regression_metrics(p.pred, p.label) for s, p in predictions.items()}
-    run.write_metrics(metrics)
+    predictions: dict[str, Predictions] = {
+        s: predict(model, loaders[s], target=target) for s in ("valid", "test") if s in loaders
+    }
+    run.write_predictions(predictions, target)
+    run.write_metrics({s: target.metrics(p.pred, p.label) for s, p in predictions.items()})
+    if target.categorical:
+        run.write_confusion({s: target.confusion(p.pred, p.label) for s, p in predictions.items()})
     run.update_info(
         finished=_now(),
         best_epoch=result.best_epoch,
@@ -252,7 +294,7 @@ def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -
     run = RunDir(run_dir)
     config = run.config()
     info = run.info()
-    model = build_model(config, _dims_short(info["dims"]), info.get("text_model_path"))
+    model = build_model(config, _dims_short(info["dims"]), info.get("text_model_path"), run.target().outputs)
     model.to(resolve_device(device or config.device))
     load_checkpoint(model, run.checkpoint)
     return model
@@ -271,7 +313,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None 
             f"{info['view_fingerprint']!r}"
         )
     model = load_run_model(run_dir)
+    target = run.target()
     tokens = config.text_mode == "finetune"
-    dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb)
+    dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target)
     loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, train=False)
-    return evaluate(model, loader)
+    return evaluate(model, loader, target=target)

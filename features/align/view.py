@@ -22,7 +22,7 @@ from store.featureset import ClipFeatures, IndexRow
 from store.fingerprint import feature_fingerprint, hash_obj
 from store.ids import now_utc
 from store.moments import Moments
-from store.schema import MODALITIES, STD_FLOOR
+from store.schema import CLASS_LABELS, MODALITIES, STD_FLOOR
 from store.views import open_view, write_view
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,13 @@ def _percentile_len(lengths: list[int], q: float) -> int:
     return max(1, int(math.ceil(float(np.percentile(np.asarray(lengths, np.float64), q))))) if lengths else 1
 
 
+def _classes(clip: dict[str, Any]) -> list[dict[str, str]]:
+    """A clip's class labels for the view fingerprint: nothing when it has none, so the fingerprints of
+    views without class labels stay what they were before class labels existed."""
+    classes = {k: clip[k] for k in CLASS_LABELS if clip.get(k) is not None}
+    return [classes] if classes else []
+
+
 def _train_positions(clips: list[dict[str, Any]]) -> list[int]:
     train = [i for i, c in enumerate(clips) if c["split"] == "train"]
     return train or list(range(len(clips)))
@@ -206,7 +213,8 @@ def plan_alignment(
             "version": ALIGN_VERSION,
             "config": cfg.model_dump(mode="json", exclude={"view", "feature_sets"}),
             "L": {m: s.L for m, s in sources.items()},
-            "clips": [[c["clip_id"], c["clip_fingerprint"], c["label"], c["split"], c["duration"]] for c in clips],
+            "clips": [[c["clip_id"], c["clip_fingerprint"], c["label"], c["split"], c["duration"], *_classes(c)]
+                      for c in clips],
             "modalities": {
                 m: {"feature_set": s.feature_set,
                     "fingerprints": [r.fingerprint if r else st for r, st in zip(s.rows, s.status)]}
@@ -365,6 +373,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
             "clip_id": [c["clip_id"] for c in clips],
             "label": pa.array([c["label"] for c in clips], pa.float64()),
             "split": [c["split"] for c in clips],
+            **{k: pa.array([c.get(k) for c in clips], pa.string()) for k in CLASS_LABELS},
         }
     )
     text_set = plan.sources.get("text")

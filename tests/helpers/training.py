@@ -104,8 +104,10 @@ def write_tiny_view(
     seed: int = 0,
     text_model_path: str | None = None,
     fingerprint: str = "fp-tiny",
+    without_class: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Write an aligned view in the contract of docs/architecture.md; returns its arrays."""
+    """Write an aligned view in the contract of docs/architecture.md; returns its arrays. The clips
+    carry ``label_sentiment`` (``sentiment_class``) except the first ``without_class`` ones."""
     splits = splits or {"train": 24, "valid": 8, "test": 8}
     rng = np.random.default_rng(seed)
     n = sum(splits.values())
@@ -145,6 +147,7 @@ def write_tiny_view(
             "clip_id": [f"clip{i:03d}" for i in range(n)],
             "label": labels.astype(np.float64),
             "split": split_col,
+            "label_sentiment": [None if i < without_class else sentiment_class(x) for i, x in enumerate(labels)],
         }
     )
     attrs: dict[str, Any] = {
@@ -156,6 +159,12 @@ def write_tiny_view(
         attrs["text_model_path"] = text_model_path
     write_view(root, name, arrays, clips, attrs)
     return arrays
+
+
+def sentiment_class(score: float) -> str:
+    """The class a tiny view's clip carries in ``label_sentiment``: the planted score's sign, with a
+    neutral band (so a classifier can learn it from the same signal)."""
+    return "negative" if score < -1 else "positive" if score > 1 else "neutral"
 
 
 def save_tiny_bert(path: Path) -> str:

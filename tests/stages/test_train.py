@@ -51,9 +51,9 @@ def test_run_train_reports_every_epoch_of_every_seed_with_best_so_far_and_an_eta
         records = json.loads((root / f"seed-{seed}" / "epochs.json").read_text())
         assert [p.epoch for p in events] == [r["epoch"] for r in records]  # one event per logged epoch
         assert all(p.seed_index == k and p.n_seeds == 2 and p.max_epochs == 3 for p in events)
-        assert [p.valid_mae for p in events] == [r["valid_MAE"] for r in records]
+        assert [p.valid_loss for p in events] == [r["valid_MAE"] for r in records]
         for i, p in enumerate(events):  # best so far, and the epoch it came from
             best = min(r["valid_MAE"] for r in records[: i + 1])
-            assert p.best_mae == best and records[p.best_epoch - 1]["valid_MAE"] == best
+            assert p.best_loss == best and records[p.best_epoch - 1]["valid_MAE"] == best
     assert all(p.eta_seconds >= 0 for p in seen) and seen[-1].eta_seconds == 0.0
     assert seen[0].eta_seconds > 0 and "seed 1/2 (11) epoch 1/3" in seen[0].line

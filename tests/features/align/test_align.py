@@ -317,7 +317,9 @@ def test_unchanged_realign_is_a_no_op_and_a_new_L_realigns_without_extracting(st
     assert align_view(store, cfg.model_copy(update={"max_len": 20}), force=True).changed is True
 
 
-def test_a_new_label_realigns_and_a_new_transcript_masks_stale_text(store: FeatureStore, tmp_path: Path) -> None:
+def test_a_new_label_or_class_realigns_and_a_new_transcript_masks_stale_text(
+    store: FeatureStore, tmp_path: Path
+) -> None:
     copy = tmp_path / "store"
     shutil.copytree(store.fs.root, copy)
     st = FeatureStore.open(copy)
@@ -333,6 +335,12 @@ def test_a_new_label_realigns_and_a_new_transcript_masks_stale_text(store: Featu
     relabelled = align_view(st, cfg)
     assert relabelled.changed and relabelled.present == base.present
     assert open_view(st, "labels").clips.column("label")[0].as_py() == 2.5
+    table[0]["label_emotion"] = "joy"  # a class label reaches the view's clip table (categorical targets)
+    st.write_clips(pa.Table.from_pylist(table, schema=schema.CLIPS))
+    assert align_view(st, cfg).changed
+    classes = open_view(st, "labels").clips
+    assert classes.column("label_emotion").to_pylist()[0] == "joy"
+    assert classes.column("label_sentiment").to_pylist() == [None] * classes.num_rows
     table[0]["text"] = "a completely different transcript"
     table[0]["words"] = None
     st.write_clips(pa.Table.from_pylist(table, schema=schema.CLIPS))

@@ -1,0 +1,149 @@
+"""What a run learns to predict: the sentiment score (regression, the spec) or a class column of the
+clip table (categorical: MELD's 7 emotions or 3 sentiment classes, IEMOCAP's emotions).
+
+One object carries every rule that depends on the target, so the loop, the runs and the summaries
+never branch on it themselves: the clip-table column, the head width, the loss, the metrics and
+the metric that selects the best epoch.
+
+Categorical targets: cross-entropy (optionally class-weighted), predictions are class
+probabilities (softmax), metrics are accuracy, weighted and macro F1, per-class F1 and the mean
+cross-entropy ``CE`` (the validation L_m that early stopping watches); the confusion matrix goes to
+the run directory. SLGM generates unimodal *scores* and has no meaning for classes: with a
+categorical target every head learns the clip's class (the paper's "-SLGM" setting, see
+``TrainConfig``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own convention
+from sklearn.metrics import confusion_matrix, f1_score
+from torch import Tensor
+
+from store.errors import ConfigError
+from training.metrics import regression_metrics
+
+#: TrainConfig.target -> clip-table column (store.schema.CLASS_LABELS for the categorical ones)
+TARGET_COLUMNS = {"score": "label", "emotion": "label_emotion", "sentiment": "label_sentiment"}
+
+
+class Target:
+    """The prediction target of a run. ``classes`` is empty for the score (one regression output)."""
+
+    def __init__(self, name: str, classes: Sequence[str] = (), weights: Sequence[float] | None = None) -> None:
+        if name not in TARGET_COLUMNS:
+            raise ConfigError(f"unknown target {name!r}; choose one of {', '.join(TARGET_COLUMNS)}")
+        if name != "score" and len(classes) < 2:
+            raise ConfigError(f"target {name!r} needs at least two classes, got {list(classes)}")
+        self.name = name
+        self.column = TARGET_COLUMNS[name]
+        self.classes = tuple(classes)
+        self.weights = None if weights is None else tuple(float(w) for w in weights)
+        self._weight_on: dict[torch.device, Tensor] = {}
+
+    @property
+    def categorical(self) -> bool:
+        return bool(self.classes)
+
+    @property
+    def outputs(self) -> int:
+        """Width of every head's last layer."""
+        return len(self.classes) if self.categorical else 1
+
+    @property
+    def selection(self) -> str:
+        return selection_metric(self.name)
+
+    # --- labels -------------------------------------------------------------------------------
+    def labels(self, clips: pa.Table) -> np.ndarray:
+        """Per clip: the score (float, NaN when null) or the class index (int, -1 when null or not
+        one of ``classes``)."""
+        values = clips.column(self.column).to_pylist() if self.column in clips.column_names else [None] * len(clips)
+        if not self.categorical:
+            return np.asarray([np.nan if v is None else v for v in values], dtype=np.float32)
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.asarray([index.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64)
+
+    def is_labelled(self, labels: np.ndarray) -> np.ndarray:
+        return labels >= 0 if self.categorical else ~np.isnan(labels)
+
+    # --- training -----------------------------------------------------------------------------
+    def loss(self, pred: Tensor, y: Tensor) -> Tensor:
+        """Mean loss of one head over a batch: cross-entropy (class-weighted when configured)."""
+        if not self.categorical:
+            raise RuntimeError("the score's loss is SLGM-weighted L1 (training.loop.multitask_loss)")
+        weight = None
+        if self.weights is not None:
+            weight = self._weight_on.get(pred.device)
+            if weight is None:
+                weight = self._weight_on[pred.device] = torch.tensor(self.weights, dtype=pred.dtype, device=pred.device)
+        return F.cross_entropy(pred, y, weight=weight)
+
+    def to_prediction(self, head_output: Tensor) -> Tensor:
+        """What a run reports per clip: ŷ_m (score) or the class probabilities [B, C]."""
+        return torch.softmax(head_output, dim=-1) if self.categorical else head_output
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def metrics(self, pred: np.ndarray, label: np.ndarray) -> dict[str, float]:
+        """MMSA's regression metrics, or accuracy, weighted/macro F1, per-class F1 and CE of class
+        probabilities ``pred`` [N, C] against class indices ``label`` [N]."""
+        if not self.categorical:
+            return regression_metrics(pred, label)
+        probs = np.asarray(pred, dtype=np.float64).reshape(len(label), -1)
+        y = np.asarray(label, dtype=np.int64)
+        if probs.size == 0 or probs.shape[1] != len(self.classes):
+            raise ValueError(f"need [N, {len(self.classes)}] class probabilities, got {probs.shape}")
+        hat = probs.argmax(1)
+        everyone = list(range(len(self.classes)))
+        per_class = f1_score(y, hat, labels=everyone, average=None, zero_division=0)
+        out = {
+            "Acc": float(np.mean(hat == y)),
+            "F1_weighted": float(f1_score(y, hat, labels=everyone, average="weighted", zero_division=0)),
+            "F1_macro": float(f1_score(y, hat, labels=everyone, average="macro", zero_division=0)),
+            "CE": float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)))),
+        }
+        out.update({f"F1_{c}": float(v) for c, v in zip(self.classes, per_class)})
+        return out
+
+    def confusion(self, pred: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+        """Rows: true class, columns: predicted class, in ``classes`` order."""
+        hat = np.asarray(pred).reshape(len(label), -1).argmax(1)
+        matrix = confusion_matrix(label, hat, labels=list(range(len(self.classes))))
+        return {"classes": list(self.classes), "matrix": matrix.tolist()}
+
+
+def selection_metric(target: str) -> str:
+    """The validation metric that is a run's L_m (lower is better), which early stopping and the best
+    checkpoint follow: MAE for the score, the cross-entropy CE for classes."""
+    return "MAE" if target == "score" else "CE"
+
+
+#: the spec's target, for callers that name none
+SCORE = Target("score")
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> list[float]:
+    """``balanced`` weights n / (C · n_c) of the training labels (scikit-learn's rule); a class with
+    no training clip gets weight 0 (nothing to balance)."""
+    counts = np.bincount(labels[labels >= 0], minlength=n_classes).astype(np.float64)
+    total = counts.sum()
+    return [float(total / (n_classes * c)) if c else 0.0 for c in counts]
+
+
+def view_classes(clips: pa.Table, name: str, configured: Sequence[str] | None = None) -> list[str]:
+    """The class list of a categorical target: the configured order, else the sorted distinct
+    classes of the view's clips (every split, so valid/test classes have an output too)."""
+    column = TARGET_COLUMNS[name]
+    if configured:
+        return list(configured)
+    found = sorted({v for v in clips.column(column).to_pylist() if v is not None})
+    if len(found) < 2:
+        raise ConfigError(f"target {name!r}: the view's clips carry {len(found)} distinct {column!r} value(s) "
+                          f"{found}; a classifier needs at least two (a view aligned before class labels were "
+                          "kept has none: `emoflow align --force` rebuilds it)")
+    return found
