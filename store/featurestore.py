@@ -11,12 +11,15 @@ range, so a shard may be referenced by several clips.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from store import schema
 from store.errors import StoreConflictError, StoreError
@@ -26,6 +29,7 @@ from store.ids import new_id, now_utc
 
 FORMAT = "emoflow-store"
 MEDIA_SOURCES = "predict_sources.json"
+FINGERPRINT_CACHE = "cache/fingerprints"  # planning's per-set feature fingerprints of the clip table
 FORMAT_VERSION = 2  # 2: a feature set's index may be consolidated (store.index); version 1 code would miss rows
 READABLE_VERSIONS = (1, 2)  # a version 1 store is a version 2 store that was never compacted
 
@@ -74,9 +78,33 @@ class FeatureStore:
         self.fs.write_parquet("clips.parquet", schema.conform(table, schema.CLIPS))
 
     def clips(self) -> pa.Table:
+        return self.clips_with_digest()[0]
+
+    def clips_with_digest(self) -> tuple[pa.Table, str]:
+        """The clip table and the sha256 of its file: a content key for what is derived from the
+        whole table (planning's fingerprint cache). An absent table has the digest of no bytes."""
         if not self.fs.exists("clips.parquet"):
-            return schema.CLIPS.empty_table()
-        return schema.conform(self.fs.read_parquet("clips.parquet"), schema.CLIPS)  # older stores lack newer columns
+            return schema.CLIPS.empty_table(), hashlib.sha256(b"").hexdigest()
+        data = self.fs.read_bytes("clips.parquet")
+        table = pq.read_table(io.BytesIO(data))
+        return schema.conform(table, schema.CLIPS), hashlib.sha256(data).hexdigest()  # older stores lack columns
+
+    # -- planning cache ----------------------------------------------------------------------
+    def cached_fingerprints(self, set_name: str, key: str) -> list[str] | None:
+        """The feature fingerprints of every clip-table row (in table order) that planning stored
+        for ``set_name`` under ``key``, or None when absent or made for another key (a changed clip
+        table or extractor identity): a derived cache, safe to delete."""
+        rel = f"{FINGERPRINT_CACHE}/{quote_name(set_name)}.parquet"
+        if not self.fs.exists(rel):
+            return None
+        table = self.fs.read_parquet(rel)
+        if (table.schema.metadata or {}).get(b"key") != key.encode():
+            return None
+        return table.column("fingerprint").to_pylist()
+
+    def write_fingerprint_cache(self, set_name: str, key: str, fingerprints: list[str]) -> None:
+        table = pa.table({"fingerprint": pa.array(fingerprints, pa.string())}).replace_schema_metadata({"key": key})
+        self.fs.write_parquet(f"{FINGERPRINT_CACHE}/{quote_name(set_name)}.parquet", table)
 
     def write_rejects(self, table: pa.Table) -> None:
         self.fs.write_parquet("rejects.parquet", table.cast(schema.REJECTS))

@@ -42,31 +42,60 @@ def _fs(store: Any) -> StoreFS:
 def write_view(
     store: Any, name: str, arrays: dict[str, np.ndarray], clips: pa.Table, attrs: dict[str, Any]
 ) -> None:
-    """Write a whole view, replacing any previous one of that name; ``view.json`` goes last."""
-    fs = _fs(store)
-    rel = f"aligned/{name}"
-    fs.rm(rel)
-    n = clips.num_rows
-    group = zarr.open_group(fs.zarr_store(rel), mode="w", zarr_format=3)
+    """Write a whole view from arrays in memory, replacing any previous one of that name."""
+    writer = ViewWriter(store, name, clips.num_rows)
     for key, data in arrays.items():
-        data = np.asarray(data)
-        if data.ndim >= 1 and key.split("/")[-1] not in ("mean", "std") and data.shape[0] != n:
-            raise StoreError(f"view {name!r}: array {key!r} has {data.shape[0]} rows for {n} clips")
-        arr = group.create_array(key, shape=data.shape, dtype=data.dtype, compressors=COMPRESSORS, **_layout(data))
+        writer.write(key, np.asarray(data))
+    writer.finish(clips, attrs)
+
+
+class ViewWriter:
+    """Writes a view array by array or block by block (``create`` then ``write_block``), so a view
+    larger than memory can be built; ``view.json`` goes last (``finish``), and a previous view of the
+    name is removed first, so a reader never takes a half-written view for a complete one."""
+
+    def __init__(self, store: Any, name: str, n_clips: int) -> None:
+        self.fs = _fs(store)
+        self.name = name
+        self.rel = f"aligned/{name}"
+        self.n = n_clips
+        self.fs.rm(self.rel)
+        self.group = zarr.open_group(self.fs.zarr_store(self.rel), mode="w", zarr_format=3)
+
+    def create(self, key: str, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
+        """An empty per-clip array (first dimension = clips) or a vector such as mean/std."""
+        if len(shape) >= 1 and key.split("/")[-1] not in ("mean", "std") and shape[0] != self.n:
+            raise StoreError(f"view {self.name!r}: array {key!r} has {shape[0]} rows for {self.n} clips")
+        return self.group.create_array(key, shape=shape, dtype=dtype, compressors=COMPRESSORS, **_layout(shape))
+
+    def write(self, key: str, data: np.ndarray) -> None:
+        arr = self.create(key, data.shape, data.dtype)
         if data.size:
             arr[...] = data
-    table = conform(clips, CLIPS_SCHEMA)
-    fs.write_parquet(f"{rel}/clips.parquet", table)
-    fs.write_bytes_atomic(f"{rel}/view.json", json.dumps(attrs, sort_keys=True, default=str).encode())
+
+    @staticmethod
+    def write_block(arr: zarr.Array, start: int, data: np.ndarray) -> None:
+        """Rows ``[start, start + len(data))`` of a per-clip array (whole shards when ``start`` is a
+        multiple of ``VIEW_SHARD``)."""
+        if len(data):
+            arr[start : start + len(data)] = data
+
+    def finish(self, clips: pa.Table, attrs: dict[str, Any]) -> None:
+        self.fs.write_parquet(f"{self.rel}/clips.parquet", conform(clips, CLIPS_SCHEMA))
+        self.fs.write_bytes_atomic(f"{self.rel}/view.json", json.dumps(attrs, sort_keys=True, default=str).encode())
 
 
-def _layout(data: np.ndarray) -> dict[str, Any]:
+#: clips per zarr shard of a view's per-clip arrays (a block writer's natural unit)
+VIEW_SHARD = 256
+
+
+def _layout(shape: tuple[int, ...]) -> dict[str, Any]:
     """Per-clip arrays get one chunk per clip (a random read decompresses one clip) grouped into
-    shards of up to 256 clips (few files); vectors such as mean/std are one chunk."""
-    if data.ndim < 2:
-        return {"chunks": data.shape or ()}
-    clip = (1, *data.shape[1:])
-    return {"chunks": clip, "shards": (max(1, min(256, data.shape[0])), *data.shape[1:])}
+    shards of up to ``VIEW_SHARD`` clips (few files); vectors such as mean/std are one chunk."""
+    if len(shape) < 2:
+        return {"chunks": shape or ()}
+    clip = (1, *shape[1:])
+    return {"chunks": clip, "shards": (max(1, min(VIEW_SHARD, shape[0])), *shape[1:])}
 
 
 def group_array(group: zarr.Group, name: str) -> zarr.Array:

@@ -23,7 +23,7 @@ from store.fingerprint import feature_fingerprint, hash_obj
 from store.ids import now_utc
 from store.moments import Moments
 from store.schema import CLASS_LABELS, MODALITIES, STD_FLOOR
-from store.views import open_view, write_view
+from store.views import VIEW_SHARD, ViewWriter, open_view
 
 log = logging.getLogger(__name__)
 
@@ -239,21 +239,18 @@ def plan_alignment(
 
 # -- building -------------------------------------------------------------------------------
 def _iter_clip_features(
-    store: FeatureStore, src: ModalitySource, extras: tuple[str, ...]
+    store: FeatureStore, src: ModalitySource, extras: tuple[str, ...], positions: range
 ) -> Iterator[tuple[int, ClipFeatures]]:
-    """Yield ``(clip position, features)`` for every usable clip, reading each shard's range once."""
-    pos = {r.clip_id: i for i, r in enumerate(src.rows) if r is not None}
-    rows = [r for r in src.rows if r is not None]
+    """Yield ``(clip position, features)`` for every usable clip of ``positions``, reading each
+    shard's range once."""
+    pos = {src.rows[i].clip_id: i for i in positions if src.rows[i] is not None}  # type: ignore[union-attr]
+    rows = [r for r in (src.rows[i] for i in positions) if r is not None]
     for row, feat in store.feature_set(src.feature_set).iter_features(rows, extras):
         yield pos[row.clip_id], feat
 
 
-def _train_stats(values: np.ndarray, mask: np.ndarray, positions: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per-dimension mean and std over the masked steps of ``positions`` (non-finite values skipped),
-    combined clip by clip so no [steps, D] copy of the whole split is made."""
-    mom = Moments(values.shape[2])
-    for i in positions:
-        mom.add(values[i][mask[i]])
+def _stats(mom: Moments) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-dimension mean and std of the folded-in rows (a std under the floor becomes 1)."""
     std = mom.std()
     std = np.where(std < STD_FLOOR, 1.0, std)
     return mom.mean.astype(np.float32), std.astype(np.float32), mom.rows
@@ -275,30 +272,88 @@ def extraction_model_path(set_config: dict[str, Any], extractor: str | None = "t
         return None
 
 
-def build_view(plan: AlignPlan) -> AlignSummary:
-    """Read each source's shards once, pool clip by clip into preallocated arrays, write the view."""
+#: decoded values of one modality held in memory at once while a view is built (MB); a larger view
+#: is built in blocks of whole view shards, written raw, then normalised block by block
+ALIGN_BLOCK_MB = 512
+
+
+def build_view(plan: AlignPlan, block_mb: float = ALIGN_BLOCK_MB) -> AlignSummary:
+    """Read each source's shards once, pool clip by clip, write the view.
+
+    Memory is bounded by ``block_mb`` of values per modality, not by the number of clips: clips are
+    pooled in blocks (of whole view shards) in clip order, the train statistics are folded in clip
+    by clip in that order, and a view that does not fit one block is written raw and normalised in
+    a second pass. Per clip only masks, lengths and text token ids stay in memory (≈ 1% of the
+    values). The result does not depend on the block size, value for value.
+    """
     t0 = time.perf_counter()
     cfg, clips, store = plan.config, plan.clips, plan.store
     n = len(clips)
-    train = [i for i, c in enumerate(clips) if c["split"] == "train"]
-    arrays: dict[str, np.ndarray] = {}
-    modalities: dict[str, dict[str, Any]] = {}
-    for m, src in plan.sources.items():
-        L, dim = src.L, src.dim  # noqa: N806 - L is the name everyone uses
-        values = np.zeros((n, L, dim), np.float32)
-        mask = np.zeros((n, L), bool)
-        filled = np.zeros((n, L), bool)
-        lengths = np.zeros(n, np.int32)
-        present = np.array([r is not None for r in src.rows], bool)
-        if plan.grids is not None:
-            lengths[:] = [min(len(g), L) for g in plan.grids]
-        text_tokens = m == "text"
-        row_mask = src.attrs.get("row_mask")  # rows flagged False carry no signal (faceless frames)
-        extras = ("word_index", "input_ids", "attention_mask") if text_tokens else ()
-        extras += (row_mask,) if row_mask else ()
-        no_signal = 0  # clips whose every row is flagged without signal
-        token_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for pos, feat in _iter_clip_features(store, src, extras):
+    writer = ViewWriter(store, cfg.view, n)
+    modalities = {m: _align_modality(writer, plan, m, src, block_mb) for m, src in plan.sources.items()}
+    table = pa.table(
+        {
+            "row": pa.array(range(n), pa.int64()),
+            "clip_id": [c["clip_id"] for c in clips],
+            "label": pa.array([c["label"] for c in clips], pa.float64()),
+            "split": [c["split"] for c in clips],
+            **{k: pa.array([c.get(k) for c in clips], pa.string()) for k in CLASS_LABELS},
+        }
+    )
+    text_set = plan.sources.get("text")
+    attrs = {
+        "fingerprint": plan.fingerprint,
+        "align_version": ALIGN_VERSION,
+        "grid": cfg.grid,
+        "config": cfg.model_dump(mode="json"),
+        "modalities": modalities,
+        "normalized": cfg.normalize,
+        "text_model_path": (extraction_model_path(text_set.attrs.get("config", {}), text_set.attrs.get("extractor"))
+                            if text_set else None),
+        "n_clips": n,
+        "created": now_utc().isoformat(),
+    }
+    writer.finish(table, attrs)
+    summary = _summary(plan, changed=True)
+    summary.wall_seconds = time.perf_counter() - t0
+    log.info("%s", summary.message)
+    return summary
+
+
+def _block_size(n: int, L: int, dim: int, block_mb: float) -> int:  # noqa: N803
+    """Clips per block: all of them when they fit ``block_mb``, else whole view shards."""
+    fit = int(block_mb * 2**20 // max(1, L * dim * 4))
+    return max(1, n) if fit >= n else max(VIEW_SHARD, fit // VIEW_SHARD * VIEW_SHARD)
+
+
+def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySource,
+                    block_mb: float) -> dict[str, Any]:
+    """Pool one modality of every clip onto the view's grid, write its arrays; returns its attrs."""
+    cfg, clips, store = plan.config, plan.clips, plan.store
+    n = len(clips)
+    L, dim = src.L, src.dim  # noqa: N806 - L is the name everyone uses
+    block = _block_size(n, L, dim, block_mb)
+    mask = np.zeros((n, L), bool)
+    filled = np.zeros((n, L), bool)
+    lengths = np.zeros(n, np.int32)
+    present = np.array([r is not None for r in src.rows], bool)
+    if plan.grids is not None:
+        lengths[:] = [min(len(g), L) for g in plan.grids]
+    text_tokens = m == "text"
+    row_mask = src.attrs.get("row_mask")  # rows flagged False carry no signal (faceless frames)
+    extras = ("word_index", "input_ids", "attention_mask") if text_tokens else ()
+    extras += (row_mask,) if row_mask else ()
+    no_signal = 0  # clips whose every row is flagged without signal
+    token_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    train = np.array([c["split"] == "train" for c in clips], bool)
+    train_moments, all_moments = Moments(dim), Moments(dim)  # all clips: the fallback of a view with no train clip
+    any_train = False
+    values_arr = writer.create(f"{m}/values", (n, L, dim), np.float32)
+    held: np.ndarray | None = None  # the last block's values, still in memory
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        values = np.zeros((b1 - b0, L, dim), np.float32)
+        for pos, feat in _iter_clip_features(store, src, extras, range(b0, b1)):
             v, t, ex = feat.values, feat.times, feat.extras
             if row_mask and row_mask in ex:
                 keep = ex[row_mask].astype(bool)
@@ -312,7 +367,7 @@ def build_view(plan: AlignPlan) -> AlignSummary:
                 token_rows[pos] = (ex["input_ids"].astype(np.int32), am.astype(np.int32))
             if cfg.grid == "none":
                 k = min(len(v), L)
-                values[pos, :k] = v[:k]
+                values[pos - b0, :k] = v[:k]
                 mask[pos, :k] = filled[pos, :k] = True
                 lengths[pos] = k
                 continue
@@ -337,63 +392,61 @@ def build_view(plan: AlignPlan) -> AlignSummary:
                 continue
             pooled, has = pool(v, t, steps, cfg.pooling, cfg.empty, groups=groups)
             k = len(steps)
-            values[pos, :k] = pooled
+            values[pos - b0, :k] = pooled
             mask[pos, :k] = has
             filled[pos, :k] = True if cfg.empty == "nearest" else has
-        if plan.stats is not None:
-            mean, std = (np.asarray(a, np.float32) for a in plan.stats[m])
-            stats_split, stat_steps = "fixed", 0
+        if plan.stats is None:  # clip by clip, in clip order: the same sums whatever the block size
+            for i in range(b0, b1):
+                if present[i] and train[i]:
+                    train_moments.add(values[i - b0][mask[i]])
+                    any_train = True
+                elif present[i] and not any_train:
+                    all_moments.add(values[i - b0][mask[i]])  # used only if no train clip is present
+        if b1 < n or not cfg.normalize:
+            writer.write_block(values_arr, b0, values)
         else:
-            stat_pos = [i for i in train if present[i]] or [i for i in range(n) if present[i]]
-            stats_split = "train" if any(present[i] for i in train) else ("all" if stat_pos else "none")
-            mean, std, stat_steps = _train_stats(values, mask, stat_pos)
-        if cfg.normalize:
-            values[filled] = (values[filled] - mean) / std
-        arrays.update({f"{m}/values": values, f"{m}/lengths": lengths, f"{m}/present": present,
-                       f"{m}/mask": mask, f"{m}/mean": mean, f"{m}/std": std})
-        modalities[m] = {
-            "dim": dim, "L": L, "feature_set": src.feature_set, "extractor": src.attrs.get("extractor"),
-            "identity": src.attrs.get("identity"), "config": src.attrs.get("config"),
-            "clips": src.counts(), "stats_split": stats_split, "stats_steps": stat_steps,
-            "no_signal_clips": no_signal,
-        }
-        if text_tokens:
-            T = max([len(ids) for ids, _ in token_rows.values()], default=1)  # noqa: N806
-            ids = np.zeros((n, T), np.int32)
-            att = np.zeros((n, T), np.int32)
-            for pos, (i_, a_) in token_rows.items():
-                ids[pos, : len(i_)] = i_
-                att[pos, : len(a_)] = a_
-            arrays["text_tokens/input_ids"] = ids
-            arrays["text_tokens/attention_mask"] = att
-            modalities[m]["tokens"] = {"T": T, "pad_id": 0}
-    table = pa.table(
-        {
-            "row": pa.array(range(n), pa.int64()),
-            "clip_id": [c["clip_id"] for c in clips],
-            "label": pa.array([c["label"] for c in clips], pa.float64()),
-            "split": [c["split"] for c in clips],
-            **{k: pa.array([c.get(k) for c in clips], pa.string()) for k in CLASS_LABELS},
-        }
-    )
-    text_set = plan.sources.get("text")
+            held = values
+    if plan.stats is not None:
+        mean, std = (np.asarray(a, np.float32) for a in plan.stats[m])
+        stats_split, stat_steps = "fixed", 0
+    elif present[train].any():
+        stats_split = "train"
+        mean, std, stat_steps = _stats(train_moments)
+    else:
+        stats_split = "all" if present.any() else "none"
+        mean, std, stat_steps = _stats(all_moments)
+    if cfg.normalize:
+        for b0 in range(0, n, block):
+            b1 = min(n, b0 + block)
+            values = held if held is not None and b1 == n else np.asarray(values_arr[b0:b1])
+            f = filled[b0:b1]
+            values[f] = (values[f] - mean) / std
+            writer.write_block(values_arr, b0, values)
+    for key, arr in ((f"{m}/lengths", lengths), (f"{m}/present", present), (f"{m}/mask", mask),
+                     (f"{m}/mean", mean), (f"{m}/std", std)):
+        writer.write(key, arr)
     attrs = {
-        "fingerprint": plan.fingerprint,
-        "align_version": ALIGN_VERSION,
-        "grid": cfg.grid,
-        "config": cfg.model_dump(mode="json"),
-        "modalities": modalities,
-        "normalized": cfg.normalize,
-        "text_model_path": (extraction_model_path(text_set.attrs.get("config", {}), text_set.attrs.get("extractor"))
-                            if text_set else None),
-        "n_clips": n,
-        "created": now_utc().isoformat(),
+        "dim": dim, "L": L, "feature_set": src.feature_set, "extractor": src.attrs.get("extractor"),
+        "identity": src.attrs.get("identity"), "config": src.attrs.get("config"),
+        "clips": src.counts(), "stats_split": stats_split, "stats_steps": stat_steps,
+        "no_signal_clips": no_signal,
     }
-    write_view(store, cfg.view, arrays, table, attrs)
-    summary = _summary(plan, changed=True)
-    summary.wall_seconds = time.perf_counter() - t0
-    log.info("%s", summary.message)
-    return summary
+    if text_tokens:
+        T = max([len(ids) for ids, _ in token_rows.values()], default=1)  # noqa: N806
+        ids_arr = writer.create("text_tokens/input_ids", (n, T), np.int32)
+        att_arr = writer.create("text_tokens/attention_mask", (n, T), np.int32)
+        for b0 in range(0, n, VIEW_SHARD):
+            b1 = min(n, b0 + VIEW_SHARD)
+            ids, att = np.zeros((b1 - b0, T), np.int32), np.zeros((b1 - b0, T), np.int32)
+            for pos in range(b0, b1):
+                if pos in token_rows:
+                    i_, a_ = token_rows.pop(pos)
+                    ids[pos - b0, : len(i_)] = i_
+                    att[pos - b0, : len(a_)] = a_
+            writer.write_block(ids_arr, b0, ids)
+            writer.write_block(att_arr, b0, att)
+        attrs["tokens"] = {"T": T, "pad_id": 0}
+    return attrs
 
 
 def _summary(plan: AlignPlan, changed: bool) -> AlignSummary:
@@ -414,13 +467,14 @@ def _summary(plan: AlignPlan, changed: bool) -> AlignSummary:
 
 def align_view(
     store: FeatureStore | str, cfg: AlignConfig | None = None, force: bool = False,
-    stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, block_mb: float = ALIGN_BLOCK_MB,
 ) -> AlignSummary:
     """Plan, and build the view unless one with the same fingerprint exists (then a no-op);
-    ``stats``: fixed normalisation statistics (see ``plan_alignment``)."""
+    ``stats``: fixed normalisation statistics (see ``plan_alignment``); ``block_mb``: values held in
+    memory per modality while building (``build_view``)."""
     plan = plan_alignment(store, cfg, stats)
     if plan.up_to_date and not force:
         summary = _summary(plan, changed=False)
         log.info("%s", summary.message)
         return summary
-    return build_view(plan)
+    return build_view(plan, block_mb)

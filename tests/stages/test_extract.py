@@ -96,3 +96,31 @@ def test_tally_counts_batches_then_links_records_the_run_and_summarises(tmp_path
     assert summary.failed == 2 and summary.wall_seconds == 1.5
     assert summary.sets["s-1"] == {"extractor": "audio.mfcc", "done": 1, "skipped": 3, "linked": 0, "failed": 2,
                                    "absent": 1, "media_seconds": 2.0, "compute_seconds": 0.75}
+
+
+def test_planning_caches_fingerprints_by_clip_table_content_and_identity(tmp_path: Path, monkeypatch) -> None:
+    import stages.extract as extract
+
+    store = FeatureStore.open(tmp_path, create=True)
+    rows = [{"clip_id": f"c{i}", "media_fingerprint": "m" * 32, "start": float(i), "end": i + 2.0, "duration": 2.0,
+             "text": f"words {i}", "split": "train"} for i in range(6)]
+    store.write_clips(pa.Table.from_pylist(rows, schema=schema.CLIPS))
+    cfg = ExtractConfig(extractors={"audio.mfcc": {}})
+    dry = plan(store, cfg, create=False)  # a dry run writes nothing, the cache included
+    assert not store.fs.exists("cache")
+    (first,) = plan(store, cfg)
+    assert store.fs.ls("cache/fingerprints") == [f"{first.feature_set}.parquet"]
+    calls = []
+    real = extract.feature_fingerprints
+    monkeypatch.setattr(extract, "feature_fingerprints", lambda *a: calls.append(1) or real(*a))
+    (again,) = plan(store, cfg)  # unchanged table and identity: fingerprints come from the cache
+    assert calls == [] and again.batches == first.batches == dry[0].batches
+    rows[2]["end"] = 3.5  # a changed window: the table's content changes, the cache is recomputed
+    store.write_clips(pa.Table.from_pylist(rows, schema=schema.CLIPS))
+    (changed,) = plan(store, cfg)
+    assert calls == [1]
+    new = {r["clip_id"]: r["fingerprint"] for b in changed.batches for r in b.clips}
+    old = {r["clip_id"]: r["fingerprint"] for b in first.batches for r in b.clips}
+    assert [c for c in new if new[c] != old[c]] == ["c2"]
+    (other,) = plan(store, ExtractConfig(extractors={"audio.mfcc": {"n_mfcc": 20}}))  # another identity
+    assert calls == [1, 1] and other.feature_set != first.feature_set

@@ -395,3 +395,28 @@ def test_word_grid_on_real_speech_with_real_word_timings(tmp_path: Path) -> None
     n_frames = overlap_matrix(a.times, spans).sum(axis=1)
     durations = spans[:, 1] - spans[:, 0]
     assert np.corrcoef(n_frames, durations)[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("grid", ["word", "window", "none"])
+def test_a_view_built_in_blocks_equals_the_one_built_at_once_value_for_value(
+    store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grid: str
+) -> None:
+    """Issue 18: the streamed build (blocks of clips, raw values written then normalised block by
+    block) gives the very arrays of the single-block build, statistics included."""
+    import features.align.view as view_module
+
+    copy = tmp_path / "store"
+    shutil.copytree(store.fs.root, copy)
+    st = FeatureStore.open(copy)
+    align_view(st, AlignConfig(view="whole", grid=grid))
+    monkeypatch.setattr(view_module, "VIEW_SHARD", 2)  # blocks of 2 clips ...
+    align_view(st, AlignConfig(view="blocks", grid=grid), block_mb=1e-6)  # ... as the budget allows no more
+    whole, blocks = open_view(st, "whole"), open_view(st, "blocks")
+    assert whole.clips.num_rows > 2  # so the second build really took several blocks
+    names = [f"{m}/{k}" for m in whole.modalities for k in ("values", "lengths", "present", "mask", "mean", "std")]
+    names += ["text_tokens/input_ids", "text_tokens/attention_mask"]
+    for name in names:
+        np.testing.assert_array_equal(np.asarray(whole.array(name)[...]), np.asarray(blocks.array(name)[...]),
+                                      err_msg=name)
+    assert whole.clips.equals(blocks.clips)
+    assert whole.attrs["modalities"] == blocks.attrs["modalities"]
