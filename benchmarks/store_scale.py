@@ -126,11 +126,11 @@ def _lookup(url: Path, clip: str) -> None:
 def _plan(url: Path) -> int:
     """``stages.extract.plan``'s work for one unchanged set (its own functions), without building an
     extractor: the clip table, its fingerprints (from the planning cache once written), the decisions."""
-    from stages.extract import clip_fingerprints, plan_set
+    from stages.extract import plan_set
 
     store = FeatureStore.open(url)
     clips, digest = store.clips_with_digest()
-    fps = clip_fingerprints(store, SET, "text", IDENTITY, clips, digest)
+    fps = store.clip_fingerprints(SET, "text", IDENTITY, clips, digest)
     todo, links = plan_set(store.feature_set(SET), clips, fps)
     return len(todo)
 

@@ -28,7 +28,6 @@ from features.extractors.base import (
 from stages.config import ExtractConfig
 from store import FeatureStore
 from store.featureset import FeatureSet
-from store.fingerprint import MODALITY_INPUTS, feature_fingerprints, hash_obj
 from store.ids import now_utc
 from store.index import COMPACT_AFTER_PARTS, CompactResult
 
@@ -144,31 +143,13 @@ def plan(store: FeatureStore, cfg: ExtractConfig, create: bool = True) -> list[S
             fset: FeatureSet | None = store.ensure_feature_set(sname, set_attrs(ext))
         else:
             fset = store.feature_set(sname) if sname in store.feature_set_names() else None
-        fps = clip_fingerprints(store, sname, ext.modality, ext.identity(), clips, digest, cache=create)
+        fps = store.clip_fingerprints(sname, ext.modality, ext.identity(), clips, digest, cache=create)
         todo, links = plan_set(fset if not cfg.force else None, clips, fps,
                                failed.get(sname, set()) if cfg.only_failed else None)
         batches = partition(todo, sname, name, ext.config.model_dump(mode="json"), cfg)
         skipped = len(clips) - len(todo) - len(links)
         plans.append(SetPlan(sname, name, ext.modality, len(todo), skipped, batches, links))
     return plans
-
-
-def clip_fingerprints(
-    store: FeatureStore, sname: str, modality: str, identity: dict[str, Any], clips: pa.Table, digest: str,
-    cache: bool = True,
-) -> list[str]:
-    """The feature fingerprint of every clip-table row for one extractor, from the store's planning
-    cache when the clip table (by content) and the identity are unchanged: hashing 10^6 clips takes
-    ~6 s, reading them back ~0.1 s. ``cache=False`` reads the cache but never writes it."""
-    key = hash_obj({"clips_sha256": digest, "modality": modality, "identity": identity,
-                    "rule": "store.fingerprint.feature_fingerprint"}, length=64)
-    fps = store.cached_fingerprints(sname, key)
-    if fps is not None and len(fps) == clips.num_rows:
-        return fps
-    fps = feature_fingerprints(clips.select(["clip_id", *MODALITY_INPUTS[modality]]).to_pydict(), modality, identity)
-    if cache:
-        store.write_fingerprint_cache(sname, key, fps)
-    return fps
 
 
 def plan_set(

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Literal
 
 import fsspec
@@ -44,15 +45,46 @@ def atomic_path(target: str | os.PathLike[str], durable: bool = True) -> Iterato
             os.remove(tmp)
 
 
+def _modified(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):  # an ISO string (gcsfs)
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return None
+
+
 class StoreFS:
     """A root URL plus the fsspec filesystem that serves it; paths are relative to the root."""
+
+    # Object-store filesystems (s3fs, gcsfs, …) cache directory listings per process, and their
+    # ``exists``/``info``/``open`` answer from those listings: a reader would then never see an index
+    # part, consolidated file or set that another process wrote after it first listed the directory.
+    # Every listing here must be the server's, so the cache is off for remote URLs (local: no cache).
+    # s3fs also HEADs an object before each whole-object GET (to split reads over 50 MB into
+    # concurrent ranges; nothing here is that large): ``max_concurrency=1`` makes a read one GET.
+    REMOTE_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
+    PROTOCOL_OPTIONS: dict[str, dict[str, Any]] = {"s3": {"max_concurrency": 1}, "s3a": {"max_concurrency": 1}}
 
     def __init__(self, url: str | os.PathLike[str]) -> None:
         url = os.fspath(url)
         fs, root = fsspec.core.url_to_fs(url)
+        self.is_local = isinstance(fs, LocalFileSystem)
+        self.options: dict[str, Any] = {}
+        if not self.is_local:
+            protocols = [fs.protocol] if isinstance(fs.protocol, str) else list(fs.protocol)
+            self.options = dict(self.REMOTE_OPTIONS)
+            for p in protocols:
+                self.options |= self.PROTOCOL_OPTIONS.get(p, {})
+        if self.options:
+            fs, root = fsspec.core.url_to_fs(url, **self.options)
         self.fs: fsspec.AbstractFileSystem = fs
         self.root = root.rstrip("/") or "/"
-        self.is_local = isinstance(fs, LocalFileSystem)
         self.url = os.path.abspath(url) if self.is_local else url.rstrip("/")
 
     def path(self, *parts: str) -> str:
@@ -63,10 +95,27 @@ class StoreFS:
 
     def ls(self, rel: str) -> list[str]:
         """Names (not paths) directly under ``rel``; empty when it does not exist."""
-        p = self.path(rel)
-        if not self.fs.exists(p):
+        try:  # one LIST on an object store (not a HEAD, a probing LIST, then the LIST)
+            names = self.fs.ls(self.path(rel), detail=False)
+        except FileNotFoundError:
             return []
-        return sorted(os.path.basename(x.rstrip("/")) for x in self.fs.ls(p, detail=False))
+        return sorted(os.path.basename(x.rstrip("/")) for x in names)
+
+    def modified(self, rel: str) -> float | None:
+        """When ``rel`` was last written (POSIX seconds): a file's time, or for a directory (a key
+        prefix on object stores, which has no time of its own) the newest of the files under it;
+        None when the filesystem reports no time. Filesystems name it differently: ``mtime``
+        (local), ``LastModified`` (s3fs), ``updated`` (gcsfs), ``created`` (memory)."""
+        p = self.path(rel)
+        try:
+            info = self.fs.info(p)
+            entries = [info] if info.get("type") != "directory" else list(self.fs.find(p, detail=True).values())
+        except FileNotFoundError:
+            return None
+        if info.get("type") == "directory" and self.is_local:
+            entries.append(info)  # a local directory has its own time
+        times = [t for t in map(_modified, entries) if t is not None]
+        return max(times) if times else None
 
     def makedirs(self, rel: str) -> None:
         self.fs.makedirs(self.path(rel), exist_ok=True)
@@ -137,7 +186,7 @@ class StoreFS:
     def zarr_store(self, rel: str, read_only: bool = False) -> Any:
         if self.is_local:
             return LocalStore(self.path(rel), read_only=read_only)
-        return FsspecStore.from_url(f"{self.url}/{rel.strip('/')}", read_only=read_only)
+        return FsspecStore.from_url(f"{self.url}/{rel.strip('/')}", storage_options=self.options, read_only=read_only)
 
     def open_group(self, rel: str, mode: Literal["r", "r+", "a", "w", "w-"] = "r") -> zarr.Group:
         return zarr.open_group(self.zarr_store(rel, read_only=mode == "r"), mode=mode, zarr_format=3)

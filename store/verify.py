@@ -143,28 +143,23 @@ def account(store: FeatureStore) -> dict[str, Accounting]:
 def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str, str]]:
     """(feature set, shard) pairs no index part references, older than ``grace_seconds``.
 
-    The grace period keeps vacuum from deleting the shard of a batch that is still being written.
+    The grace period keeps vacuum from deleting the shard of a batch that is still being written: a
+    shard's age is that of its newest file, and a shard whose age the filesystem cannot tell is kept.
     """
     orphans = []
-    now = time.time()
     for name in store.feature_set_names():
         fset = store.feature_set(name)
         referenced = set(fset.index_parts(["shard"]).column("shard").to_pylist())
         for shard in fset.shard_ids():
-            if shard in referenced:
-                continue
-            info = store.fs.fs.info(store.fs.path(fset.rel, "shards", shard))
-            mtime = info.get("mtime") or info.get("created") or 0
-            mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
-            if now - mtime >= grace_seconds:
+            if shard not in referenced and _older_than(store, f"{fset.rel}/shards/{shard}", grace_seconds):
                 orphans.append((name, shard))
     return orphans
 
 
-def _age(store: FeatureStore, rel: str) -> float:
-    info = store.fs.fs.info(store.fs.path(rel))
-    mtime = info.get("mtime") or info.get("created") or 0
-    return time.time() - (mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime))
+def _older_than(store: FeatureStore, rel: str, seconds: float) -> bool:
+    """Last written at least ``seconds`` ago; False when unknown (never delete what cannot be aged)."""
+    modified = store.fs.modified(rel)
+    return modified is not None and time.time() - modified >= seconds
 
 
 def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str, str]]:
@@ -184,7 +179,7 @@ def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str
         manifest = files.manifest()
         for f in store.fs.ls(f"features/{name}/consolidated"):
             rel = f"features/{name}/consolidated/{f}"
-            if (manifest is None or f != manifest.consolidated) and _age(store, rel) >= grace_seconds:
+            if (manifest is None or f != manifest.consolidated) and _older_than(store, rel, grace_seconds):
                 store.fs.rm(rel)
     return removed
 

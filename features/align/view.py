@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -19,7 +20,7 @@ from features.align.grid import clip_grid, pool, word_groups
 from store import FeatureStore
 from store.errors import ConfigError, StoreError
 from store.featureset import ClipFeatures, IndexRow
-from store.fingerprint import feature_fingerprint, hash_obj
+from store.fingerprint import MODALITY_INPUTS, feature_fingerprints, hash_obj
 from store.ids import now_utc
 from store.moments import Moments
 from store.schema import CLASS_LABELS, MODALITIES, STD_FLOOR
@@ -30,13 +31,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModalitySource:
-    """One modality of a view: its feature set and, per clip, the index row to read (or why not)."""
+    """One modality of a view: its feature set and, per clip, the index row to read (or why not).
+
+    Index rows stay in the set's Arrow index until a build reads them: planning an unchanged view
+    over 10^6 clips needs their fingerprints, not 10^6 row objects."""
 
     modality: str
     feature_set: str
     attrs: dict[str, Any]
-    rows: list[IndexRow | None]  # per clip (clip order): latest committed index row if usable
-    status: list[str]  # per clip: ok | absent | missing | stale | empty
+    status: list[str]  # per clip (clip order): ok | absent | missing | stale | empty
+    index: pa.Table  # the set's latest committed row per clip
+    positions: list[int]  # per clip: its usable row's position in ``index``; -1 when not usable
     L: int = 0
 
     @property
@@ -45,6 +50,29 @@ class ModalitySource:
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(self.status))
+
+    @property
+    def usable(self) -> np.ndarray:
+        """[clips] bool: the clip has a usable row."""
+        return np.asarray(self.positions, np.int64) >= 0
+
+    @functools.cached_property
+    def _columns(self) -> dict[str, list[Any]]:
+        return self.index.select(["fingerprint", "length"]).to_pydict()
+
+    def fingerprint(self, i: int) -> str | None:
+        p = self.positions[i]
+        return None if p < 0 else self._columns["fingerprint"][p]
+
+    def length(self, i: int) -> int:
+        p = self.positions[i]
+        return 0 if p < 0 else int(self._columns["length"][p])
+
+    @functools.cached_property
+    def rows(self) -> list[IndexRow | None]:
+        """Every clip's usable row (None when not usable): for readers that want them all."""
+        records = self.index.to_pylist()
+        return [None if p < 0 else IndexRow.from_record(records[p]) for p in self.positions]
 
 
 @dataclass
@@ -123,33 +151,40 @@ def resolve_feature_sets(store: FeatureStore, cfg: AlignConfig) -> dict[str, str
     return out
 
 
-def modality_source(store: FeatureStore, modality: str, name: str, clips: list[dict[str, Any]]) -> ModalitySource:
+def modality_source(
+    store: FeatureStore, modality: str, name: str, clips: list[dict[str, Any]],
+    fingerprints: list[str] | None = None,
+) -> ModalitySource:
     """Per clip (clip-table order): the set's latest committed index row when it is usable, and a
     status — ``ok``, ``absent`` (the extractor recorded a missing modality), ``missing`` (never
-    committed, e.g. failed), ``stale`` (committed for an older media file or transcript), ``empty``."""
+    committed, e.g. failed), ``stale`` (committed for an older media file or transcript), ``empty``.
+    ``fingerprints``: the clips' feature fingerprints for this set, when the caller has them (from
+    ``FeatureStore.clip_fingerprints``); else they are computed."""
     fset = store.feature_set(name)
     attrs = fset.attrs
-    by_clip = fset.rows()
-    rows: list[IndexRow | None] = []
+    if fingerprints is None:
+        columns = {k: [c.get(k) for c in clips] for k in MODALITY_INPUTS[modality]}
+        fingerprints = feature_fingerprints(columns, modality, attrs.get("identity", {}))
+    index = fset.index()
+    cols = index.select(["clip_id", "fingerprint", "absent", "length"]).to_pydict()
+    where = {c: k for k, c in enumerate(cols["clip_id"])}
+    positions: list[int] = []
     status: list[str] = []
-    for clip in clips:
-        r = by_clip.get(clip["clip_id"])
-        if r is None:
-            rows.append(None)
-            status.append("missing")
-        elif r.fingerprint != feature_fingerprint(clip, modality, attrs.get("identity", {})):
-            rows.append(None)  # committed for an older media file or transcript: not this clip any more
-            status.append("stale")
-        elif r.absent:
-            rows.append(None)
-            status.append("absent")
-        elif not r.length:
-            rows.append(None)
-            status.append("empty")
+    for clip, fp in zip(clips, fingerprints):
+        k = where.get(clip["clip_id"])
+        if k is None:
+            state = "missing"
+        elif cols["fingerprint"][k] != fp:
+            state = "stale"  # committed for an older media file or transcript: not this clip any more
+        elif cols["absent"][k]:
+            state = "absent"
+        elif not cols["length"][k]:
+            state = "empty"
         else:
-            rows.append(r)
-            status.append("ok")
-    return ModalitySource(modality, name, attrs, rows, status)
+            state = "ok"
+        status.append(state)
+        positions.append(k if state == "ok" and k is not None else -1)
+    return ModalitySource(modality, name, attrs, status, index, positions)
 
 
 def _percentile_len(lengths: list[int], q: float) -> int:
@@ -179,14 +214,19 @@ def plan_alignment(
     """
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     cfg = cfg or AlignConfig()
-    clips = store.clips().to_pylist()
+    table, digest = store.clips_with_digest()
+    clips = table.to_pylist()
     if not clips:
         raise StoreError(f"{store.url}: the clip table is empty; run `emoflow ingest` first")
     sets = resolve_feature_sets(store, cfg)
     if not sets:
         raise ConfigError(f"{store.url}: no text.bert, audio.mfcc or vision.cnn feature set to align; "
                           "run `emoflow extract` first (or name sets in align.feature_sets)")
-    sources = {m: modality_source(store, m, name, clips) for m, name in sets.items()}
+    sources = {
+        m: modality_source(store, m, name, clips, store.clip_fingerprints(
+            name, m, store.feature_set(name).attrs.get("identity", {}), table, digest))
+        for m, name in sets.items()
+    }
     notes = [f"{m}: not aligned (no {DEFAULT_EXTRACTORS[m]} feature set in the store)"
              for m in MODALITIES if m not in sets and m not in cfg.feature_sets]
     train = _train_positions(clips)
@@ -194,7 +234,7 @@ def plan_alignment(
     if cfg.grid == "none":
         for m, src in sources.items():
             fixed = cfg.L_for(m)
-            lens = [r.length for r in (src.rows[i] for i in train) if r is not None]
+            lens = [src.length(i) for i in train if src.positions[i] >= 0]
             src.L = int(fixed) if fixed else _percentile_len(lens, cfg.percentile)
     else:
         grids = [clip_grid(c, cfg) for c in clips]
@@ -217,7 +257,7 @@ def plan_alignment(
                       for c in clips],
             "modalities": {
                 m: {"feature_set": s.feature_set,
-                    "fingerprints": [r.fingerprint if r else st for r, st in zip(s.rows, s.status)]}
+                    "fingerprints": [s.fingerprint(i) or st for i, st in enumerate(s.status)]}
                 for m, s in sources.items()
             },
         },
@@ -243,8 +283,10 @@ def _iter_clip_features(
 ) -> Iterator[tuple[int, ClipFeatures]]:
     """Yield ``(clip position, features)`` for every usable clip of ``positions``, reading each
     shard's range once."""
-    pos = {src.rows[i].clip_id: i for i in positions if src.rows[i] is not None}  # type: ignore[union-attr]
-    rows = [r for r in (src.rows[i] for i in positions) if r is not None]
+    wanted = [i for i in positions if src.positions[i] >= 0]
+    records = src.index.take(pa.array([src.positions[i] for i in wanted], pa.int64())).to_pylist()
+    rows = [IndexRow.from_record(r) for r in records]
+    pos = {r.clip_id: i for i, r in zip(wanted, rows)}
     for row, feat in store.feature_set(src.feature_set).iter_features(rows, extras):
         yield pos[row.clip_id], feat
 
@@ -336,7 +378,7 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
     mask = np.zeros((n, L), bool)
     filled = np.zeros((n, L), bool)
     lengths = np.zeros(n, np.int32)
-    present = np.array([r is not None for r in src.rows], bool)
+    present = src.usable
     if plan.grids is not None:
         lengths[:] = [min(len(g), L) for g in plan.grids]
     text_tokens = m == "text"

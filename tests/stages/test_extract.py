@@ -99,7 +99,7 @@ def test_tally_counts_batches_then_links_records_the_run_and_summarises(tmp_path
 
 
 def test_planning_caches_fingerprints_by_clip_table_content_and_identity(tmp_path: Path, monkeypatch) -> None:
-    import stages.extract as extract
+    import store.featurestore as featurestore
 
     store = FeatureStore.open(tmp_path, create=True)
     rows = [{"clip_id": f"c{i}", "media_fingerprint": "m" * 32, "start": float(i), "end": i + 2.0, "duration": 2.0,
@@ -111,8 +111,8 @@ def test_planning_caches_fingerprints_by_clip_table_content_and_identity(tmp_pat
     (first,) = plan(store, cfg)
     assert store.fs.ls("cache/fingerprints") == [f"{first.feature_set}.parquet"]
     calls = []
-    real = extract.feature_fingerprints
-    monkeypatch.setattr(extract, "feature_fingerprints", lambda *a: calls.append(1) or real(*a))
+    real = featurestore.feature_fingerprints
+    monkeypatch.setattr(featurestore, "feature_fingerprints", lambda *a: calls.append(1) or real(*a))
     (again,) = plan(store, cfg)  # unchanged table and identity: fingerprints come from the cache
     assert calls == [] and again.batches == first.batches == dry[0].batches
     rows[2]["end"] = 3.5  # a changed window: the table's content changes, the cache is recomputed
