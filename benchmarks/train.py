@@ -145,7 +145,9 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     build_s = time.perf_counter() - t0
     tokens = mode == "finetune"
     ds = {
-        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb) for s in ("train", "valid")
+        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb,
+                       whole_shards=batching == "shards")
+        for s in ("train", "valid")
     }
     collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
     loaders = {s: make_loader(d, collator, config, train=s == "train") for s, d in ds.items()}

@@ -102,10 +102,12 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-3, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = Field(16, gt=0)
-    batching: Literal["bucket", "shuffle"] = Field(
+    batching: Literal["bucket", "shards", "shuffle"] = Field(
         "bucket", description="bucket: shuffled batches of similar-length clips (less padding, 1.5x faster "
-        "epochs measured); shuffle: uniform random batches",
+        "epochs measured); shards: the same within windows of shard_window view shards, each shard read "
+        "whole once per epoch (views larger than cache_mb); shuffle: uniform random batches",
     )
+    shard_window: int = Field(8, ge=1, description="view shards (256 clips each) per window (shards batching)")
     bucket_pool: int = Field(50, ge=1, description="batches per length-sorted pool (bucket batching)")
     accumulate: int = Field(4, ge=1, description="batches per optimizer step")
     grad_clip: float | None = Field(0.8, gt=0, description="global grad-norm clip; None = off")

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from store.errors import ConfigError
 from store.runtime import resolve_device
 from store.schema import STD_FLOOR
-from store.views import AlignedView, group_array, open_view
+from store.views import VIEW_SHARD, AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
 from training.model import ModalityInput
 from training.targets import SCORE, Target
@@ -150,14 +150,23 @@ def _nbytes(block: np.ndarray) -> int:
     return block.nbytes
 
 
-class _BlockCache:
-    """Decompressed row blocks (one zarr chunk of rows each) in an LRU cache bounded in bytes."""
+def _rows_per_shard(arr: zarr.Array) -> int:
+    """Clips per zarr shard of a view array (its chunk when it is not sharded)."""
+    shards = getattr(arr, "shards", None)
+    return int(shards[0]) if shards else int(arr.chunks[0])
 
-    def __init__(self, budget_bytes: int) -> None:
+
+class _BlockCache:
+    """Decompressed row blocks in an LRU cache bounded in bytes: one zarr chunk of rows each (one
+    clip in a view), or whole shards (``whole_shards``: one read per 256 clips, for loaders that
+    visit a shard's clips together or views that fit the budget)."""
+
+    def __init__(self, budget_bytes: int, whole_shards: bool = False) -> None:
         self.blocks: LRUCache[tuple[str, int], np.ndarray] = LRUCache(budget_bytes, getsizeof=_nbytes)
+        self.whole_shards = whole_shards
 
     def row(self, name: str, arr: zarr.Array, row: int) -> np.ndarray:
-        step = int(arr.chunks[0])
+        step = _rows_per_shard(arr) if self.whole_shards else int(arr.chunks[0])
         key = (name, row // step)
         block = self.blocks.get(key)
         if block is None:
@@ -173,12 +182,14 @@ class ViewDataset(Dataset[ClipItem]):
 
     ``tokens``: return text token ids instead of cached text states (finetune mode). ``target``:
     what the labels are (None: the score); a clip without a label for a categorical target is left
-    out of the split (``unlabelled`` counts them).
+    out of the split (``unlabelled`` counts them). ``whole_shards``: read and cache whole view shards
+    (256 clips a read) instead of one clip at a time; for ``ShardBuckets`` order, or a view that fits
+    the cache. Either way the items are the same.
     """
 
     def __init__(
         self, view: AlignedView, split: str, modalities: Sequence[str], *, tokens: bool, cache_mb: int = 1024,
-        target: Target | None = None,
+        target: Target | None = None, whole_shards: bool = False,
     ) -> None:
         table = view.clips.sort_by("row")
         clips = table.to_pydict()
@@ -199,8 +210,9 @@ class ViewDataset(Dataset[ClipItem]):
         self.labels = labels[picked]
         self.lengths = self._clip_lengths(view)
         self.cache_bytes = cache_mb * 2**20
+        self.whole_shards = whole_shards
         self._arrays: dict[str, zarr.Array] | None = None
-        self._cache = _BlockCache(self.cache_bytes)
+        self._cache = _BlockCache(self.cache_bytes, whole_shards)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -223,7 +235,7 @@ class ViewDataset(Dataset[ClipItem]):
         """Workers get the recipe, not open handles or cached blocks."""
         state = dict(self.__dict__)
         state["_arrays"] = None
-        state["_cache"] = _BlockCache(self.cache_bytes)
+        state["_cache"] = _BlockCache(self.cache_bytes, self.whole_shards)
         return state
 
     def _open(self) -> dict[str, zarr.Array]:
@@ -346,6 +358,46 @@ class LengthBuckets(Sampler[list[int]]):
             yield batches[i]
 
 
+class ShardBuckets(Sampler[list[int]]):
+    """Length-bucketed training batches drawn window by window over the view's shards, for views
+    larger than the loader's cache.
+
+    Each epoch: shuffle the shards (``VIEW_SHARD`` clips of view rows each), take them ``window`` at
+    a time, and within a window do what ``LengthBuckets`` does with one pool (shuffle, sort by length,
+    cut batches, shuffle the batches). A shard is then read once per epoch, as a whole, and at most
+    ``window`` shards per array need to stay cached; batches stay random within a window of
+    ``window × 256`` clips. Seeded by (seed, epoch).
+    """
+
+    def __init__(self, rows: Sequence[int], lengths: np.ndarray, batch_size: int, seed: int, window: int = 8,
+                 shard_rows: int = VIEW_SHARD) -> None:
+        self.shards = np.asarray(rows, np.int64) // shard_rows
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window = window
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        """Batches of the coming epoch (windows hold different clip counts, so it depends on its order)."""
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(np.unique(self.shards))
+        counts = dict(zip(*np.unique(self.shards, return_counts=True)))
+        windows = (order[i : i + self.window] for i in range(0, len(order), self.window))
+        return sum(-(-int(sum(counts[k] for k in w)) // self.batch_size) for w in windows)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(np.unique(self.shards))  # what __len__ drew for this epoch
+        for lo in range(0, len(order), self.window):
+            items = np.flatnonzero(np.isin(self.shards, order[lo : lo + self.window]))
+            pool = rng.permutation(items)
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches = [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+            for i in rng.permutation(len(batches)):
+                yield batches[i]
+
+
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
     """Evaluation batches in length order: least padding, and order does not change metrics."""
     order = np.argsort(np.asarray(lengths), kind="stable")
@@ -354,17 +406,22 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
 
 def make_loader(dataset: ViewDataset, collator: Collator, config: TrainConfig, *, train: bool) -> DataLoader[Any]:
     """The loader of one split: ``config.batching`` = ``bucket`` (length-bucketed training batches,
-    length-sorted evaluation batches) or ``shuffle`` (uniform seeded shuffle; evaluation in view
-    order). Workers (if any) are spawned and persistent."""
+    length-sorted evaluation batches), ``shards`` (length-bucketed within windows of view shards,
+    ``ShardBuckets``; evaluation in view order) or ``shuffle`` (uniform seeded shuffle; evaluation
+    in view order). Workers (if any) are spawned and persistent."""
     extra: dict[str, Any] = {"pin_memory": resolve_device(config.device).type == "cuda"}
     if config.num_workers > 0:
-        extra = {"multiprocessing_context": "spawn", "persistent_workers": True}
-    if config.batching == "bucket":
-        batches: Sampler[list[int]] | list[list[int]] = (
-            LengthBuckets(dataset.lengths, config.batch_size, config.seed, config.bucket_pool)
-            if train
-            else sorted_batches(dataset.lengths, config.batch_size)
-        )
+        extra |= {"multiprocessing_context": "spawn", "persistent_workers": True}
+    if config.batching in ("bucket", "shards"):
+        batches: Sampler[list[int]] | list[list[int]]
+        if config.batching == "bucket":
+            batches = (LengthBuckets(dataset.lengths, config.batch_size, config.seed, config.bucket_pool)
+                       if train else sorted_batches(dataset.lengths, config.batch_size))
+        elif train:
+            batches = ShardBuckets(dataset.rows, dataset.lengths, config.batch_size, config.seed, config.shard_window)
+        else:
+            batches = [list(range(i, min(i + config.batch_size, len(dataset))))
+                       for i in range(0, len(dataset), config.batch_size)]
         return DataLoader(
             dataset, batch_sampler=batches, collate_fn=collator, num_workers=config.num_workers, **extra
         )

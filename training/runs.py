@@ -227,7 +227,8 @@ def train_on_view(
                     if config.target != "score" else ())
     tokens = config.text_mode == "finetune"
     datasets = {
-        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target)
+        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
+                       whole_shards=config.batching == "shards")
         for s in ("train", "valid", "test")
         if s in splits
     }
@@ -315,6 +316,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None 
     model = load_run_model(run_dir)
     target = run.target()
     tokens = config.text_mode == "finetune"
-    dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target)
+    dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
+                          whole_shards=config.batching == "shards")
     loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, train=False)
     return evaluate(model, loader, target=target)

@@ -16,6 +16,7 @@ from training.data import (
     ClipItem,
     Collator,
     LengthBuckets,
+    ShardBuckets,
     ViewDataset,
     _BlockCache,
     check_view,
@@ -195,3 +196,48 @@ def test_block_cache_keeps_recent_blocks_within_its_byte_budget() -> None:
     cache.row("x", arr, 2)
     assert arr.reads == 4
     np.testing.assert_array_equal(_BlockCache(budget_bytes=0).row("x", arr, 5), arr.data[5])  # too big: not kept
+
+
+def test_shard_buckets_cover_every_clip_once_and_keep_each_window_within_its_shards() -> None:
+    rng = np.random.default_rng(1)
+    rows = np.sort(rng.choice(5000, size=3000, replace=False))  # a split's view rows, other splits between
+    lengths = rng.integers(1, 60, size=3000)
+    sampler = ShardBuckets(rows, lengths, batch_size=16, seed=3, window=2, shard_rows=256)
+    sizes = [len(sampler)]
+    first = list(sampler)
+    sizes.append(len(sampler))
+    second = list(sampler)
+    for epoch, size in zip((first, second), sizes):
+        assert len(epoch) == size  # the loop's accumulation groups rely on len() before each epoch
+        assert sorted(i for b in epoch for i in b) == list(range(3000))
+    assert first != second and list(ShardBuckets(rows, lengths, 16, seed=3, window=2, shard_rows=256)) == first
+    shards = rows // 256
+    windows: list[set[int]] = []  # runs of consecutive batches that touch at most 2 shards together
+    for batch in first:
+        these = set(shards[batch].tolist())
+        if windows and len(windows[-1] | these) <= 2:
+            windows[-1] |= these
+        else:
+            windows.append(these)
+    # every shard's clips come in one run: a shard is read once per epoch, 2 shards at a time
+    assert sum(len(w) for w in windows) == len(np.unique(shards))
+    assert _padded_steps(first, lengths) < _padded_steps([list(range(i, min(i + 16, 3000)))
+                                                          for i in range(0, 3000, 16)], lengths)
+
+
+def test_whole_shard_reads_give_the_same_items_as_clip_reads(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    clip_reads = ViewDataset(view, "train", ["text", "audio", "vision"], tokens=False)
+    shard_reads = ViewDataset(view, "train", ["text", "audio", "vision"], tokens=False, whole_shards=True)
+    for i in range(len(clip_reads)):
+        a, b = clip_reads[i], shard_reads[i]
+        assert a.clip_id == b.clip_id and a.label == b.label
+        assert all(np.array_equal(a.values[u], b.values[u]) for u in a.values)
+    assert len(shard_reads._cache.blocks) == 3 * 3  # one block per array: the tiny view is one shard
+    config = tiny_config(batching="shards", shard_window=1)
+    collator = Collator(read_stats(view, ["text", "audio", "vision"]), finetune_text=False)
+    batches = list(make_loader(shard_reads, collator, config, train=True))
+    assert sorted(c for b in batches for c in b.clip_ids) == sorted(clip_reads.clip_ids)
+    evaluation = list(make_loader(shard_reads, collator, config, train=False))
+    assert [c for b in evaluation for c in b.clip_ids] == shard_reads.clip_ids  # view order
