@@ -351,11 +351,15 @@ class LengthBuckets(Sampler[list[int]]):
         size = self.batch_size * self.pool
         batches: list[list[int]] = []
         for lo in range(0, len(order), size):
-            pool = order[lo : lo + size]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+            batches += _length_sorted_batches(order[lo : lo + size], self.lengths, self.batch_size)
         for i in rng.permutation(len(batches)):
             yield batches[i]
+
+
+def _length_sorted_batches(pool: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """``pool`` (clip indices, in random order) sorted by length, stably, and cut into batches."""
+    pool = pool[np.argsort(lengths[pool], kind="stable")]
+    return [pool[i : i + batch_size].tolist() for i in range(0, len(pool), batch_size)]
 
 
 class ShardBuckets(Sampler[list[int]]):
@@ -391,9 +395,7 @@ class ShardBuckets(Sampler[list[int]]):
         order = rng.permutation(np.unique(self.shards))  # what __len__ drew for this epoch
         for lo in range(0, len(order), self.window):
             items = np.flatnonzero(np.isin(self.shards, order[lo : lo + self.window]))
-            pool = rng.permutation(items)
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches = [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+            batches = _length_sorted_batches(rng.permutation(items), self.lengths, self.batch_size)
             for i in rng.permutation(len(batches)):
                 yield batches[i]
 

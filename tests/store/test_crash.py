@@ -15,11 +15,11 @@ from store.verify import orphan_shards, vacuum, verify
 
 WRITER = textwrap.dedent(
     """
-    import os, signal, sys
+    import sys
     import numpy as np
     from features.extractors.base import FeatureResult
     from store import FeatureStore
-    from store.featureset import FeatureSet
+    from tests.helpers.crash import crash_or_resume
 
     store = FeatureStore.open(sys.argv[1], create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 3})
@@ -28,14 +28,7 @@ WRITER = textwrap.dedent(
         values = np.full((i + 2, 3), i, np.float32)
         return (f"c{i}", f"fp{i}", FeatureResult(values=values, times=np.zeros((i + 2, 2))), 1.0)
 
-    if sys.argv[2] == "crash":
-        fset.commit([clip(0), clip(1)])  # batch 1 commits
-        # batch 2 dies after its shard is written, before its index part
-        FeatureSet._write_index = lambda self, shard, table: os.kill(os.getpid(), signal.SIGKILL)
-        fset.commit([clip(2), clip(3)])
-    else:  # resume: commit what is not committed yet
-        done = fset.committed()
-        fset.commit([clip(i) for i in range(4) if done.get(f"c{i}") != f"fp{i}"])
+    crash_or_resume(fset, sys.argv[2], clip)
     """
 )
 

@@ -134,20 +134,12 @@ def test_a_reader_sees_parts_another_process_committed_after_it_listed(s3: S3Ser
 # -- a killed writer ----------------------------------------------------------------------------
 WRITER = textwrap.dedent(
     """
-    import os, signal, sys
+    import sys
     from store import FeatureStore
-    from store.featureset import FeatureSet
+    from tests.helpers.crash import crash_or_resume
     from tests.store.test_s3 import SET, _clip
 
-    fset = FeatureStore.open(sys.argv[1]).feature_set(SET)
-    if sys.argv[2] == "crash":
-        fset.commit([_clip(0), _clip(1)])  # batch 1 commits
-        # batch 2 dies after every object of its shard is PUT, before its index part
-        FeatureSet._write_index = lambda self, part, table: os.kill(os.getpid(), signal.SIGKILL)
-        fset.commit([_clip(2), _clip(3)])
-    else:  # resume: commit what is not committed yet
-        done = fset.committed()
-        fset.commit([_clip(i) for i in range(4) if done.get(f"c{i}") != f"fp{i}"])
+    crash_or_resume(FeatureStore.open(sys.argv[1]).feature_set(SET), sys.argv[2], _clip)
     """
 )
 
