@@ -102,7 +102,7 @@ def prepare(workdir: Path, csv_path: Path = MOSI_CSV, *, view: str = VIEW, use_a
     """Ingest, extract text.bert and build the text-only view in ``workdir/store``; returns a summary
     with the store path, view name, text model folder and stage timings."""
     from stages.config import DatasetConfig, ExtractConfig, PipelineConfig
-    from stages.extract import plan, process_batch
+    from stages.extract import extract_here
     from stages.ingest import run_ingest
     from store import FeatureStore, open_view
 
@@ -119,15 +119,10 @@ def prepare(workdir: Path, csv_path: Path = MOSI_CSV, *, view: str = VIEW, use_a
                       "seconds": round(time.perf_counter() - t0, 2)}
     t0 = time.perf_counter()
     store = FeatureStore.open(cfg.store)
-    done = failed = 0
-    feature_set = None
-    for p in plan(store, cfg.extract):
-        feature_set = p.feature_set
-        for b in p.batches:
-            r = process_batch(cfg.store, b, "mosi-text-bench")
-            done, failed = done + r.done, failed + r.failed
-    info["extract"] = {"feature_set": feature_set, "extracted": done, "failed": failed,
-                       "seconds": round(time.perf_counter() - t0, 2)}
+    # a clip whose text equals an extracted clip's shares its features through a link
+    ((feature_set, counts),) = extract_here(store, cfg.extract, "mosi-text-bench").items()
+    info["extract"] = {"feature_set": feature_set, "extracted": counts["done"], "failed": counts["failed"],
+                       "linked": counts["linked"], "seconds": round(time.perf_counter() - t0, 2)}
     t0 = time.perf_counter()
     how = None
     if use_align:

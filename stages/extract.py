@@ -281,6 +281,23 @@ def link_shared(
     return len(linked), failures
 
 
+def extract_here(store: FeatureStore, cfg: ExtractConfig, run_id: str) -> dict[str, dict[str, int]]:
+    """Plan, extract every batch and commit the links in this process, one batch after another: the
+    extract stage without Prefect or workers, for scripts and benchmarks (the flow runs the same
+    steps as tasks). Returns per feature set the clips extracted, failed and linked."""
+    out: dict[str, dict[str, int]] = {}
+    for p in plan(store, cfg):
+        counts = out.setdefault(p.feature_set, {"done": 0, "failed": 0, "linked": 0})
+        failed: dict[str, dict[str, Any]] = {}
+        for batch in p.batches:
+            r = process_batch(store.url, batch, run_id)
+            counts["done"] += r.done
+            counts["failed"] += r.failed
+            failed |= {f["fingerprint"]: f for f in r.failures}
+        counts["linked"] += link_shared(store, p, failed, run_id)[0]
+    return out
+
+
 # -- accounting -----------------------------------------------------------------------------
 @dataclass
 class ExtractSummary:

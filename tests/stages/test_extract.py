@@ -124,3 +124,19 @@ def test_planning_caches_fingerprints_by_clip_table_content_and_identity(tmp_pat
     assert [c for c in new if new[c] != old[c]] == ["c2"]
     (other,) = plan(store, ExtractConfig(extractors={"audio.mfcc": {"n_mfcc": 20}}))  # another identity
     assert calls == [1, 1] and other.feature_set != first.feature_set
+
+
+def test_extract_here_extracts_each_input_once_and_links_its_twins(tmp_path: Path) -> None:
+    from stages.extract import extract_here
+
+    store = FeatureStore.open(tmp_path, create=True)
+    texts = {"a": "what a wonderful film", "twin": "what a wonderful film", "b": "dull"}
+    store.write_clips(pa.Table.from_pylist(
+        [{"clip_id": c, "text": t, "duration": 2.0, "split": "train"} for c, t in texts.items()], schema=schema.CLIPS))
+    ((name, counts),) = extract_here(store, ExtractConfig(extractors={"text.bert": {}}), "run-1").items()
+    assert counts == {"done": 2, "failed": 0, "linked": 1}
+    fset = store.feature_set(name)
+    assert sorted(fset.committed()) == ["a", "b", "twin"]
+    assert (fset.read("twin").values == fset.read("a").values).all()
+    assert extract_here(store, ExtractConfig(extractors={"text.bert": {}}), "run-2") == {
+        name: {"done": 0, "failed": 0, "linked": 0}}  # an up-to-date store: nothing to do
