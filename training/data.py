@@ -209,8 +209,10 @@ class ViewDataset(Dataset[ClipItem]):
         self.clip_ids = [str(clips["clip_id"][i]) for i in picked]
         self.labels = labels[picked]
         self.lengths = self._clip_lengths(view)
-        self.cache_bytes = cache_mb * 2**20
         self.whole_shards = whole_shards
+        #: one shard of every array (whole-shard reads); the cache holds at least that much
+        self.shard_bytes = self._shard_bytes(view, self._names()) if whole_shards else 0
+        self.cache_bytes = max(cache_mb * 2**20, self.shard_bytes)
         self._arrays: dict[str, zarr.Array] | None = None
         self._cache = _BlockCache(self.cache_bytes, whole_shards)
 
@@ -238,18 +240,27 @@ class ViewDataset(Dataset[ClipItem]):
         state["_cache"] = _BlockCache(self.cache_bytes, self.whole_shards)
         return state
 
+    def _names(self) -> list[str]:
+        names = []
+        for m in self.modalities:
+            if m == "text" and self.tokens:
+                names += ["text_tokens/input_ids", "text_tokens/attention_mask"]
+            else:
+                names += [f"{m}/values", f"{m}/lengths", f"{m}/present"]
+        return names
+
     def _open(self) -> dict[str, zarr.Array]:
         if self._arrays is None:
-            view = open_view(self.url, self.view_name)
-            names = []
-            for m in self.modalities:
-                if m == "text" and self.tokens:
-                    names += ["text_tokens/input_ids", "text_tokens/attention_mask"]
-                else:
-                    names += [f"{m}/values", f"{m}/lengths", f"{m}/present"]
-            group = view.group()
-            self._arrays = {n: group_array(group, n) for n in names}
+            group = open_view(self.url, self.view_name).group()
+            self._arrays = {n: group_array(group, n) for n in self._names()}
         return self._arrays
+
+    @staticmethod
+    def _shard_bytes(view: AlignedView, names: list[str]) -> int:
+        """Decompressed bytes of one shard of every array read: what a whole-shard reader caches per shard."""
+        group = view.group()
+        arrays = [group_array(group, n) for n in names]
+        return sum(_rows_per_shard(a) * int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize for a in arrays)
 
     def _read(self, name: str, row: int) -> np.ndarray:
         return self._cache.row(name, self._open()[name], row)
@@ -419,8 +430,9 @@ def make_loader(dataset: ViewDataset, collator: Collator, config: TrainConfig, *
         if config.batching == "bucket":
             batches = (LengthBuckets(dataset.lengths, config.batch_size, config.seed, config.bucket_pool)
                        if train else sorted_batches(dataset.lengths, config.batch_size))
-        elif train:
-            batches = ShardBuckets(dataset.rows, dataset.lengths, config.batch_size, config.seed, config.shard_window)
+        elif train:  # a window is as many shards as the cache holds, at most shard_window
+            window = max(1, min(config.shard_window, dataset.cache_bytes // max(1, dataset.shard_bytes)))
+            batches = ShardBuckets(dataset.rows, dataset.lengths, config.batch_size, config.seed, window)
         else:
             batches = [list(range(i, min(i + config.batch_size, len(dataset))))
                        for i in range(0, len(dataset), config.batch_size)]
