@@ -235,6 +235,8 @@ def test_whole_shard_reads_give_the_same_items_as_clip_reads(tmp_path: Path) -> 
         assert a.clip_id == b.clip_id and a.label == b.label
         assert all(np.array_equal(a.values[u], b.values[u]) for u in a.values)
     assert len(shard_reads._cache.blocks) == 3 * 3  # one block per array: the tiny view is one shard
+    tight = ViewDataset(view, "train", ["audio"], tokens=False, cache_mb=0, whole_shards=True)
+    assert tight.cache_bytes == tight.shard_bytes > 0  # a whole-shard reader always holds one shard of each array
     config = tiny_config(batching="shards", shard_window=1)
     collator = Collator(read_stats(view, ["text", "audio", "vision"]), finetune_text=False)
     batches = list(make_loader(shard_reads, collator, config, train=True))
