@@ -25,6 +25,8 @@ from typing import Any
 from store.fs import atomic_path
 from store.schema import CLASS_LABELS
 
+_AS_IS = frozenset({str, int, bool, type(None)})  # exact types that JSON takes unchanged
+
 
 def canonical_json(obj: Any) -> str:
     """Stable JSON: sorted keys, no whitespace, floats rounded to 6 decimals.
@@ -37,6 +39,8 @@ def canonical_json(obj: Any) -> str:
 
 
 def _normalise(obj: Any) -> Any:
+    if type(obj) in _AS_IS:  # most leaves: ids, fingerprints, counts (a view hashes 10^6 clips' worth)
+        return obj
     if isinstance(obj, float):
         if not math.isfinite(obj):
             raise ValueError(f"cannot fingerprint the non-finite number {obj}")

@@ -26,3 +26,11 @@ def test_batch_fingerprints_equal_the_per_clip_rule(clips: list[dict], ident: di
     if not clips:
         columns = {k: [] for k in MODALITY_INPUTS[modality]}
     assert feature_fingerprints(columns, modality, ident) == [feature_fingerprint(c, modality, ident) for c in clips]
+
+
+def test_canonical_json_of_known_values_is_unchanged() -> None:
+    """Golden values: stores and views fingerprinted by earlier versions must plan the same now."""
+    from store.fingerprint import hash_obj
+
+    value = {"b": [1, "x", None, True, 2.0000001], "a": {"k": (1.5, "y")}}
+    assert hash_obj(value) == "c30628dbae77387ebfe96393c3c6159f"
