@@ -30,7 +30,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import dlib
 import numpy as np
@@ -40,7 +40,6 @@ from pydantic import Field
 from features.clips import ClipInput
 from features.extractors.base import (
     ClipFailure,
-    Extractor,
     ExtractorConfig,
     FeatureResult,
     model_cache,
@@ -48,24 +47,27 @@ from features.extractors.base import (
 )
 from features.extractors.efficientnet import (
     FEATURE_DIM,
-    EfficientNetLite0,
-    default_weights_path,
     efficientnet_identity,
-    load_efficientnet_lite0,
 )
-from features.extractors.vision import embed_pending, frame_events, is_still, prefetched
+from features.extractors.vision import (
+    FrameCnnConfig,
+    FrameCnnExtractor,
+    embed_pending,
+    frame_events,
+    is_still,
+    prefetched,
+)
 from features.media.probe import MediaInfo
 from features.media.streams import select_stream
 from features.media.video import display_rotation
-from store.runtime import resolve_device
 
 DETECTOR = "dlib.get_frontal_face_detector (HOG + linear SVM, 5 sub-detectors)"
 # dlib's sub-detector indices, as its training code orders them
 POSES = ("frontal", "left", "right", "frontal rolled left", "frontal rolled right")
 
 
-class FaceVisionConfig(ExtractorConfig):
-    """Frame sampling (as ``vision.cnn``), detection, crop and CNN settings.
+class FaceVisionConfig(FrameCnnConfig):
+    """Frame sampling and CNN settings (``FrameCnnConfig``, as ``vision.cnn``), detection and crop.
 
     ``detect_size``: longest side, in pixels, of the frames the detector sees (smaller sources are
     not upscaled); dlib's detector finds faces from about 80 px at ``upsample`` 0, 40 px at 1 (4×
@@ -74,21 +76,11 @@ class FaceVisionConfig(ExtractorConfig):
     Runtime knobs (device, batch_size, chunk_size, prefetch, channels_last) do not enter the identity.
     """
 
-    fps: float = Field(2.0, gt=0)
     detect_size: int = Field(640, ge=64)
     upsample: int = Field(0, ge=0, le=2)
     threshold: float = 0.0
     margin: float = Field(0.25, ge=0.0, le=1.0)
     crop_size: int = Field(224, ge=16)
-    video_stream: int | None = None
-    decoder: Literal["auto", "decord", "pyav"] = "auto"
-    still_max_diff: int | None = Field(3, ge=0, le=255)
-    weights: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(4, ge=1)
-    chunk_size: int = Field(32, ge=1)
-    prefetch: int = Field(2, ge=0)
-    channels_last: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,24 +160,15 @@ class _Clip:
 
 
 @register_extractor
-class FaceVisionExtractor(Extractor):
+class FaceVisionExtractor(FrameCnnExtractor):
     """Largest face per sampled frame, EfficientNet-Lite0-embedded; faceless frames are flagged rows."""
 
     name: ClassVar[str] = "vision.face"
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "vision"
-    runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
     row_mask: ClassVar[str | None] = "face"  # faceless frames are zero rows the aligner leaves out
     config_cls: ClassVar[type[ExtractorConfig]] = FaceVisionConfig
     config: FaceVisionConfig
-
-    @property
-    def dim(self) -> int:
-        return FEATURE_DIM
-
-    @property
-    def weights_path(self) -> str:
-        return self.config.weights or str(default_weights_path())
 
     def model_identity(self) -> dict[str, Any]:
         return {
@@ -195,10 +178,6 @@ class FaceVisionExtractor(Extractor):
             "selection": "largest face; square crop centred on the box, black outside the frame, bicubic",
             "embedding": efficientnet_identity(self.weights_path),
         }
-
-    def model(self) -> EfficientNetLite0:
-        """The process's shared EfficientNet-Lite0 (the very instance vision.cnn uses)."""
-        return load_efficientnet_lite0(self.weights_path, resolve_device(self.config.device))
 
     def _frame_size(self, path: str, info: MediaInfo) -> tuple[int, int]:
         """Upright source size scaled to ``detect_size`` (a quarter-turn rotation swaps the sides)."""

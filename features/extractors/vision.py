@@ -49,8 +49,9 @@ from store.runtime import resolve_device
 log = logging.getLogger(__name__)
 
 
-class CnnVisionConfig(ExtractorConfig):
-    """Frame sampling, decoding and CNN settings.
+class FrameCnnConfig(ExtractorConfig):
+    """Frame sampling, decoding and CNN settings of every EfficientNet-Lite0-on-frames extractor
+    (``vision.cnn``, ``vision.face``).
 
     ``video_stream``: container stream index (None: the highest-resolution stream).
     ``decoder``: ``auto`` (decord, PyAV if decord cannot read the file), ``decord`` or ``pyav``;
@@ -63,8 +64,6 @@ class CnnVisionConfig(ExtractorConfig):
     """
 
     fps: float = Field(2.0, gt=0)
-    width: int = Field(224, ge=16)
-    height: int = Field(224, ge=16)
     video_stream: int | None = None
     decoder: Literal["auto", "decord", "pyav"] = "auto"
     still_max_diff: int | None = Field(3, ge=0, le=255)
@@ -74,6 +73,34 @@ class CnnVisionConfig(ExtractorConfig):
     chunk_size: int = Field(32, ge=1)
     prefetch: int = Field(2, ge=0)
     channels_last: bool = True
+
+
+class CnnVisionConfig(FrameCnnConfig):
+    """``FrameCnnConfig`` plus the size (``width`` × ``height``) whole frames are resized to."""
+
+    width: int = Field(224, ge=16)
+    height: int = Field(224, ge=16)
+
+
+class FrameCnnExtractor(Extractor):
+    """What the EfficientNet-Lite0-on-frames extractors share: runtime knobs, the 1280-d output and
+    the process's one model instance for their weights and device."""
+
+    runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
+    config: FrameCnnConfig
+
+    @property
+    def dim(self) -> int:
+        return FEATURE_DIM
+
+    @property
+    def weights_path(self) -> str:
+        return self.config.weights or str(default_weights_path())
+
+    def model(self) -> EfficientNetLite0:
+        """The shared model instance of this process for these weights and device (both extractors
+        use the very same one)."""
+        return load_efficientnet_lite0(self.weights_path, resolve_device(self.config.device))
 
 
 def is_still(frame: np.ndarray, reference: np.ndarray | None, max_diff: int | None) -> bool:
@@ -244,30 +271,17 @@ def embed_pending(
 
 
 @register_extractor
-class CnnVisionExtractor(Extractor):
+class CnnVisionExtractor(FrameCnnExtractor):
     """EfficientNet-Lite0 pooled features per sampled frame; no video stream → a recorded absence."""
 
     name: ClassVar[str] = "vision.cnn"
     version: ClassVar[str] = "2"  # 2: one media timeline for both decoders, upright (rotated) frames
     modality: ClassVar[str] = "vision"
-    runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
     config_cls: ClassVar[type[ExtractorConfig]] = CnnVisionConfig
     config: CnnVisionConfig
 
-    @property
-    def dim(self) -> int:
-        return FEATURE_DIM
-
-    @property
-    def weights_path(self) -> str:
-        return self.config.weights or str(default_weights_path())
-
     def model_identity(self) -> dict[str, Any]:
         return efficientnet_identity(self.weights_path)
-
-    def model(self) -> EfficientNetLite0:
-        """The shared model instance of this process for these weights and device."""
-        return load_efficientnet_lite0(self.weights_path, resolve_device(self.config.device))
 
     # ------------------------------------------------------------------------------------- decode side
 
