@@ -159,7 +159,7 @@ def _rows_per_shard(arr: zarr.Array) -> int:
 class _BlockCache:
     """Decompressed row blocks in an LRU cache bounded in bytes: one zarr chunk of rows each (one
     clip in a view), or whole shards (``whole_shards``: one read per 256 clips, for loaders that
-    visit a shard's clips together or views that fit the budget)."""
+    visit a shard's clips together, ``ShardBuckets``)."""
 
     def __init__(self, budget_bytes: int, whole_shards: bool = False) -> None:
         self.blocks: LRUCache[tuple[str, int], np.ndarray] = LRUCache(budget_bytes, getsizeof=_nbytes)
@@ -183,8 +183,8 @@ class ViewDataset(Dataset[ClipItem]):
     ``tokens``: return text token ids instead of cached text states (finetune mode). ``target``:
     what the labels are (None: the score); a clip without a label for a categorical target is left
     out of the split (``unlabelled`` counts them). ``whole_shards``: read and cache whole view shards
-    (256 clips a read) instead of one clip at a time; for ``ShardBuckets`` order, or a view that fits
-    the cache. Either way the items are the same.
+    (256 clips a read) instead of one clip at a time, for ``ShardBuckets`` order. Either way the
+    items are the same.
     """
 
     def __init__(
@@ -393,19 +393,21 @@ class ShardBuckets(Sampler[list[int]]):
         self.window = window
         self.epoch = 0
 
+    def _windows(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """The epoch's windows: the clip indices of each ``window`` shards, in a shuffled shard order."""
+        order = rng.permutation(np.unique(self.shards))
+        return [np.flatnonzero(np.isin(self.shards, order[lo : lo + self.window]))
+                for lo in range(0, len(order), self.window)]
+
     def __len__(self) -> int:
         """Batches of the coming epoch (windows hold different clip counts, so it depends on its order)."""
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(np.unique(self.shards))
-        counts = dict(zip(*np.unique(self.shards, return_counts=True)))
-        windows = (order[i : i + self.window] for i in range(0, len(order), self.window))
-        return sum(-(-int(sum(counts[k] for k in w)) // self.batch_size) for w in windows)
+        windows = self._windows(np.random.default_rng([self.seed, self.epoch]))
+        return sum(-(-len(items) // self.batch_size) for items in windows)
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
-        order = rng.permutation(np.unique(self.shards))  # what __len__ drew for this epoch
-        for lo in range(0, len(order), self.window):
-            items = np.flatnonzero(np.isin(self.shards, order[lo : lo + self.window]))
+        for items in self._windows(rng):  # the windows __len__ counted for this epoch
             batches = _length_sorted_batches(rng.permutation(items), self.lengths, self.batch_size)
             for i in rng.permutation(len(batches)):
                 yield batches[i]

@@ -244,7 +244,7 @@ def predict(
     for batch in loader:
         y = model(batch.to(device).inputs).preds["m"]
         ids += batch.clip_ids
-        preds.append((target.to_prediction(y) if target is not None else y).float().cpu().numpy())
+        preds.append((target or SCORE).to_prediction(y).float().cpu().numpy())
         labels.append(batch.label.numpy())
     return Predictions(ids, np.concatenate(preds), np.concatenate(labels))
 

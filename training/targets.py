@@ -69,9 +69,6 @@ class Target:
         index = {c: i for i, c in enumerate(self.classes)}
         return np.asarray([index.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64)
 
-    def is_labelled(self, labels: np.ndarray) -> np.ndarray:
-        return labels >= 0 if self.categorical else ~np.isnan(labels)
-
     # --- training -----------------------------------------------------------------------------
     def loss(self, pred: Tensor, y: Tensor) -> Tensor:
         """Mean loss of one head over a batch: cross-entropy (class-weighted when configured)."""
