@@ -42,6 +42,8 @@ class ModalitySource:
     status: list[str]  # per clip (clip order): ok | absent | missing | stale | empty
     index: pa.Table  # the set's latest committed row per clip
     positions: list[int]  # per clip: its usable row's position in ``index``; -1 when not usable
+    fingerprints: list[str | None]  # per clip: its usable row's fingerprint
+    lengths: list[int]  # per clip: its usable row's length (rows), 0 when not usable
     L: int = 0
 
     @property
@@ -55,18 +57,6 @@ class ModalitySource:
     def usable(self) -> np.ndarray:
         """[clips] bool: the clip has a usable row."""
         return np.asarray(self.positions, np.int64) >= 0
-
-    @functools.cached_property
-    def _columns(self) -> dict[str, list[Any]]:
-        return self.index.select(["fingerprint", "length"]).to_pydict()
-
-    def fingerprint(self, i: int) -> str | None:
-        p = self.positions[i]
-        return None if p < 0 else self._columns["fingerprint"][p]
-
-    def length(self, i: int) -> int:
-        p = self.positions[i]
-        return 0 if p < 0 else int(self._columns["length"][p])
 
     @functools.cached_property
     def rows(self) -> list[IndexRow | None]:
@@ -184,7 +174,9 @@ def modality_source(
             state = "ok"
         status.append(state)
         positions.append(k if state == "ok" and k is not None else -1)
-    return ModalitySource(modality, name, attrs, status, index, positions)
+    fps = [cols["fingerprint"][k] if k >= 0 else None for k in positions]
+    lengths = [int(cols["length"][k]) if k >= 0 else 0 for k in positions]
+    return ModalitySource(modality, name, attrs, status, index, positions, fps, lengths)
 
 
 def _percentile_len(lengths: list[int], q: float) -> int:
@@ -234,7 +226,7 @@ def plan_alignment(
     if cfg.grid == "none":
         for m, src in sources.items():
             fixed = cfg.L_for(m)
-            lens = [src.length(i) for i in train if src.positions[i] >= 0]
+            lens = [src.lengths[i] for i in train if src.positions[i] >= 0]
             src.L = int(fixed) if fixed else _percentile_len(lens, cfg.percentile)
     else:
         grids = [clip_grid(c, cfg) for c in clips]
@@ -257,7 +249,7 @@ def plan_alignment(
                       for c in clips],
             "modalities": {
                 m: {"feature_set": s.feature_set,
-                    "fingerprints": [s.fingerprint(i) or st for i, st in enumerate(s.status)]}
+                    "fingerprints": [fp or st for fp, st in zip(s.fingerprints, s.status)]}
                 for m, s in sources.items()
             },
         },
