@@ -116,7 +116,7 @@ class FeatureStore:
         fps = self.cached_fingerprints(set_name, key)
         if fps is not None and len(fps) == clips.num_rows:
             return fps
-        columns = clips.select(["clip_id", *MODALITY_INPUTS[modality]]).to_pydict()
+        columns = clips.select(list(MODALITY_INPUTS[modality])).to_pydict()
         fps = feature_fingerprints(columns, modality, identity)
         if cache:
             self.write_fingerprint_cache(set_name, key, fps)

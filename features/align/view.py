@@ -324,7 +324,8 @@ def build_view(plan: AlignPlan, block_mb: float = ALIGN_BLOCK_MB) -> AlignSummar
     cfg, clips, store = plan.config, plan.clips, plan.store
     n = len(clips)
     writer = ViewWriter(store, cfg.view, n)
-    modalities = {m: _align_modality(writer, plan, m, src, block_mb) for m, src in plan.sources.items()}
+    train = np.array([c["split"] == "train" for c in clips], bool)
+    modalities = {m: _align_modality(writer, plan, m, src, train, block_mb) for m, src in plan.sources.items()}
     table = pa.table(
         {
             "row": pa.array(range(n), pa.int64()),
@@ -360,9 +361,10 @@ def _block_size(n: int, L: int, dim: int, block_mb: float) -> int:  # noqa: N803
     return max(1, n) if fit >= n else max(VIEW_SHARD, fit // VIEW_SHARD * VIEW_SHARD)
 
 
-def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySource,
+def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySource, train: np.ndarray,
                     block_mb: float) -> dict[str, Any]:
-    """Pool one modality of every clip onto the view's grid, write its arrays; returns its attrs."""
+    """Pool one modality of every clip onto the view's grid, write its arrays; returns its attrs.
+    ``train``: [clips] bool, the clips whose statistics normalise the view."""
     cfg, clips, store = plan.config, plan.clips, plan.store
     n = len(clips)
     L, dim = src.L, src.dim  # noqa: N806 - L is the name everyone uses
@@ -379,7 +381,6 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
     extras += (row_mask,) if row_mask else ()
     no_signal = 0  # clips whose every row is flagged without signal
     token_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    train = np.array([c["split"] == "train" for c in clips], bool)
     train_moments, all_moments = Moments(dim), Moments(dim)  # all clips: the fallback of a view with no train clip
     any_train = False
     values_arr = writer.create(f"{m}/values", (n, L, dim), np.float32)
