@@ -53,9 +53,7 @@ from features.extractors.vision import (
     FrameCnnConfig,
     FrameCnnExtractor,
     embed_pending,
-    frame_events,
     is_still,
-    prefetched,
 )
 from features.media.probe import MediaInfo
 from features.media.streams import select_stream
@@ -207,11 +205,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
             embed_pending(model, pending, clips, results, {i: st.feats for i, st in states.items()},
                           cfg.channels_last)
 
-        events = frame_events(
-            clips, self.dim, fps=cfg.fps, frame_size=self._frame_size, video_stream=cfg.video_stream,
-            decoder=cfg.decoder, chunk_size=cfg.chunk_size,
-        )
-        for ev in prefetched(events, cfg.prefetch):
+        for ev in self._frames(clips, self._frame_size):
             kind, i = ev[0], ev[1]
             if kind == "result":
                 results[i] = ev[2]

@@ -102,6 +102,13 @@ class FrameCnnExtractor(Extractor):
         use the very same one)."""
         return load_efficientnet_lite0(self.weights_path, resolve_device(self.config.device))
 
+    def _frames(self, clips: list[ClipInput], frame_size: FrameSize) -> Iterator[tuple[Any, ...]]:
+        """``frame_events`` of the clips with this config's sampling, decoded ``prefetch`` chunks ahead."""
+        cfg = self.config
+        events = frame_events(clips, self.dim, fps=cfg.fps, frame_size=frame_size, video_stream=cfg.video_stream,
+                              decoder=cfg.decoder, chunk_size=cfg.chunk_size)
+        return prefetched(events, cfg.prefetch)
+
 
 def is_still(frame: np.ndarray, reference: np.ndarray | None, max_diff: int | None) -> bool:
     """Whether ``frame`` is (nearly) identical to ``reference``: max abs difference <= max_diff."""
@@ -283,16 +290,6 @@ class CnnVisionExtractor(FrameCnnExtractor):
     def model_identity(self) -> dict[str, Any]:
         return efficientnet_identity(self.weights_path)
 
-    # ------------------------------------------------------------------------------------- decode side
-
-    def _prefetched(self, clips: list[ClipInput]) -> Iterator[tuple[Any, ...]]:
-        cfg = self.config
-        events = frame_events(
-            clips, self.dim, fps=cfg.fps, frame_size=(cfg.width, cfg.height), video_stream=cfg.video_stream,
-            decoder=cfg.decoder, chunk_size=cfg.chunk_size,
-        )
-        return prefetched(events, cfg.prefetch)
-
     # ------------------------------------------------------------------------------------- CNN side
 
     def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
@@ -312,7 +309,7 @@ class CnnVisionExtractor(FrameCnnExtractor):
             embed_pending(model, pending, clips, results, {i: st.feats for i, st in states.items()},
                           cfg.channels_last)
 
-        for ev in self._prefetched(clips):
+        for ev in self._frames(clips, (cfg.width, cfg.height)):
             kind, i = ev[0], ev[1]
             if kind == "result":
                 results[i] = ev[2]
