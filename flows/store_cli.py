@@ -84,20 +84,25 @@ def store_vacuum(
 def store_compact(
     store: StoreArg,
     sets: SetOpt = None,
-    min_parts: Annotated[int, typer.Option(min=1, help="skip a set with fewer uncovered index parts")] = 1,
+    min_parts: Annotated[int, typer.Option(
+        min=0, help="skip a set with fewer uncovered index parts (0: merge small shards even with none)")] = 1,
 ) -> None:
-    """Consolidate each feature set's index parts into one sorted Parquet file (safe while writers commit)."""
+    """Consolidate each feature set's index parts into one sorted Parquet file and merge its small
+    shards into large ones (safe while writers commit; vacuum removes the merged-away shards later)."""
     from store import FeatureStore
     from store.verify import compact
 
     results = compact(FeatureStore.open(store), sets=sets or None, min_parts=min_parts)
-    rows: list[list[object]] = [[c.feature_set, c.parts, c.rows, c.removed, f"{c.seconds:.2f}"] for c in results]
-    console.print(simple_table("compacted", ["set", "parts", "rows", "files removed", "seconds"], rows))
+    rows: list[list[object]] = [[c.feature_set, c.parts, c.rows, c.shards_retired, c.removed, f"{c.seconds:.2f}"]
+                                for c in results]
+    console.print(simple_table("compacted", ["set", "parts", "rows", "shards merged", "files removed", "seconds"],
+                               rows))
 
 
 @store_app.command("migrate")
 def store_migrate(store: StoreArg) -> None:
-    """Upgrade a store to the current format version and compact every feature set's index."""
+    """Upgrade a store to the current format version, compact every feature set's index and merge its
+    small shards."""
     from store import FeatureStore
     from store.featurestore import FORMAT_VERSION
     from store.verify import migrate

@@ -21,6 +21,7 @@ from store.errors import StoreError
 from store.fs import StoreFS
 from store.ids import new_id, now_utc
 from store.index import COMPACT_AFTER_PARTS, CompactResult, SetIndex, latest_per_clip, newest_per_fingerprint
+from store.shards import merge_small_shards, write_retired
 
 if TYPE_CHECKING:
     from store.featurestore import FeatureStore
@@ -153,7 +154,7 @@ class FeatureSet:
         if len(dims) != 1:
             raise StoreError(f"feature set {self.name}: clips of one batch have different dims {sorted(dims)}")
         table = _index_table(rows)  # before the shard: a row that cannot be stored leaves no orphan
-        self._write_shard(shard, np.concatenate(values), np.concatenate(times), extras, offset)
+        self.write_shard(shard, np.concatenate(values), np.concatenate(times), extras, offset)
         self._write_index(shard, table)
         return shard
 
@@ -175,27 +176,34 @@ class FeatureSet:
             self._write_index(new_id(), _index_table(rows))
         return [r.clip_id for r in rows]
 
-    def _write_shard(
-        self, shard: str, values: np.ndarray, times: np.ndarray, extras: dict[str, list[np.ndarray]], n: int
+    def write_shard(
+        self, shard: str, values: np.ndarray, times: np.ndarray, extras: dict[str, list[np.ndarray]], n: int,
+        sharded: bool = False,
     ) -> None:
+        """Write shard ``shard`` (a fresh id: one writer per shard). ``sharded``: each array as one Zarr
+        v3 sharded file of ``ROWS_PER_CHUNK``-row inner chunks (merged shards: few files, same reads)."""
         try:
             group = zarr.open_group(self.fs.zarr_store(f"{self.rel}/shards/{shard}"), mode="w", zarr_format=3)
-            self._write_array(group, "values", values, ("row", "dim"))
-            self._write_array(group, "times", times, ("row", "bound"))
+            self._write_array(group, "values", values, ("row", "dim"), sharded)
+            self._write_array(group, "times", times, ("row", "bound"), sharded)
             for name, parts in extras.items():
                 arr = np.concatenate(parts) if parts else np.zeros((0,))
                 if arr.shape[0] != n:
                     raise StoreError(f"feature set {self.name}: extra {name!r} has {arr.shape[0]} rows, not {n}")
-                self._write_array(group, f"{EXTRA_PREFIX}{name}", arr, None)
+                self._write_array(group, f"{EXTRA_PREFIX}{name}", arr, None, sharded)
         except OSError as exc:
             raise StoreError(f"cannot write shard {self.fs.path(self.rel, 'shards', shard)}: {exc}") from exc
 
     @staticmethod
-    def _write_array(group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...] | None) -> None:
-        chunks = (max(1, min(ROWS_PER_CHUNK, data.shape[0])), *data.shape[1:])
-        arr = group.create_array(
-            name, shape=data.shape, dtype=data.dtype, chunks=chunks, compressors=COMPRESSORS, dimension_names=dims
-        )
+    def _write_array(
+        group: zarr.Group, name: str, data: np.ndarray, dims: tuple[str, ...] | None, sharded: bool
+    ) -> None:
+        rows = max(1, min(ROWS_PER_CHUNK, data.shape[0]))
+        chunks = (rows, *data.shape[1:])
+        # a Zarr shard must hold whole chunks: round the row count up to a multiple of the chunk rows
+        shards = (-(-max(1, data.shape[0]) // rows) * rows, *data.shape[1:]) if sharded else None
+        arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, shards=shards,
+                                 compressors=COMPRESSORS, dimension_names=dims)
         if data.size:
             arr[...] = data
 
@@ -210,12 +218,25 @@ class FeatureSet:
         self._rows = None
 
     # -- compaction (store.index) ----------------------------------------------------------
-    def compact(self, min_parts: int = 1) -> CompactResult | None:
-        """Consolidate the index parts into one sorted Parquet file (see ``store.index``); None when
-        fewer than ``min_parts`` parts are uncovered or another compaction is running."""
-        result = self.index_files.compact(min_parts, before_publish=self.store.upgrade_format)
+    def compact(self, min_parts: int = 1, merge_shards: bool = True) -> CompactResult | None:
+        """Consolidate the index parts into one sorted Parquet file (see ``store.index``) and, with
+        ``merge_shards``, copy small shards into large ones (``store.shards``); None when there is
+        nothing to do (fewer than ``min_parts`` uncovered parts and no shards to merge) or another
+        compaction is running."""
+        retired: list[str] = []
+
+        def merge(index: pa.Table) -> pa.Table:
+            merged, gone = merge_small_shards(self, index)
+            if gone:
+                write_retired(self, gone)
+                retired.extend(gone)
+            return merged
+
+        result = self.index_files.compact(min_parts, before_publish=self.store.upgrade_format,
+                                          rewrite=merge if merge_shards else None)
         if result is not None:
             self._forget()
+            result = replace(result, shards_retired=len(retired))
         return result
 
     def maybe_compact(self, threshold: int = COMPACT_AFTER_PARTS) -> CompactResult | None:
@@ -287,8 +308,12 @@ class FeatureSet:
             self._shards[shard] = group
         return group
 
+    def read_shard(self, shard: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Every row of one shard: values, times and all extras (what merging copies)."""
+        return self._read_range(shard, 0, None, None, cache=False)
+
     def _read_range(
-        self, shard: str, start: int, stop: int, extras: Collection[str] | None, cache: bool = True
+        self, shard: str, start: int, stop: int | None, extras: Collection[str] | None, cache: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Rows ``[start, stop)`` of one shard: values, times and the ``extras`` present (None: all).
         ``cache`` keeps the opened group for later reads (bulk reads pass False: memory stays flat)."""

@@ -88,6 +88,7 @@ class CompactResult:
     consolidated: str
     removed: int  # files deleted after the manifest was in place (covered parts, the old consolidated file)
     seconds: float
+    shards_retired: int = 0  # small shards whose rows now point at merged shards (store.shards)
 
 
 def _conform(table: pa.Table, columns: Sequence[str]) -> pa.Table:
@@ -200,21 +201,31 @@ class SetIndex:
                 self.fs.rm(rel)
 
     def compact(
-        self, min_parts: int = 1, before_publish: Callable[[], None] | None = None, stale_lock_seconds: float = 3600.0
+        self, min_parts: int = 1, before_publish: Callable[[], None] | None = None, stale_lock_seconds: float = 3600.0,
+        rewrite: Callable[[pa.Table], pa.Table] | None = None,
     ) -> CompactResult | None:
         """Fold every uncovered part into a new consolidated file, publish it with the manifest, then
-        delete what it covers. None when another compaction holds the lock or fewer than
-        ``min_parts`` parts are uncovered. ``before_publish`` runs just before the manifest is
-        written (the store marks its format version there)."""
+        delete what it covers. None when another compaction holds the lock, fewer than ``min_parts``
+        parts are uncovered, or there is nothing to do (no uncovered part, and ``rewrite`` changes
+        nothing: ``min_parts=0`` runs ``rewrite`` on a fully compacted index). ``rewrite`` maps the
+        snapshot's rows to the rows to publish, under the lock (the feature set merges small shards
+        there); ``before_publish`` runs just before the manifest is written (the store marks its
+        format version there)."""
         t0 = time.perf_counter()
         with self._lease(stale_lock_seconds) as held:
             if not held:
                 return None
             # Under the lock nobody else deletes an uncovered part or the live consolidated file.
             manifest, names, new, table = self._snapshot(schema.INDEX.names)
-            if len(new) < max(1, min_parts):
+            if len(new) < min_parts or (not new and rewrite is None):
                 return None
             checkpoint("read")
+            if rewrite is not None:
+                rewritten = rewrite(table)
+                if rewritten is table and not new:
+                    return None  # min_parts=0 and nothing to rewrite: the live file stays
+                table = rewritten
+                checkpoint("rewritten")
             order = pc.sort_indices(table, [("clip_id", "ascending"), ("committed_at", "ascending"),
                                             ("shard", "ascending")])
             table = table.take(order)

@@ -17,6 +17,7 @@ from store.featureset import ClipFeatures, FeatureSet, IndexRow, checksum
 from store.featurestore import FeatureStore
 from store.fingerprint import feature_fingerprint
 from store.index import CompactResult
+from store.shards import retired_records
 
 VERIFY_BLOCK_ROWS = 4096  # index rows turned into IndexRows at a time: verify's memory is one block + one shard
 
@@ -145,11 +146,15 @@ def orphan_shards(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tu
 
     The grace period keeps vacuum from deleting the shard of a batch that is still being written: a
     shard's age is that of its newest file, and a shard whose age the filesystem cannot tell is kept.
+    A shard a compaction merged away (``store.shards``) is kept until its retirement is that old,
+    for readers still holding the snapshot from before it.
     """
     orphans = []
     for name in store.feature_set_names():
         fset = store.feature_set(name)
         referenced = set(fset.index_parts(["shard"]).column("shard").to_pylist())
+        referenced.update(s for rel, shards in retired_records(fset).items()
+                          if not _older_than(store, rel, grace_seconds) for s in shards)
         for shard in fset.shard_ids():
             if shard not in referenced and _older_than(store, f"{fset.rel}/shards/{shard}", grace_seconds):
                 orphans.append((name, shard))
@@ -165,11 +170,15 @@ def _older_than(store: FeatureStore, rel: str, seconds: float) -> bool:
 def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str, str]]:
     """Remove orphan shards and stale temp files; return the orphan shards removed. Also removes
     index parts a consolidated file covers (a compaction stopped before deleting them) and
-    consolidated files no manifest names, older than the grace period (a crashed compaction's)."""
+    consolidated files no manifest names, older than the grace period (a crashed compaction's), and
+    shard retirement records past it."""
     removed = orphan_shards(store, grace_seconds)
     for name, shard in removed:
         store.fs.rm(f"features/{name}/shards/{shard}")
     for name in store.feature_set_names():
+        for rel in retired_records(store.feature_set(name)):
+            if _older_than(store, rel, grace_seconds):
+                store.fs.rm(rel)
         for tmp in store.fs.ls(f"features/{name}/index"):
             if tmp.startswith(".tmp-"):
                 store.fs.rm(f"features/{name}/index/{tmp}")
@@ -185,7 +194,8 @@ def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str
 
 
 def compact(store: FeatureStore, sets: Iterable[str] | None = None, min_parts: int = 1) -> list[CompactResult]:
-    """Consolidate the index of ``sets`` (None: all) that have at least ``min_parts`` uncovered parts."""
+    """Consolidate the index of ``sets`` (None: all) that have at least ``min_parts`` uncovered parts,
+    merging small shards (``min_parts=0``: merge even where no part is uncovered)."""
     results = []
     for name in store.feature_set_names() if sets is None else sets:
         result = store.feature_set(name).compact(min_parts)
@@ -195,7 +205,8 @@ def compact(store: FeatureStore, sets: Iterable[str] | None = None, min_parts: i
 
 
 def migrate(store: FeatureStore) -> list[CompactResult]:
-    """Bring a store to ``FORMAT_VERSION``: mark it, and consolidate every feature set's index.
-    Nothing else changed between versions 1 and 2 (parts are read by both), so this is optional."""
+    """Bring a store to ``FORMAT_VERSION``: mark it, consolidate every feature set's index and merge its
+    small shards. Nothing else changed between versions 1 and 2 (parts are read by both, merged
+    shards are plain Zarr v3 that both read), so this is optional."""
     store.upgrade_format()
-    return compact(store)
+    return compact(store, min_parts=0)

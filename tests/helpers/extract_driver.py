@@ -90,8 +90,8 @@ def _install_kill(spec: dict[str, Any] | None) -> None:
     if at == "array":  # mid-shard: right after the n-th Zarr array of any shard is written
         orig_array = sf.FeatureSet._write_array
 
-        def write_array(group, name, data, dims):
-            orig_array(group, name, data, dims)
+        def write_array(group, name, data, dims, sharded):
+            orig_array(group, name, data, dims, sharded)
             hit()
 
         sf.FeatureSet._write_array = staticmethod(write_array)  # type: ignore[method-assign]

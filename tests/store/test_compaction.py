@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from features.extractors.base import FeatureResult
 from flows.cli import app
 from stages.extract import ExtractTally
 from store import FeatureStore, StoreError
-from store.featureset import FeatureSet
+from store.featureset import FeatureSet, IndexRow
+from store.shards import retired_records
 from store.verify import migrate, orphan_shards, vacuum, verify
 from tests.helpers.features import feature_result
 
@@ -51,10 +53,15 @@ def _fresh(tmp_path: Path) -> FeatureSet:
     return FeatureStore.open(tmp_path).feature_set("x-1")
 
 
-def _row_keys(fset: FeatureSet) -> Counter[tuple[str, str]]:
-    """Every committed row (clip id, shard) with how often the readers' snapshot holds it."""
-    parts = fset.index_parts(["clip_id", "shard"])
-    return Counter(zip(parts.column("clip_id").to_pylist(), parts.column("shard").to_pylist()))
+def _row_keys(fset: FeatureSet) -> Counter[tuple[str, object]]:
+    """Every committed row (clip id, commit time) with how often the readers' snapshot holds it."""
+    parts = fset.index_parts(["clip_id", "committed_at"])
+    return Counter(zip(parts.column("clip_id").to_pylist(), parts.column("committed_at").to_pylist()))
+
+
+def _contents(rows: dict[str, IndexRow]) -> dict[str, IndexRow]:
+    """``rows`` without where they lie: merging shards moves rows, never what they say."""
+    return {c: replace(r, shard="", offset=0) for c, r in rows.items()}
 
 
 def _assert_once(fset: FeatureSet, clips: set[str]) -> None:
@@ -67,6 +74,14 @@ def _index_dir(tmp_path: Path) -> Path:
     return tmp_path / "features" / "x-1" / "index"
 
 
+def _shards_dir(tmp_path: Path) -> Path:
+    return tmp_path / "features" / "x-1" / "shards"
+
+
+def _referenced(tmp_path: Path) -> set[str]:
+    return set(_fresh(tmp_path).index_parts(["shard"]).column("shard").to_pylist())
+
+
 # -- round trip --------------------------------------------------------------------------------
 def test_compaction_keeps_every_row_and_reader_answer_and_removes_the_parts(tmp_path: Path) -> None:
     store, fset = _store(tmp_path)
@@ -76,6 +91,7 @@ def test_compaction_keeps_every_row_and_reader_answer_and_removes_the_parts(tmp_
     fset.link([("c1-twin", "fp1", 1.0), ("c1-twin2", "fp1", 1.0)])  # two rows of one part share a fingerprint
     before = _fresh(tmp_path)
     rows, keys, fprows = before.rows(), _row_keys(before), before.fingerprint_rows()
+    before_shards = set(before.index_parts(["shard"]).column("shard").to_pylist())
     clips_before = {fp: r.clip_id for fp, r in fprows.items()}
     assert before.fingerprint_clips() == clips_before
 
@@ -87,14 +103,15 @@ def test_compaction_keeps_every_row_and_reader_answer_and_removes_the_parts(tmp_
     planner = _fresh(tmp_path)
     assert planner.committed() == before.committed() and planner._parts is None  # projected columns only
     after = _fresh(tmp_path)
-    assert after.rows() == rows and _row_keys(after) == keys and after.committed() == before.committed()
+    assert _contents(after.rows()) == _contents(rows) and _row_keys(after) == keys
+    assert after.committed() == before.committed()
     assert after.fingerprint_clips() == clips_before
     for clip in rows:
         np.testing.assert_array_equal(after.read(clip).values, before.read(clip).values)
         assert _fresh(tmp_path).lookup(clip).fingerprint == rows[clip].fingerprint  # one row group, no rows()
     with pytest.raises(StoreError, match="not committed"):
         after.lookup("nope")
-    assert verify(store) == [] and vacuum(store, grace_seconds=0) == []
+    assert verify(store) == [] and vacuum(store, grace_seconds=0) == [("x-1", s) for s in sorted(before_shards)]
 
     # later commits are parts again; the next compaction folds them in and drops the old file
     _commit_batches(fset, 100, 3)
@@ -149,7 +166,8 @@ def test_compactions_while_two_writer_processes_commit_lose_nothing(tmp_path: Pa
     want = {f"c{i}" for i in range(10)} | {f"{w}-{b}-{k}" for w in "ab" for b in range(60) for k in range(2)}
     _assert_once(_fresh(tmp_path), want)
     assert [p.name for p in _index_dir(tmp_path).iterdir()] == ["manifest.json"]
-    assert verify(store) == [] and orphan_shards(store, grace_seconds=0) == []
+    retired = {s for shards in retired_records(_fresh(tmp_path)).values() for s in shards}
+    assert verify(store) == [] and {s for _, s in orphan_shards(store, grace_seconds=0)} <= retired
 
 
 def test_readers_in_a_thread_see_each_committed_row_once_while_writing_and_compacting(tmp_path: Path) -> None:
@@ -217,7 +235,7 @@ class CrashError(Exception):
     """Stands for a kill at a compaction step."""
 
 
-@pytest.mark.parametrize("step", ["read", "consolidated", "manifest", "parts"])
+@pytest.mark.parametrize("step", ["read", "rewritten", "consolidated", "manifest", "parts"])
 def test_a_compaction_dying_at_any_step_leaves_every_clip_readable_once(
     tmp_path: Path, step: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,7 +243,7 @@ def test_a_compaction_dying_at_any_step_leaves_every_clip_readable_once(
     clips = set(_commit_batches(fset, 0, 3))
     assert fset.compact() is not None
     clips |= set(_commit_batches(fset, 10, 3))
-    reference = _fresh(tmp_path).rows()
+    reference = _contents(_fresh(tmp_path).rows())
 
     def die(at: str) -> None:
         if at == step:
@@ -237,14 +255,16 @@ def test_a_compaction_dying_at_any_step_leaves_every_clip_readable_once(
     monkeypatch.setattr(index_mod, "checkpoint", lambda at: None)
 
     _assert_once(_fresh(tmp_path), clips)
-    assert _fresh(tmp_path).rows() == reference and verify(store) == []
-    vacuum(store, grace_seconds=0)  # removes a dead compaction's consolidated file or covered parts
+    assert _contents(_fresh(tmp_path).rows()) == reference and verify(store) == []
+    vacuum(store, grace_seconds=0)  # removes a dead compaction's files (consolidated, merged shards, covered parts)
     _assert_once(_fresh(tmp_path), clips)
     consolidated = list((tmp_path / "features" / "x-1" / "consolidated").iterdir())
     assert len(consolidated) == 1
     _fresh(tmp_path).compact()
     _assert_once(_fresh(tmp_path), clips)
-    assert _fresh(tmp_path).rows() == reference and verify(store) == []
+    assert _contents(_fresh(tmp_path).rows()) == reference and verify(store) == []
+    vacuum(store, grace_seconds=0)
+    assert verify(store) == [] and {p.name for p in _shards_dir(tmp_path).iterdir()} == _referenced(tmp_path)
 
 
 def test_a_killed_compactions_lock_blocks_others_until_it_is_stale(tmp_path: Path) -> None:
@@ -261,7 +281,7 @@ def test_a_killed_compactions_lock_blocks_others_until_it_is_stale(tmp_path: Pat
 def test_streamed_verify_finds_a_corrupted_shard_and_samples(tmp_path: Path) -> None:
     store, fset = _store(tmp_path)
     _commit_batches(fset, 0, 6, per=3)
-    fset.compact()
+    fset.compact(merge_shards=False)  # one shard per batch: the corruption hits one batch's clips
     assert verify(store) == [] and verify(store, sample=4) == []
     bad = fset.rows()["c7"].shard  # the batch of c6, c7, c8
     chunk = tmp_path / "features" / "x-1" / "shards" / bad / "values" / "c" / "0" / "0"
@@ -277,8 +297,11 @@ def test_vacuum_after_compaction_keeps_referenced_shards_and_removes_orphans(tmp
     store, fset = _store(tmp_path)
     _commit_batches(fset, 0, 3)
     fset.compact()
-    fset._write_shard("20000101T000000-orphan", np.zeros((1, 4), np.float32), np.zeros((1, 2)), {}, 1)
-    assert vacuum(store, grace_seconds=0) == [("x-1", "20000101T000000-orphan")]
+    fset.write_shard("20000101T000000-orphan", np.zeros((1, 4), np.float32), np.zeros((1, 2)), {}, 1)
+    assert vacuum(store, grace_seconds=3600) == []  # the merged-away shards were retired just now
+    removed = vacuum(store, grace_seconds=0)
+    assert ("x-1", "20000101T000000-orphan") in removed and len(removed) == 4  # and the 3 merged-away batches
+    assert {p.name for p in _shards_dir(tmp_path).iterdir()} == _referenced(tmp_path)
     assert sorted(_fresh(tmp_path).rows()) == [f"c{i}" for i in range(6)] and verify(store) == []
 
 
@@ -298,7 +321,7 @@ def test_a_version_1_store_reads_as_is_and_migrates(tmp_path: Path) -> None:
     assert set(rows) == clips and verify(old) == []
     assert [c.parts for c in migrate(old)] == [4]
     assert json.loads((tmp_path / "store.json").read_text())["version"] == 2
-    assert _fresh(tmp_path).rows() == rows and verify(FeatureStore.open(tmp_path)) == []
+    assert _contents(_fresh(tmp_path).rows()) == _contents(rows) and verify(FeatureStore.open(tmp_path)) == []
     (tmp_path / "store.json").write_text(json.dumps({"format": "emoflow-store", "version": 3}))
     with pytest.raises(StoreError, match="format version"):
         FeatureStore.open(tmp_path)

@@ -25,6 +25,7 @@ from store import FeatureStore
 from store.featureset import FeatureSet
 from store.fs import StoreFS
 from store.index import LOCK
+from store.shards import retired_records
 from store.verify import orphan_shards, vacuum, verify
 from tests.helpers.features import feature_result
 from tests.helpers.paths import REPO
@@ -209,13 +210,16 @@ def test_dask_workers_commit_concurrently_to_one_s3_set(s3: S3Server, monkeypatc
 
     fset = _open(url)
     _assert_each_row_once(fset, {f"c{i}" for i in range(n)})
-    assert set(fset.index_parts(["shard"]).column("shard").to_pylist()) == set(shards)
+    retired = {s for names in retired_records(fset).values() for s in names}
+    assert retired & set(shards)  # the workers' compactions merged small shards (and merged shards again)
     _assert_values(fset, range(n))
     assert verify(fset.store) == []
-    assert orphan_shards(fset.store, grace_seconds=0) == []
+    assert {s for _, s in orphan_shards(fset.store, grace_seconds=0)} <= retired  # nothing else is unreferenced
     assert fset.compact() is not None or fset.index_files.uncovered_parts() == []
+    vacuum(fset.store, grace_seconds=0)  # the merged-away shards go; every row still reads
     after = _open(url)
     _assert_each_row_once(after, {f"c{i}" for i in range(n)})
+    _assert_values(after, range(n))
     assert after.index_files.uncovered_parts() == [] and verify(after.store) == []
 
 
@@ -249,8 +253,10 @@ def test_compaction_on_s3_makes_opening_a_set_cost_a_constant_number_of_requests
     assert result is not None and result.parts == parts and result.rows == 2 * parts
     after = open_and_plan()
     assert after["GET"] <= 4 and after.total() <= 8, after  # store.json, manifest, consolidated file
+    assert result.shards_retired == parts  # the 50 two-clip shards are now one
     _assert_values(_open(url), range(0, 2 * parts, 9))  # verify below checks every row's checksum
-    assert vacuum(fset.store, grace_seconds=0) == [] and verify(fset.store) == []
+    assert len(vacuum(fset.store, grace_seconds=0)) == parts and verify(fset.store) == []
+    _assert_values(_open(url), range(2 * parts))
 
 
 def test_storefs_reads_an_object_with_one_request(s3: S3Server) -> None:
@@ -269,7 +275,7 @@ def test_vacuum_grace_period_keeps_a_running_writers_shard_on_s3(s3: S3Server) -
     fset = _new_set(url)
     fset.commit([_clip(0)])
     shard = "20991231T000000-inflight00"  # a writer that has written its shard, not yet its index part
-    fset._write_shard(shard, np.zeros((1, 4), np.float32), np.zeros((1, 2)), {}, 1)
+    fset.write_shard(shard, np.zeros((1, 4), np.float32), np.zeros((1, 2)), {}, 1)
     assert orphan_shards(fset.store) == []  # default grace: one hour
     assert orphan_shards(fset.store, grace_seconds=0) == [(fset.name, shard)]  # past its grace: an orphan
 

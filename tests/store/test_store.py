@@ -217,7 +217,7 @@ def test_vacuum_removes_orphans_but_spares_recent_ones_and_committed_shards(tmp_
     store = FeatureStore.open(tmp_path, create=True)
     fset = store.ensure_feature_set("x-1", {"identity": 1})
     kept = fset.commit([("a", "fa", feature_result(2), 1.0)])
-    fset._write_shard("orphan-1", np.zeros((2, 4), np.float32), np.zeros((2, 2)), {}, 2)
+    fset.write_shard("orphan-1", np.zeros((2, 4), np.float32), np.zeros((2, 2)), {}, 2)
     assert orphan_shards(store, grace_seconds=3600) == []  # a writer may still be busy with it
     assert vacuum(store, grace_seconds=0) == [("x-1", "orphan-1")]
     assert os.listdir(tmp_path / "features" / "x-1" / "shards") == [kept]
