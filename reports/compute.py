@@ -10,8 +10,9 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from features.align import modality_source
+from features.align.view import STATUSES, modality_source
 from store import FeatureStore, open_view
 from store.ids import now_utc
 from store.moments import Moments
@@ -186,20 +187,22 @@ def _clip_words(row: dict[str, Any]) -> int:
     return len(row["words"]) if row.get("words") else len((row.get("text") or "").split())
 
 
-def _feature_set_stats(store: FeatureStore, name: str, clips: list[dict[str, Any]], splits: list[str],
-                       failures: list[dict[str, Any]], read_values: bool) -> dict[str, Any]:
+def _feature_set_stats(store: FeatureStore, name: str, table: pa.Table, clips: list[dict[str, Any]],
+                       splits: list[str], failures: list[dict[str, Any]], read_values: bool) -> dict[str, Any]:
+    """One feature set's report section; ``clips`` is ``table`` (the clip table) as rows."""
     fset = store.feature_set(name)
     attrs = fset.attrs
     modality = str(attrs.get("modality"))
-    src = modality_source(store, modality, name, clips)
+    src = modality_source(store, modality, name, table)
+    usable, states = src.usable, [STATUSES[k] for k in src.status]
     index = fset.rows()
     failed_clips = {f["clip_id"] for f in failures if f["feature_set"] == name}
     per_split: dict[str, Any] = {}
-    edges = shared_edges([r.length for r in src.rows if r is not None], integer=True)
+    edges = shared_edges(src.lengths[usable].tolist(), integer=True)
     for split in [*splits, "all"]:
         pos_ = [i for i, c in enumerate(clips) if split == "all" or c["split"] == split]
-        status = [src.status[i] for i in pos_]
-        rows = [r.length for r in (src.rows[i] for i in pos_) if r is not None]
+        status = [states[i] for i in pos_]
+        rows = [int(src.lengths[i]) for i in pos_ if usable[i]]
         n = len(pos_)
         present = status.count("ok")
         entry = {
@@ -213,34 +216,33 @@ def _feature_set_stats(store: FeatureStore, name: str, clips: list[dict[str, Any
             "missing_rate": (n - present) / n if n else None,
             "rows": dist(rows),
             "rows_histogram": hist(rows, edges),
-            "media_seconds": float(sum(index[clips[i]["clip_id"]].duration or 0.0 for i in pos_
-                                       if src.rows[i] is not None)),
+            "media_seconds": float(sum(index[clips[i]["clip_id"]].duration or 0.0 for i in pos_ if usable[i])),
         }
         per_split[split] = entry
-    absent_reasons = _count(index[c["clip_id"]].absent for i, c in enumerate(clips) if src.status[i] == "absent")
+    absent_reasons = _count(index[c["clip_id"]].absent for i, c in enumerate(clips) if states[i] == "absent")
     out: dict[str, Any] = {
         "extractor": attrs.get("extractor"), "modality": modality, "dim": attrs.get("dim"),
         "created": attrs.get("created"), "config": attrs.get("config"),
         "splits": per_split, "absent_reasons": absent_reasons, "committed_clips": len(index),
     }
     if modality == "text":
-        metas = [index[c["clip_id"]].meta for i, c in enumerate(clips) if src.status[i] == "ok"]
+        metas = [index[c["clip_id"]].meta for i, c in enumerate(clips) if states[i] == "ok"]
         out["tokens"] = {"truncated": sum(1 for m in metas if m.get("truncated")),
                          "word_times": _count(m.get("word_times") for m in metas)}
     if attrs.get("extractor") == "vision.face":
         out["faces"] = {split: face_stats([index[clips[i]["clip_id"]].meta for i in range(len(clips))
-                                           if src.status[i] == "ok" and (split == "all" or clips[i]["split"] == split)])
+                                           if states[i] == "ok" and (split == "all" or clips[i]["split"] == split)])
                         for split in [*splits, "all"]}
     if read_values:
         mom = Moments(int(attrs.get("dim") or 1))
         bad_clips = 0
-        usable = {c["clip_id"]: i for i, c in enumerate(clips) if src.status[i] == "ok"}
+        usable_at = {c["clip_id"]: i for i, c in enumerate(clips) if states[i] == "ok"}
         means: dict[int, np.ndarray] = {}
         for row, feat in fset.iter_features((r for r in index.values() if r.length), extras=()):
             bad_clips += int(not np.isfinite(feat.values).all())
             mom.add(feat.values)
-            if row.clip_id in usable:
-                means[usable[row.clip_id]] = clip_mean(feat.values)
+            if row.clip_id in usable_at:
+                means[usable_at[row.clip_id]] = clip_mean(feat.values)
         out["values"] = {**moments_summary(mom), "nonfinite_clips": bad_clips}
         order = sorted(i for i in means if clips[i].get("label") is not None)  # clip-table order
         if order:
@@ -295,7 +297,8 @@ def compute_stats(store: FeatureStore | str, view: str | None = None, *, read_va
     read every feature value for NaN/inf counts and mean/std (one pass over each set's shards).
     """
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
-    clips = store.clips().to_pylist()
+    table = store.clips()
+    clips = table.to_pylist()
     splits = _splits(clips)
     failures = store.failures().to_pylist()
     rejects = store.rejects().to_pylist()
@@ -339,7 +342,7 @@ def compute_stats(store: FeatureStore | str, view: str | None = None, *, read_va
         "transient": sum(1 for f in failures if f["transient"]),
     }
     stats["feature_sets"] = {
-        n: _feature_set_stats(store, n, clips, splits, failures, read_values) for n in store.feature_set_names()
+        n: _feature_set_stats(store, n, table, clips, splits, failures, read_values) for n in store.feature_set_names()
     }
     text_sets = [n for n, s in stats["feature_sets"].items() if s["modality"] == "text"]
     text_set = max(text_sets, key=lambda n: stats["feature_sets"][n].get("created") or "") if text_sets else None

@@ -308,6 +308,14 @@ class FeatureSet:
             self._shards[shard] = group
         return group
 
+    def extra_names(self, shard: str) -> list[str]:
+        """The per-row extras one shard stores (every shard of a set stores the same ones)."""
+        return self._extra_names(self._shard(shard, cache=False))
+
+    @staticmethod
+    def _extra_names(group: zarr.Group) -> list[str]:
+        return [k[len(EXTRA_PREFIX):] for k in group.array_keys() if k.startswith(EXTRA_PREFIX)]
+
     def read_shard(self, shard: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Every row of one shard: values, times and all extras (what merging copies)."""
         return self._read_range(shard, 0, None, None, cache=False)
@@ -320,7 +328,7 @@ class FeatureSet:
         group = self._shard(shard, cache)
         names: list[str] = []
         if extras is None or extras:  # no listing when no extra is wanted (verify)
-            stored = [k[len(EXTRA_PREFIX):] for k in group.array_keys() if k.startswith(EXTRA_PREFIX)]
+            stored = self._extra_names(group)
             names = stored if extras is None else [k for k in extras if k in stored]
         sl = slice(start, stop)
         extra = {k: _rows(group, f"{EXTRA_PREFIX}{k}", sl) for k in names}

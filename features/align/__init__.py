@@ -19,6 +19,7 @@ without re-extracting. Plain functions, no Prefect: ``flows/align.py`` wraps the
 from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
 from features.align.grid import (
     clip_grid,
+    grid_lengths,
     nearest_rows,
     overlap_matrix,
     overlap_ranges,
@@ -47,6 +48,7 @@ __all__ = [
     "align_view",
     "build_view",
     "clip_grid",
+    "grid_lengths",
     "modality_source",
     "nearest_rows",
     "overlap_matrix",

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
-from features.align.grid import clip_grid, pool, word_groups
+from features.align.grid import clip_grid, grid_lengths, pool, word_groups
 from store import FeatureStore
 from store.errors import ConfigError, StoreError
 from store.featureset import ClipFeatures, IndexRow
-from store.fingerprint import MODALITY_INPUTS, feature_fingerprints, hash_obj
+from store.fingerprint import MODALITY_INPUTS, Canonical, canonical_column, feature_fingerprints, hash_obj
 from store.ids import now_utc
 from store.moments import Moments
 from store.schema import CLASS_LABELS, MODALITIES, STD_FLOOR
@@ -29,21 +28,24 @@ from store.views import VIEW_SHARD, ViewWriter, open_view
 log = logging.getLogger(__name__)
 
 
+STATUSES = ("ok", "absent", "missing", "stale", "empty")  # a clip's state in one modality (codes 0..4)
+
+
 @dataclass
 class ModalitySource:
     """One modality of a view: its feature set and, per clip, the index row to read (or why not).
 
-    Index rows stay in the set's Arrow index until a build reads them: planning an unchanged view
-    over 10^6 clips needs their fingerprints, not 10^6 row objects."""
+    Per-clip facts are arrays and index rows stay in the set's Arrow index until a build reads them:
+    planning an unchanged view over 10^6 clips needs their fingerprints, not 10^6 row objects."""
 
     modality: str
     feature_set: str
     attrs: dict[str, Any]
-    status: list[str]  # per clip (clip order): ok | absent | missing | stale | empty
+    status: np.ndarray  # [clips] uint8: index into STATUSES
     index: pa.Table  # the set's latest committed row per clip
-    positions: list[int]  # per clip: its usable row's position in ``index``; -1 when not usable
-    fingerprints: list[str | None]  # per clip: its usable row's fingerprint
-    lengths: list[int]  # per clip: its usable row's length (rows), 0 when not usable
+    positions: np.ndarray  # [clips] int64: the usable row's position in ``index``; -1 when not usable
+    fingerprints: pa.Array  # [clips] string: the usable row's fingerprint, else the status name
+    lengths: np.ndarray  # [clips] int64: the usable row's length (rows), 0 when not usable
     L: int = 0
 
     @property
@@ -51,18 +53,13 @@ class ModalitySource:
         return int(self.attrs["dim"])
 
     def counts(self) -> dict[str, int]:
-        return dict(Counter(self.status))
+        found = np.bincount(self.status, minlength=len(STATUSES))
+        return {STATUSES[k]: int(c) for k, c in enumerate(found) if c}
 
     @property
     def usable(self) -> np.ndarray:
         """[clips] bool: the clip has a usable row."""
-        return np.asarray(self.positions, np.int64) >= 0
-
-    @functools.cached_property
-    def rows(self) -> list[IndexRow | None]:
-        """Every clip's usable row (None when not usable): for readers that want them all."""
-        records = self.index.to_pylist()
-        return [None if p < 0 else IndexRow.from_record(records[p]) for p in self.positions]
+        return self.positions >= 0
 
 
 @dataclass
@@ -71,9 +68,9 @@ class AlignPlan:
 
     store: FeatureStore
     config: AlignConfig
-    clips: list[dict[str, Any]]
+    clips: pa.Table  # the clip table, in view row order
     sources: dict[str, ModalitySource]
-    grids: list[np.ndarray] | None  # per clip step spans (word/window grids)
+    steps: np.ndarray | None  # [clips] int64: steps of each clip's word/window grid (None: grid none)
     fingerprint: str
     existing_fingerprint: str | None
     notes: list[str] = field(default_factory=list)
@@ -84,6 +81,10 @@ class AlignPlan:
     @property
     def up_to_date(self) -> bool:
         return self.existing_fingerprint == self.fingerprint
+
+    @property
+    def n(self) -> int:
+        return self.clips.num_rows
 
     @property
     def lengths(self) -> dict[str, int]:
@@ -142,57 +143,60 @@ def resolve_feature_sets(store: FeatureStore, cfg: AlignConfig) -> dict[str, str
 
 
 def modality_source(
-    store: FeatureStore, modality: str, name: str, clips: list[dict[str, Any]],
-    fingerprints: list[str] | None = None,
+    store: FeatureStore, modality: str, name: str, clips: pa.Table, fingerprints: list[str] | None = None,
 ) -> ModalitySource:
     """Per clip (clip-table order): the set's latest committed index row when it is usable, and a
     status — ``ok``, ``absent`` (the extractor recorded a missing modality), ``missing`` (never
     committed, e.g. failed), ``stale`` (committed for an older media file or transcript), ``empty``.
     ``fingerprints``: the clips' feature fingerprints for this set, when the caller has them (from
-    ``FeatureStore.clip_fingerprints``); else they are computed."""
+    ``FeatureStore.clip_fingerprints``); else they are computed. Column-wise: 10^6 clips in Arrow."""
     fset = store.feature_set(name)
     attrs = fset.attrs
     if fingerprints is None:
-        columns = {k: [c.get(k) for c in clips] for k in MODALITY_INPUTS[modality]}
+        columns = {k: clips.column(k).to_pylist() for k in MODALITY_INPUTS[modality]}
         fingerprints = feature_fingerprints(columns, modality, attrs.get("identity", {}))
     index = fset.index()
-    cols = index.select(["clip_id", "fingerprint", "absent", "length"]).to_pydict()
-    where = {c: k for k, c in enumerate(cols["clip_id"])}
-    positions: list[int] = []
-    status: list[str] = []
-    for clip, fp in zip(clips, fingerprints):
-        k = where.get(clip["clip_id"])
-        if k is None:
-            state = "missing"
-        elif cols["fingerprint"][k] != fp:
-            state = "stale"  # committed for an older media file or transcript: not this clip any more
-        elif cols["absent"][k]:
-            state = "absent"
-        elif not cols["length"][k]:
-            state = "empty"
-        else:
-            state = "ok"
-        status.append(state)
-        positions.append(k if state == "ok" and k is not None else -1)
-    fps = [cols["fingerprint"][k] if k >= 0 else None for k in positions]
-    lengths = [int(cols["length"][k]) if k >= 0 else 0 for k in positions]
-    return ModalitySource(modality, name, attrs, status, index, positions, fps, lengths)
+    found = pc.index_in(clips.column("clip_id"), value_set=index.column("clip_id"))
+    committed = found.is_valid().to_numpy(zero_copy_only=False)
+    at = pa.array(found.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64))
+    fp = index.column("fingerprint").take(at)
+    fresh = pc.equal(fp, pa.array(fingerprints, pa.string())).to_numpy(zero_copy_only=False)
+    absent = pc.greater(pc.utf8_length(index.column("absent").take(at)), 0).fill_null(False)
+    length = index.column("length").take(at).to_numpy(zero_copy_only=False).astype(np.int64)
+    status = np.select(
+        [~committed, ~fresh, absent.to_numpy(zero_copy_only=False), length == 0],
+        [STATUSES.index("missing"), STATUSES.index("stale"), STATUSES.index("absent"), STATUSES.index("empty")],
+        STATUSES.index("ok"),
+    ).astype(np.uint8)
+    ok = status == 0
+    positions = np.where(ok, at.to_numpy(), -1)
+    named = pa.array(np.asarray(STATUSES, object)[status], pa.string())
+    return ModalitySource(modality, name, attrs, status, index, positions,
+                          pc.if_else(pa.array(ok), fp, named), np.where(ok, length, 0))
 
 
-def _percentile_len(lengths: list[int], q: float) -> int:
-    return max(1, int(math.ceil(float(np.percentile(np.asarray(lengths, np.float64), q))))) if lengths else 1
+def _percentile_len(lengths: np.ndarray, q: float) -> int:
+    return max(1, int(math.ceil(float(np.percentile(np.asarray(lengths, np.float64), q))))) if len(lengths) else 1
 
 
-def _classes(clip: dict[str, Any]) -> list[dict[str, str]]:
-    """A clip's class labels for the view fingerprint: nothing when it has none, so the fingerprints of
-    views without class labels stay what they were before class labels existed."""
-    classes = {k: clip[k] for k in CLASS_LABELS if clip.get(k) is not None}
-    return [classes] if classes else []
+def _train_mask(clips: pa.Table) -> np.ndarray:
+    """[clips] bool: the train split's clips (whose statistics normalise the view)."""
+    return pc.equal(clips.column("split"), "train").fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def _train_positions(clips: list[dict[str, Any]]) -> list[int]:
-    train = [i for i, c in enumerate(clips) if c["split"] == "train"]
-    return train or list(range(len(clips)))
+def _clip_rows(clips: pa.Table) -> Canonical:
+    """The view fingerprint's row per clip: id, clip fingerprint, label, split, duration, and the class
+    labels as one mapping when the clip has any (nothing otherwise, so fingerprints of views without
+    class labels stay what they were before class labels existed). Built column by column."""
+    cols = [canonical_column(clips.column(k)) for k in ("clip_id", "clip_fingerprint", "label", "split", "duration")]
+    rows = Canonical(zip(*cols))  # tuples: JSON arrays, as lists would be
+    labelled = np.flatnonzero(np.any([clips.column(k).is_valid().to_numpy(zero_copy_only=False)
+                                      for k in CLASS_LABELS], axis=0))
+    if len(labelled):
+        classes = [clips.column(k).take(pa.array(labelled)).to_pylist() for k in CLASS_LABELS]
+        for i, labels in zip(labelled, zip(*classes)):
+            rows[i] = (*rows[i], {k: v for k, v in zip(CLASS_LABELS, labels) if v is not None})
+    return rows
 
 
 def plan_alignment(
@@ -206,9 +210,8 @@ def plan_alignment(
     """
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     cfg = cfg or AlignConfig()
-    table, digest = store.clips_with_digest()
-    clips = table.to_pylist()
-    if not clips:
+    clips, digest = store.clips_with_digest()
+    if not clips.num_rows:
         raise StoreError(f"{store.url}: the clip table is empty; run `emoflow ingest` first")
     sets = resolve_feature_sets(store, cfg)
     if not sets:
@@ -216,21 +219,22 @@ def plan_alignment(
                           "run `emoflow extract` first (or name sets in align.feature_sets)")
     sources = {
         m: modality_source(store, m, name, clips, store.clip_fingerprints(
-            name, m, store.feature_set(name).attrs.get("identity", {}), table, digest))
+            name, m, store.feature_set(name).attrs.get("identity", {}), clips, digest))
         for m, name in sets.items()
     }
     notes = [f"{m}: not aligned (no {DEFAULT_EXTRACTORS[m]} feature set in the store)"
              for m in MODALITIES if m not in sets and m not in cfg.feature_sets]
-    train = _train_positions(clips)
-    grids: list[np.ndarray] | None = None
+    train = _train_mask(clips)
+    if not train.any():
+        train[:] = True  # no train split: L from every clip
+    steps: np.ndarray | None = None
     if cfg.grid == "none":
         for m, src in sources.items():
             fixed = cfg.L_for(m)
-            lens = [src.lengths[i] for i in train if src.positions[i] >= 0]
-            src.L = int(fixed) if fixed else _percentile_len(lens, cfg.percentile)
+            src.L = int(fixed) if fixed else _percentile_len(src.lengths[train & src.usable], cfg.percentile)
     else:
-        grids = [clip_grid(c, cfg) for c in clips]
-        common = _percentile_len([len(grids[i]) for i in train], cfg.percentile)
+        steps = grid_lengths(clips, cfg)
+        common = _percentile_len(steps[train], cfg.percentile)
         for m, src in sources.items():
             fixed = cfg.L_for(m)
             src.L = int(fixed) if fixed else common
@@ -245,11 +249,9 @@ def plan_alignment(
             "version": ALIGN_VERSION,
             "config": cfg.model_dump(mode="json", exclude={"view", "feature_sets"}),
             "L": {m: s.L for m, s in sources.items()},
-            "clips": [[c["clip_id"], c["clip_fingerprint"], c["label"], c["split"], c["duration"], *_classes(c)]
-                      for c in clips],
+            "clips": _clip_rows(clips),
             "modalities": {
-                m: {"feature_set": s.feature_set,
-                    "fingerprints": [fp or st for fp, st in zip(s.fingerprints, s.status)]}
+                m: {"feature_set": s.feature_set, "fingerprints": canonical_column(s.fingerprints)}
                 for m, s in sources.items()
             },
         },
@@ -266,19 +268,19 @@ def plan_alignment(
     missing_stats = [m for m in sources if stats is not None and m not in stats]
     if missing_stats:
         raise ConfigError(f"fixed normalisation statistics lack modalities {missing_stats}")
-    return AlignPlan(store, cfg, clips, sources, grids, fingerprint, existing, notes, stats)
+    return AlignPlan(store, cfg, clips, sources, steps, fingerprint, existing, notes, stats)
 
 
 # -- building -------------------------------------------------------------------------------
 def _iter_clip_features(
-    store: FeatureStore, src: ModalitySource, extras: tuple[str, ...], positions: range
+    store: FeatureStore, src: ModalitySource, extras: tuple[str, ...], b0: int, b1: int
 ) -> Iterator[tuple[int, ClipFeatures]]:
-    """Yield ``(clip position, features)`` for every usable clip of ``positions``, reading each
+    """Yield ``(clip position, features)`` for every usable clip of ``[b0, b1)``, reading each
     shard's range once."""
-    wanted = [i for i in positions if src.positions[i] >= 0]
-    records = src.index.take(pa.array([src.positions[i] for i in wanted], pa.int64())).to_pylist()
+    wanted = b0 + np.flatnonzero(src.positions[b0:b1] >= 0)
+    records = src.index.take(pa.array(src.positions[wanted], pa.int64())).to_pylist()
     rows = [IndexRow.from_record(r) for r in records]
-    pos = {r.clip_id: i for i, r in zip(wanted, rows)}
+    pos = {r.clip_id: int(i) for i, r in zip(wanted, rows)}
     for row, feat in store.feature_set(src.feature_set).iter_features(rows, extras):
         yield pos[row.clip_id], feat
 
@@ -315,24 +317,25 @@ def build_view(plan: AlignPlan, block_mb: float = ALIGN_BLOCK_MB) -> AlignSummar
     """Read each source's shards once, pool clip by clip, write the view.
 
     Memory is bounded by ``block_mb`` of values per modality, not by the number of clips: clips are
-    pooled in blocks (of whole view shards) in clip order, the train statistics are folded in clip
-    by clip in that order, and a view that does not fit one block is written raw and normalised in
-    a second pass. Per clip only masks, lengths and text token ids stay in memory (≈ 1% of the
-    values). The result does not depend on the block size, value for value.
+    pooled in blocks (of whole view shards) in clip order, each block's grids, masks and token ids
+    are made and written with it, the train statistics are folded in clip by clip in that order,
+    and a view that does not fit one block is written raw and normalised in a second pass. Per clip
+    only a few numbers stay in memory (lengths, flags: ≈ 40 bytes) besides the clip table in Arrow.
+    The result does not depend on the block size, value for value.
     """
     t0 = time.perf_counter()
     cfg, clips, store = plan.config, plan.clips, plan.store
-    n = len(clips)
+    n = plan.n
     writer = ViewWriter(store, cfg.view, n)
-    train = np.array([c["split"] == "train" for c in clips], bool)
+    train = _train_mask(clips)
     modalities = {m: _align_modality(writer, plan, m, src, train, block_mb) for m, src in plan.sources.items()}
     table = pa.table(
         {
-            "row": pa.array(range(n), pa.int64()),
-            "clip_id": [c["clip_id"] for c in clips],
-            "label": pa.array([c["label"] for c in clips], pa.float64()),
-            "split": [c["split"] for c in clips],
-            **{k: pa.array([c.get(k) for c in clips], pa.string()) for k in CLASS_LABELS},
+            "row": pa.array(np.arange(n, dtype=np.int64)),
+            "clip_id": clips.column("clip_id"),
+            "label": clips.column("label").cast(pa.float64()),
+            "split": clips.column("split"),
+            **{k: clips.column(k).cast(pa.string()) for k in CLASS_LABELS},
         }
     )
     text_set = plan.sources.get("text")
@@ -361,34 +364,61 @@ def _block_size(n: int, L: int, dim: int, block_mb: float) -> int:  # noqa: N803
     return max(1, n) if fit >= n else max(VIEW_SHARD, fit // VIEW_SHARD * VIEW_SHARD)
 
 
+def _block_grids(plan: AlignPlan, b0: int, b1: int) -> list[np.ndarray] | None:
+    """The step spans of clips ``[b0, b1)`` (None for grid none): made per block, never for all clips."""
+    if plan.steps is None:
+        return None
+    rows = plan.clips.slice(b0, b1 - b0).select(["duration", "words", "text"]).to_pylist()
+    return [clip_grid(r, plan.config) for r in rows]
+
+
+def _token_width(store: FeatureStore, src: ModalitySource) -> int | None:
+    """The view's token-id width T when the text set stores token ids (each row is one token, so T
+    is the longest usable clip), else None."""
+    usable = np.flatnonzero(src.usable)
+    if not len(usable):
+        return 1
+    shard = src.index.column("shard")[int(src.positions[usable[0]])].as_py()
+    if "input_ids" not in store.feature_set(src.feature_set).extra_names(shard):
+        return None
+    return int(src.lengths.max())
+
+
 def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySource, train: np.ndarray,
                     block_mb: float) -> dict[str, Any]:
     """Pool one modality of every clip onto the view's grid, write its arrays; returns its attrs.
     ``train``: [clips] bool, the clips whose statistics normalise the view."""
-    cfg, clips, store = plan.config, plan.clips, plan.store
-    n = len(clips)
+    cfg, store = plan.config, plan.store
+    n = plan.n
     L, dim = src.L, src.dim  # noqa: N806 - L is the name everyone uses
     block = _block_size(n, L, dim, block_mb)
-    mask = np.zeros((n, L), bool)
-    filled = np.zeros((n, L), bool)
     lengths = np.zeros(n, np.int32)
-    present = src.usable
-    if plan.grids is not None:
-        lengths[:] = [min(len(g), L) for g in plan.grids]
+    span = np.zeros(n, np.int32)  # steps past the mask that normalisation fills (empty="nearest")
+    present = src.usable.copy()
+    if plan.steps is not None:
+        lengths[:] = np.minimum(plan.steps, L)
     text_tokens = m == "text"
     row_mask = src.attrs.get("row_mask")  # rows flagged False carry no signal (faceless frames)
     extras = ("word_index", "input_ids", "attention_mask") if text_tokens else ()
     extras += (row_mask,) if row_mask else ()
     no_signal = 0  # clips whose every row is flagged without signal
-    token_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    T = _token_width(store, src) if text_tokens else None  # noqa: N806
+    tokens = (writer.create("text_tokens/input_ids", (n, T or 1), np.int32),
+              writer.create("text_tokens/attention_mask", (n, T or 1), np.int32)) if text_tokens else None
     train_moments, all_moments = Moments(dim), Moments(dim)  # all clips: the fallback of a view with no train clip
     any_train = False
     values_arr = writer.create(f"{m}/values", (n, L, dim), np.float32)
-    held: np.ndarray | None = None  # the last block's values, still in memory
+    mask_arr = writer.create(f"{m}/mask", (n, L), np.bool_)
+    held: tuple[np.ndarray, np.ndarray] | None = None  # the last block's values and filled steps, still in memory
     for b0 in range(0, n, block):
         b1 = min(n, b0 + block)
+        grids = _block_grids(plan, b0, b1)
         values = np.zeros((b1 - b0, L, dim), np.float32)
-        for pos, feat in _iter_clip_features(store, src, extras, range(b0, b1)):
+        mask = np.zeros((b1 - b0, L), bool)
+        ids = np.zeros((b1 - b0, T or 1), np.int32)
+        att = np.zeros((b1 - b0, T or 1), np.int32)
+        for pos, feat in _iter_clip_features(store, src, extras, b0, b1):
+            r = pos - b0
             v, t, ex = feat.values, feat.times, feat.extras
             if row_mask and row_mask in ex:
                 keep = ex[row_mask].astype(bool)
@@ -397,17 +427,17 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
                     no_signal += 1
                     continue
                 v, t = v[keep], t[keep]
-            if text_tokens and "input_ids" in ex:
-                am = ex.get("attention_mask", np.ones(len(v), np.int32))
-                token_rows[pos] = (ex["input_ids"].astype(np.int32), am.astype(np.int32))
-            if cfg.grid == "none":
+            if T and "input_ids" in ex:
+                i_, a_ = ex["input_ids"], ex.get("attention_mask", np.ones(len(v), np.int32))
+                ids[r, : len(i_)] = i_
+                att[r, : len(a_)] = a_
+            if grids is None:
                 k = min(len(v), L)
-                values[pos - b0, :k] = v[:k]
-                mask[pos, :k] = filled[pos, :k] = True
+                values[r, :k] = v[:k]
+                mask[r, :k] = True
                 lengths[pos] = k
                 continue
-            assert plan.grids is not None  # planned for every grid but "none"
-            steps = plan.grids[pos][:L]
+            steps = grids[r][:L]
             groups = None
             if text_tokens:
                 wi = ex.get("word_index")
@@ -415,7 +445,7 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
                     wi = np.zeros(len(v), np.int64)  # no word mapping stored: treat rows as words' pieces
                 real = wi >= 0
                 if cfg.grid == "word":
-                    groups = word_groups(wi, len(plan.grids[pos]))
+                    groups = word_groups(wi, len(grids[r]))
                     if groups is not None:
                         groups = (groups[0][:L], groups[1][:L])
                 # specials ([CLS]/[SEP]) span the whole clip: they would leak into every step
@@ -427,20 +457,25 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
                 continue
             pooled, has = pool(v, t, steps, cfg.pooling, cfg.empty, groups=groups)
             k = len(steps)
-            values[pos - b0, :k] = pooled
-            mask[pos, :k] = has
-            filled[pos, :k] = True if cfg.empty == "nearest" else has
+            values[r, :k] = pooled
+            mask[r, :k] = has
+            if cfg.empty == "nearest":
+                span[pos] = k
         if plan.stats is None:  # clip by clip, in clip order: the same sums whatever the block size
             for i in range(b0, b1):
                 if present[i] and train[i]:
-                    train_moments.add(values[i - b0][mask[i]])
+                    train_moments.add(values[i - b0][mask[i - b0]])
                     any_train = True
                 elif present[i] and not any_train:
-                    all_moments.add(values[i - b0][mask[i]])  # used only if no train clip is present
+                    all_moments.add(values[i - b0][mask[i - b0]])  # used only if no train clip is present
+        writer.write_block(mask_arr, b0, mask)
+        if tokens is not None:
+            writer.write_block(tokens[0], b0, ids)
+            writer.write_block(tokens[1], b0, att)
         if b1 < n or not cfg.normalize:
             writer.write_block(values_arr, b0, values)
         else:
-            held = values
+            held = values, _filled(mask, span[b0:b1])
     if plan.stats is not None:
         mean, std = (np.asarray(a, np.float32) for a in plan.stats[m])
         stats_split, stat_steps = "fixed", 0
@@ -453,12 +488,13 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
     if cfg.normalize:
         for b0 in range(0, n, block):
             b1 = min(n, b0 + block)
-            values = held if held is not None and b1 == n else np.asarray(values_arr[b0:b1])
-            f = filled[b0:b1]
+            if held is not None and b1 == n:
+                values, f = held
+            else:
+                values, f = np.asarray(values_arr[b0:b1]), _filled(np.asarray(mask_arr[b0:b1]), span[b0:b1])
             values[f] = (values[f] - mean) / std
             writer.write_block(values_arr, b0, values)
-    for key, arr in ((f"{m}/lengths", lengths), (f"{m}/present", present), (f"{m}/mask", mask),
-                     (f"{m}/mean", mean), (f"{m}/std", std)):
+    for key, arr in ((f"{m}/lengths", lengths), (f"{m}/present", present), (f"{m}/mean", mean), (f"{m}/std", std)):
         writer.write(key, arr)
     attrs = {
         "dim": dim, "L": L, "feature_set": src.feature_set, "extractor": src.attrs.get("extractor"),
@@ -467,21 +503,14 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
         "no_signal_clips": no_signal,
     }
     if text_tokens:
-        T = max([len(ids) for ids, _ in token_rows.values()], default=1)  # noqa: N806
-        ids_arr = writer.create("text_tokens/input_ids", (n, T), np.int32)
-        att_arr = writer.create("text_tokens/attention_mask", (n, T), np.int32)
-        for b0 in range(0, n, VIEW_SHARD):
-            b1 = min(n, b0 + VIEW_SHARD)
-            ids, att = np.zeros((b1 - b0, T), np.int32), np.zeros((b1 - b0, T), np.int32)
-            for pos in range(b0, b1):
-                if pos in token_rows:
-                    i_, a_ = token_rows.pop(pos)
-                    ids[pos - b0, : len(i_)] = i_
-                    att[pos - b0, : len(a_)] = a_
-            writer.write_block(ids_arr, b0, ids)
-            writer.write_block(att_arr, b0, att)
-        attrs["tokens"] = {"T": T, "pad_id": 0}
+        attrs["tokens"] = {"T": T or 1, "pad_id": 0}
     return attrs
+
+
+def _filled(mask: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """[clips, L] bool: the steps that hold a value (normalised): the masked ones, plus the steps a
+    nearest-row fill gave a value to (``span``: how many, per clip)."""
+    return mask | (np.arange(mask.shape[1]) < span[:, None])
 
 
 def _summary(plan: AlignPlan, changed: bool) -> AlignSummary:
@@ -491,7 +520,7 @@ def _summary(plan: AlignPlan, changed: bool) -> AlignSummary:
         fingerprint=plan.fingerprint,
         changed=changed,
         grid=plan.config.grid,
-        clips=len(plan.clips),
+        clips=plan.n,
         L=plan.lengths,
         feature_sets={m: s.feature_set for m, s in plan.sources.items()},
         present={m: s.counts().get("ok", 0) for m, s in plan.sources.items()},
