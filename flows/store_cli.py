@@ -17,21 +17,24 @@ StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL")]
 @store_app.command("ls")
 def store_ls(store: StoreArg) -> None:
     """List clips, feature sets, views and reports with counts."""
+    import pyarrow.compute as pc
+
     from store import FeatureStore
 
     st = FeatureStore.open(store)
-    clips = st.clips()
+    clips, digest = st.clips_with_digest()
     splits = Counter(clips.column("split").to_pylist())
     console.print(f"store {st.url}: {clips.num_rows} clips " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items()))
                   + f"; {st.rejects().num_rows} rejected at ingest; {st.failures().num_rows} active failures")
     from store.verify import account
 
+    sets = {name: st.feature_set(name) for name in st.feature_set_names()}
     rows = []
-    for name, acc in account(st).items():
-        fset = st.feature_set(name)
-        index = fset.index()
-        absent = sum(1 for a in index.column("absent").to_pylist() if a)
-        rows.append([name, fset.attrs.get("dim", "?"), index.num_rows, absent, sum(index.column("length").to_pylist()),
+    for name, acc in account(st, (clips, digest), sets).items():
+        index = sets[name].index()
+        absent = pc.sum(pc.greater(pc.utf8_length(index.column("absent")), 0)).as_py() or 0
+        n_rows = pc.sum(index.column("length")).as_py() or 0
+        rows.append([name, sets[name].attrs.get("dim", "?"), index.num_rows, absent, n_rows,
                      len(acc.committed), len(acc.failed), len(acc.pending)])
     columns = ["set", "dim", "clips", "absent", "rows", "current", "failed", "pending"]
     console.print(simple_table("feature sets", columns, rows))

@@ -5,7 +5,7 @@ clip table stands in each feature set."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +15,6 @@ import pyarrow.compute as pc
 from store.errors import StoreError
 from store.featureset import ClipFeatures, FeatureSet, IndexRow, checksum
 from store.featurestore import FeatureStore
-from store.fingerprint import feature_fingerprint
 from store.index import CompactResult
 from store.shards import retired_records
 
@@ -116,28 +115,28 @@ class Accounting:
     pending: tuple[str, ...]
 
 
-def account(store: FeatureStore) -> dict[str, Accounting]:
+def account(
+    store: FeatureStore, clips: tuple[pa.Table, str] | None = None, sets: Mapping[str, FeatureSet] | None = None
+) -> dict[str, Accounting]:
     """Classify every clip of the clip table for each feature set (by name), fingerprinting it with
-    the set's identity; the clip table and the failure rows are read once for all sets."""
-    clips = store.clips().to_pylist()
-    failed_ids: dict[str, set[str]] = {}
-    for f in store.failures().select(["clip_id", "feature_set"]).to_pylist():
-        failed_ids.setdefault(f["feature_set"], set()).add(f["clip_id"])
+    the set's identity (from the planning cache when extraction already did: read, never written
+    here). Column-wise, so 10^6 clips take seconds. ``clips`` (the table and its digest) and
+    ``sets`` (name -> FeatureSet) reuse what the caller already read."""
+    table, digest = clips or store.clips_with_digest()
+    ids = table.column("clip_id")
+    failures = store.failures().select(["clip_id", "feature_set"])
     out = {}
     for name in store.feature_set_names():
-        fset = store.feature_set(name)
-        modality, identity = fset.attrs["modality"], fset.attrs["identity"]
-        committed = fset.committed()
-        done, failed, pending = [], [], []
-        for clip in clips:
-            cid = clip["clip_id"]
-            if committed.get(cid) == feature_fingerprint(clip, modality, identity):
-                done.append(cid)
-            elif cid in failed_ids.get(name, ()):
-                failed.append(cid)
-            else:
-                pending.append(cid)
-        out[name] = Accounting(name, tuple(done), tuple(failed), tuple(pending))
+        fset = (sets or {}).get(name) or store.feature_set(name)
+        attrs = fset.attrs
+        fps = store.clip_fingerprints(name, attrs["modality"], attrs["identity"], table, digest, cache=False)
+        index = fset.index()
+        at = pc.index_in(ids, value_set=index.column("clip_id"))
+        committed = pc.fill_null(pc.equal(index.column("fingerprint").take(at), pa.array(fps, pa.string())), False)
+        mine = pc.filter(failures.column("clip_id"), pc.equal(failures.column("feature_set"), name))
+        failed = pc.and_(pc.invert(committed), pc.is_in(ids, value_set=mine))
+        pending = pc.invert(pc.or_(committed, failed))
+        out[name] = Accounting(name, *(tuple(ids.filter(m).to_pylist()) for m in (committed, failed, pending)))
     return out
 
 
