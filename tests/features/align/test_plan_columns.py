@@ -39,7 +39,9 @@ def _table(clips: list[dict]) -> pa.Table:
 @settings(max_examples=80, deadline=None)
 @given(clips=st.lists(clip, max_size=8), grid=st.sampled_from(["word", "window"]),
        window=st.floats(0.05, 5), hop=st.floats(0.05, 5))
-def test_grid_lengths_count_the_steps_of_every_clip_grid(clips: list[dict], grid: str, window: float, hop: float) -> None:
+def test_grid_lengths_count_the_steps_of_every_clip_grid(
+    clips: list[dict], grid: str, window: float, hop: float
+) -> None:
     cfg = AlignConfig(grid=grid, window=window, hop=hop)
     assert grid_lengths(_table(clips), cfg).tolist() == [len(clip_grid(c, cfg)) for c in clips]
 

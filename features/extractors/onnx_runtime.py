@@ -1,0 +1,141 @@
+"""ONNX Runtime as a CPU inference runtime: which runtime a config asks for, the on-disk cache of
+exported graphs, and the sessions built from them.
+
+Why: emoflow's EfficientNet-Lite0 runs in ONNX Runtime in 0.64-0.70x torch's CPU time per frame at
+batch 1-4, 0.43x at 16 (docs/performance.md, "CNN inference runtime (issue 19)"). torch stays the
+reference, the CUDA path and the fallback. fp32 only, so features agree with torch's to float
+rounding (``TOLERANCE``) and the runtime can stay out of a feature set's identity, like the device.
+
+The export happens at first use, never at install: its cost (well under a second) is paid once per
+machine, and the file is keyed by everything that determines it (the weights' sha256, the input
+size, the exporter and runtime versions), so an upgrade re-exports instead of reusing a stale graph.
+``onnxruntime`` and ``onnx`` (torch's TorchScript exporter needs it) are imported lazily: without
+them ``auto`` falls back to torch and ``onnx`` says what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from store.fingerprint import hash_obj
+from store.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["auto", "torch", "onnx"]
+#: max abs difference allowed between ONNX Runtime and torch outputs (fp32 both; EfficientNet-Lite0
+#: features measured up to 1.2e-5 apart on real frames, where they reach 3.9)
+TOLERANCE = 1e-4
+OPSET = 17
+_PACKAGES = ("onnxruntime", "onnx")
+
+
+def missing_onnx_package() -> str | None:
+    """The first package the ONNX path needs that does not import; None when both do."""
+    for name in _PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
+
+
+def check_runtime_device(runtime: Runtime, device: str) -> None:
+    """The configs' check: ``onnx`` runs on the CPU only, so it cannot go with device ``cuda``."""
+    if runtime == "onnx" and device == "cuda":
+        raise ValueError("runtime 'onnx' runs on the CPU: use device 'cpu' or 'auto', or runtime 'torch' for CUDA")
+
+
+def resolve_runtime(runtime: Runtime, device: str) -> Literal["torch", "onnx"]:
+    """``auto`` → ONNX Runtime when its packages import and ``device`` resolves to the CPU, else
+    torch; ``onnx`` without its packages is a clear error (the CPU is the only device it runs on)."""
+    if runtime == "torch":
+        return "torch"
+    missing = missing_onnx_package()
+    if runtime == "onnx":
+        if missing:
+            raise RuntimeError(
+                f"runtime 'onnx' needs the {missing!r} package (pip install {missing}); runtime 'torch' does not"
+            )
+        return "onnx"
+    if resolve_device(device).type != "cpu":
+        return "torch"
+    if missing:
+        log.info("runtime auto: %r does not import, running torch", missing)
+        return "torch"
+    return "onnx"
+
+
+def cache_dir() -> Path:
+    """Exported graphs live in ``$EMOFLOW_CACHE_DIR/onnx`` (default ``~/.cache/emoflow/onnx``), next
+    to the media-fingerprint cache; deleting it only costs a re-export."""
+    root = os.environ.get("EMOFLOW_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "emoflow"
+    )
+    return Path(root) / "onnx"
+
+
+def exporter_versions() -> dict[str, str]:
+    """What besides the model determines an exported file: a change re-exports it."""
+    import onnx
+    import onnxruntime  # type: ignore[import-untyped]  # ships no type information
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "opset": str(OPSET)}
+
+
+def cache_path(name: str, key: dict[str, Any]) -> Path:
+    """The cache file of model ``name`` for ``key`` (plus the exporter versions)."""
+    return cache_dir() / f"{name}-{hash_obj({'key': key, 'versions': exporter_versions()}, 24)}.onnx"
+
+
+def publish(path: Path, export: Callable[[Path], None]) -> None:
+    """Run ``export(tmp)`` on a temporary file beside ``path``, then rename it over ``path``: a
+    reader sees the old file or the whole new one, never a partial one, and two processes exporting
+    at once each publish a complete (identical) file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        export(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def session(path: str | os.PathLike[str], threads: int) -> Any:
+    """A CPU ``InferenceSession``: ``threads`` intra-op threads (the caller's thread is one of them),
+    sequential execution, no spinning, so idle pool threads do not burn CPU that the pipeline's
+    other extractor threads and processes could use."""
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def cached_session(name: str, key: dict[str, Any], export: Callable[[Path], None], threads: int) -> Any:
+    """A session on the cached export of ``name`` for ``key``, exported first when absent. A file
+    that does not load (truncated by a full disk, a bad copy) is exported again, once."""
+    path = cache_path(name, key)
+    if not path.is_file():
+        log.info("exporting %s to %s", name, path)
+        publish(path, export)
+    try:
+        return session(path, threads)
+    except Exception as exc:  # onnxruntime raises its own InvalidProtobuf/Fail, not a common base
+        log.warning("cached ONNX graph %s does not load (%s): exporting it again", path, exc)
+        publish(path, export)
+        return session(path, threads)
