@@ -83,6 +83,9 @@ class Extractor(ABC):
     # Config fields that change how fast features are computed, not what they are (device, batch
     # sizes): kept out of identity(), so they never invalidate committed features.
     runtime_fields: ClassVar[tuple[str, ...]] = ()
+    # Opt-in fields added after feature sets were committed with identities that lack them: left out
+    # of the identity while None (their off value), so those sets keep their names.
+    unset_fields_out_of_identity: ClassVar[tuple[str, ...]] = ()
     # An extras array of per-row booleans; a row where it is False carries no signal (a frame with no
     # face) and alignment leaves it out. None: every row counts.
     row_mask: ClassVar[str | None] = None
@@ -101,7 +104,8 @@ class Extractor(ABC):
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines this extractor's output; hashed into feature fingerprints."""
-        config = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in self.runtime_fields}
+        config = {k: v for k, v in self.config.model_dump(mode="json").items()
+                  if k not in self.runtime_fields and not (k in self.unset_fields_out_of_identity and v is None)}
         return {"name": self.name, "version": self.version, "config": config, "model": self.model_identity()}
 
     def identity_hash(self) -> str:

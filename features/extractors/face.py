@@ -21,7 +21,8 @@ against the audio) is not robust with a box-only detector, so a two-person shot 
 biggest; ``extras["n_faces"]`` shows where that ambiguity exists.
 
 Still frames (max abs pixel difference ≤ ``still_max_diff`` to the last frame that went through the
-detector) reuse that frame's detection and embedding, like ``vision.cnn``.
+detector) and, when ``near_duplicate`` is set, near-duplicate ones (mean abs difference ≤ it, on the
+detector-sized frames) reuse that frame's detection and embedding, with ``vision.cnn``'s rule.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from features.extractors.vision import (
     FrameCnnConfig,
     FrameCnnExtractor,
     embed_pending,
-    is_still,
+    reuse_reason,
 )
 from features.media.probe import MediaInfo
 from features.media.streams import select_stream
@@ -155,6 +156,7 @@ class _Clip:
     feats: dict[int, np.ndarray] = field(default_factory=dict)
     ref_frame: np.ndarray | None = None
     ref_row: int = -1
+    n_near_duplicate: int = 0
 
 
 @register_extractor
@@ -216,8 +218,11 @@ class FaceVisionExtractor(FrameCnnExtractor):
                     row = len(st.source)
                     st.times.append(span)
                     st.size = (frame.shape[1], frame.shape[0])
-                    if is_still(frame, st.ref_frame, cfg.still_max_diff):
+                    reason = reuse_reason(frame, st.ref_frame, cfg.still_max_diff, cfg.near_duplicate)
+                    if reason is not None:
                         st.source.append(st.ref_row)
+                        if reason == "near_duplicate":
+                            st.n_near_duplicate += 1
                         continue
                     st.source.append(row)
                     st.ref_frame, st.ref_row = frame, row
@@ -257,6 +262,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
             "n_frames": n,
             "n_detected": len(st.faces),
             "n_computed": len(st.feats),
+            "n_near_duplicate": st.n_near_duplicate,
             "face_frames": int(has_face.sum()),
             "face_rate": float(has_face.mean()) if n else None,
             "multi_face_frames": int((counts > 1).sum()),

