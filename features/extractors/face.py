@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -95,10 +96,17 @@ class Face:
         return self.box[2] * self.box[3]
 
 
-@model_cache
+_THREAD = threading.local()
+
+
 def load_face_detector() -> Any:
-    """dlib's frontal face detector (its model is compiled into the library), once per process."""
-    return dlib.get_frontal_face_detector()
+    """dlib's frontal face detector (its model is compiled into the library), one per thread: a
+    detector keeps its scan buffers between calls, so two threads running one on frames of different
+    sizes corrupt the heap and abort the process (the threads runner runs two batches at once)."""
+    detector = getattr(_THREAD, "detector", None)
+    if detector is None:
+        detector = _THREAD.detector = dlib.get_frontal_face_detector()
+    return detector
 
 
 @model_cache

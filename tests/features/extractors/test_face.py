@@ -283,3 +283,39 @@ def test_store_records_the_rate_and_the_report_shows_it(videos: dict[str, tuple[
     lengths = dict(zip(order, view.group()["vision/lengths"][...].tolist()))
     assert present == {"frontal": True, "occluded": False, "space": False}
     assert lengths["frontal"] == 8
+
+
+RACE = """
+import sys, threading
+import numpy as np
+from PIL import Image
+from features.extractors.face import detect_faces, load_face_detector
+
+imgs = [np.asarray(Image.open(p).convert("RGB")) for p in sys.argv[1:3]]
+imgs = [np.ascontiguousarray(imgs[0][:480, :640]), np.ascontiguousarray(imgs[1][:360, :600])]
+seen = []
+
+def work(k):
+    seen.append(load_face_detector())
+    for _ in range(60):
+        detect_faces(load_face_detector(), imgs[k])
+
+threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert seen[0] is not seen[1]
+print("ok")
+"""
+
+
+def test_two_threads_detecting_on_frames_of_different_sizes_do_not_corrupt_memory(faces_dir: Path) -> None:
+    """The threads runner runs two vision.face batches at once: one shared dlib detector aborted the
+    process (free(): invalid size) on frames of two sizes; each thread now has its own detector."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", RACE, str(faces_dir / "obama.jpg"), str(faces_dir / "biden.jpg")],
+                         cwd=Path(__file__).parents[3], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
