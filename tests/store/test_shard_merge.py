@@ -17,7 +17,7 @@ from features.extractors.base import FeatureResult
 from store import FeatureStore
 from store.featureset import FeatureSet
 from store.shards import retired_records
-from store.verify import vacuum, verify
+from store.verify import migrate, vacuum, verify
 from tests.helpers.features import feature_result
 
 
@@ -179,3 +179,19 @@ def test_any_mix_of_batches_reads_the_same_after_merging(tmp_path_factory: pytes
     vacuum(store, grace_seconds=0)
     after = FeatureStore.open(path).feature_set("x-1")
     assert _snapshot(after) == before and verify(store) == []
+
+
+def test_migrate_merges_the_shards_of_a_store_compacted_before_merging_existed(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
+    for b in range(5):
+        fset.commit([(f"c{b}", f"fp{b}", feature_result(3, seed=b), 1.0)])
+    assert fset.compact(merge_shards=False) is not None  # the index as the previous version left it
+    before = _snapshot(fset)
+    assert fset.compact() is None  # nothing new to fold in: a plain compaction leaves the shards
+    (result,) = migrate(store)
+    assert result.parts == 0 and result.shards_retired == 5
+    vacuum(store, grace_seconds=0)
+    after = FeatureStore.open(tmp_path).feature_set("x-1")
+    assert _snapshot(after) == before and len({r.shard for r in after.rows().values()}) == 1
+    assert migrate(store) == []  # one merged shard left: nothing more to do
