@@ -75,15 +75,21 @@ def _clip(i: int) -> dict[str, Any]:
     return row
 
 
-def build(url: Path, n: int, seed: int = 0) -> dict[str, Any]:
-    """N clips, committed in batches of 8 through ``FeatureSet.commit``."""
-    t0 = time.perf_counter()
+def _new_set(url: Path, n: int) -> tuple[FeatureSet, list[dict[str, Any]]]:
+    """A new store at ``url`` with a clip table of ``n`` clips and the empty text-shaped set."""
     store = FeatureStore.open(url, create=True)
     clips = [_clip(i) for i in range(n)]
     store.write_clips(pa.Table.from_pylist(clips, schema=schema.CLIPS))
     fset = store.ensure_feature_set(SET, {"extractor": "text.bert", "version": "bench", "modality": "text",
                                           "config": IDENTITY["config"], "identity": IDENTITY, "dim": DIM,
                                           "created": "2026-01-01T00:00:00+00:00"})
+    return fset, clips
+
+
+def build(url: Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """N clips, committed in batches of 8 through ``FeatureSet.commit``."""
+    t0 = time.perf_counter()
+    fset, clips = _new_set(url, n)
     rng = np.random.default_rng(seed)
     rows_total = 0
     for start in range(0, n, BATCH):
@@ -337,12 +343,7 @@ def full_scale(workdir: Path, n: int, rows: int, commit: int, repeats: int) -> d
     url = workdir / f"full-{n}"
     shutil.rmtree(url, ignore_errors=True)
     t0 = time.perf_counter()
-    store = FeatureStore.open(url, create=True)
-    clips = [_clip(i) for i in range(n)]
-    store.write_clips(pa.Table.from_pylist(clips, schema=schema.CLIPS))
-    fset = store.ensure_feature_set(SET, {"extractor": "text.bert", "version": "bench", "modality": "text",
-                                          "config": IDENTITY["config"], "identity": IDENTITY, "dim": DIM,
-                                          "created": "2026-01-01T00:00:00+00:00"})
+    fset, clips = _new_set(url, n)
     rng = np.random.default_rng(0)
     t = np.arange(rows, dtype=np.float64) * 0.2
     times = np.stack([t, t + 0.2], axis=1)

@@ -28,6 +28,15 @@ def _text_like(rows: int, seed: int) -> FeatureResult:
     return feat
 
 
+def _small_batches(path: Path, batches: int, rows: int) -> tuple[FeatureStore, FeatureSet]:
+    """A store whose set ``x-1`` (dim 4) holds ``batches`` one-clip shards c0… of ``rows`` rows."""
+    store = FeatureStore.open(path, create=True)
+    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
+    for b in range(batches):
+        fset.commit([(f"c{b}", f"fp{b}", feature_result(rows, seed=b), 1.0)])
+    return store, fset
+
+
 def _files(path: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(path))
 
@@ -67,10 +76,7 @@ def test_merging_brings_a_text_set_far_below_one_file_per_clip_and_reads_the_sam
 
 
 def test_a_reader_of_the_old_snapshot_keeps_reading_until_the_grace_period_ends(tmp_path: Path) -> None:
-    store = FeatureStore.open(tmp_path, create=True)
-    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    for b in range(4):
-        fset.commit([(f"c{b}", f"fp{b}", feature_result(3, seed=b), 1.0)])
+    store, fset = _small_batches(tmp_path, 4, 3)
     reader = FeatureStore.open(tmp_path).feature_set("x-1")
     old_rows = reader.rows()  # loaded before the compaction
     assert FeatureStore.open(tmp_path).feature_set("x-1").compact() is not None
@@ -81,10 +87,7 @@ def test_a_reader_of_the_old_snapshot_keeps_reading_until_the_grace_period_ends(
 
 def test_a_link_published_after_the_merge_keeps_its_old_shard_alive(tmp_path: Path) -> None:
     """A linker that read the rows before the compaction points the new clip at the merged-away shard."""
-    store = FeatureStore.open(tmp_path, create=True)
-    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    for b in range(3):
-        fset.commit([(f"c{b}", f"fp{b}", feature_result(2, seed=b), 1.0)])
+    store, fset = _small_batches(tmp_path, 3, 2)
     linker = FeatureStore.open(tmp_path).feature_set("x-1")
     linker.fingerprint_rows()  # its snapshot: rows pointing at the small shards
     old_shard = linker.rows()["c1"].shard
@@ -120,10 +123,7 @@ def test_merged_shards_are_bounded_and_large_shards_stay(tmp_path: Path, monkeyp
 
 
 def test_a_damaged_shard_is_left_unmerged_and_still_reported(tmp_path: Path) -> None:
-    store = FeatureStore.open(tmp_path, create=True)
-    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    for b in range(4):
-        fset.commit([(f"c{b}", f"fp{b}", feature_result(3, seed=b), 1.0)])
+    store, fset = _small_batches(tmp_path, 4, 3)
     bad = fset.rows()["c2"].shard
     (tmp_path / "features" / "x-1" / "shards" / bad / "values" / "zarr.json").write_text("{not json")
     result = fset.compact()
@@ -182,10 +182,7 @@ def test_any_mix_of_batches_reads_the_same_after_merging(tmp_path_factory: pytes
 
 
 def test_migrate_merges_the_shards_of_a_store_compacted_before_merging_existed(tmp_path: Path) -> None:
-    store = FeatureStore.open(tmp_path, create=True)
-    fset = store.ensure_feature_set("x-1", {"identity": 1, "dim": 4})
-    for b in range(5):
-        fset.commit([(f"c{b}", f"fp{b}", feature_result(3, seed=b), 1.0)])
+    store, fset = _small_batches(tmp_path, 5, 3)
     assert fset.compact(merge_shards=False) is not None  # the index as the previous version left it
     before = _snapshot(fset)
     assert fset.compact() is None  # nothing new to fold in: a plain compaction leaves the shards
