@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
-import flows  # noqa: F401  (sets Prefect defaults before Prefect is imported)
+from flows import ephemeral_flow_settings  # first: sets Prefect defaults before Prefect is imported
 from flows.console import (
     console,
     metrics_table,
@@ -49,7 +49,8 @@ class _UserErrorsExit2(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context, which has no public name
         logging.getLogger("prefect.flow_runs").addFilter(_NO_USER_ERROR_TRACEBACKS)  # once: same instance
         try:
-            return super().invoke(ctx)
+            with ephemeral_flow_settings():
+                return super().invoke(ctx)
         except EmoflowError as exc:
             # soft_wrap and Text: one line whatever the width, brackets in names never read as markup
             console.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(exc).split())), soft_wrap=True)
