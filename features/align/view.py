@@ -64,7 +64,7 @@ class ModalitySource:
 
 @dataclass
 class AlignPlan:
-    """Everything decided before any feature is read: sets, grids, L, fingerprint, up-to-date."""
+    """Everything decided before any feature is read: sets, grid step counts, L, fingerprint, up-to-date."""
 
     store: FeatureStore
     config: AlignConfig
@@ -203,7 +203,7 @@ def plan_alignment(
     store: FeatureStore | str, cfg: AlignConfig | None = None,
     stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> AlignPlan:
-    """Resolve feature sets, per-clip sources, grids, L and the view fingerprint; reads no features.
+    """Resolve feature sets, per-clip sources, grid step counts, L and the view fingerprint; reads no features.
 
     ``stats`` fixes each modality's normalisation (mean, std) instead of computing it from the train
     split; it is part of the fingerprint.
