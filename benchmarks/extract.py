@@ -733,7 +733,7 @@ def print_tables(report: dict[str, Any]) -> None:
         c.add_column(col, justify="right")
     for label, r in report["candidates"].items():
         cand = CANDIDATES[label]
-        c.add_row(label, _executor(cand), str(cand.get("batch_clips", 8)), str(cand.get("vision_batch", 32)),
+        c.add_row(label, _executor(cand), str(cand.get("batch_clips", 8)), str(cand.get("vision_batch", "auto")),
                   f"{r['wall_s']:.1f}", f"{r['rtf']:.1f}", f"{r['cpu_s']:.0f}",
                   "-" if r.get("first_batch_s") is None else f"{r['first_batch_s']:.1f}",
                   f"{r['peak_rss_mb']:.0f}", _roles(r), f"{r['load_start'][0]:.1f}→{r['load_end'][0]:.1f}")

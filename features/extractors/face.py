@@ -200,7 +200,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
     def extract(self, clips: list[ClipInput]) -> list[FeatureResult | ClipFailure]:
         cfg = self.config
         try:
-            encoder = self.encoder()
+            encoder, batch_size = self.encoder(), self.batch_size
             detector = load_face_detector()
         except Exception as exc:  # missing weights or runtime fail every clip, clearly
             return [
@@ -238,7 +238,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
                     st.faces[row] = (faces[0] if faces else None, len(faces))
                     if faces:
                         pending.append((i, row, face_crop(frame, faces[0].box, cfg.margin, cfg.crop_size)))
-                        if len(pending) >= cfg.batch_size:
+                        if len(pending) >= batch_size:
                             run_pending()
             elif kind == "end":
                 states[i].ref_frame = None

@@ -279,3 +279,18 @@ def test_text_without_onnxruntime_runs_in_torch(monkeypatch: pytest.MonkeyPatch)
     assert isinstance(auto, FeatureResult) and auto.meta["runtime"] == "torch"
     (forced,) = create_extractor("text.bert", {"device": "cpu", "runtime": "onnx"}).extract([clip])
     assert isinstance(forced, ClipFailure) and "needs the 'onnxruntime' package" in forced.message
+
+
+def test_the_cnn_batch_follows_the_device_unless_the_config_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: a GPU needs batches of ≥ 128 frames, the CPU runs best at 4; an explicit size wins."""
+    import torch
+
+    from features.extractors import vision
+
+    default = create_extractor("vision.cnn", {"device": "cpu"})
+    assert isinstance(default, CnnVisionExtractor) and default.batch_size == 4
+    assert create_extractor("vision.cnn", {"device": "cpu", "batch_size": 16}).batch_size == 16  # type: ignore[attr-defined]
+    monkeypatch.setattr(vision, "resolve_device", lambda setting: torch.device("cuda"))
+    assert default.batch_size == 128
+    face = create_extractor("vision.face", {"device": "cpu"})
+    assert face.identity() == create_extractor("vision.face", {"device": "cpu", "batch_size": 9}).identity()
