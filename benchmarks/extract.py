@@ -32,12 +32,14 @@ start and end of every run: the machine is shared, compare figures of one invoca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -630,11 +632,19 @@ def run_child(spec: dict[str, Any], workdir: Path, name: str, verbose: bool) -> 
     spec_path = workdir / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_child", str(spec_path)],
-                          cwd=str(REPO), capture_output=not verbose, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or "")[-3000:] if not verbose else ""
-        raise RuntimeError(f"benchmark child {name!r} failed (rc {proc.returncode}):\n{tail}")
+    log_path = workdir / f"{name}.log"
+    # Output to a file, not a pipe, and in its own session: a child that dies hard (an abort in native
+    # code) leaves its Prefect server running, which would hold a pipe open and hang this wait forever.
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--_child", str(spec_path)],
+                                cwd=str(REPO), stdout=None if verbose else log, stderr=None if verbose else log,
+                                start_new_session=True)
+        rc = proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # whatever the child left behind
+    if rc != 0:
+        tail = log_path.read_text(errors="replace")[-3000:] if not verbose else ""
+        raise RuntimeError(f"benchmark child {name!r} failed (rc {rc}):\n{tail}")
     out = json.loads(Path(spec["result"]).read_text())
     out["child_wall_s"] = round(time.perf_counter() - t0, 1)
     return out
