@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -331,27 +330,15 @@ class _FeaturesGraph(nn.Module):
 
 
 def export_features_onnx(weights: str, height: int, width: int, path: Path) -> None:
-    """Export the folded model's features for ``height`` × ``width`` frames to ``path`` (TorchScript
-    exporter: the dynamo one needs onnxscript), then check that ONNX Runtime reproduces torch on a
-    batch of two random frames within ``onnx_runtime.TOLERANCE`` before the file is published."""
+    """Export the folded model's features for ``height`` × ``width`` frames to ``path``, checked
+    against torch on a batch of two random frames (``onnx_runtime.export_checked``)."""
     model = load_efficientnet_lite0(weights, "cpu")
-    with warnings.catch_warnings():
-        # the tracer notes that the padding is fixed for this size (it is: the size is in the cache
-        # key), and torch that this exporter is the legacy one (chosen: no onnxscript needed)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            # eval(): export restores the wrapper's mode afterwards, recursively, and a new module is
-            # in training mode: the process's shared model would come out of export in training mode
-            _FeaturesGraph(model).eval(), (torch.zeros(1, height, width, 3, dtype=torch.uint8),), str(path),
-            dynamo=False, opset_version=onnx_runtime.OPSET, input_names=["frames"], output_names=["features"],
-            dynamic_axes={"frames": {0: "batch"}, "features": {0: "batch"}},
-        )
     probe = np.random.default_rng(0).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
-    got = onnx_runtime.session(path, 1).run(None, {"frames": probe})[0]
-    diff = float(np.abs(got - frame_features(model, probe)).max())
-    if not diff <= onnx_runtime.TOLERANCE:
-        raise RuntimeError(f"ONNX export of EfficientNet-Lite0 differs from torch by {diff:.2e}")
+    onnx_runtime.export_checked(
+        _FeaturesGraph(model), (torch.zeros(1, height, width, 3, dtype=torch.uint8),), path, inputs=["frames"],
+        output="features", dynamic_axes={"frames": {0: "batch"}, "features": {0: "batch"}},
+        probe={"frames": probe}, reference=frame_features(model, probe), what="EfficientNet-Lite0",
+    )
 
 
 @model_cache

@@ -20,9 +20,12 @@ import importlib
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from store.fingerprint import hash_obj
 from store.runtime import resolve_device
@@ -110,6 +113,37 @@ def publish(path: Path, export: Callable[[Path], None]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def export_checked(
+    module: Any, args: tuple[Any, ...], path: Path, *, inputs: list[str], output: str,
+    dynamic_axes: dict[str, dict[int, str]], probe: dict[str, np.ndarray], reference: np.ndarray,
+    what: str, where: np.ndarray | None = None, quiet: tuple[str, ...] = (),
+) -> None:
+    """Export ``module`` traced on ``args`` to ``path`` (torch's TorchScript exporter: the dynamo one
+    needs onnxscript), then check that ONNX Runtime reproduces ``reference`` (torch's output on
+    ``probe``, other inputs than the traced ones) within ``TOLERANCE``, over the ``where`` entries
+    only when given, before the caller publishes the file. ``quiet``: exporter warnings (message
+    patterns) the caller has checked are harmless."""
+    import torch
+
+    with warnings.catch_warnings():
+        # the tracer notes shapes it fixes (the cache key holds them), torch that this exporter is the
+        # legacy one (chosen: no onnxscript needed)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for pattern in quiet:
+            warnings.filterwarnings("ignore", pattern, UserWarning)
+        torch.onnx.export(
+            # eval(): export restores the module's mode afterwards, recursively, and a new wrapper is in
+            # training mode: the process's shared model would come out of export in training mode
+            module.eval(), args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+            output_names=[output], dynamic_axes=dynamic_axes,
+        )
+    diff = np.abs(session(path, 1).run(None, probe)[0] - reference)
+    worst = float((diff if where is None else diff[where]).max())
+    if not worst <= TOLERANCE:
+        raise RuntimeError(f"ONNX export of {what} differs from torch by {worst:.2e}")
 
 
 def session(path: str | os.PathLike[str], threads: int) -> Any:

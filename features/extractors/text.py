@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -191,28 +190,22 @@ def _padded(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def export_text_onnx(folder: str, path: Path) -> None:
     """Export the encoder's last hidden states to ``path``, traced on a padded batch (so the graph
-    keeps the attention-mask path), then check ONNX Runtime against torch on other texts and
-    lengths, real tokens only, within ``onnx_runtime.TOLERANCE``."""
+    keeps the attention-mask path), checked against torch on other texts and lengths, real tokens
+    only (``onnx_runtime.export_checked``)."""
     tokenizer, model = load_text_model(folder, "cpu")
     ids, mask = _padded(tokenizer, ["a short one", "and a somewhat longer second sentence"])
-    with warnings.catch_warnings():  # tracer and legacy-exporter notes: see efficientnet.export_features_onnx
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # "wrong with negative indices": the mask's indices are positions (never negative); checked below
-        warnings.filterwarnings("ignore", "Exporting aten::index operator", UserWarning)
-        torch.onnx.export(
-            _StatesGraph(model).eval(), (torch.from_numpy(ids), torch.from_numpy(mask)), str(path),
-            dynamo=False, opset_version=onnx_runtime.OPSET, input_names=["input_ids", "attention_mask"],
-            output_names=["states"], dynamic_axes={name: {0: "batch", 1: "tokens"}
-                                                   for name in ("input_ids", "attention_mask", "states")},
-        )
-    ids, mask = _padded(tokenizer, ["the film was wonderful", "i did not like it at all , honestly , not one bit",
-                                    "ok"])
-    got = onnx_runtime.session(path, 1).run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    want = TorchTokenEncoder(model, torch.device("cpu")).states(ids, mask)
-    diff = float(np.abs(got - want)[mask.astype(bool)].max())
-    if not diff <= onnx_runtime.TOLERANCE:
-        raise RuntimeError(f"ONNX export of {folder} differs from torch by {diff:.2e}")
+    probe_ids, probe_mask = _padded(tokenizer, ["the film was wonderful",
+                                                "i did not like it at all , honestly , not one bit", "ok"])
+    onnx_runtime.export_checked(
+        _StatesGraph(model), (torch.from_numpy(ids), torch.from_numpy(mask)), path,
+        inputs=["input_ids", "attention_mask"], output="states",
+        dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "states")},
+        probe={"input_ids": probe_ids, "attention_mask": probe_mask},
+        reference=TorchTokenEncoder(model, torch.device("cpu")).states(probe_ids, probe_mask), what=folder,
+        where=probe_mask.astype(bool),
+        # "wrong with negative indices": the mask's indices are positions, never negative; checked by the probe
+        quiet=("Exporting aten::index operator",),
+    )
 
 
 @model_cache
