@@ -466,6 +466,7 @@ def _progress_hook(
 def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     """Runs ``spec["runs"]`` one after the other: each names a candidate, the stages to extract and
     the dataset; fresh temp store and empty model caches for each."""
+    from flows import ephemeral_flow_settings
     from flows.extract import run_extract
     from stages.ingest import run_ingest
 
@@ -491,7 +492,8 @@ def child_pipeline(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]
         progress = _progress_hook(done_at, trace, t0, trim)
 
         try:
-            summary = run_extract(cfg, progress=progress)
+            with ephemeral_flow_settings():  # as the CLI runs every command (flows/cli.py)
+                summary = run_extract(cfg, progress=progress)
         finally:
             wall = time.perf_counter() - t0
             tree = sampler.stop_window()

@@ -17,7 +17,6 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
 
-from flows import ephemeral_flow_settings
 from flows.hooks import Hooks
 from flows.runners import build_task_runner
 from stages.config import PipelineConfig
@@ -97,13 +96,12 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
 
 def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) -> ExtractSummary:
     """Run the flow on the configured task runner (threads or Dask) with an optional progress hook."""
-    with ephemeral_flow_settings():  # decided before a Dask runner points PREFECT_API_URL at it
-        runner = build_task_runner(config.executor)
-        threads = torch.get_num_threads()
-        if config.executor.dask is None:  # one torch thread per in-flight task: no oversubscription
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.executor.workers))
-        try:
-            with _progress.added(progress):
-                return extract_flow.with_options(task_runner=runner)(config)
-        finally:
-            torch.set_num_threads(threads)
+    runner = build_task_runner(config.executor)
+    threads = torch.get_num_threads()
+    if config.executor.dask is None:  # one torch thread per in-flight task: no oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.executor.workers))
+    try:
+        with _progress.added(progress):
+            return extract_flow.with_options(task_runner=runner)(config)
+    finally:
+        torch.set_num_threads(threads)
