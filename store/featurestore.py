@@ -95,10 +95,10 @@ class FeatureStore:
         """The feature fingerprints of every clip-table row (in table order) that planning stored
         for ``set_name`` under ``key``, or None when absent or made for another key (a changed clip
         table or extractor identity): a derived cache, safe to delete."""
-        rel = f"{FINGERPRINT_CACHE}/{quote_name(set_name)}.parquet"
-        if not self.fs.exists(rel):
+        try:  # one GET on an object store, not a HEAD first
+            table = self.fs.read_parquet(f"{FINGERPRINT_CACHE}/{quote_name(set_name)}.parquet")
+        except FileNotFoundError:
             return None
-        table = self.fs.read_parquet(rel)
         if (table.schema.metadata or {}).get(b"key") != key.encode():
             return None
         return table.column("fingerprint").to_pylist()
@@ -110,7 +110,7 @@ class FeatureStore:
         """The feature fingerprint of every row of ``clips`` (the clip table, whose file has sha256
         ``digest``) for one extractor, from the planning cache when the table's content and the
         identity are unchanged: hashing 10^6 clips takes ~6 s, reading them back ~0.1 s.
-        ``cache=False`` reads the cache but never writes it (dry runs)."""
+        ``cache=False`` reads the cache but never writes it (dry runs, ``store ls``)."""
         key = hash_obj({"clips_sha256": digest, "modality": modality, "identity": identity,
                         "rule": "store.fingerprint.feature_fingerprint"}, length=64)
         fps = self.cached_fingerprints(set_name, key)
