@@ -27,6 +27,7 @@ from stages.extract import (
     ExtractTally,
     plan,
     process_batch,
+    schedule,
 )
 from store import FeatureStore
 from store.errors import StoreError
@@ -77,7 +78,7 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
         log.info("%s: %d clips to extract in %d batches, %d to share identical inputs' features, %d already committed",
                  p.feature_set, p.todo, len(p.batches), len(p.links), p.skipped)
     batch_task = extract_batch_task.with_options(retries=config.extract.retries)
-    futures = [batch_task.submit(config.store, b, tally.run_id) for p in plans for b in p.batches]
+    futures = [batch_task.submit(config.store, b, tally.run_id) for b in schedule(plans)]
     for fut in as_completed(futures):
         res: BatchResult = fut.result()
         tally.add(res)

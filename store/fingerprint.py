@@ -1,9 +1,9 @@
 """Fingerprints: canonical JSON + hashlib, never pickle.
 
 * file hashes — ``files_sha256``, the one sha256 of file contents (media, model weights and
-  tokenizer files), cached in-process by (path, size, mtime);
-* media fingerprint — content hash of the file, cached by (path, size, mtime) in a small
-  on-disk cache too, so re-ingesting a large dataset does not re-read every byte;
+  tokenizer files), cached by (path, size, mtime) in-process and in a small on-disk cache, so
+  re-ingesting a large dataset or starting a command does not re-read every byte;
+* media fingerprint — the content hash of one media file;
 * clip fingerprint — what the clip table says about a clip (media, window, text, label, class
   labels when set, split);
 * feature fingerprint — what determines one extractor's output for one clip: the inputs that
@@ -81,17 +81,21 @@ def hash_obj(obj: Any, length: int = 32) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
-def _cache_dir() -> Path:
+def cache_root() -> Path:
+    """emoflow's per-machine cache: ``$EMOFLOW_CACHE_DIR``, default ``~/.cache/emoflow`` (file
+    hashes, exported ONNX graphs). Deleting it only costs recomputation."""
     root = os.environ.get("EMOFLOW_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "emoflow"
     )
-    return Path(root) / "media-fingerprints"
+    return Path(root)
 
 
 def files_sha256(paths: Sequence[str | os.PathLike[str]], *, named: bool = False) -> str:
     """sha256 over the files' bytes in order, each preceded by its file name and a NUL when
-    ``named`` (a model folder's hash then changes when a file is renamed). Cached per (path, size,
-    mtime), so repeated ``identity()`` calls do not re-read 100 MB of weights."""
+    ``named`` (a model folder's hash then changes when a file is renamed; a symlink counts by its
+    own name). Cached by each file's (path, size, mtime_ns), in-process and on disk, so neither a
+    repeated ``identity()`` nor a new process (every CLI command) re-reads 100 MB of weights, nor a
+    re-ingest every video."""
     stamps = []
     for path in map(os.path.abspath, paths):
         st = os.stat(path)
@@ -101,26 +105,19 @@ def files_sha256(paths: Sequence[str | os.PathLike[str]], *, named: bool = False
 
 @functools.lru_cache(maxsize=256)
 def _files_sha256(stamps: tuple[tuple[str, int, int], ...], named: bool) -> str:
+    key = hash_obj({"files": stamps, "named": named}, 64)
+    cache = cache_root() / "file-sha256" / key[:2] / key
+    try:
+        return cache.read_text().strip()
+    except OSError:
+        pass
     h = hashlib.sha256()
     for path, _, _ in stamps:
         if named:
             h.update(os.path.basename(path).encode() + b"\0")
         with open(path, "rb") as f:
             hashlib.file_digest(f, lambda: h)  # streams the file into h, which file_digest returns
-    return h.hexdigest()
-
-
-def media_fingerprint(path: str | os.PathLike[str]) -> str:
-    """Content hash (sha256) of a local file, cached by resolved path + size + mtime_ns."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = hashlib.sha256(f"{p}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
-    cache = _cache_dir() / key[:2] / key
-    try:
-        return cache.read_text().strip()
-    except OSError:
-        pass
-    digest = files_sha256([p])
+    digest = h.hexdigest()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache, durable=False) as tmp:  # a lost cache entry is recomputed
@@ -128,6 +125,11 @@ def media_fingerprint(path: str | os.PathLike[str]) -> str:
     except OSError:  # a read-only cache only costs speed
         pass
     return digest
+
+
+def media_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Content hash (sha256) of a local file."""
+    return files_sha256([path])
 
 
 CLIP_KEYS = ("clip_id", "media_fingerprint", "start", "end", "text", "words", "label", "split")

@@ -116,6 +116,7 @@ class MfccExtractor(Extractor):
     version: ClassVar[str] = "2"  # 2: rows on the one media timeline (stream start offsets, A/V-only duration)
     modality: ClassVar[str] = "audio"
     config_cls: ClassVar[type[ExtractorConfig]] = MfccConfig
+    cost_per_second: ClassVar[float] = 0.003
     config: MfccConfig
 
     @property

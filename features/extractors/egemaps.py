@@ -151,6 +151,7 @@ class EgemapsExtractor(Extractor):
     version: ClassVar[str] = "1"
     modality: ClassVar[str] = "audio"
     config_cls: ClassVar[type[ExtractorConfig]] = EgemapsConfig
+    cost_per_second: ClassVar[float] = 0.02
     config: EgemapsConfig
 
     @property

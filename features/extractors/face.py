@@ -176,6 +176,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
     modality: ClassVar[str] = "vision"
     row_mask: ClassVar[str | None] = "face"  # faceless frames are zero rows the aligner leaves out
     config_cls: ClassVar[type[ExtractorConfig]] = FaceVisionConfig
+    cost_per_second: ClassVar[float] = 0.017
     config: FaceVisionConfig
 
     def model_identity(self) -> dict[str, Any]:

@@ -231,6 +231,7 @@ class BertTextExtractor(Extractor):
     modality: ClassVar[str] = "text"
     runtime_fields: ClassVar[tuple[str, ...]] = ("device", "runtime", "batch_size")
     config_cls: ClassVar[type[ExtractorConfig]] = BertTextConfig
+    cost_per_second: ClassVar[float] = 0.004
     config: BertTextConfig
 
     @property

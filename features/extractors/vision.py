@@ -349,6 +349,7 @@ class CnnVisionExtractor(FrameCnnExtractor):
     version: ClassVar[str] = "2"  # 2: one media timeline for both decoders, upright (rotated) frames
     modality: ClassVar[str] = "vision"
     config_cls: ClassVar[type[ExtractorConfig]] = CnnVisionConfig
+    cost_per_second: ClassVar[float] = 0.03
     config: CnnVisionConfig
 
     def model_identity(self) -> dict[str, Any]:

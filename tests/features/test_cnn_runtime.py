@@ -6,7 +6,9 @@ and a missing onnxruntime is a clear error for ``runtime: onnx`` while ``auto`` 
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ from features.extractors.efficientnet import (
 from features.extractors.vision import CnnVisionExtractor
 from features.media.video import decode_video
 from store.errors import ConfigError
+from tests.helpers.paths import REPO
 
 TOL = onnx_runtime.TOLERANCE
 
@@ -166,6 +169,35 @@ def test_without_onnxruntime_onnx_is_a_clear_error_and_auto_is_torch(
     assert isinstance(auto, CnnVisionExtractor) and isinstance(auto.encoder(), TorchFrameEncoder)
     (result,) = auto.extract([make_clip(generated_clips[0])])
     assert isinstance(result, FeatureResult) and result.meta["runtime"] == "torch"
+
+
+def test_without_the_onnx_exporter_onnx_is_a_clear_error_and_auto_is_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # looked up, not imported: missing all the same
+    with pytest.raises(RuntimeError, match="runtime 'onnx' needs the 'onnx' package"):
+        create_extractor("vision.cnn", {"device": "cpu", "runtime": "onnx"}).encoder()
+    assert isinstance(create_extractor("vision.cnn", {"device": "cpu"}).encoder(), TorchFrameEncoder)
+
+
+def test_a_cached_export_runs_without_importing_the_exporter_or_dask(
+    generated_clips: list[Path], make_clip: Callable[..., ClipInput],
+) -> None:
+    """What a threads-runner run would otherwise pay for nothing at its first batch: importing onnx
+    (0.1 s; only an export needs it) and distributed (0.2 s; only a Dask worker has it)."""
+    clip = make_clip(generated_clips[0])
+    (first,) = create_extractor("vision.cnn", {"device": "cpu", "runtime": "onnx"}).extract([clip])
+    assert isinstance(first, FeatureResult)  # exported into this session's cache, which the child shares
+    code = textwrap.dedent(f"""
+        import sys
+        from features.clips import ClipInput
+        from stages.extract import cached_extractor
+        clip = ClipInput("c", {str(generated_clips[0])!r}, None, None, "", 3.0)
+        (result,) = cached_extractor("vision.cnn", {{"device": "cpu", "runtime": "onnx"}}).extract([clip])
+        assert result.meta["runtime"] == "onnx" and len(result.values) == 6, result
+        print(sorted(m for m in ("onnx", "distributed") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # ------------------------------------------------------------------------------------------ export cache

@@ -17,6 +17,7 @@ from stages.extract import (
     partition,
     plan,
     plan_summary,
+    schedule,
 )
 from store import FeatureStore, schema
 from tests.helpers.features import feature_result
@@ -71,6 +72,19 @@ def test_partition_caps_clips_and_media_seconds_per_batch() -> None:
     batches = partition(rows, "s-1", "audio.mfcc", {}, ExtractConfig(batch_clips=2, batch_seconds=10.0))
     assert [[r["clip_id"] for r in b.clips] for b in batches] == [["c0", "c1"], ["c2"], ["c3", "c4"]]
     assert [b.seconds for b in batches] == [4.0, 2.0, 10.0]
+
+
+def test_schedule_starts_the_costliest_batches_first_across_extractors() -> None:
+    def set_plan(extractor: str, seconds: list[float]) -> SetPlan:
+        batches = [Batch(f"{extractor}-x", extractor, {}, [{"clip_id": f"{extractor}{k}", "duration": d}])
+                   for k, d in enumerate(seconds)]
+        return SetPlan(f"{extractor}-x", extractor, extractor.split(".")[0], len(batches), 0, batches)
+
+    # plan order is text, audio, vision; per media second vision costs most, MFCC least
+    plans = [set_plan("text.bert", [30.0, 300.0]), set_plan("audio.mfcc", [30.0]), set_plan("vision.cnn", [10.0, 5.0])]
+    order = [b.clips[0]["clip_id"] for b in schedule(plans)]
+    assert order == ["text.bert1", "vision.cnn0", "vision.cnn1", "text.bert0", "audio.mfcc0"]
+    assert sorted(order) == sorted(b.clips[0]["clip_id"] for p in plans for b in p.batches)  # each batch once
 
 
 def test_tally_counts_batches_then_links_records_the_run_and_summarises(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from features.extractors.base import FeatureResult
-from store import FeatureStore, IndexRow, StoreConflictError, StoreError
+from store import FeatureStore, IndexRow, StoreConflictError, StoreError, fingerprint
 from store.fingerprint import (
     clip_fingerprint,
     feature_fingerprint,
@@ -173,6 +173,25 @@ def test_media_fingerprint_is_a_content_hash_that_follows_changes(tmp_path: Path
     f.write_bytes(b"hellO")
     os.utime(f, ns=(1, 1))
     assert media_fingerprint(f) != first
+
+
+def test_file_hashes_are_kept_on_disk_so_a_new_process_does_not_read_the_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"w" * 1000)
+    digest = files_sha256([f])
+    fingerprint._files_sha256.cache_clear()  # what a new process starts with
+
+    def no_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the file was read again")
+
+    monkeypatch.setattr(hashlib, "file_digest", no_read)
+    assert files_sha256([f]) == digest
+    f.write_bytes(b"v" * 1000)  # same size: the new mtime alone says the cached digest is stale
+    os.utime(f, ns=(2, 2))
+    monkeypatch.undo()
+    assert files_sha256([f]) == hashlib.sha256(b"v" * 1000).hexdigest() != digest
 
 
 def test_clip_fingerprint_changes_with_label_and_split() -> None:
