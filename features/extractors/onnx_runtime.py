@@ -170,7 +170,7 @@ def session(path: str | os.PathLike[str], threads: int) -> Any:
     """A CPU ``InferenceSession``: ``threads`` intra-op threads (the caller's thread is one of them),
     sequential execution, no spinning, so idle pool threads do not burn CPU that the pipeline's
     other extractor threads and processes could use."""
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]  # ships no type information
 
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
