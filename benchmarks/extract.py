@@ -12,8 +12,9 @@ shared real clips and generated ones (corpora/synth/):
   peak RSS of the process tree (flow process + Dask workers + Prefect's ephemeral API server),
   sampled every 50 ms with psutil on a background thread (summed RSS: shared pages count per process);
 * NAIVE: one clip at a time, stages in sequence (text, audio, vision), same models run in torch
-  (``runtime: torch``), vision with ``still_max_diff=None, channels_last=False, prefetch=0``, one
-  process, torch default threads; its end-to-end figure is the default extractors' share of that pass;
+  (``runtime: torch``), vision embedding every frame (``EVERY_FRAME``) with ``channels_last=False,
+  prefetch=0``, one process, torch default threads; its end-to-end figure is the default
+  extractors' share of that pass;
 * DECODE ONLY: the mix's video decoded at 2 fps 224x224 and its audio at 16 kHz, no model, two
   clips at a time: the limit the pipeline is measured against;
 * OPTIMISED: ingest into a temp store and ``flows.extract.run_extract`` with the Lite0 default
@@ -53,6 +54,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as ``python benchmarks/extract.py`` from anywhere
     sys.path.insert(0, str(REPO))
 
+from features.extractors.vision import EVERY_FRAME  # noqa: E402 - after the path setup above
+
 STAGES = ("text.bert", "audio.mfcc", "audio.egemaps", "vision.cnn", "vision.face")
 # end to end means the extract stage's default extractors (stages.config); the others are timed per stage
 DEFAULT_STAGES = ("text.bert", "audio.mfcc", "vision.cnn")
@@ -61,8 +64,8 @@ NAIVE_CONFIGS: dict[str, dict[str, Any]] = {
     "text.bert": {"runtime": "torch"},
     "audio.mfcc": {},
     "audio.egemaps": {},
-    "vision.cnn": {"still_max_diff": None, "channels_last": False, "prefetch": 0, "runtime": "torch"},
-    "vision.face": {"still_max_diff": None, "channels_last": False, "prefetch": 0, "runtime": "torch"},
+    "vision.cnn": {**EVERY_FRAME, "channels_last": False, "prefetch": 0, "runtime": "torch"},
+    "vision.face": {**EVERY_FRAME, "channels_last": False, "prefetch": 0, "runtime": "torch"},
 }
 # Candidate pipeline configurations (label -> executor + batching). The Lite0 default extractor
 # configs are used throughout; ``vision_batch`` overrides only vision.cnn's runtime batch_size.

@@ -30,7 +30,7 @@ from corpora.ingest import IngestResult, ingest_media
 from corpora.layouts import PREDICT_SPLIT
 from corpora.segments import SegmentConfig
 from features.align import AlignConfig, AlignSummary, align_view
-from features.extractors.base import create_extractor
+from features.extractors.base import recorded_extractor
 from reports.timeline import MediaSummary, render_predictions, summarize_predictions
 from stages.config import ExtractConfig
 from stages.extract import set_name
@@ -159,7 +159,7 @@ def reproduce_extraction(run: TrainedRun) -> Reproduction:
         source = run.view_attrs["modalities"][m]
         name, cfg, want = source["extractor"], source.get("config") or {}, source.get("identity") or {}
         try:
-            ext = create_extractor(name, cfg)
+            ext = recorded_extractor(name, cfg)
             have = ext.identity()
         except EmoflowError as exc:
             problems.append(f"{m}: extractor {name!r} cannot be built here ({exc})")
@@ -172,7 +172,7 @@ def reproduce_extraction(run: TrainedRun) -> Reproduction:
                 if a.get(k) != b.get(k)]
         if diff:
             problems.append(f"{m}: extractor {name!r} differs from the run's ({'; '.join(diff)})")
-        extractors[name] = cfg
+        extractors[name] = ext.config.model_dump(mode="json")
         sets[m] = set_name(ext)
     if problems:
         raise ConfigError(f"run {run.root} cannot be reproduced on this machine: " + " | ".join(problems))

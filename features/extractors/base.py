@@ -83,8 +83,9 @@ class Extractor(ABC):
     # Config fields that change how fast features are computed, not what they are (device, batch
     # sizes): kept out of identity(), so they never invalidate committed features.
     runtime_fields: ClassVar[tuple[str, ...]] = ()
-    # Opt-in fields added after feature sets were committed with identities that lack them: left out
-    # of the identity while None (their off value), so those sets keep their names.
+    # Fields added after feature sets were committed with identities that lack them: left out of the
+    # identity while None (their off value), so those sets keep their names; a recorded config that
+    # lacks one predates it, so it had the rule off (``recorded_extractor``).
     unset_fields_out_of_identity: ClassVar[tuple[str, ...]] = ()
     # An extras array of per-row booleans; a row where it is False carries no signal (a frame with no
     # face) and alignment leaves it out. None: every row counts.
@@ -188,6 +189,14 @@ def create_extractor(name: str, config: dict[str, Any] | None = None) -> Extract
         return cls(cls.config_cls.model_validate(config or {}))
     except ValidationError as exc:
         raise ConfigError.from_validation(exc, f"invalid config of extractor {name!r}") from None
+
+
+def recorded_extractor(name: str, config: dict[str, Any]) -> Extractor:
+    """The extractor a feature set or training run recorded (its config as dumped then). A field of
+    ``unset_fields_out_of_identity`` that the record lacks did not exist yet, so it was off (None),
+    whatever its default is now: an older run is reproduced, not refused as different."""
+    cls = get_extractor_class(name)
+    return create_extractor(name, {**{f: None for f in cls.unset_fields_out_of_identity}, **config})
 
 
 # --------------------------------------------------------------------------------------------- failures

@@ -21,7 +21,8 @@ against the audio) is not robust with a box-only detector, so a two-person shot 
 biggest; ``extras["n_faces"]`` shows where that ambiguity exists.
 
 Still frames (max abs pixel difference ≤ ``still_max_diff`` to the last frame that went through the
-detector) and, when ``near_duplicate`` is set, near-duplicate ones (mean abs difference ≤ it, on the
+detector) and, when ``near_duplicate`` is set (off by default, unlike ``vision.cnn``: a small face
+can change expression under the threshold), near-duplicate ones (mean abs difference ≤ it, on the
 detector-sized frames) reuse that frame's detection and embedding, with ``vision.cnn``'s rule.
 """
 

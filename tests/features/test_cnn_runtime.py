@@ -27,7 +27,7 @@ from features.extractors.efficientnet import (
     TorchFrameEncoder,
     load_frame_encoder,
 )
-from features.extractors.vision import CnnVisionExtractor
+from features.extractors.vision import EVERY_FRAME, CnnVisionExtractor
 from features.media.video import decode_video
 from store.errors import ConfigError
 from tests.helpers.paths import REPO
@@ -135,8 +135,8 @@ def test_runtime_stays_out_of_the_identity() -> None:
 def test_cnn_extraction_with_onnx_equals_torch(generated_clips: list[Path],
                                                make_clip: Callable[..., ClipInput]) -> None:
     clips = [make_clip(p) for p in generated_clips]
-    onnx = create_extractor("vision.cnn", {"device": "cpu", "runtime": "onnx", "still_max_diff": None})
-    ref = create_extractor("vision.cnn", {"device": "cpu", "runtime": "torch", "still_max_diff": None})
+    onnx = create_extractor("vision.cnn", {"device": "cpu", "runtime": "onnx", **EVERY_FRAME})
+    ref = create_extractor("vision.cnn", {"device": "cpu", "runtime": "torch", **EVERY_FRAME})
     for a, b in zip(onnx.extract(clips), ref.extract(clips)):
         assert isinstance(a, FeatureResult) and isinstance(b, FeatureResult)
         assert a.meta["runtime"] == "onnx" and b.meta["runtime"] == "torch"
@@ -217,6 +217,22 @@ def test_export_is_cached_on_disk_and_reused(fresh_cache: Path, exports: list[tu
     again = load_frame_encoder(device="cpu", runtime="onnx").features(frames)
     assert exports == [(224, 224)] and cached.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(first, again)
+
+
+def test_the_exported_cnn_has_its_pads_folded_into_its_convolutions(fresh_cache: Path) -> None:
+    """What ONNX Runtime runs after its own graph optimisation: convolutions without a separate Pad
+    (each one cost a pad and two layout reorders, 19% of the CPU per frame) and no shape arithmetic."""
+    import onnx
+    import onnxruntime
+
+    load_frame_encoder(device="cpu", runtime="onnx").features(np.zeros((1, 224, 224, 3), np.uint8))
+    (graph,) = fresh_cache.glob("efficientnet-lite0-224x224-*.onnx")
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC  # portable ops only
+    opts.optimized_model_filepath = str(fresh_cache / "optimised.onnx")
+    onnxruntime.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+    ops = {node.op_type for node in onnx.load(str(fresh_cache / "optimised.onnx")).graph.node}
+    assert "Conv" in ops and not ops & {"Pad", "Shape", "Gather", "Slice", "Concat"}, ops
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

@@ -24,6 +24,7 @@ from features.extractors.face import (
     face_crop,
     load_face_detector,
 )
+from features.extractors.vision import EVERY_FRAME
 from features.media.video import decode_video
 from tests.helpers.faces import SIZE, TILT, Box, iou, write_face_video
 from tests.helpers.media import Video, write_media
@@ -215,7 +216,7 @@ def test_rows_embed_the_crop_with_the_vision_cnn_model(videos: dict[str, tuple[P
 def test_no_face_on_the_face_free_clips(clips_dir: Path, extractor: FaceVisionExtractor,
                                         make_clip: Callable[..., ClipInput], name: str) -> None:
     """A still book cover and space footage: every sampled frame at 2 fps, none reused."""
-    ex = create_extractor("vision.face", {"still_max_diff": None})
+    ex = create_extractor("vision.face", EVERY_FRAME)
     (res,) = ex.extract([make_clip(clips_dir / name)])
     assert isinstance(res, FeatureResult) and res.values.shape[0] > 20
     assert 1.0 - res.meta["face_rate"] >= 0.95

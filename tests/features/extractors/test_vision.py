@@ -20,7 +20,7 @@ from features.extractors.efficientnet import (
     imagenet_logits,
     load_efficientnet_lite0,
 )
-from features.extractors.vision import CnnVisionExtractor, features_with_still_skip
+from features.extractors.vision import EVERY_FRAME, CnnVisionExtractor, features_with_still_skip
 from features.media.video import decode_video
 
 # The few ImageNet-1k indices asserted on (the weights package ships no class names).
@@ -193,7 +193,7 @@ def test_still_skipping_equals_computing_every_frame(model: EfficientNetLite0) -
 def test_extractor_on_a_still_video(synth_media, make_clip) -> None:
     clip = make_clip(synth_media.still)
     (skip,) = create_extractor("vision.cnn", {"device": "cpu"}).extract([clip])
-    (every,) = create_extractor("vision.cnn", {"device": "cpu", "still_max_diff": None}).extract([clip])
+    (every,) = create_extractor("vision.cnn", {"device": "cpu", **EVERY_FRAME}).extract([clip])
     assert skip.meta["n_frames"] == 8 and skip.meta["n_computed"] == 1 and every.meta["n_computed"] == 8
     np.testing.assert_allclose(skip.values, every.values, atol=1e-5)
     assert (skip.values == skip.values[0]).all()
@@ -202,13 +202,18 @@ def test_extractor_on_a_still_video(synth_media, make_clip) -> None:
 def test_extractor_on_the_manifesto_still_clip(clips_dir: Path, make_clip) -> None:
     clip = make_clip(clips_dir / "manifesto_audiobook.mp4", start=10.0, end=25.0)
     (skip,) = create_extractor("vision.cnn", {"device": "cpu"}).extract([clip])
-    (every,) = create_extractor("vision.cnn", {"device": "cpu", "still_max_diff": None}).extract([clip])
-    assert skip.values.shape == every.values.shape == (30, 1280)
-    assert skip.meta["n_computed"] < 25 and every.meta["n_computed"] == 30
-    # compression noise on the still picture moves the features by well under 2%
-    rel = np.linalg.norm(skip.values - every.values, axis=1) / np.linalg.norm(every.values, axis=1)
-    assert rel.max() < 0.02
-    np.testing.assert_array_equal(skip.times, every.times)
+    (strict,) = create_extractor("vision.cnn", {"device": "cpu", "near_duplicate": None}).extract([clip])
+    (every,) = create_extractor("vision.cnn", {"device": "cpu", **EVERY_FRAME}).extract([clip])
+    assert skip.values.shape == strict.values.shape == every.values.shape == (30, 1280)
+    assert every.meta["n_computed"] == 30
+    # max abs alone: compression noise on the still picture keeps some pixel above 3 levels in
+    # 13 of 30 frames, each of which reuses within 2%; the default near-duplicate rule sees the same
+    # still picture, and its reused rows stay within the compression noise that separates this
+    # cover's consecutive frames (up to 0.072, docs/extraction.md)
+    assert strict.meta["n_computed"] < 25 and skip.meta["n_computed"] <= 5 < strict.meta["n_computed"]
+    for got, bound in ((strict, 0.02), (skip, 0.072)):
+        rel = np.linalg.norm(got.values - every.values, axis=1) / np.linalg.norm(every.values, axis=1)
+        assert rel.max() < bound
 
 
 def test_extractor_rows_streams_and_times(clips_dir: Path, make_clip) -> None:
