@@ -282,7 +282,7 @@ class TorchFrameEncoder:
 
 
 class OnnxFrameEncoder:
-    """The same network exported to ONNX and run by ONNX Runtime on the CPU (0.64-0.70x torch's CPU
+    """The same network exported to ONNX and run by ONNX Runtime on the CPU (0.57-0.58x torch's CPU
     time per frame at batch 1-4). TF "same" padding is fixed per input size at export, so there is
     one graph and one session per frame size, made at its first batch; the batch axis is dynamic."""
 

@@ -1,8 +1,8 @@
 """ONNX Runtime as a CPU inference runtime: which runtime a config asks for, the on-disk cache of
 exported graphs, and the sessions built from them.
 
-Why: emoflow's EfficientNet-Lite0 runs in ONNX Runtime in 0.64-0.70x torch's CPU time per frame at
-batch 1-4, 0.43x at 16 (docs/performance.md, "CNN inference runtime (issue 19)"). torch stays the
+Why: emoflow's EfficientNet-Lite0 runs in ONNX Runtime in 0.57-0.58x torch's CPU time per frame at
+batch 1-4, 0.35x at 16 (docs/performance.md, "CNN inference runtime (issue 19)"). torch stays the
 reference, the CUDA path and the fallback. fp32 only, so features agree with torch's to float
 rounding (``TOLERANCE``) and the runtime can stay out of a feature set's identity, like the device.
 
