@@ -47,11 +47,11 @@ import torch  # noqa: E402
 
 from features.extractors import onnx_runtime  # noqa: E402
 from features.extractors.efficientnet import (  # noqa: E402
-    default_weights_path,
     export_features_onnx,
     frame_features,
     load_efficientnet_lite0,
 )
+from features.extractors.packaged import default_weights_path  # noqa: E402
 from features.media.video import decode_video  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -147,7 +147,8 @@ def text_batches(n: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     import csv
 
     from corpora.synth import LEXICON
-    from features.extractors.text import default_model_path, load_text_model
+    from features.extractors.packaged import default_model_path
+    from features.extractors.text import load_text_model
 
     mosi = SHARED / "mosi" / "mosi_text_trainval.csv"
     if mosi.is_file():

@@ -156,7 +156,7 @@ def view_text_model_path(view: Any) -> str:
     """The local model folder fine-tuning loads: the view's attr, else the default MiniLM package."""
     path = view.attrs.get("text_model_path") or view.attrs.get("text_model")
     if not path:
-        from features.extractors.text import default_model_path
+        from features.extractors.packaged import default_model_path
 
         path = str(default_model_path())
     return str(path)
@@ -180,7 +180,7 @@ def build_text_view(store: Any, name: str = VIEW) -> None:
     ``text/values [N, T, 384]`` padded, lengths, present, train mean/std, token ids + mask."""
     import pyarrow as pa
 
-    from features.extractors.text import default_model_path
+    from features.extractors.packaged import default_model_path
     from store.fingerprint import feature_fingerprint, hash_obj
     from store.views import write_view
 

@@ -63,7 +63,7 @@ def write_synthetic_view(root: Path, n_train: int, n_valid: int, L: int, seed: i
     from store.views import write_view
 
     if text_model is None:
-        from features.extractors.text import default_model_path
+        from features.extractors.packaged import default_model_path
 
         text_model = str(default_model_path())
 

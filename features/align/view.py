@@ -301,7 +301,7 @@ def extraction_model_path(set_config: dict[str, Any], extractor: str | None = "t
     if extractor not in (None, "text.bert"):
         return None
     try:
-        from features.extractors.text import default_model_path
+        from features.extractors.packaged import default_model_path
 
         return str(default_model_path())
     except Exception:  # the package may be missing where only training runs

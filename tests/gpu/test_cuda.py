@@ -98,7 +98,8 @@ def test_efficientnet_features_on_cuda_match_the_cpu_in_full_fp32() -> None:
 
 
 def test_text_states_on_cuda_match_the_cpu() -> None:
-    from features.extractors.text import default_model_path, load_text_model
+    from features.extractors.packaged import default_model_path
+    from features.extractors.text import load_text_model
 
     try:
         path = default_model_path()

@@ -7,7 +7,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from features.extractors.base import clear_model_caches, model_cache
-from features.extractors.text import default_model_path, load_text_model
+from features.extractors.packaged import default_model_path
+from features.extractors.text import load_text_model
 
 
 def test_two_threads_asking_at_once_load_once() -> None:

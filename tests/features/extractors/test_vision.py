@@ -15,11 +15,11 @@ from features.clips import ClipInput
 from features.extractors.base import FeatureResult, create_extractor
 from features.extractors.efficientnet import (
     EfficientNetLite0,
-    default_weights_path,
     frame_features,
     imagenet_logits,
     load_efficientnet_lite0,
 )
+from features.extractors.packaged import default_weights_path
 from features.extractors.vision import EVERY_FRAME, CnnVisionExtractor, features_with_still_skip
 from features.media.video import decode_video
 
