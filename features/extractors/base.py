@@ -90,8 +90,9 @@ class Extractor(ABC):
     # An extras array of per-row booleans; a row where it is False carries no signal (a frame with no
     # face) and alignment leaves it out. None: every row counts.
     row_mask: ClassVar[str | None] = None
-    # Rough CPU seconds per media second on the CPU (benchmarks/extract.py, per stage): the flow
-    # starts the costliest batches first, so the longest one does not start last and run alone.
+    # Rough CPU seconds per media second of a batch on the CPU, one thread (the batches' walls in
+    # benchmarks/extract.py): the flow starts the costliest batches first, so the longest one does
+    # not start last and run alone on one core.
     cost_per_second: ClassVar[float] = 0.01
 
     def __init__(self, config: ExtractorConfig | None = None) -> None:

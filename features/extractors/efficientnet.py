@@ -66,8 +66,8 @@ _STAGES = (
 def tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """Pad like TF ``padding="SAME"``: total ``max((ceil(n/s)-1)*s + k - n, 0)``, extra on the right/bottom.
     The sizes are taken as Python ints, so an export traced for one frame size gets constant pads,
-    which ONNX Runtime folds into the next convolution (shape arithmetic traced per pad kept each one
-    a separate op with layout reorders around it: 16% of the CPU time per frame)."""
+    which ONNX Runtime can fold into the next convolution (``onnx_runtime.drop_omitted_inputs``);
+    traced shape arithmetic kept every pad a separate op."""
     h, w = (int(n) for n in x.shape[-2:])
     pad_h = max((math.ceil(h / stride) - 1) * stride + kernel - h, 0)
     pad_w = max((math.ceil(w / stride) - 1) * stride + kernel - w, 0)
