@@ -7,6 +7,7 @@ errors, then links shared clips and records the run. ``run_extract`` picks the t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -16,7 +17,9 @@ from typing import Any, Callable
 import torch
 from prefect import flow, get_run_logger, task
 from prefect.futures import as_completed
+from threadpoolctl import threadpool_limits
 
+from features.extractors.base import get_extractor_class
 from flows.hooks import Hooks
 from flows.runners import build_task_runner
 from stages.config import PipelineConfig
@@ -96,13 +99,21 @@ def extract_flow(config: PipelineConfig) -> ExtractSummary:
 
 
 def run_extract(config: PipelineConfig, progress: ProgressHook | None = None) -> ExtractSummary:
-    """Run the flow on the configured task runner (threads or Dask) with an optional progress hook."""
+    """Run the flow on the configured task runner (threads or Dask) with an optional progress hook.
+    On threads, the in-flight tasks share the cores: torch and the BLAS/OpenMP pools (librosa's
+    matrix products) get the cores' share of one task, or they oversubscribe the cores and OpenBLAS's
+    idle threads spin (0.4-0.6 CPU-s of a 5 CPU-s run on 2 cores, docs/performance.md)."""
     runner = build_task_runner(config.executor)
     threads = torch.get_num_threads()
-    if config.executor.dask is None:  # one torch thread per in-flight task: no oversubscription
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.executor.workers))
+    limits: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if config.executor.dask is None:
+        per_task = max(1, (os.cpu_count() or 1) // config.executor.workers)
+        torch.set_num_threads(per_task)
+        for name in config.extract.extractors:  # their modules load the pools (scipy's OpenBLAS) to limit
+            get_extractor_class(name)
+        limits = threadpool_limits(per_task)
     try:
-        with _progress.added(progress):
+        with limits, _progress.added(progress):
             return extract_flow.with_options(task_runner=runner)(config)
     finally:
         torch.set_num_threads(threads)

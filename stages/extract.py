@@ -82,8 +82,9 @@ def _cached_extractor(name: str, config_json: str) -> Extractor:
 
 
 def _limit_threads_on_dask_worker() -> None:
-    """On a Dask worker, torch uses as many threads as the worker has (1 by default), so that
-    n worker processes x 1 thread do not oversubscribe the cores (measured faster than 1 x n).
+    """On a Dask worker, torch and the BLAS/OpenMP pools use as many threads as the worker has (1 by
+    default), so that n worker processes x 1 thread do not oversubscribe the cores (measured faster
+    than 1 x n).
     A process that has not imported ``distributed`` is no Dask worker: it is not imported here for
     nothing (0.2 s of the first batch of every threads-runner run)."""
     if "distributed" not in sys.modules:
@@ -95,8 +96,10 @@ def _limit_threads_on_dask_worker() -> None:
     except (ImportError, ValueError):
         return
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(max(1, nthreads))
+    threadpool_limits(max(1, nthreads))  # for the worker process's life, not a block
 
 
 def clip_input(row: dict[str, Any]) -> ClipInput:

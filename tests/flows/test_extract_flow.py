@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from corpora.synth import generate_dataset, truncate_file, write_clip
-from flows.extract import extract_flow
+from features.extractors.base import available_extractors
+from flows.extract import extract_flow, run_extract
 from stages.config import PipelineConfig
 from stages.extract import plan
 from stages.ingest import run_ingest
@@ -233,6 +236,29 @@ def test_deterministic_errors_are_not_retried(tmp_path: Path, demo_data, prefect
     with pytest.raises(ValueError, match="a bug"):
         extract_flow(cfg)
     assert len(calls) == 1
+
+
+def test_on_threads_each_task_gets_its_share_of_the_torch_and_blas_threads(
+    tmp_path: Path, demo_data, prefect_harness
+) -> None:
+    """Two in-flight tasks on the threads runner: torch and OpenBLAS each get half the cores (else
+    OpenBLAS's idle threads spin on the other task's core), and both are given back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    cfg = _config(tmp_path / "s", demo_data.root, extractors={"audio.mfcc": {}}, batch_clips=6)
+    cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"dask": None, "workers": 2})})
+    run_ingest(cfg)
+    available_extractors()  # the extractors' libraries (numpy's and scipy's OpenBLAS) are loaded
+    before = (torch.get_num_threads(), blas_threads())
+    seen: list[tuple[int, list[int]]] = []
+    run_extract(cfg, progress=lambda res: seen.append((torch.get_num_threads(), blas_threads())))
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert seen and len(before[1]) >= 2, "the batches reported; numpy's and scipy's BLAS are seen"
+    assert all(t == share and set(blas) == {share} for t, blas in seen), (seen, before)
+    assert (torch.get_num_threads(), blas_threads()) == before
 
 
 def test_the_flow_ships_to_dask_while_a_lock_holding_progress_hook_is_registered() -> None:
