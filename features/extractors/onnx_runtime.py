@@ -15,13 +15,11 @@ them ``auto`` falls back to torch and ``onnx`` says what is missing.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from store.fingerprint import cache_root, hash_obj
+from store.fs import atomic_path
 from store.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -110,14 +109,8 @@ def publish(path: Path, export: Callable[[Path], None]) -> None:
     reader sees the old file or the whole new one, never a partial one, and two processes exporting
     at once each publish a complete (identical) file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, durable=False) as tmp:  # a lost cache file is only exported again
         export(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def export_checked(

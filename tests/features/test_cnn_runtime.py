@@ -6,6 +6,7 @@ and a missing onnxruntime is a clear error for ``runtime: onnx`` while ``auto`` 
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import textwrap
@@ -210,7 +211,10 @@ def test_export_is_cached_on_disk_and_reused(fresh_cache: Path, exports: list[tu
     assert not efficientnet.load_efficientnet_lite0(device="cpu").training  # export leaves the shared model in eval
     (cached,) = fresh_cache.glob("*.onnx")
     assert cached.name.startswith("efficientnet-lite0-224x224-")
-    assert not list(fresh_cache.glob("*.tmp"))
+    assert [p.name for p in fresh_cache.iterdir()] == [cached.name]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert cached.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes: a shared cache reads
     stamp = cached.stat().st_mtime_ns
     load_frame_encoder(device="cpu", runtime="onnx").features(frames)  # same process: same session
     clear_model_caches()  # as a new process would: the file is loaded, not exported again
