@@ -53,10 +53,10 @@ from features.extractors.efficientnet import (
     efficientnet_identity,
 )
 from features.extractors.vision import (
+    ClipRows,
     FrameCnnConfig,
     FrameCnnExtractor,
     embed_pending,
-    reuse_reason,
 )
 from features.media.probe import MediaInfo
 from features.media.streams import select_stream
@@ -154,18 +154,11 @@ def detection_size(width: int, height: int, longest: int) -> tuple[int, int]:
 
 
 @dataclass
-class _Clip:
-    """Rows of one clip as they stream in; ``source[r]`` is the row whose detection row r reuses."""
+class _Clip(ClipRows):
+    """``ClipRows`` plus each computed row's detection and the decoded frame size."""
 
-    meta: dict[str, Any]
     size: tuple[int, int] = (0, 0)  # (width, height) of the decoded frames
-    times: list[np.ndarray] = field(default_factory=list)
-    source: list[int] = field(default_factory=list)
     faces: dict[int, tuple[Face | None, int]] = field(default_factory=dict)  # row → (chosen face, n faces)
-    feats: dict[int, np.ndarray] = field(default_factory=dict)
-    ref_frame: np.ndarray | None = None
-    ref_row: int = -1
-    n_near_duplicate: int = 0
 
 
 @register_extractor
@@ -225,17 +218,10 @@ class FaceVisionExtractor(FrameCnnExtractor):
             elif kind == "frames":
                 st = states[i]
                 for frame, span in zip(ev[2], ev[3]):
-                    row = len(st.source)
-                    st.times.append(span)
                     st.size = (frame.shape[1], frame.shape[0])
-                    reason = reuse_reason(frame, st.ref_frame, cfg.still_max_diff, cfg.near_duplicate)
-                    if reason is not None:
-                        st.source.append(st.ref_row)
-                        if reason == "near_duplicate":
-                            st.n_near_duplicate += 1
+                    row = st.add(frame, span, cfg.still_max_diff, cfg.near_duplicate)
+                    if row is None:
                         continue
-                    st.source.append(row)
-                    st.ref_frame, st.ref_row = frame, row
                     faces = detect_faces(detector, frame, cfg.upsample, cfg.threshold)
                     st.faces[row] = (faces[0] if faces else None, len(faces))
                     if faces:
@@ -243,7 +229,7 @@ class FaceVisionExtractor(FrameCnnExtractor):
                         if len(pending) >= batch_size:
                             run_pending()
             elif kind == "end":
-                states[i].ref_frame = None
+                states[i].end()
         run_pending()
         return [results[i] if i in results else self._result(states[i], encoder.runtime) for i in range(len(clips))]
 

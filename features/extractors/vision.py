@@ -226,17 +226,38 @@ def features_with_still_skip(
 
 
 @dataclass
-class _ClipState:
-    """Rows of one clip as they stream in; ``source[r]`` is the row whose features row r reuses."""
+class ClipRows:
+    """Rows of one clip as its sampled frames stream in, under the reuse rule: ``source[r]`` is the
+    row whose features (and, for ``vision.face``, detection) row r takes; ``ref_frame`` is the last
+    computed frame, what the next frame is compared with. What every frame extractor keeps per clip."""
 
     meta: dict[str, Any]
     times: list[np.ndarray] = field(default_factory=list)
-    feats: dict[int, np.ndarray] = field(default_factory=dict)
     source: list[int] = field(default_factory=list)
+    feats: dict[int, np.ndarray] = field(default_factory=dict)
     ref_frame: np.ndarray | None = None
     ref_row: int = -1
     n_near_duplicate: int = 0
-    done: bool = False
+
+    def add(
+        self, frame: np.ndarray, span: np.ndarray, max_diff: int | None, near_duplicate: float | None,
+    ) -> int | None:
+        """Record a sampled frame's row: its index when the frame must be computed (it becomes the
+        reference), None when it reuses the last computed frame's row (``reuse_reason``)."""
+        row = len(self.source)
+        self.times.append(span)
+        reason = reuse_reason(frame, self.ref_frame, max_diff, near_duplicate)
+        if reason is not None:
+            self.source.append(self.ref_row)
+            self.n_near_duplicate += reason == "near_duplicate"
+            return None
+        self.source.append(row)
+        self.ref_frame, self.ref_row = frame, row
+        return row
+
+    def end(self) -> None:
+        """The clip's frames are over: its reference frame is not kept until the batch ends."""
+        self.ref_frame = None
 
 
 class _Crash:
@@ -383,7 +404,7 @@ class CnnVisionExtractor(FrameCnnExtractor):
                 for c in clips
             ]
         results: dict[int, FeatureResult | ClipFailure] = {}
-        states: dict[int, _ClipState] = {}
+        states: dict[int, ClipRows] = {}
         pending: list[tuple[int, int, np.ndarray]] = []
 
         def run_pending() -> None:
@@ -394,27 +415,17 @@ class CnnVisionExtractor(FrameCnnExtractor):
             if kind == "result":
                 results[i] = ev[2]
             elif kind == "start":
-                states[i] = _ClipState(meta=ev[2])
+                states[i] = ClipRows(meta=ev[2])
             elif kind == "frames":
-                st = states[i]
-                frames, times = ev[2], ev[3]
-                for frame, span in zip(frames, times):
-                    row = len(st.source)
-                    st.times.append(span)
-                    reason = reuse_reason(frame, st.ref_frame, cfg.still_max_diff, cfg.near_duplicate)
-                    if reason is not None:
-                        st.source.append(st.ref_row)
-                        if reason == "near_duplicate":
-                            st.n_near_duplicate += 1
+                for frame, span in zip(ev[2], ev[3]):
+                    row = states[i].add(frame, span, cfg.still_max_diff, cfg.near_duplicate)
+                    if row is None:
                         continue
-                    st.source.append(row)
-                    st.ref_frame, st.ref_row = frame, row
                     pending.append((i, row, frame))
                     if len(pending) >= batch_size:
                         run_pending()
             elif kind == "end":
-                states[i].done = True
-                states[i].ref_frame = None
+                states[i].end()
         run_pending()
 
         out: list[FeatureResult | ClipFailure] = []
