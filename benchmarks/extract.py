@@ -92,6 +92,11 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "dask-2x1-api-v4": {"executor": _D21, "batch_clips": 8, "api": True, "vision_batch": 4},
     "dask-2x1-api-b4-v4": {"executor": _D21, "batch_clips": 4, "api": True, "vision_batch": 4},
     "dask-1x2-api": {"executor": _D12, "batch_clips": 8, "api": True},
+    # on a GPU machine (issue 19): the models on CUDA, decoding, audio and the store on CPU threads, one
+    # task per thread feeding the GPU batches of up to 128 frames (``BATCH_SIZE``); run as
+    # ``--best cuda-threads-8 --shared ''`` there (CUDA must be present)
+    "cuda-threads-8": {"executor": {"dask": None, "workers": 8}, "batch_clips": 8, "device": "cuda"},
+    "cuda-threads-16": {"executor": {"dask": None, "workers": 16}, "batch_clips": 8, "device": "cuda"},
     # an experiment, not a shipped configuration: what the malloc_trim patch in docs/performance.md
     # does (with the threads runner the progress hook runs in the extracting process)
     "threads-2-t1-trim": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "malloc_trim": True},
@@ -312,6 +317,9 @@ def _pipeline_config(store: str, dataset: str, cand: dict[str, Any], stages: tup
     extractors: dict[str, dict[str, Any]] = {s: {} for s in stages}
     if "vision.cnn" in extractors and cand.get("vision_batch"):
         extractors["vision.cnn"] = {"batch_size": cand["vision_batch"]}
+    for name in ("text.bert", "vision.cnn", "vision.face"):  # the extractors with a model to put on a device
+        if name in extractors and cand.get("device"):
+            extractors[name]["device"] = cand["device"]
     return PipelineConfig.model_validate({
         "store": store,
         "dataset": {"path": dataset, "layout": "manifest"},
@@ -702,7 +710,7 @@ def _roles(r: dict[str, Any]) -> str:
 def _executor(cand: dict[str, Any]) -> str:
     ex = cand["executor"]
     if ex.get("dask") is None:
-        s = f"threads×{ex.get('workers', 2)}"
+        s = f"threads×{ex.get('workers', 2)}" + (f", models on {cand['device']}" if cand.get("device") else "")
         return s + (f", torch {cand['torch_threads']}t" if cand.get("torch_threads") else "")
     s = f"dask {ex.get('workers')}p×{ex.get('threads_per_worker', 1)}t"
     return s + (", API URL exported" if cand.get("api") else ", as shipped")
