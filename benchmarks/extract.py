@@ -566,7 +566,7 @@ def child_export(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
     ONNX graph, as the runs configure it, on the mix's clips until one has made (or loaded) it.
     Otherwise the first optimised run of a fresh work folder would include a one-time export
     (about 3 s here)."""
-    from features.extractors.base import create_extractor
+    from features.extractors.base import FeatureResult, create_extractor
     from stages.config import PipelineConfig
     from stages.extract import clip_input
     from stages.ingest import run_ingest
@@ -580,7 +580,7 @@ def child_export(spec: dict[str, Any], sampler: TreeSampler) -> dict[str, Any]:
         ext = create_extractor(name, {})
         for clip in clips:  # the first clip with this extractor's modality makes (or loads) its graph
             (res,) = ext.extract([clip])
-            if getattr(res, "absent", "failed") is None:
+            if isinstance(res, FeatureResult) and res.absent is None:
                 break
     shutil.rmtree(store, ignore_errors=True)
     return {"kind": "export", "wall_s": round(time.perf_counter() - t0, 3),
