@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import model_validator
 
+from features.extractors.base import ExtractorConfig
 from store.fingerprint import cache_root, hash_obj
 from store.fs import atomic_path
 from store.runtime import resolve_device
@@ -59,10 +61,19 @@ def missing_onnx_package() -> str | None:
     return None if found else "onnx"
 
 
-def check_runtime_device(runtime: Runtime, device: str) -> None:
-    """The configs' check: ``onnx`` runs on the CPU only, so it cannot go with device ``cuda``."""
-    if runtime == "onnx" and device == "cuda":
-        raise ValueError("runtime 'onnx' runs on the CPU: use device 'cpu' or 'auto', or runtime 'torch' for CUDA")
+class ModelRuntimeConfig(ExtractorConfig):
+    """The config fields of an extractor whose model runs on a ``device`` in a ``runtime`` (both
+    runtime fields, outside the identity), and their one check: ``onnx`` runs on the CPU only, so it
+    cannot go with device ``cuda``."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Runtime = "auto"
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_the_cpu(self) -> ModelRuntimeConfig:
+        if self.runtime == "onnx" and self.device == "cuda":
+            raise ValueError("runtime 'onnx' runs on the CPU: use device 'cpu' or 'auto', or runtime 'torch' for CUDA")
+        return self
 
 
 def resolve_runtime(runtime: Runtime, device: str) -> Literal["torch", "onnx"]:

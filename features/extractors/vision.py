@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from features.clips import ClipInput
 from features.extractors.base import (
@@ -50,7 +50,7 @@ from features.extractors.efficientnet import (
     load_efficientnet_lite0,
     load_frame_encoder,
 )
-from features.extractors.onnx_runtime import Runtime, check_runtime_device
+from features.extractors.onnx_runtime import ModelRuntimeConfig
 from features.extractors.packaged import default_weights_path
 from features.media.probe import MediaInfo, probe_media
 from features.media.streams import local_media_path
@@ -71,7 +71,7 @@ NEAR_DUPLICATE = 0.25
 EVERY_FRAME: dict[str, Any] = {"still_max_diff": None, "near_duplicate": None}
 
 
-class FrameCnnConfig(ExtractorConfig):
+class FrameCnnConfig(ModelRuntimeConfig):
     """Frame sampling, decoding and CNN settings of every EfficientNet-Lite0-on-frames extractor
     (``vision.cnn``, ``vision.face``).
 
@@ -97,17 +97,10 @@ class FrameCnnConfig(ExtractorConfig):
     still_max_diff: int | None = Field(3, ge=0, le=255)
     near_duplicate: float | None = Field(None, ge=0, le=255)
     weights: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int | None = Field(None, ge=1)  # None: BATCH_SIZE for the device the model runs on
     chunk_size: int = Field(32, ge=1)
     prefetch: int = Field(2, ge=0)
     channels_last: bool = True
-    runtime: Runtime = "auto"
-
-    @model_validator(mode="after")
-    def _onnx_runs_on_the_cpu(self) -> FrameCnnConfig:
-        check_runtime_device(self.runtime, self.device)
-        return self
 
 
 #: frames per CNN batch when the config leaves it to the device: on the CPU 4 takes 2-2.4x less time
