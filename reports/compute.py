@@ -226,17 +226,17 @@ def _feature_set_stats(store: FeatureStore, name: str, table: pa.Table, clips: l
         "splits": per_split, "absent_reasons": absent_reasons, "committed_clips": len(index),
     }
     if modality == "text":
-        metas = [index[c["clip_id"]].meta for i, c in enumerate(clips) if states[i] == "ok"]
+        metas = [index[c["clip_id"]].meta for i, c in enumerate(clips) if usable[i]]
         out["tokens"] = {"truncated": sum(1 for m in metas if m.get("truncated")),
                          "word_times": _count(m.get("word_times") for m in metas)}
     if attrs.get("extractor") == "vision.face":
         out["faces"] = {split: face_stats([index[clips[i]["clip_id"]].meta for i in range(len(clips))
-                                           if states[i] == "ok" and (split == "all" or clips[i]["split"] == split)])
+                                           if usable[i] and (split == "all" or clips[i]["split"] == split)])
                         for split in [*splits, "all"]}
     if read_values:
         mom = Moments(int(attrs.get("dim") or 1))
         bad_clips = 0
-        usable_at = {c["clip_id"]: i for i, c in enumerate(clips) if states[i] == "ok"}
+        usable_at = {c["clip_id"]: i for i, c in enumerate(clips) if usable[i]}
         means: dict[int, np.ndarray] = {}
         for row, feat in fset.iter_features((r for r in index.values() if r.length), extras=()):
             bad_clips += int(not np.isfinite(feat.values).all())
