@@ -360,21 +360,39 @@ class FeatureSet:
     def iter_features(
         self, rows: Iterable[IndexRow] | None = None, extras: Collection[str] | None = None
     ) -> Iterator[tuple[IndexRow, ClipFeatures]]:
-        """``rows`` (default: every latest row) with their features, shard by shard: one read of each
-        shard's used range instead of one per clip, for bulk readers (stats, align, benchmarks).
-        Within a shard, rows come in the order given. ``extras``: the extras to read (None: all)."""
+        """``rows`` (default: every latest row) with their features, shard by shard: one read per run of
+        nearby rows instead of one per clip, for bulk readers (stats, align, verify, benchmarks).
+        Rows less than ``ROWS_PER_CHUNK`` rows apart share a read; farther apart (a sample of a
+        merged shard) they are read apart, so a sparse subset does not read the whole shard. Within
+        a shard, rows come in offset order. ``extras``: the extras to read (None: all)."""
         by_shard: dict[str, list[IndexRow]] = {}
         for row in self.rows().values() if rows is None else rows:
             by_shard.setdefault(row.shard, []).append(row)
         for shard, items in sorted(by_shard.items()):
-            lo = min(r.offset for r in items)
-            hi = max(r.offset + r.length for r in items)
-            values, times, ex = self._read_range(shard, lo, hi, extras, cache=False)
-            for r in items:
-                sl = slice(r.offset - lo, r.offset - lo + r.length)
-                yield r, self._features(r, values[sl], times[sl], {k: v[sl] for k, v in ex.items()})
+            for run in _nearby_runs(items, ROWS_PER_CHUNK):
+                lo = run[0].offset
+                hi = max(r.offset + r.length for r in run)
+                values, times, ex = self._read_range(shard, lo, hi, extras, cache=False)
+                for r in run:
+                    sl = slice(r.offset - lo, r.offset - lo + r.length)
+                    yield r, self._features(r, values[sl], times[sl], {k: v[sl] for k, v in ex.items()})
 
     @staticmethod
     def _features(row: IndexRow, values: np.ndarray, times: np.ndarray, extras: dict[str, np.ndarray]) -> ClipFeatures:
         return ClipFeatures(clip_id=row.clip_id, values=values, times=times, extras=extras, meta=dict(row.meta),
                             absent=row.absent, fingerprint=row.fingerprint)
+
+
+def _nearby_runs(rows: list[IndexRow], gap: int) -> Iterator[list[IndexRow]]:
+    """``rows`` of one shard in offset order, cut where the rows between two of them would exceed
+    ``gap`` (reading a smaller gap costs less than another read)."""
+    run: list[IndexRow] = []
+    end = 0
+    for row in sorted(rows, key=lambda r: r.offset):
+        if run and row.offset - end > gap:
+            yield run
+            run = []
+        run.append(row)
+        end = max(end, row.offset + row.length)
+    if run:
+        yield run

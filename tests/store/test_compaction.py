@@ -293,6 +293,29 @@ def test_streamed_verify_finds_a_corrupted_shard_and_samples(tmp_path: Path) -> 
     assert len(verify(store, sample=5, seed=1)) <= 3
 
 
+def test_a_sampled_verify_of_a_merged_shard_reads_the_sampled_clips_not_the_whole_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, fset = _store(tmp_path)
+    for i in range(24):  # 24 one-clip batches of 600 rows, merged into one shard of 14,400 rows
+        fset.commit([(f"c{i}", f"fp{i}", feature_result(600, seed=i), 1.0)])
+    fset.compact()
+    fresh = _fresh(tmp_path)
+    assert len({r.shard for r in fresh.rows().values()}) == 1
+    spans: list[int] = []
+    read_range = FeatureSet._read_range
+
+    def counting(self: FeatureSet, shard: str, start: int, stop: int | None, *args: object, **kw: object):  # type: ignore[no-untyped-def]
+        spans.append((stop or 0) - start)
+        return read_range(self, shard, start, stop, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FeatureSet, "_read_range", counting)
+    assert verify(store, sample=3, seed=2) == []
+    assert sum(spans) <= 3 * 600 + 2 * 2048  # the sampled rows and at most the gaps under one chunk
+    spans.clear()
+    assert verify(store) == [] and spans == [24 * 600]  # a full verify: still one read of the shard
+
+
 def test_vacuum_after_compaction_keeps_referenced_shards_and_removes_orphans(tmp_path: Path) -> None:
     store, fset = _store(tmp_path)
     _commit_batches(fset, 0, 3)
