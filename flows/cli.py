@@ -23,6 +23,7 @@ from flows.console import (
     train_with_progress,
 )
 from flows.export_cli import export_app
+from flows.server_guard import guard_temporary_server
 from flows.store_cli import store_app
 from stages.config import PipelineConfig, dump_config, load_config
 from store.errors import ConfigError, EmoflowError
@@ -48,6 +49,7 @@ class _UserErrorsExit2(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context, which has no public name
         logging.getLogger("prefect.flow_runs").addFilter(_NO_USER_ERROR_TRACEBACKS)  # once: same instance
+        guard_temporary_server()
         try:
             with ephemeral_flow_settings():
                 return super().invoke(ctx)
