@@ -38,17 +38,13 @@ class MMSAExport:
     notes: list[str] = field(default_factory=list)
 
 
-def _read(view: AlignedView, name: str) -> np.ndarray:
-    return np.asarray(view.array(name)[...])
-
-
 def _text_bert(view: AlignedView, length: int | None) -> np.ndarray | None:
     """[N, 3, L] float32 (input ids, attention mask, token type ids = 0) from the view's token ids,
     cut or zero-padded to ``length`` (None: the view's own token length T)."""
     if not view.has_array("text_tokens/input_ids"):
         return None
-    ids = _read(view, "text_tokens/input_ids")
-    att = _read(view, "text_tokens/attention_mask")
+    ids = view.read("text_tokens/input_ids")
+    att = view.read("text_tokens/attention_mask")
     if not att.any():  # the text set stores no token ids (align writes an all-padding placeholder)
         return None
     width = ids.shape[1] if length is None else length
@@ -82,8 +78,8 @@ def build_mmsa(store: FeatureStore | str, view_name: str) -> tuple[dict[str, dic
     lengths: dict[str, np.ndarray] = {}
     for m in MODALITIES:
         if m in view.modalities:
-            values[m] = _read(view, f"{m}/values")
-            lengths[m] = np.maximum(_read(view, f"{m}/lengths").astype(np.int64), 1)
+            values[m] = view.read(f"{m}/values")
+            lengths[m] = np.maximum(view.read(f"{m}/lengths").astype(np.int64), 1)
         else:
             values[m] = np.zeros((n, 1, 1), np.float32)
             lengths[m] = np.ones(n, np.int64)

@@ -89,8 +89,8 @@ def _index_table(rows: list[IndexRow]) -> pa.Table:
 
 def checksum(values: np.ndarray, times: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(values).tobytes())
-    h.update(np.ascontiguousarray(times).tobytes())
+    h.update(np.ascontiguousarray(values).data)  # the buffers themselves: no copy
+    h.update(np.ascontiguousarray(times).data)
     return h.hexdigest()
 
 
@@ -358,13 +358,17 @@ class FeatureSet:
         return self._features(row, values, times, ex)
 
     def iter_features(
-        self, rows: Iterable[IndexRow] | None = None, extras: Collection[str] | None = None
+        self, rows: Iterable[IndexRow] | None = None, extras: Collection[str] | None = None, check: bool = True
     ) -> Iterator[tuple[IndexRow, ClipFeatures]]:
         """``rows`` (default: every latest row) with their features, shard by shard: one read per run of
         nearby rows instead of one per clip, for bulk readers (stats, align, verify, benchmarks).
         Rows less than ``ROWS_PER_CHUNK`` rows apart share a read; farther apart (a sample of a
         merged shard) they are read apart, so a sparse subset does not read the whole shard. Within
-        a shard, rows come in offset order. ``extras``: the extras to read (None: all)."""
+        a shard, rows come in offset order. ``extras``: the extras to read (None: all).
+
+        ``check``: a clip whose values and times do not match the checksum committed with them (a
+        damaged or deleted chunk, which Zarr reads back as zeros) raises ``StoreError`` instead of
+        handing what a view or report is built from wrong numbers; ``verify`` checks on its own."""
         by_shard: dict[str, list[IndexRow]] = {}
         for row in self.rows().values() if rows is None else rows:
             by_shard.setdefault(row.shard, []).append(row)
@@ -375,6 +379,11 @@ class FeatureSet:
                 values, times, ex = self._read_range(shard, lo, hi, extras, cache=False)
                 for r in run:
                     sl = slice(r.offset - lo, r.offset - lo + r.length)
+                    if check and checksum(values[sl], times[sl]) != r.checksum:
+                        raise StoreError(
+                            f"feature set {self.name}: clip {r.clip_id!r}: stored features do not match their "
+                            f"checksum (shard {shard} is damaged); `emoflow store verify` lists every damaged clip, "
+                            "`emoflow extract --force` with this set's extractor computes them again")
                     yield r, self._features(r, values[sl], times[sl], {k: v[sl] for k, v in ex.items()})
 
     @staticmethod

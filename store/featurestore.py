@@ -25,7 +25,7 @@ from store import schema
 from store.errors import StoreConflictError, StoreError
 from store.featureset import FeatureSet
 from store.fingerprint import MODALITY_INPUTS, feature_fingerprints, hash_obj
-from store.fs import StoreFS
+from store.fs import StoreFS, damaged_as_store_error
 from store.ids import new_id, now_utc
 
 FORMAT = "emoflow-store"
@@ -35,9 +35,34 @@ FORMAT_VERSION = 2  # 2: a feature set's index may be consolidated (store.index)
 READABLE_VERSIONS = (1, 2)  # a version 1 store is a version 2 store that was never compacted
 
 
+#: Longest component ``quote_name`` returns: a file named by it keeps room for the longest suffix a
+#: store adds (``.parquet``, 8) and ``store.fs.atomic_path``'s ``.tmp-<32 hex>-`` prefix (38) within
+#: the 255 bytes a file name may have (ext4, APFS, NTFS, object-store tools). Names that were short
+#: enough before keep their component, so a rerun overwrites the same file.
+NAME_LIMIT = 255 - 38 - 8
+_NAME_HASH = 16  # hex digits of sha256 of the full name after a cut: collisions need 2^32 long names
+
+
 def quote_name(name: str) -> str:
-    """A run or video name as one path component (separators and the like percent-quoted)."""
-    return quote(name, safe="")
+    """A user-given name (run, video, report) as one path component that every store can write.
+
+    Percent-quoted (separators, non-ASCII, a leading ``.`` that would hide the file from listings);
+    when that is longer than ``NAME_LIMIT``, a readable prefix cut at a character boundary, ``+``
+    (which quoting never leaves, so a cut name never equals a whole one) and a hash of the full
+    name: deterministic, so a rerun overwrites the same file."""
+    quoted = [quote(c, safe="", errors="surrogatepass") for c in name]
+    if quoted[:1] == ["."]:
+        quoted[0] = "%2E"
+    whole = "".join(quoted)
+    if len(whole) <= NAME_LIMIT:
+        return whole
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_NAME_HASH]
+    prefix, room = "", NAME_LIMIT - 1 - _NAME_HASH
+    for q in quoted:
+        if len(prefix) + len(q) > room:
+            break
+        prefix += q
+    return f"{prefix}+{digest}"
 
 
 class FeatureStore:
@@ -54,7 +79,7 @@ class FeatureStore:
     def open(cls, url: str | os.PathLike[str], create: bool = False) -> FeatureStore:
         fs = StoreFS(url)
         if fs.exists("store.json"):
-            meta = json.loads(fs.read_bytes("store.json"))
+            meta = fs.read_json("store.json", "store description")
             if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
                 raise StoreError(f"{fs.url}: not an emoflow store of format version {FORMAT_VERSION}: {meta}")
         elif create:
@@ -69,7 +94,7 @@ class FeatureStore:
     def upgrade_format(self) -> None:
         """Mark the store as format ``FORMAT_VERSION`` (before its first compaction publishes): code that
         reads version 1 only then refuses the store instead of missing the consolidated rows."""
-        meta = json.loads(self.fs.read_bytes("store.json"))
+        meta = self.fs.read_json("store.json", "store description")
         if meta.get("version") != FORMAT_VERSION:
             meta |= {"version": FORMAT_VERSION, "upgraded": now_utc().isoformat()}
             self.fs.write_bytes_atomic("store.json", json.dumps(meta).encode())
@@ -87,8 +112,9 @@ class FeatureStore:
         if not self.fs.exists("clips.parquet"):
             return schema.CLIPS.empty_table(), hashlib.sha256(b"").hexdigest()
         data = self.fs.read_bytes("clips.parquet")
-        table = pq.read_table(io.BytesIO(data))
-        return schema.conform(table, schema.CLIPS), hashlib.sha256(data).hexdigest()  # older stores lack columns
+        with damaged_as_store_error(self.fs.path("clips.parquet"), "clip table"):
+            table = schema.conform(pq.read_table(io.BytesIO(data)), schema.CLIPS)  # older stores lack columns
+        return table, hashlib.sha256(data).hexdigest()
 
     # -- planning cache ----------------------------------------------------------------------
     def cached_fingerprints(self, set_name: str, key: str) -> list[str] | None:
@@ -210,7 +236,7 @@ class FeatureStore:
         self.fs.write_bytes_atomic(MEDIA_SOURCES, json.dumps(sources, indent=1, sort_keys=True).encode())
 
     def media_sources(self) -> dict[str, str]:
-        return json.loads(self.fs.read_bytes(MEDIA_SOURCES)) if self.fs.exists(MEDIA_SOURCES) else {}
+        return self.fs.read_json(MEDIA_SOURCES, "media source record") if self.fs.exists(MEDIA_SOURCES) else {}
 
     # -- listings --------------------------------------------------------------------------
     def view_names(self) -> list[str]:

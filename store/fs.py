@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,19 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore, LocalStore
 
 from store.errors import StoreError
+
+
+@contextmanager
+def damaged_as_store_error(path: str, what: str) -> Iterator[None]:
+    """Reading ``path``: a damaged file (truncated, not Parquet/JSON, JSON of the wrong shape)
+    becomes a ``StoreError`` naming the file and what it should be, not a library traceback. A
+    missing file stays ``FileNotFoundError``: callers tell "absent" (or "removed meanwhile") apart."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"{path}: unreadable {what}: {type(exc).__name__}: {exc}") from exc
 
 
 @contextmanager
@@ -162,7 +176,19 @@ class StoreFS:
         self.write_bytes_atomic(rel, buf.getvalue())
 
     def read_parquet(self, rel: str) -> pa.Table:
-        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+        data = self.read_bytes(rel)
+        with damaged_as_store_error(self.path(rel), "Parquet file"):
+            return pq.read_table(io.BytesIO(data))
+
+    def read_json(self, rel: str, what: str) -> dict[str, Any]:
+        """A JSON object; ``what`` names it in the error when the file is damaged or holds another
+        kind of JSON value."""
+        data = self.read_bytes(rel)
+        with damaged_as_store_error(self.path(rel), what):
+            doc = json.loads(data)
+            if not isinstance(doc, dict):
+                raise TypeError(f"a JSON {type(doc).__name__}, not an object")
+            return doc
 
     def read_parquet_dir(self, rel: str, schema: pa.Schema) -> pa.Table:
         """Concatenate every ``*.parquet`` directly under ``rel`` (temp files are skipped); a column the

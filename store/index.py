@@ -25,12 +25,17 @@ Two compactions at once could each delete parts the other's manifest does not co
 compaction holds ``compact.lock`` (an exclusive create); a second one skips. A crash at any step
 leaves a readable store: before the manifest, an unreferenced consolidated file (vacuum removes
 it); after it, covered parts that readers skip (the next compaction or vacuum removes them).
+
+The manifest is the one file whose loss hides rows: once a compaction deleted the parts it covered,
+their rows are only in the consolidated file it named. ``stranded`` finds such rows (verify reports
+them, vacuum refuses to run), and a compaction restores the manifest before anything else.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import time
@@ -45,14 +50,17 @@ import pyarrow.parquet as pq
 
 from store import schema
 from store.errors import StoreError
-from store.fs import StoreFS
+from store.fs import StoreFS, damaged_as_store_error
 from store.ids import new_id, now_utc
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LOCK = "compact.lock"
 READ_ATTEMPTS = 8  # re-reads after a concurrent compaction removed a file between listing and reading
 ROW_GROUP_ROWS = 65_536  # consolidated row groups: min/max statistics let a filtered read skip the rest
 COMPACT_AFTER_PARTS = 256  # ``maybe_compact``'s default: ≈ 0.3 s of part opens before a compaction pays
+ROW_KEY = ("clip_id", "committed_at", "fingerprint")  # a committed row's identity (shard merging keeps it)
 
 
 def checkpoint(step: str) -> None:
@@ -115,14 +123,49 @@ class SetIndex:
 
     def manifest(self) -> Manifest | None:
         try:
-            return Manifest.from_json(self.fs.read_bytes(f"{self.rel}/index/{MANIFEST}"))
+            data = self.fs.read_bytes(f"{self.rel}/index/{MANIFEST}")
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError) as exc:
-            raise StoreError(f"{self.fs.path(self.rel, 'index', MANIFEST)}: unreadable index manifest: {exc}") from exc
+        with damaged_as_store_error(self.fs.path(self.rel, "index", MANIFEST), "index manifest"):
+            return Manifest.from_json(data)
 
     def consolidated_names(self) -> list[str]:
         return [n for n in self.fs.ls(f"{self.rel}/consolidated") if n.endswith(".parquet") and not n.startswith(".")]
+
+    def stranded(self) -> dict[str, int]:
+        """Consolidated files the manifest does not name that hold rows no reader sees (in no part and
+        not in the live consolidated file), by name, with how many: what a lost ``manifest.json``
+        leaves after a compaction deleted the parts it covered. A crashed compaction's file, or the
+        one a later compaction replaced, holds none (its rows are all still readable); an unreadable
+        one holds nothing to restore."""
+        manifest = self.manifest()
+        others = [n for n in self.consolidated_names() if manifest is None or n != manifest.consolidated]
+        if not others:
+            return {}
+        seen = _row_keys(self.read(ROW_KEY))
+        found = {}
+        for name in others:
+            try:
+                found[name] = len(_row_keys(self._read_consolidated(name, ROW_KEY, None)) - seen)
+            except StoreError:
+                continue
+        return {n: rows for n, rows in found.items() if rows}
+
+    def _restore_manifest(self) -> Manifest | None:
+        """Under the compaction lock, with no manifest: name the newest stranded consolidated file
+        again, covering the parts whose rows it holds (those a crash kept from being deleted)."""
+        stranded = self.stranded()
+        if not stranded:
+            return None
+        name = max(stranded)  # ids sort by creation time; a newer compaction holds an older one's rows
+        table = self._read_consolidated(name, ROW_KEY, None)
+        keys = _row_keys(table)
+        covered = frozenset(p for p in self.part_names() if _row_keys(self._read_part(p, ROW_KEY, None)) <= keys)
+        restored = Manifest(name, covered, table.num_rows, now_utc().isoformat())
+        self.fs.write_bytes_atomic(f"{self.rel}/index/{MANIFEST}", restored.to_json())
+        log.warning("%s: index manifest was missing; restored it naming consolidated/%s (%d rows, %d parts)",
+                    self.fs.path(self.rel), name, table.num_rows, len(covered))
+        return restored
 
     def uncovered_parts(self) -> list[str]:
         """Parts a reader opens one by one: those the manifest does not cover."""
@@ -137,14 +180,17 @@ class SetIndex:
         clip id, so row-group statistics skip every row group but the one holding a clip."""
         path = self.fs.path(self.rel, "consolidated", name)
         filters = [("clip_id", "in", list(clip_ids))] if clip_ids is not None else None
-        if self.fs.is_local:
-            return pq.read_table(path, columns=list(columns), filters=filters)
-        with self.fs.fs.open(path, "rb") as f:
-            return pq.read_table(f, columns=list(columns), filters=filters)
+        with damaged_as_store_error(path, "consolidated index file"):
+            if self.fs.is_local:
+                return pq.read_table(path, columns=list(columns), filters=filters)
+            with self.fs.fs.open(path, "rb") as f:
+                return pq.read_table(f, columns=list(columns), filters=filters)
 
     def _read_part(self, name: str, columns: Sequence[str], clip_ids: Sequence[str] | None) -> pa.Table:
         # ParquetFile on an in-memory buffer, one thread: half the cost of pq.read_table per small part
-        table = pq.ParquetFile(pa.BufferReader(self.fs.read_bytes(f"{self.rel}/index/{name}"))).read(use_threads=False)
+        data = self.fs.read_bytes(f"{self.rel}/index/{name}")
+        with damaged_as_store_error(self.fs.path(self.rel, "index", name), "index part"):
+            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
         if clip_ids is not None:
             table = table.filter(pc.is_in(table.column("clip_id"), pa.array(list(clip_ids), pa.string())))
         return _conform(table, columns)
@@ -188,9 +234,9 @@ class SetIndex:
         held = self.fs.create_exclusive(rel, body)
         if not held:
             try:
-                since = float(json.loads(self.fs.read_bytes(rel)).get("time", 0.0))
-            except (FileNotFoundError, ValueError):
-                since = 0.0
+                since = float(self.fs.read_json(rel, "compaction lock").get("time", 0.0))
+            except (FileNotFoundError, StoreError, ValueError):
+                since = 0.0  # gone, or damaged by its killed holder: as good as stale
             if time.time() - since >= stale_seconds:
                 self.fs.rm(rel)
                 held = self.fs.create_exclusive(rel, body)
@@ -216,6 +262,8 @@ class SetIndex:
             if not held:
                 return None
             # Under the lock nobody else deletes an uncovered part or the live consolidated file.
+            if self.manifest() is None:
+                self._restore_manifest()  # a lost manifest: compacting without it would strand its rows
             manifest, names, new, table = self._snapshot(schema.INDEX.names)
             if len(new) < min_parts or (not new and rewrite is None):
                 return None
@@ -254,6 +302,10 @@ class SetIndex:
         """Covered parts still on disk (a compaction stopped before deleting them): safe to delete."""
         manifest = self.manifest()
         return [n for n in self.part_names() if manifest and n in manifest.parts]
+
+
+def _row_keys(table: pa.Table) -> set[tuple[object, ...]]:
+    return set(zip(*(table.column(c).to_pylist() for c in ROW_KEY)))
 
 
 def latest_per_clip(table: pa.Table) -> pa.Table:

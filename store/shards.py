@@ -151,5 +151,5 @@ def retired_records(fset: FeatureSet) -> dict[str, list[str]]:
     for name in fset.fs.ls(f"{fset.rel}/{RETIRED}"):
         if name.endswith(".json") and not name.startswith("."):
             rel = f"{fset.rel}/{RETIRED}/{name}"
-            out[rel] = list(json.loads(fset.fs.read_bytes(rel)).get("shards", []))
+            out[rel] = [str(s) for s in fset.fs.read_json(rel, "shard retirement record").get("shards", [])]
     return out

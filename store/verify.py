@@ -5,18 +5,22 @@ clip table stands in each feature set."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import zarr
+from zarr.errors import ZarrUserWarning
 
 from store.errors import StoreError
 from store.featureset import ClipFeatures, FeatureSet, IndexRow, checksum
 from store.featurestore import FeatureStore
 from store.index import CompactResult
 from store.shards import retired_records
+from store.views import VIEW_SHARD, open_view
 
 VERIFY_BLOCK_ROWS = 4096  # index rows turned into IndexRows at a time: verify's memory is one block + one shard
 
@@ -28,20 +32,27 @@ class Problem:
     problem: str
 
 
+STORE = "(store)"  # the ``feature_set`` of a problem with the store's own files
+
+
 def verify(
     store: FeatureStore, sets: Iterable[str] | None = None, sample: int | None = None, seed: int = 0
 ) -> list[Problem]:
     """Check the latest index rows of ``sets`` (None: all) against their shards: shape, dim, dtype,
     finite values, checksum. Streamed: rows sorted by shard, one read per shard range (not five array
-    opens per clip), a block of rows in memory at a time. ``sample``: that many random rows per set."""
-    problems: list[Problem] = []
+    opens per clip), a block of rows in memory at a time. ``sample``: that many random rows per set.
+    Without ``sets``, also the store's own tables, its aligned views and what no command would see:
+    a set folder without its group document, rows only a consolidated file no manifest names."""
+    problems = _store_files(store) if sets is None else []
     for name in store.feature_set_names() if sets is None else sets:
         try:
             fset = store.feature_set(name)
             index = fset.index()
+            stranded = fset.index_files.stranded()
         except StoreError as exc:
             problems.append(Problem(name, "", f"index unreadable: {exc}"))
             continue
+        problems += [Problem(name, "", stranded_message(file, rows)) for file, rows in stranded.items()]
         if sample is not None and sample < index.num_rows:
             pick = np.random.default_rng(seed).choice(index.num_rows, size=sample, replace=False)
             index = index.take(pa.array(np.sort(pick)))
@@ -49,6 +60,52 @@ def verify(
         for rows in _shard_blocks(index):
             for row, feat in _read_shard_rows(fset, rows, problems):
                 problems.extend(_check(name, row, feat, dim))
+    return problems
+
+
+def stranded_message(file: str, rows: int) -> str:
+    return (f"index manifest lost: consolidated/{file} holds {rows} committed rows no reader sees; "
+            "`emoflow store compact` restores the manifest")
+
+
+def _store_files(store: FeatureStore) -> list[Problem]:
+    """The clip, reject and failure tables, each aligned view, and feature-set folders that every
+    command skips because their group document (``zarr.json``) is gone."""
+    problems = []
+    for read in (store.clips, store.rejects, lambda: store.failures(active_only=False)):
+        try:
+            read()
+        except StoreError as exc:
+            problems.append(Problem(STORE, "", str(exc)))
+    for name in store.fs.ls("features"):
+        if not name.startswith(".") and not store.fs.exists(f"features/{name}/zarr.json"):
+            problems.append(Problem(name, "", f"{store.fs.path('features', name, 'zarr.json')} is missing: every "
+                                    "command skips this feature set (its index and shards are kept)"))
+    for name in store.view_names():
+        problems += [Problem(f"view {name}", "", p) for p in verify_view(store, name)]
+    return problems
+
+
+def verify_view(store: FeatureStore, name: str) -> list[str]:
+    """Problems reading aligned view ``name``: its description, clip table and every array, read a
+    zarr shard of clips at a time."""
+    try:
+        view = open_view(store, name)
+        with warnings.catch_warnings():  # the view folder also holds view.json and clips.parquet
+            warnings.simplefilter("ignore", ZarrUserWarning)
+            members = view.group().members(max_depth=None)
+        arrays = [(path, node) for path, node in members if isinstance(node, zarr.Array)]
+    except StoreError as exc:
+        return [str(exc)]
+    problems = []
+    for path, arr in arrays:
+        try:
+            if arr.ndim < 2:  # a vector (mean, std): one chunk
+                arr[...]
+            for start in range(0, arr.shape[0] if arr.ndim >= 2 else 0, VIEW_SHARD):
+                arr[start:start + VIEW_SHARD]
+        except Exception as exc:  # any decode error is a finding, not a crash
+            problems.append(f"array {path!r} unreadable: {type(exc).__name__}: {exc}")
     return problems
 
 
@@ -73,7 +130,7 @@ def _read_shard_rows(
     """One shard's rows with their features, one range read; when that fails, clip by clip, so
     a bad chunk names only the clips it holds. An unreadable clip is a finding, not a crash."""
     try:
-        read = list(fset.iter_features(rows, extras=()))  # the checksum covers values and times
+        read = list(fset.iter_features(rows, extras=(), check=False))  # _check compares the checksum
     except Exception:  # narrowed below, clip by clip
         read = []
     if len(read) == len(rows):
@@ -171,6 +228,10 @@ def vacuum(store: FeatureStore, grace_seconds: float = 3600.0) -> list[tuple[str
     index parts a consolidated file covers (a compaction stopped before deleting them) and
     consolidated files no manifest names, older than the grace period (a crashed compaction's), and
     shard retirement records past it."""
+    stranded = [f"feature set {name}: {stranded_message(file, rows)}" for name in store.feature_set_names()
+                for file, rows in store.feature_set(name).index_files.stranded().items()]
+    if stranded:  # its shards look unreferenced: removing them would lose every row the lost manifest named
+        raise StoreError("refusing to vacuum: " + "; ".join(stranded))
     removed = orphan_shards(store, grace_seconds)
     for name, shard in removed:
         store.fs.rm(f"features/{name}/shards/{shard}")

@@ -20,7 +20,7 @@ import zarr
 
 from store.errors import StoreError
 from store.featureset import COMPRESSORS
-from store.fs import StoreFS
+from store.fs import StoreFS, damaged_as_store_error
 from store.schema import CLASS_LABELS, conform
 
 #: a view's clip table: the score and, for categorical targets, the class labels (null when absent)
@@ -136,6 +136,12 @@ class AlignedView:
         except KeyError:
             raise StoreError(f"view {self.name!r} has no array {name!r}") from None
 
+    def read(self, name: str) -> np.ndarray:
+        """A whole array; a damaged chunk is a ``StoreError`` naming the view and the array."""
+        arr = self.array(name)
+        with damaged_as_store_error(self.fs.path(self.rel, name), f"array of aligned view {self.name!r}"):
+            return np.asarray(arr[...])
+
     def has_array(self, name: str) -> bool:
         try:
             self.group()[name]
@@ -149,7 +155,8 @@ def open_view(store: Any, name: str) -> AlignedView:
     rel = f"aligned/{name}"
     if not fs.exists(f"{rel}/view.json"):
         raise StoreError(f"{fs.url}: no aligned view {name!r} (run `emoflow align` first)")
-    attrs = json.loads(fs.read_bytes(f"{rel}/view.json"))
-    clips = conform(fs.read_parquet(f"{rel}/clips.parquet"), CLIPS_SCHEMA)  # views older than the class columns
+    attrs = fs.read_json(f"{rel}/view.json", "view description")
+    with damaged_as_store_error(fs.path(rel, "clips.parquet"), "view clip table"):
+        clips = conform(fs.read_parquet(f"{rel}/clips.parquet"), CLIPS_SCHEMA)  # views older than the class columns
     return AlignedView(fs=fs, name=name, attrs=attrs, clips=clips)
 

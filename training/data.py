@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from store.errors import ConfigError
+from store.fs import damaged_as_store_error
 from store.runtime import resolve_device
 from store.schema import STD_FLOOR
 from store.views import VIEW_SHARD, AlignedView, group_array, open_view
@@ -171,7 +172,8 @@ class _BlockCache:
         block = self.blocks.get(key)
         if block is None:
             start = key[1] * step
-            block = np.asarray(arr[start : start + step])
+            with damaged_as_store_error(str(arr.store_path), "aligned view array"):
+                block = np.asarray(arr[start : start + step])
             with suppress(ValueError):  # a block larger than the whole budget is not kept
                 self.blocks[key] = block
         return block[row - key[1] * step]
