@@ -222,7 +222,8 @@ class SetIndex:
                 return self._snapshot(cols, clip_ids)[3]
             except FileNotFoundError as exc:  # a compaction removed a file we listed: read the new state
                 last = exc
-        raise StoreError(f"{self.fs.path(self.rel, 'index')}: index files keep vanishing while read: {last}")
+        raise StoreError(f"{self.fs.path(self.rel, 'index')}: an index file is missing at each of "
+                         f"{READ_ATTEMPTS} reads (deleted, or replaced by compactions while this read): {last}")
 
     # -- compaction ------------------------------------------------------------------------
     @contextmanager
