@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ from store.schema import CLASS_LABELS
 log = logging.getLogger(__name__)
 
 CSV_FIELD_LIMIT = 16 << 20  # characters per CSV field: a feature-length transcript fits
+AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus"})  # audio-only media
+MEDIA_SUFFIXES = AUDIO_SUFFIXES | {".mp4", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m4v"}  # media, found by name
 
 
 # -- reading helpers ------------------------------------------------------------------------
@@ -79,12 +82,23 @@ def _source(path: Path, line: int) -> str:
 
 def _csv_header(text: str, path: Path) -> list[str]:
     """Column names: quotes removed by the CSV parser (also after a space: ``a, "b"``),
-    surrounding whitespace dropped."""
+    surrounding whitespace dropped. A name given twice is a ManifestError: a row would keep one of
+    its two values, silently (unnamed columns, as trailing commas make, are never read and may repeat)."""
     try:
         first = next(csv.reader(io.StringIO(text, newline=""), skipinitialspace=True), [])
     except csv.Error as exc:
         raise ManifestError(f"{path}: the header line cannot be parsed as CSV: {exc}") from exc
-    return [name.strip() for name in first]
+    header = [name.strip() for name in first]
+    problem = _duplicates("column", (name for name in header if name))
+    if problem:
+        raise ManifestError(f"{path}: {problem}")
+    return header
+
+
+def _duplicates(what: str, names: Iterable[str]) -> str:
+    """``duplicate <what> 'a'`` (``<what>s 'a', 'b'``) naming each name given more than once; "": none is."""
+    twice = sorted(name for name, n in Counter(names).items() if n > 1)
+    return f"duplicate {what}{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))}" if twice else ""
 
 
 def _read_csv(
@@ -122,14 +136,30 @@ def _read_csv(
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # JSON text never holds a raw CR or LF, so these are line ends
 
 
+class _DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (``json`` would keep the last value silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object as a dict, or ``_DuplicateKeyError``."""
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        raise _DuplicateKeyError(_duplicates("key", (key for key, _ in pairs)))
+    return row
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
-    """``(source, object)`` per non-blank line; a line that is not a JSON object is a ``Reject``."""
+    """``(source, object)`` per non-blank line; a line that is not a JSON object, or whose objects
+    name a key twice, is a ``Reject``."""
     for i, line in enumerate(_LINE_BREAK.split(_read_text(path)), start=1):
         if not line.strip():
             continue
         source = _source(path, i)
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except _DuplicateKeyError as exc:
+            yield source, Reject(INVALID_ROW, f"{source}: {exc}")
+            continue
         except (json.JSONDecodeError, RecursionError) as exc:
             yield source, Reject(INVALID_ROW, f"{source}: not valid JSON: {str(exc)[:200]}")
             continue
@@ -139,14 +169,28 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
         yield source, row
 
 
-def _find_media(directory: Path, stem: str, root: Path) -> str | None:
-    """The first file (by name) in ``directory`` named ``stem.<ext>``, relative to ``root``:
-    an exact name match, never a glob, so ids with ``*`` or ``[`` cannot pick another file."""
+def _media_names(folder: Path) -> dict[str, str]:
+    """Stem -> name of the media files in ``folder`` (``MEDIA_SUFFIXES``, any case; none if it cannot
+    be listed): other files, such as an OpenFace ``.csv`` next to a clip, are never its media. Of
+    several with one stem, a video comes before an audio-only file (audio extracted next to its
+    video must not cost the clip its frames), then the first by name."""
     try:
-        names = sorted(p.name for p in directory.iterdir() if p.stem == stem)
+        names = [p.name for p in folder.iterdir()]
     except OSError:
-        return None
-    return str((directory / names[0]).relative_to(root)) if names else None
+        return {}
+    found: dict[str, str] = {}
+    for name in sorted(names, key=lambda n: (os.path.splitext(n)[1].lower() in AUDIO_SUFFIXES, n)):
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() in MEDIA_SUFFIXES:
+            found.setdefault(stem, name)
+    return found
+
+
+def _find_media(directory: Path, stem: str, root: Path) -> str | None:
+    """The media file of ``stem`` in ``directory`` (``_media_names``), relative to ``root``: an exact
+    name match, never a glob, so ids with ``*`` or ``[`` cannot pick another file."""
+    name = _media_names(directory).get(stem)
+    return str((directory / name).relative_to(root)) if name else None
 
 
 # -- layouts --------------------------------------------------------------------------------
@@ -270,9 +314,11 @@ def _mosi_video(root: Path, vid: str) -> tuple[dict[str, str], dict[str, Any], s
     words_path = root / "Transcript" / "Words" / f"{vid}.json"
     try:
         texts = _read_annotprocessed(transcript) if transcript.exists() else {}
-        words = json.loads(words_path.read_bytes()) if words_path.exists() else {}
+        words = json.loads(words_path.read_bytes(), object_pairs_hook=_unique_keys) if words_path.exists() else {}
     except OSError as exc:
         return Reject(INVALID_WORDS, f"cannot read the transcript of video {vid!r}: {exc}")
+    except _DuplicateKeyError as exc:
+        return Reject(INVALID_WORDS, f"{words_path.relative_to(root)}: {exc}")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return Reject(INVALID_WORDS, f"{words_path.relative_to(root)} is not valid JSON: {str(exc)[:200]}")
     if not isinstance(words, dict):
@@ -334,16 +380,7 @@ class _MeldMedia:
         self.found: dict[str, tuple[Path, dict[str, str]] | None] = {}
 
     def _index(self, folder: Path) -> dict[str, str]:
-        names: dict[str, str] = {}
-        try:
-            listing = sorted(p.name for p in folder.iterdir())
-        except OSError:
-            return names
-        for name in listing:
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() in MEDIA_SUFFIXES and _MELD_STEM.fullmatch(stem):
-                names.setdefault(stem, name)
-        return names
+        return {stem: name for stem, name in _media_names(folder).items() if _MELD_STEM.fullmatch(stem)}
 
     def folder_of(self, part: str) -> tuple[Path, dict[str, str]] | None:
         if part not in self.found:
@@ -483,9 +520,6 @@ def detect_layout(path: Path) -> str:
 
 # -- media layout: new, unlabeled media to score ---------------------------------------------
 PREDICT_SPLIT = "predict"  # the split of unlabeled clips (corpora.ingest.validate accepts no label there)
-MEDIA_SUFFIXES = frozenset(
-    {".mp4", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m4v", ".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus"}
-)
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,47 @@ class MMSAImport:
     notes: list[str] = field(default_factory=list)
 
 
+# What every key emoflow reads must be, per split: its axes (N: the split's samples, = len(id)).
+# Checked for every split and key before anything is written, so a bad file leaves the store as it was.
+SHAPES: dict[str, tuple[str | int, ...]] = {
+    "id": ("N",), "raw_text": ("N",), "regression_labels": ("N",), **dict.fromkeys(UNIMODAL.values(), ("N",)),
+    **dict.fromkeys(LENGTH_KEYS.values(), ("N",)), **dict.fromkeys(FEATURE_KEYS.values(), ("N", "L", "D")),
+    TEXT_BERT: ("N", 3, "L"),
+}
+ANY_ITEMS = frozenset({"id", "raw_text"})  # items of any type: the ingest grammar judges each sample's own
+FINITE = frozenset({*LENGTH_KEYS.values(), TEXT_BERT})  # step counts and token ids: NaN means nothing there
+LABELS = frozenset({"regression_labels", *UNIMODAL.values()})  # a missing one (None) is that sample's reject
+NUMBER_KINDS = "iuf"  # numpy dtype kinds of real numbers (not bool, complex, str, bytes, object)
+
+
+def _checked(value: Any, key: str, where: str) -> np.ndarray:
+    """``value`` as the array ``SHAPES[key]`` describes, else a ManifestError naming ``key`` and why.
+    Numbers held as Python objects (an object array) are judged by their items."""
+    axes = SHAPES[key]
+    shown = f"{'an' if key in ANY_ITEMS else 'a numeric'} [{', '.join(map(str, axes))}] array"
+    try:
+        arr = np.asarray(value, dtype=object if key in ANY_ITEMS else None)
+        if arr.dtype.kind == "O" and key not in ANY_ITEMS:
+            arr = np.asarray(arr.tolist(), dtype=float if key in LABELS and arr.ndim == 1 else None)  # None: NaN
+    except (TypeError, ValueError):  # what loads safely (arrays, lists, numbers, strings) fails only this way
+        raise ManifestError(f"{where}: {key!r} is not {shown} (its items are not numbers of one shape)") from None
+    if key not in ANY_ITEMS and arr.dtype.kind not in NUMBER_KINDS:
+        problem = f"dtype {arr.dtype}"
+    elif arr.ndim != len(axes) or any(isinstance(a, int) and a != n for a, n in zip(axes, arr.shape)):
+        problem = f"shape {arr.shape}"
+    elif empty := [f"{a} = 0" for a, n in zip(axes[1:], arr.shape[1:]) if n == 0]:
+        problem = f"shape {arr.shape}: {', '.join(empty)}"
+    elif key in FINITE and not np.isfinite(arr).all():
+        problem = "NaN or infinite values"
+    else:
+        return arr
+    raise ManifestError(f"{where}: {key!r} is not {shown} ({problem})")
+
+
 def _splits(data: Any, source: str) -> dict[str, dict[str, Any]]:
-    """The file's splits, checked to be what MMSA writes (dicts of arrays keyed as in interop.mmsa)."""
-    if not isinstance(data, dict) or not any(s in data for s in SPLITS):
+    """The file's splits, every key emoflow reads checked (``SHAPES``) and made an array; one D per
+    feature key across the splits that import it."""
+    if not isinstance(data, dict):
         raise ManifestError(f"{source}: not an MMSA feature file (a dict with train/valid/test)")
     out: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
@@ -63,16 +101,25 @@ def _splits(data: Any, source: str) -> dict[str, dict[str, Any]]:
         missing = [k for k in REQUIRED_KEYS if k not in part]
         if missing:
             raise ManifestError(f"{source}: split {split!r} lacks {missing}")
-        n = len(part["id"])
-        for key in (*FEATURE_KEYS.values(), *LENGTH_KEYS.values(), TEXT_BERT, "regression_labels", "raw_text"):
-            if key in part and len(part[key]) != n:
-                raise ManifestError(f"{source}: split {split!r}: {key!r} has {len(part[key])} samples, id has {n}")
-        for key in FEATURE_KEYS.values():
-            if key in part and np.ndim(part[key]) != 3:
-                shape = np.shape(part[key])
-                raise ManifestError(f"{source}: split {split!r}: {key!r} is not [N, L, D] (shape {shape})")
-        out[split] = part
+        where = f"{source}: split {split!r}"
+        arrays = {key: _checked(part[key], key, where) for key in SHAPES if key in part}
+        n = len(arrays["id"])
+        for key, arr in arrays.items():
+            if len(arr) != n:
+                raise ManifestError(f"{where}: {key!r} has {len(arr)} samples, 'id' has {n}")
+        out[split] = part | arrays
+    if not out:
+        raise ManifestError(f"{source}: not an MMSA feature file (a dict with train/valid/test)")
+    for m in _modalities(out):
+        dims = sorted({part[FEATURE_KEYS[m]].shape[2] for part in out.values()})
+        if len(dims) != 1:
+            raise ManifestError(f"{source}: {FEATURE_KEYS[m]!r} has different dims across splits: {dims}")
     return out
+
+
+def _modalities(splits: dict[str, dict[str, Any]]) -> list[str]:
+    """The modalities an import commits: those whose key every split has."""
+    return [m for m, key in FEATURE_KEYS.items() if all(key in part for part in splits.values())]
 
 
 def _number(value: Any) -> Any:
@@ -102,7 +149,7 @@ def _lengths(part: dict[str, Any], modality: str) -> tuple[np.ndarray, str]:
     values = np.asarray(part[FEATURE_KEYS[modality]])
     L = values.shape[1]  # noqa: N806 - L is the name everyone uses
     if modality in LENGTH_KEYS and LENGTH_KEYS[modality] in part:
-        return np.clip(np.asarray(part[LENGTH_KEYS[modality]]).astype(np.int64), 0, L), LENGTH_KEYS[modality]
+        return np.clip(part[LENGTH_KEYS[modality]], 0, L).astype(np.int64), LENGTH_KEYS[modality]
     bert = part.get(TEXT_BERT)
     if modality == "text" and bert is not None and np.shape(bert)[1:] == (3, L):
         return np.asarray(bert)[:, 1, :].astype(bool).sum(axis=1).astype(np.int64), "text_bert attention mask"
@@ -178,16 +225,13 @@ def import_features(store_url: str, source: MMSAFile, view: str | None = "defaul
     store = FeatureStore.open(store_url)
     splits, file = source.splits, source.path
     clips = {c["clip_id"]: c for c in source.result.clips.to_pylist()}
-    modalities = [m for m, key in FEATURE_KEYS.items() if all(key in part for part in splits.values())]
+    modalities = _modalities(splits)
     sets: dict[str, str] = {}
     committed: dict[str, int] = {}
     L: dict[str, int] = {}  # noqa: N806 - L is the name everyone uses
     notes: list[str] = []
     for m in modalities:
         key = FEATURE_KEYS[m]
-        dims = {np.shape(part[key])[2] for part in splits.values()}
-        if len(dims) != 1:
-            raise ManifestError(f"{file}: {key!r} has different dims across splits: {sorted(dims)}")
         L[m] = max(np.shape(part[key])[1] for part in splits.values())
         lengths = {s: _lengths(part, m) for s, part in splits.items()}
         rule = next(iter(lengths.values()))[1]
@@ -196,7 +240,8 @@ def import_features(store_url: str, source: MMSAFile, view: str | None = "defaul
         name = f"mmsa.{m}-{hash_obj(identity)[:8]}"
         attrs = {"extractor": f"mmsa.{m}", "version": IMPORT_VERSION, "modality": m,
                  "config": {"source": file.name, "sha256": source.sha256, "key": key, "lengths": rule},
-                 "identity": identity, "dim": dims.pop(), "created": now_utc().isoformat()}
+                 "identity": identity, "dim": next(iter(splits.values()))[key].shape[2],  # one D: _splits
+                 "created": now_utc().isoformat()}
         fset = store.ensure_feature_set(name, attrs)
         done = fset.committed()
         batch: list[tuple[str, str, FeatureResult, float]] = []

@@ -56,7 +56,8 @@ def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
 
 def ingest_mmsa_pickle(config: PipelineConfig) -> IngestSummary:
     """An MMSA feature pickle (``interop.mmsa_import``): the clip table as any ingest writes it,
-    then the file's arrays as feature sets and the view ``align.view``, which need those clip rows."""
+    then the file's arrays as feature sets and the view ``align.view``, which need those clip rows.
+    ``read_mmsa_pickle`` checks every split and key first: a malformed file stops before any write."""
     from interop.mmsa_import import import_features, read_mmsa_pickle
 
     assert config.dataset.path is not None  # checked by run_ingest

@@ -77,7 +77,7 @@ def test_one_bad_jsonl_row_is_rejected_by_name_and_the_good_row_is_kept(root: Pa
 
 
 # Python accepts these values; a dataset must not (issue 12 §2).
-SILENT = {
+SILENT: dict[str, tuple[dict[str, Any], str]] = {
     "start_nan_string": (dict(start="nan", end=2.0), "invalid_window"),
     "end_NaN_literal": (dict(end=float("nan")), "invalid_window"),
     "end_infinity": (dict(media="", end="inf"), "invalid_window"),
@@ -240,3 +240,73 @@ def test_fingerprints_refuse_non_finite_numbers_instead_of_hashing_them_as_null(
     with pytest.raises(ValueError, match="non-finite"):
         hash_obj({"end": float("inf")})
     assert clip_fingerprint(whole_file) == clip_fingerprint(dict(whole_file))
+
+
+@pytest.mark.parametrize("header", ["clip_id,media,text,label,split,label", 'clip_id,media,text,label,split, "label" '])
+def test_a_csv_header_naming_a_column_twice_is_a_manifest_error_naming_it(tmp_path: Path, header: str) -> None:
+    path = _csv(tmp_path / "manifest.csv", header, ["a,,hi there,1.5,train,", "b,,yo,-1,train,2"])
+    for layout in ("auto", "manifest"):  # found by layout detection and by the reader alike
+        with pytest.raises(ManifestError, match=rf"^{path}: duplicate column 'label'$"):
+            ingest(path, layout)
+    mmsa = _csv(tmp_path / "label.csv", "video_id,clip_id,text,label,mode,text", ["v,1,hi,1,train,other"])
+    with pytest.raises(ManifestError, match=r"label\.csv: duplicate column 'text'$"):
+        ingest(mmsa, "mmsa")
+
+
+def test_unnamed_csv_columns_may_repeat_while_named_ones_may_not(root: Path) -> None:
+    ok = ingest(_csv(root / "trailing.csv", "clip_id,media,text,label,split,,", ["good,m/good.mp4,fine,1,train,,"]))
+    assert ok.clips.column("clip_id").to_pylist() == ["good"]
+    with pytest.raises(ManifestError, match=r"duplicate columns 'split', 'text'$"):
+        ingest(_csv(root / "twice.csv", "clip_id,media,text,label,split,,text,split", []))
+
+
+def test_a_jsonl_row_naming_a_key_twice_is_rejected_by_name_not_read_as_its_last_value(root: Path) -> None:
+    twice = b'{"clip_id": "bad", "media": "", "text": "x", "label": 9, "split": "train", "label": 1.0}'
+    nested = (b'{"clip_id": "bad2", "media": "", "text": "a b", "label": 1, "split": "train",'
+              b' "words": [{"word": "a", "start": 0.0, "end": 0.4, "start": 0.2}]}')
+    result = ingest(_jsonl(root, "twice.jsonl", [twice, nested]))
+    assert result.clips.column("clip_id").to_pylist() == ["good"]
+    rejects = result.rejects.to_pylist()
+    assert [(r["reason"], r["message"]) for r in rejects] == [
+        ("invalid_row", "twice.jsonl:2: duplicate key 'label'"),
+        ("invalid_row", "twice.jsonl:3: duplicate key 'start'"),
+    ]
+
+
+def test_a_mosi_words_file_naming_a_segment_twice_rejects_that_videos_rows(tmp_path: Path) -> None:
+    data = generate_dataset(tmp_path, n_clips=6, seed=4, layout="mosi")
+    victim = data.video_ids[0]
+    words_file = tmp_path / "Transcript" / "Words" / f"{victim}.json"
+    segment = next(iter(json.loads(words_file.read_text())))
+    words_file.write_text(words_file.read_text().rstrip()[:-1] + f', "{segment}": []}}')  # last would win: no words
+    result = ingest(tmp_path)
+    n_victim = sum(c.video_id == victim for c in data.clips)
+    assert result.n_rejects == n_victim and result.n_clips == len(data.clips) - n_victim
+    assert set(result.rejects.column("message").to_pylist()) == {
+        f"clip {c.clip_id!r}: Transcript/Words/{victim}.json: duplicate key {segment!r}"
+        for c in data.clips if c.video_id == victim}
+
+
+def test_mmsa_media_is_the_clips_media_file_never_a_sibling_of_another_kind(tmp_path: Path) -> None:
+    raw = tmp_path / "Raw" / "v1"
+    raw.mkdir(parents=True)
+    write_clip(raw / "0001.mp4", seconds=1.0)
+    (raw / "0001.csv").write_text("frame,AU01\n1,0.2\n")  # an OpenFace output, sorted before the clip
+    (raw / "0001.m4a").write_bytes(b"not decoded: extracted audio loses to its video")
+    (raw / "0002.txt").write_text("no media for 0002")
+    _csv(tmp_path / "label.csv", "video_id,clip_id,text,label,mode", ["v1,0001,hello,1,train", "v1,0002,x,1,train"])
+    result = ingest(tmp_path)
+    assert result.clips.column("media_uri").to_pylist() == [str(raw / "0001.mp4")]
+    [rej] = result.rejects.to_pylist()
+    assert rej["reason"] == "missing_file" and "Raw/v1/0002.mp4" in rej["message"]
+
+
+def test_mosi_media_is_the_videos_media_file_never_a_sibling_of_another_kind(tmp_path: Path) -> None:
+    data = generate_dataset(tmp_path, n_clips=3, seed=1, layout="mosi")
+    full = tmp_path / "Video" / "Full"
+    for vid in data.video_ids:  # other files of the video, sorted before its .mp4
+        (full / f"{vid}.csv").write_text("frame,AU01\n1,0.2\n")
+        (full / f"{vid}.json").write_text("{}")
+    result = ingest(tmp_path)
+    assert result.n_rejects == 0
+    assert result.clips.column("media_uri").to_pylist() == [str(full / f"{c.video_id}.mp4") for c in data.clips]

@@ -4,10 +4,15 @@ length rules, BERT padding states, -inf audio, absent modalities, aligned and un
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from interop.mmsa import mmsa_id, split_mmsa_id
 from stages.config import PipelineConfig
@@ -94,7 +99,7 @@ def test_an_official_style_file_becomes_clips_feature_sets_and_a_view(tmp_path: 
         present = np.asarray(view.array(f"{m}/present"))
         for r, cid in enumerate(order):
             split, i = sample[cid]
-            file_values = np.nan_to_num(np.asarray(data[split][key])[i], neginf=0.0)  # type: ignore[call-overload]
+            file_values = np.nan_to_num(np.asarray(data[split][key])[i], neginf=0.0)
             n = {"text": TOKENS, "audio": AUDIO, "vision": VISION}[m][split][i]
             assert lengths[r] == n and present[r] == (n > 0), (m, cid)
             np.testing.assert_array_equal(values[r, :n], file_values[:n])
@@ -115,7 +120,7 @@ def test_an_official_style_file_becomes_clips_feature_sets_and_a_view(tmp_path: 
 def test_a_file_that_is_no_mmsa_feature_dict_is_a_clear_error(tmp_path: Path) -> None:
     for obj, match in [([1, 2], "not an MMSA feature file"), ({"train": {"raw_text": []}}, r"lacks \['id'"),
                        ({"train": {"id": ["a"], "regression_labels": [0.0], "audio": np.zeros((2, 3, 1))}},
-                        "'audio' has 2 samples, id has 1"),
+                        "'audio' has 2 samples, 'id' has 1"),
                        ({"train": {"id": ["a"], "regression_labels": [0.0], "audio": np.zeros((1, 3))}},
                         r"\[N, L, D\]")]:
         path = tmp_path / "x.pkl"
@@ -124,3 +129,106 @@ def test_a_file_that_is_no_mmsa_feature_dict_is_a_clear_error(tmp_path: Path) ->
             _ingest(path, str(tmp_path / "s"))
     with pytest.raises(ManifestError, match="no such MMSA feature file"):
         _ingest(tmp_path / "absent.pkl", str(tmp_path / "s"))
+
+
+
+# Each once gave a traceback (and the string case a half-written store); now one ManifestError, store untouched.
+MALFORMED: dict[str, tuple[str, str, object, str]] = {  # case -> split, key, value, the problem named
+    "strings_as_features": ("train", "audio", np.full((3, 5, 2), "x"), r"dtype <U1"),
+    "ragged_feature_list": ("train", "text", [np.zeros((k, 4), np.float32) for k in (2, 3, 4)],
+                            "its items are not numbers"),
+    "no_steps": ("train", "text", np.zeros((3, 0, 4), np.float32), r"shape \(3, 0, 4\): L = 0"),
+    "no_dims": ("valid", "vision", np.zeros((2, 4, 0), np.float32), r"shape \(2, 4, 0\): D = 0"),
+    "scalar_labels": ("train", "regression_labels", 5, r"shape \(\)"),
+    "column_of_labels": ("test", "regression_labels", np.zeros((2, 1)), r"shape \(2, 1\)"),
+    "complex_features": ("train", "audio", np.zeros((3, 5, 2), complex), "dtype complex128"),
+    "bool_features": ("train", "vision", np.zeros((3, 4, 3), bool), "dtype bool"),
+    "none_among_numbers": ("train", "audio", np.array([[[None, 1.0]] * 5] * 3, object), "dtype object"),
+    "nan_length": ("train", "audio_lengths", [5, float("nan"), 4], "NaN or infinite values"),
+    "text_bert_of_2_rows": ("test", "text_bert", np.ones((2, 2, 6)), r"shape \(2, 2, 6\)"),
+    "scalar_id": ("valid", "id", "vidC$_$1", r"shape \(\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_key_is_one_error_naming_file_split_and_key_before_anything_is_written(
+    tmp_path: Path, case: str
+) -> None:
+    split, key, value, problem = MALFORMED[case]
+    data = _official(aligned=False)
+    data[split][key] = value
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps(data))
+    pattern = rf"^{re.escape(str(path))}: split '{split}': '{key}' is not an? [^(]*\({problem}.*\)$"
+    with pytest.raises(ManifestError, match=pattern):
+        _ingest(path, str(tmp_path / "store"))
+    assert not (tmp_path / "store").exists()  # checked before the store was even created
+
+
+def test_feature_dims_that_differ_across_splits_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = _official(aligned=False)
+    data["valid"]["audio"] = np.zeros((2, 5, 3), np.float32)  # train and test have D = 2
+    path = tmp_path / "dims.pkl"
+    path.write_bytes(pickle.dumps(data))
+    with pytest.raises(ManifestError, match=r"'audio' has different dims across splits: \[2, 3\]"):
+        _ingest(path, str(tmp_path / "store"))
+    assert not (tmp_path / "store").exists()  # once found after the clip table was written
+
+
+KEYS = ["id", "raw_text", "text", "text_bert", "audio", "vision", "audio_lengths", "vision_lengths",
+        "regression_labels", "regression_labels_T"]
+SHAPE_OF = {(split, key): np.asarray(part[key]).shape
+            for split, part in _official(aligned=False).items() for key in KEYS}
+objects = st.one_of(st.floats(), st.integers(-9, 9), st.none(), st.booleans(), st.text(max_size=1))
+numbers: st.SearchStrategy[np.dtype[Any]] = st.sampled_from([np.dtype(t) for t in ("f4", "f8", "i8")])
+others: st.SearchStrategy[np.dtype[Any]] = st.sampled_from([np.dtype(t) for t in ("?", "c8", "U2")])
+
+
+@st.composite
+def replaced(draw: st.DrawFn) -> tuple[str, str, object]:
+    """A split, a key, and a value for it: numbers of the key's own shape (of any value: NaN, huge),
+    arrays of any dtype of that shape or another, Python objects, nested lists (may be ragged), scalars."""
+    split, key = draw(st.sampled_from(list(IDS))), draw(st.sampled_from(KEYS))
+    own = SHAPE_OF[split, key]
+    shape = st.one_of(st.just(own), st.just((own[0] + 1, *own[1:])), st.just((*own[:-1], 0)),
+                      hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
+    value = draw(st.one_of(hnp.arrays(numbers, own), hnp.arrays(numbers | others, shape),
+                           hnp.arrays(np.dtype(object), shape, elements=objects),
+                           st.lists(st.lists(st.floats(), max_size=3), max_size=4), objects))
+    return split, key, value
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=replaced())
+def test_any_value_under_any_key_imports_every_sample_or_is_one_named_error_that_writes_nothing(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[str, str, object]
+) -> None:
+    split, key, value = case
+    data = _official(aligned=False)
+    data[split][key] = value
+    tmp = tmp_path_factory.mktemp("any")
+    path = tmp / "any.pkl"
+    path.write_bytes(pickle.dumps(data))
+    try:
+        s = _ingest(path, str(tmp / "store"))
+    except ManifestError as exc:
+        assert str(exc).startswith(f"{path}: ") and f"'{key}'" in str(exc) and "\n" not in str(exc)
+        assert not (tmp / "store").exists()
+        return
+    assert s.clips + s.rejects == sum(map(len, IDS.values()))  # every sample a clip or a named reject
+
+
+def test_a_missing_label_rejects_its_sample_and_imports_the_others(tmp_path: Path) -> None:
+    data = _official(aligned=False)
+    path = tmp_path / "base.pkl"
+    path.write_bytes(pickle.dumps(data))
+    base = _ingest(path, str(tmp_path / "base"))
+    labels = list(np.asarray(data["train"]["regression_labels"], np.float64))
+    labels[2] = None  # vidB_1, a valid sample of the fixture
+    data["train"]["regression_labels"] = np.array(labels, object)
+    path = tmp_path / "none.pkl"
+    path.write_bytes(pickle.dumps(data))
+    summary = _ingest(path, str(tmp_path / "store"))
+    assert summary.clips == base.clips - 1
+    assert summary.reject_reasons == {**base.reject_reasons, "invalid_label": base.reject_reasons["invalid_label"] + 1}
