@@ -54,7 +54,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as ``python benchmarks/extract.py`` from anywhere
     sys.path.insert(0, str(REPO))
 
-from features.extractors.vision import EVERY_FRAME  # noqa: E402 - after the path setup above
+from corpora.layouts import MEDIA_SUFFIXES  # noqa: E402 - after the path setup above
+from features.extractors.vision import EVERY_FRAME  # noqa: E402
 
 STAGES = ("text.bert", "audio.mfcc", "audio.egemaps", "vision.cnn", "vision.face")
 # end to end means the extract stage's default extractors (stages.config); the others are timed per stage
@@ -113,7 +114,6 @@ SHARED_TRANSCRIPTS = {  # media file -> transcript file next to it (None: no tra
     "jfk_inaugural.flac": "jfk_inaugural.txt",
     "librispeech_2412-153948-0000.flac": "librispeech_2412-153948-0000.txt",
 }
-MEDIA_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".flac", ".ogg", ".mp3", ".wav", ".m4a")
 
 
 def loadavg() -> list[float]:

@@ -13,7 +13,8 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import ftfy
@@ -207,6 +208,30 @@ def parse_media_path(value: Any, reason: str) -> str | None:
     return value.strip(_ASCII_SPACE)
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (``json`` would keep the last value silently)."""
+
+
+def duplicates(what: str, names: Iterable[str]) -> str:
+    """``duplicate <what> 'a'`` (``<what>s 'a', 'b'``) naming each name given more than once; "": none is."""
+    twice = sorted(name for name, n in Counter(names).items() if n > 1)
+    return f"duplicate {what}{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))}" if twice else ""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object as a dict, or ``DuplicateKeyError``."""
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        raise DuplicateKeyError(duplicates("key", (key for key, _ in pairs)))
+    return row
+
+
+def load_json(text: str | bytes) -> Any:
+    """``json.loads`` for what users hand us (manifest rows, word timings): an object naming a key
+    twice, at any depth, is a ``DuplicateKeyError`` instead of its last value."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def parse_words(value: Any, duration: float | None, reason: str) -> list[dict[str, Any]] | None:
     """Word timings: a list (or its JSON text) of ``{"word": str, "start": s, "end": s}``, seconds
     from the clip start, ``start <= end``, inside ``[0, duration]`` give or take
@@ -215,8 +240,10 @@ def parse_words(value: Any, duration: float | None, reason: str) -> list[dict[st
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
+            value = load_json(value)
+        except DuplicateKeyError as exc:
+            raise FieldError(reason, f"word timings: {exc}") from None
+        except ValueError as exc:
             raise FieldError(reason, f"word timings are not valid JSON: {exc}") from None
     if not isinstance(value, list):
         raise FieldError(reason, f"word timings are not a list (a {type(value).__name__})")

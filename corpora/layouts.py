@@ -15,16 +15,18 @@ import json
 import logging
 import os
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from corpora.fields import (
+    DuplicateKeyError,
     FieldError,
+    duplicates,
     id_key,
     is_safe_component,
+    load_json,
     parse_class,
     parse_timestamp,
     printable,
@@ -89,16 +91,10 @@ def _csv_header(text: str, path: Path) -> list[str]:
     except csv.Error as exc:
         raise ManifestError(f"{path}: the header line cannot be parsed as CSV: {exc}") from exc
     header = [name.strip() for name in first]
-    problem = _duplicates("column", (name for name in header if name))
+    problem = duplicates("column", (name for name in header if name))
     if problem:
         raise ManifestError(f"{path}: {problem}")
     return header
-
-
-def _duplicates(what: str, names: Iterable[str]) -> str:
-    """``duplicate <what> 'a'`` (``<what>s 'a', 'b'``) naming each name given more than once; "": none is."""
-    twice = sorted(name for name, n in Counter(names).items() if n > 1)
-    return f"duplicate {what}{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))}" if twice else ""
 
 
 def _read_csv(
@@ -136,18 +132,6 @@ def _read_csv(
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # JSON text never holds a raw CR or LF, so these are line ends
 
 
-class _DuplicateKeyError(ValueError):
-    """A JSON object names one key twice (``json`` would keep the last value silently)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` for ``json.loads``: the object as a dict, or ``_DuplicateKeyError``."""
-    row = dict(pairs)
-    if len(row) < len(pairs):
-        raise _DuplicateKeyError(_duplicates("key", (key for key, _ in pairs)))
-    return row
-
-
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
     """``(source, object)`` per non-blank line; a line that is not a JSON object, or whose objects
     name a key twice, is a ``Reject``."""
@@ -156,8 +140,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
             continue
         source = _source(path, i)
         try:
-            row = json.loads(line, object_pairs_hook=_unique_keys)
-        except _DuplicateKeyError as exc:
+            row = load_json(line)
+        except DuplicateKeyError as exc:
             yield source, Reject(INVALID_ROW, f"{source}: {exc}")
             continue
         except (json.JSONDecodeError, RecursionError) as exc:
@@ -314,10 +298,10 @@ def _mosi_video(root: Path, vid: str) -> tuple[dict[str, str], dict[str, Any], s
     words_path = root / "Transcript" / "Words" / f"{vid}.json"
     try:
         texts = _read_annotprocessed(transcript) if transcript.exists() else {}
-        words = json.loads(words_path.read_bytes(), object_pairs_hook=_unique_keys) if words_path.exists() else {}
+        words = load_json(words_path.read_bytes()) if words_path.exists() else {}
     except OSError as exc:
         return Reject(INVALID_WORDS, f"cannot read the transcript of video {vid!r}: {exc}")
-    except _DuplicateKeyError as exc:
+    except DuplicateKeyError as exc:
         return Reject(INVALID_WORDS, f"{words_path.relative_to(root)}: {exc}")
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return Reject(INVALID_WORDS, f"{words_path.relative_to(root)} is not valid JSON: {str(exc)[:200]}")

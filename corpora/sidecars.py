@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import codecs
 import html
-import json
 import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -36,7 +35,7 @@ import srt
 import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
-from corpora.fields import MAX_SECONDS, WORD_TOLERANCE_S, FieldError, parse_words, printable
+from corpora.fields import MAX_SECONDS, WORD_TOLERANCE_S, FieldError, load_json, parse_words, printable
 from corpora.rows import INVALID_TEXT, INVALID_WINDOW, INVALID_WORDS, Reject
 from features.clips import Word
 
@@ -244,8 +243,8 @@ def _repeated_prefix(previous: list[str], lines: list[str]) -> int:
 def _read_words(path: Path, text: str) -> Transcript:
     """A ``.words.json`` file into words (checked: finite, ordered, ``start <= end``) and cues."""
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        data = load_json(text)
+    except (ValueError, RecursionError) as exc:  # not JSON, or a key named twice
         raise SidecarError(INVALID_WORDS, f"{_shown(path)}: not valid JSON: {str(exc)[:200]}") from None
     items = _word_items(data)
     if items is None:

@@ -273,6 +273,14 @@ def test_a_jsonl_row_naming_a_key_twice_is_rejected_by_name_not_read_as_its_last
     ]
 
 
+def test_word_timings_given_as_json_text_naming_a_key_twice_reject_their_row(root: Path) -> None:
+    words = json.dumps('[{"word": "a", "start": 9.0, "end": 0.4, "start": 0.0}]')  # the JSON text in a string
+    row = b'{"clip_id": "w", "media": "", "text": "a", "label": 1, "split": "train", "words": ' + words.encode() + b"}"
+    rejects = ingest(_jsonl(root, "words.jsonl", [row])).rejects.to_pylist()
+    assert [(r["clip_id"], r["reason"]) for r in rejects] == [("w", "invalid_words")]
+    assert "word timings: duplicate key 'start'" in rejects[0]["message"]
+
+
 def test_a_mosi_words_file_naming_a_segment_twice_rejects_that_videos_rows(tmp_path: Path) -> None:
     data = generate_dataset(tmp_path, n_clips=6, seed=4, layout="mosi")
     victim = data.video_ids[0]

@@ -200,6 +200,7 @@ def test_whisper_json_words_are_read_and_cues_break_after_sentence_punctuation(t
     ('[{"word": "a", "start": 1, "end": 9}, {"word": "b", "start": 2, "end": 3}]', r"word 1 'b' at 2 s overlaps"),
     ('[{"word": "a", "start": "1e999", "end": 2}]', r"word 0 start .* too large|not finite"),
     ('[{"word": 3, "start": 1, "end": 2}]', r"word 0 is not a UTF-8 string"),
+    ('[{"word": "a", "start": 9, "end": 2, "start": 1}]', r"duplicate key 'start'"),  # json would keep 1
 ])
 def test_bad_word_timings_reject_naming_the_file_and_the_problem(tmp_path: Path, content: str, problem: str) -> None:
     with pytest.raises(SidecarError, match=rf"a\.words\.json: .*{problem}") as err:
