@@ -45,7 +45,6 @@ from corpora.layouts import (
 )
 from corpora.rows import (
     DUPLICATE_CLIP_ID,
-    EMPTY_MEDIA,
     INVALID_ID,
     INVALID_LABEL,
     INVALID_PATH,
@@ -53,7 +52,6 @@ from corpora.rows import (
     INVALID_TEXT,
     INVALID_WINDOW,
     INVALID_WORDS,
-    MISSING_FILE,
     MISSING_VALUE,
     PATH_ESCAPES_ROOT,
     UNEXPECTED_ERROR,
@@ -61,6 +59,7 @@ from corpora.rows import (
     WINDOW_PAST_END,
     RawClip,
     Reject,
+    media_file_problem,
 )
 from corpora.segments import SegmentConfig
 from features.media.probe import MediaInfo, probe_media
@@ -171,12 +170,9 @@ def validate(raw: RawClip, root: Path, *, predict: bool = False) -> dict[str, An
     if media:
         path = _resolve_media(root, media, cid)
         try:
-            if not path.exists():
-                raise Reject(MISSING_FILE, f"clip {cid!r}: media file {media!r} does not exist")
-            if not path.is_file():
-                raise Reject(MISSING_FILE, f"clip {cid!r}: media path {media!r} is not a file")
-            if path.stat().st_size == 0:
-                raise Reject(EMPTY_MEDIA, f"clip {cid!r}: media file {media!r} is empty (0 bytes)")
+            problem = media_file_problem(path, f"clip {cid!r}: media file {media!r}")
+            if problem is not None:
+                raise problem
             info = _probe_media(path)
             media_fp = media_fingerprint(path)
         except CorruptMediaError as exc:

@@ -33,7 +33,6 @@ from corpora.fields import (
     repair_text,
 )
 from corpora.rows import (
-    EMPTY_MEDIA,
     EXTRA_LABELS,
     INVALID_ID,
     INVALID_LABEL,
@@ -49,6 +48,7 @@ from corpora.rows import (
     UNREADABLE_MEDIA,
     RawClip,
     Reject,
+    media_file_problem,
 )
 from corpora.segments import Segment, SegmentConfig, segment_media
 from corpora.sidecars import SidecarError, read_transcript, sidecar_candidates, transcript_format
@@ -605,7 +605,8 @@ def plan_media(paths: Sequence[str | os.PathLike[str]]) -> MediaPlan:
 
 def _scan(folder: Path) -> list[Path]:
     """Media and transcript files under ``folder``: recursive, sorted, hidden names and symlinked
-    folders skipped."""
+    folders skipped. An entry named like one that is no regular file (a broken symlink, a FIFO) is
+    kept, to end as a named reject rather than vanish."""
     out: list[Path] = []
     for top, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -614,7 +615,7 @@ def _scan(folder: Path) -> list[Path]:
                 continue
             if Path(name).suffix.lower() in MEDIA_SUFFIXES or transcript_format(name) is not None:
                 path = Path(top) / name
-                if path.is_file():
+                if not path.is_dir():
                     out.append(path)
     return out
 
@@ -660,8 +661,9 @@ def _media_rows(inp: MediaInput, config: SegmentConfig) -> list[RawClip]:
     duration: float | None = None
     if inp.media is not None:
         try:
-            if inp.media.stat().st_size == 0:
-                return [_problem(inp, Reject(EMPTY_MEDIA, f"{shown}: media file is empty (0 bytes)"))]
+            problem = media_file_problem(inp.media, f"{shown}: media file")
+            if problem is not None:
+                return [_problem(inp, problem)]
             duration = probe_media(inp.media).duration
         except CorruptMediaError as exc:
             return [_problem(inp, Reject(UNREADABLE_MEDIA, str(exc)))]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Reject reasons: stable codes, documented in docs/reliability.md.
@@ -57,3 +58,16 @@ class RawClip:
     classes: dict[str, Any] = field(default_factory=dict)  # store.schema.CLASS_LABELS -> class name
     text_original: str | None = None  # the text as read, when the layout repaired ``text``
     problem: Reject | None = None
+
+
+def media_file_problem(path: Path, shown: str) -> Reject | None:
+    """Why ``path`` cannot be a clip's media before a decoder opens it (``shown`` names it in the
+    message): a missing file or broken symlink, something that is no regular file (a FIFO would
+    block the decoder), an empty file. None: a decoder may try it."""
+    if not path.exists():
+        return Reject(MISSING_FILE, f"{shown} does not exist")
+    if not path.is_file():
+        return Reject(MISSING_FILE, f"{shown} is not a file")
+    if path.stat().st_size == 0:
+        return Reject(EMPTY_MEDIA, f"{shown} is empty (0 bytes)")
+    return None

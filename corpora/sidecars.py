@@ -109,22 +109,28 @@ def sidecar_candidates(media: Path, names: Iterable[str], media_stems: Collectio
 
     Precedence: format first (``.words.json`` > ``.srt`` > ``.vtt`` > ``.txt``), then the untagged
     name (``foo.srt``) before language-tagged ones (``foo.en.srt``, ``foo.TOS-en.srt``), these by
-    name. Names are compared exactly, never as globs. A tagged name whose base is itself the stem of
-    another media file in ``media_stems`` belongs to that file (``foo.vp9.srt`` is the sidecar of
-    ``foo.vp9.webm``, not of ``foo.mp4``).
+    name. Names are compared as strings, never as globs; a name that matches only up to case
+    (``Interview.mp4`` and ``interview.srt``, as case-insensitive file systems let people write
+    them) comes after the exact ones, unless another media file in ``media_stems`` has that name
+    exactly. A tagged name whose base is itself the stem of another media file in ``media_stems``
+    belongs to that file (``foo.vp9.srt`` is the sidecar of ``foo.vp9.webm``, not of ``foo.mp4``).
     """
-    stem = media.stem
-    ranked: list[tuple[int, int, str]] = []
+    ranked: list[tuple[int, int, int, str]] = []
     for name in names:
         found = transcript_format(name)
-        if found is None:
+        if found is None or found[0] in media_stems:
             continue
         base, fmt = found
         rank = [f for _, f in SUFFIXES].index(fmt)
-        if base == stem:
-            ranked.append((rank, 0, name))
-        elif base.startswith(stem + ".") and base != stem + "." and base not in media_stems:
-            ranked.append((rank, 1, name))
+        for case, stem in enumerate((media.stem, media.stem.casefold())):
+            key = base if case == 0 else base.casefold()
+            if key == stem:
+                ranked.append((case, rank, 0, name))
+            elif key.startswith(stem + ".") and key != stem + "." and base not in media_stems:
+                ranked.append((case, rank, 1, name))
+            else:
+                continue
+            break
     return [media.parent / name for *_, name in sorted(ranked)]
 
 

@@ -237,6 +237,18 @@ def test_a_file_reached_twice_is_read_once_and_a_symlink_out_of_the_folder_is_fo
     assert {r["media_uri"] for r in _by_video(result)["linked"]} == {os.path.realpath(clip_mp4)}
 
 
+def test_a_broken_symlink_or_fifo_in_a_scanned_folder_is_a_named_reject_not_skipped(
+    tmp_path: Path, clip_mp4: Path
+) -> None:
+    shutil.copy(clip_mp4, tmp_path / "ok.mp4")
+    os.symlink(tmp_path / "deleted.mp4", tmp_path / "gone.mp4")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    result = ingest_media([tmp_path])
+    assert set(_by_video(result)) == {"ok"}
+    assert {(cid, reason, message.rsplit(": ", 1)[-1]) for cid, reason, message in _rejects(result)} == {
+        ("gone", MISSING_FILE, "media file does not exist"), ("pipe", MISSING_FILE, "media file is not a file")}
+
+
 def test_missing_paths_and_empty_lone_transcripts_are_named_rejects(tmp_path: Path) -> None:
     (tmp_path / "empty.srt").write_text("")
     (tmp_path / "blank.txt").write_text("  \n")

@@ -89,6 +89,14 @@ def test_tagged_sidecar_of_another_media_stem_is_not_taken() -> None:
     assert [p.name for p in sidecar_candidates(Path("foo.vp9.webm"), names, {"foo"})] == ["foo.vp9.srt"]
 
 
+def test_a_sidecar_matching_only_up_to_case_is_taken_after_exact_ones_unless_another_media_owns_it() -> None:
+    assert [p.name for p in sidecar_candidates(Path("Interview.mp4"), ["interview.srt", "interview.EN.vtt"])] == [
+        "interview.srt", "interview.EN.vtt"]
+    names = ["talk.srt", "Talk.words.json", "a.srt"]
+    assert [p.name for p in sidecar_candidates(Path("talk.mp4"), names)] == ["talk.srt", "Talk.words.json"]
+    assert sidecar_candidates(Path("A.mp4"), names, {"a"}) == []  # a.mp4 is there too: a.srt is its own
+
+
 def test_sidecar_names_are_matched_exactly_never_as_globs() -> None:
     names = ["a1.srt", "ab.srt", "a[1].srt.bak", "a*.srt"]
     assert sidecar_candidates(Path("a[1].mp4"), names) == []
