@@ -2,8 +2,9 @@
 
 Frames are not centred (``center=False``): frame ``i`` covers samples ``[i*hop, i*hop + n_fft)``, so
 its time span is exact and never reaches before the clip start; it is clipped to the clip's end.
-A clip shorter than one window is zero-padded to one frame. Silence gives finite values (librosa's
-``power_to_db`` floors the power at ``amin``).
+A clip shorter than one window is zero-padded to one frame; a window outside the audio stream's
+data (after it ends, before it starts) has no samples and is a recorded absence, never a made-up
+frame. Silence gives finite values (librosa's ``power_to_db`` floors the power at ``amin``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class MfccConfig(ExtractorConfig):
     delta_width: int = Field(9, ge=3)
     audio_stream: int | None = None
 
+    @property
+    def dim(self) -> int:
+        """Values per frame: the MFCCs and their deltas."""
+        return self.n_mfcc * (1 + self.deltas)
+
     @model_validator(mode="after")
     def _check(self) -> MfccConfig:
         if self.n_mfcc > self.n_mels:
@@ -66,7 +72,8 @@ def clip_audio(
     clip: ClipInput, sample_rate: int, stream: int | None, dim: int
 ) -> DecodedAudio | FeatureResult | ClipFailure:
     """The clip window's audio (mono, ``sample_rate``), or what ends the clip instead: an absence
-    (no media file, no audio stream) or a decode failure. One decode path for every audio extractor."""
+    (no media file, no audio stream, no audio data in the window) or a decode failure. One decode
+    path for every audio extractor."""
     if not clip.media_uri:
         return FeatureResult.empty(dim, "no media file")
     try:
@@ -78,12 +85,16 @@ def clip_audio(
         return failure_from_exception(clip, exc, "decode")
     if audio is None:
         return FeatureResult.empty(dim, "no audio stream", meta={"n_audio_streams": 0})
+    if not len(audio.samples):
+        return FeatureResult.empty(dim, "no audio in this window", meta=audio.meta)
     return audio
 
 
 def mfcc_frames(samples: np.ndarray, cfg: MfccConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(values [frames, dim] float32, spans [frames, 2] float64)`` for mono samples at cfg.sample_rate."""
     y = np.asarray(samples, dtype=np.float32)
+    if not len(y):  # no samples, no frames: padding would make one up
+        return np.zeros((0, cfg.dim), np.float32), np.zeros((0, 2), np.float64)
     if len(y) < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - len(y)))
     m = librosa_mfcc(
@@ -121,7 +132,7 @@ class MfccExtractor(Extractor):
 
     @property
     def dim(self) -> int:
-        return self.config.n_mfcc * (1 + self.config.deltas)
+        return self.config.dim
 
     def model_identity(self) -> dict[str, Any]:
         return {"librosa": librosa_version}

@@ -5,13 +5,16 @@ Why these choices:
 
 - **Probe first** (``features.media.probe``): decord can dump file bytes to the console on non-video input
   and cannot tell us which streams exist, so every decode starts from a PyAV probe; a clip whose
-  media lacks a modality gets a recorded absence, an unreadable file a ``CorruptMediaError``.
+  media lacks a modality gets a recorded absence, an unreadable file a ``CorruptMediaError``, a
+  stream this FFmpeg build has no decoder for an ``UnsupportedMediaError``.
 - **One media timeline** for every stream and decoder: t=0 is the earliest start of an audio/video
   stream (``MediaInfo.start_time`` on the file's clock; see ``features.media.probe``), so an MPEG-TS file
   starting at 1.46 s or an mp4 whose edit list delays a track gives audio rows, PyAV frames and
   decord frames at the same times. PyAV maps ``frame.time - start_time``; decord reports
   ``pts - the stream's start_time``, so its times are shifted by the stream's start on the timeline.
-  Before a stream starts, audio is silence and video shows the stream's first frame.
+  Before a stream starts, audio is silence and video shows the stream's first frame, in a clip
+  window that reaches the stream's data; a window outside it gets nothing from that stream (no
+  samples, no rows: ``streams.overlaps``).
 - **Upright pictures.** Frames are rotated by the stream's display matrix (``meta["rotation"]``,
   degrees counter-clockwise, in quarter turns) as a player does, then sized ``width`` x ``height``.
 - **Explicit streams.** A container can hold several video/audio streams and the decoders disagree

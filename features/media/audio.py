@@ -13,6 +13,7 @@ from features.media.probe import MediaInfo, StreamInfo, probe_media
 from features.media.streams import (
     check_complete,
     clip_window,
+    overlaps,
     seek_before,
     select_stream,
 )
@@ -27,7 +28,8 @@ _AUDIO_PREROLL = 0.5  # seconds decoded before a clip start and dropped
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    """Mono float32 samples of one clip at ``sample_rate``; sample 0 is the clip start."""
+    """Mono float32 samples of one clip at ``sample_rate``; sample 0 is the clip start. No samples:
+    the clip window overlaps none of the stream's data."""
 
     samples: np.ndarray
     sample_rate: int
@@ -51,8 +53,12 @@ def decode_audio(
 ) -> DecodedAudio | None:
     """Decode the clip window of the chosen audio stream to mono float32 at ``sample_rate``.
 
-    ``None`` when the media has no audio stream. Raises ``CorruptMediaError`` when the stream cannot
-    be decoded or ends well before the duration its header declares (a truncated file).
+    ``None`` when the media has no audio stream; no samples when the window overlaps none of the
+    stream's data (it ends before the window or starts after it), silence before the stream's start
+    when the window overlaps part of it. A mid-stream change of sample rate, layout or sample format
+    (joined MPEG-TS segments) is resampled like the rest, so the output stays one continuous signal.
+    Raises ``CorruptMediaError`` when the stream cannot be decoded or ends well before the duration
+    its header declares (a truncated file).
     """
     info = info or probe_media(path, clip_id=clip_id)
     chosen = select_stream(info, "audio", stream, clip_id=clip_id)
@@ -65,6 +71,8 @@ def decode_audio(
     t0: float | None = None
     last_end = offset
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    source: tuple[str, av.AudioLayout, int] | None = None  # what `resampler` was built for
+    changes: list[list[float | int]] = []  # [time, sample rate, channels] of each change of source
     try:
         with av.open(path) as c:
             st = c.streams[chosen.index]
@@ -72,14 +80,23 @@ def decode_audio(
             # start early: codecs with overlapping frames (AAC, Opus) need a frame to warm up
             seek_before(c, st, offset - _AUDIO_PREROLL, chosen, origin)
             for frame in c.decode(st):
+                at = last_end
                 if frame.time is not None:
                     if t0 is None:
                         t0 = frame.time - origin
-                    last_end = frame.time - origin + frame.samples / frame.sample_rate
+                    at = frame.time - origin
+                    last_end = at + frame.samples / frame.sample_rate
                 elif t0 is None:
                     t0 = 0.0
                 else:
                     last_end += frame.samples / frame.sample_rate
+                here = (frame.format.name, frame.layout, frame.sample_rate)
+                if here != source:  # a resampler takes one input format: flush it, start another
+                    if source is not None:
+                        pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+                        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+                        changes.append([round(at, 6), frame.sample_rate, frame.layout.nb_channels])
+                    source = here
                 for out in resampler.resample(frame):
                     pieces.append(out.to_ndarray().reshape(-1))
                 if frame.time is not None and frame.time - origin > stop + 0.5:
@@ -94,14 +111,16 @@ def decode_audio(
         raise CorruptMediaError(f"audio stream {chosen.index} has no decodable frames", clip_id=clip_id, path=path)
     check_complete("audio", chosen, last_end, stop, info, clip_id)
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    # sample 0 of `audio` is at t0 on the media timeline; realign so sample 0 is the clip start
-    lead = int(round((offset - t0) * sample_rate))
-    if lead < 0:  # the stream starts after the clip start: pad the gap with silence
-        audio = np.concatenate([np.zeros(-lead, np.float32), audio])
-        lead = 0
-    n = int(round(duration * sample_rate))
-    audio = np.ascontiguousarray(audio[lead : lead + n], dtype=np.float32)
-    meta = {
+    if overlaps(t0, t0 + len(audio) / sample_rate, offset, stop):
+        # sample 0 of `audio` is at t0 on the media timeline; realign so sample 0 is the clip start
+        lead = int(round((offset - t0) * sample_rate))
+        if lead < 0:  # the stream starts after the clip start: pad the gap with silence
+            audio = np.concatenate([np.zeros(-lead, np.float32), audio])
+            lead = 0
+        audio = np.ascontiguousarray(audio[lead : lead + int(round(duration * sample_rate))], dtype=np.float32)
+    else:  # the window lies outside the stream's data: no samples, not a window of silence
+        audio = np.zeros(0, np.float32)
+    meta: dict[str, Any] = {
         "audio_stream": chosen.index,
         "audio_codec": chosen.codec,
         "source_sample_rate": chosen.sample_rate,
@@ -111,6 +130,6 @@ def decode_audio(
         "audio_decoder": "pyav",
         "window": [offset, stop],
     }
+    if changes:
+        meta["source_changes"] = changes
     return DecodedAudio(audio, sample_rate, chosen, meta)
-
-

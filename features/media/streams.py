@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from features.media.probe import MediaInfo, StreamInfo
+from features.media.probe import MediaInfo, StreamInfo, no_decoder
 from store.errors import CorruptMediaError, UnsupportedMediaError
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,21 @@ def select_stream(
     """The stream to decode: ``index`` (a container stream index) if given, else the best one.
 
     Returns ``None`` when the media has no stream of that kind (a recorded absence, not an error);
-    raises ``UnsupportedMediaError`` when ``index`` names no ``kind`` stream of this file.
+    raises ``UnsupportedMediaError`` when ``index`` names no ``kind`` stream of this file, or when
+    the stream to decode has no decoder in this FFmpeg build (the modality exists: not an absence).
     """
     streams = info.video if kind == "video" else info.audio
     if not streams:
         return None
     if index is None:
-        return info.best_video() if kind == "video" else info.best_audio()
+        best = info.best_video() if kind == "video" else info.best_audio()
+        if best is None:  # every stream of this kind lacks a decoder
+            raise UnsupportedMediaError(no_decoder(streams[0]), clip_id=clip_id, path=info.path)
+        return best
     for s in streams:
         if s.index == index:
+            if s.codec is None:
+                raise UnsupportedMediaError(no_decoder(s), clip_id=clip_id, path=info.path)
             return s
     have = ", ".join(str(s.index) for s in streams)
     raise UnsupportedMediaError(
@@ -65,6 +71,13 @@ def clip_window(start: float | None, end: float | None, media_duration: float) -
     offset = max(float(start or 0.0), 0.0)
     stop = media_duration if end is None else float(end)
     return offset, max(stop - offset, 0.0)
+
+
+def overlaps(first: float, end: float, offset: float, stop: float) -> bool:
+    """Whether a stream's data ``[first, end)`` reaches into the clip window ``[offset, stop)`` (both
+    on the media timeline). A window outside the data gets no rows from that stream: silence or a
+    repeated frame is only ever padding next to real data, never made up from none."""
+    return first < stop - EPS and end > offset + EPS
 
 
 def frame_sample_times(duration: float, fps: float) -> np.ndarray:
@@ -100,7 +113,8 @@ def seek_before(container: Any, st: Any, t: float, stream: StreamInfo, origin: f
     """Position ``container`` so that decoding ``st`` yields the frame at media time ``t`` or an
     earlier one. A backward seek alone is not enough: demuxers without an index (MPEG-TS) land near
     the target, often after it and mid-GOP, so step back until the first keyframe is early enough
-    (a target before the stream start lands at its beginning)."""
+    (a target before the stream start lands at its beginning). Landing after the stream's last
+    packet (a target past its end) also steps back, so decoding shows where the stream's data ends."""
     if t <= stream.start:
         return
     margin = 0.0
@@ -110,7 +124,7 @@ def seek_before(container: Any, st: Any, t: float, stream: StreamInfo, origin: f
         if t - margin < stream.start:
             return
         key = next((p for p in container.demux(st) if p.is_keyframe and p.pts is not None), None)
-        if key is None or float(key.pts * st.time_base) - origin <= t + EPS:
+        if key is not None and float(key.pts * st.time_base) - origin <= t + EPS:
             container.seek(ts, stream=st, backward=True)
             return
         margin = max(2 * margin, 1.0)

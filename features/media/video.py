@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from features.media.streams import (
     check_complete,
     clip_window,
     frame_sample_times,
+    overlaps,
     seek_before,
     select_stream,
 )
@@ -234,9 +236,10 @@ def _remux_stream(path: str, index: int, dst: str, clip_id: str | None) -> str:
 def _decord_plan(
     reader: Any, stream_start: float, offset: float, times: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    """Frame index shown at each row's start time (-1: past the end of the video stream), and the
-    end time of the stream's last frame. decord's timestamps count from the stream's own start,
-    which sits at ``stream_start`` on the media timeline."""
+    """Frame index shown at each row's start time (-1: past the end of the video stream, or every
+    row when the window ends before the stream starts), and the end time of the stream's last frame.
+    decord's timestamps count from the stream's own start, which sits at ``stream_start`` on the
+    media timeline."""
     n = len(reader)
     ts = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64).reshape(n, 2)
     ts += stream_start
@@ -245,6 +248,8 @@ def _decord_plan(
     idx = np.searchsorted(starts, media_t + EPS, side="right") - 1
     idx = np.clip(idx, 0, n - 1)
     idx[media_t >= last_end - EPS] = -1
+    if len(times) and not overlaps(starts[0], last_end, offset, offset + float(times[-1, 1])):
+        idx[:] = -1
     return idx.astype(np.int64), last_end
 
 
@@ -279,6 +284,7 @@ def _pyav_chunks(
     """Decode the chosen stream with PyAV: the frame shown at each row's start, resized by swscale
     and turned upright (a quarter turn swaps the size it is resized to)."""
     targets = offset + times[:, 0]
+    stop = offset + float(times[-1, 1]) if len(times) else offset
     origin = info.start_time
     turns = rotation // 90
     size = {"width": height, "height": width} if turns % 2 else {"width": width, "height": height}
@@ -307,6 +313,8 @@ def _pyav_chunks(
             prev_end = 0.0
             for frame in c.decode(st):
                 t = frame.time - origin if frame.time is not None else prev_end
+                if prev is None and not overlaps(t, math.inf, offset, stop):
+                    return  # the stream starts after the window: no rows, not its first frame repeated
                 while k < len(targets) and targets[k] < t - EPS:
                     emit(prev if prev is not None else frame)
                     k += 1
