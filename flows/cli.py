@@ -360,7 +360,8 @@ def predict(
 ) -> None:
     """Score new media with a trained run: sentiment per segment and over time, with a timeline report.
 
-    Prints a summary per media file; re-scoring the same media extracts nothing.
+    Prints a summary per media file; re-scoring the same media extracts nothing. Exits 1 when a media
+    file's predictions could not be saved in the store (they are still in the report and --out).
     """
     cfg = _config(config, set_, {"predict.store": store, "predict.seed": seed, "predict.segment.window": window,
                                  "predict.segment.hop": hop,
@@ -378,6 +379,8 @@ def predict(
 
     summary = predict_flow([str(m) for m in media], str(run), cfg, str(out) if out else None)
     print_predict_summary(summary)
+    if summary.unsaved:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,6 +8,7 @@ is incremental, so a deployment can run it on a folder where new media is droppe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,9 @@ from store.fingerprint import hash_obj
 
 
 @task(name="predict-ingest")
-def ingest_task(store_url: str, media: list[str], config: PipelineConfig, allow_empty: bool) -> IngestSummary:
+def ingest_task(
+    store_url: str, media: list[str], config: PipelineConfig, allow_empty: bool
+) -> tuple[IngestSummary, int]:
     return ingest_new_media(store_url, media, config.predict.segment, allow_empty)
 
 
@@ -64,8 +67,8 @@ def predict_flow(
     log.info("run %s: %d seed(s) %s, modalities %s", trained.name, len(trained.seed_dirs),
              list(trained.seed_dirs), trained.modalities)
     with clock("ingest"):
-        ingested = ingest_task(store, [str(Path(m).resolve()) for m in media], config, allow_empty)
-    log.info("%d segments from %d media file(s), %d rejected", ingested.clips, len(media), ingested.rejects)
+        ingested, files = ingest_task(store, [str(Path(m).resolve()) for m in media], config, allow_empty)
+    log.info("%d segments from %d media file(s), %d rejected", ingested.clips, files, ingested.rejects)
     extracted = 0
     if ingested.clips:
         extract_cfg = config.model_copy(update={"store": store, "extract": repro.extract})
@@ -81,7 +84,7 @@ def predict_flow(
     summary.timings, summary.seconds = clock.seconds, clock.total
     summary.rejects, summary.extracted = ingested.rejects, extracted
     summary.artifact = publish_artifact(summary)
-    log.info("%s", summary.message)
+    log.log(logging.WARNING if summary.unsaved else logging.INFO, "%s", summary.message)
     return summary
 
 

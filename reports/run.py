@@ -11,6 +11,7 @@ from reports.compute import compute_stats
 from reports.render import render_report
 from store import FeatureStore
 from store.errors import ConfigError
+from store.featurestore import quote_name
 from store.fs import StoreFS
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -44,7 +45,7 @@ def run_stats(store_url: str, view: str | None = None, name: str | None = None,
     store = FeatureStore.open(store_url)
     stats = compute_stats(store, view, read_values=read_values, name=name)
     name = stats["name"]
-    out = StoreFS(f"{store.url}/reports/{name}")
+    out = StoreFS(f"{store.url}/reports/{quote_name(name)}")
     files = render_report(stats, out)
     summary = StatsSummary(name=name, report_dir=out.url, files=files, clips=stats["n_clips"],
                            splits={s: stats["clips"][s]["clips"] for s in stats["splits"]},

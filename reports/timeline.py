@@ -286,9 +286,11 @@ def _summarize(media: str, run: str | None, rows: list[int], cols: Mapping[str, 
             mods[m] = mods.get(m, 0) + 1
     mods = {m: mods[m] for m in sorted(mods, key=lambda m: (MODALITIES.index(m) if m in MODALITIES else 99, m))}
     heads: dict[str, float] = {}
-    scored_rows = [i for i, s in zip(rows, segs) if s.score is not None]
     for head, col in HEADS.items():
-        vals = [cols[col][i] for i in scored_rows] if col in cols else []
+        if col not in cols:
+            continue
+        # a head's value for a segment without its modality is its padding's, not a score (older parts hold them)
+        vals = [cols[col][i] for i, s in zip(rows, segs) if s.score is not None and head in s.modalities]
         vals = [v for v in vals if _finite(v)]
         if vals:
             heads[head] = math.fsum(vals) / len(vals)

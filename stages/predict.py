@@ -44,11 +44,11 @@ from store.fs import StoreFS
 from store.runtime import resolve_device
 from store.schema import MODALITIES
 from store.views import AlignedView, group_array, open_view
-from training.config import TrainConfig
+from training.config import SHORT, TrainConfig
 from training.data import Collator, ViewDataset, make_loader, read_stats
 from training.runs import RunDir, load_run_model
 
-_HEAD_COLUMN = {"l": "score_text", "a": "score_audio", "v": "score_vision"}
+_HEAD_COLUMN = {"text": "score_text", "audio": "score_audio", "vision": "score_vision"}  # store modality -> column
 
 
 @dataclass(frozen=True)
@@ -262,20 +262,27 @@ def prediction_table(run: TrainedRun, store: FeatureStore, view: AlignedView, sc
             "error": error, "run": run.name, "run_fingerprint": run.fingerprint,
             "view_fingerprint": view.fingerprint, "predicted_at": now,
         }
-        for head, column in _HEAD_COLUMN.items():
-            row[column] = None if error or head not in scores.mean else scores.mean[head][cid]
+        for modality, column in _HEAD_COLUMN.items():  # a head without its modality saw only padding
+            head = SHORT[modality]
+            row[column] = scores.mean[head][cid] if modality in mods and head in scores.mean else None
         rows.append(row)
     table = pa.Table.from_pylist(rows, schema=schema.PREDICTIONS)
     return table.sort_by([("video_id", "ascending"), ("start", "ascending")])
 
 
-def write_predictions(store: FeatureStore, run: TrainedRun, table: pa.Table) -> list[str]:
-    """One part per media file under ``predictions/<run>/`` (a re-scored file replaces its part)."""
-    paths = []
+def write_predictions(store: FeatureStore, run: TrainedRun, table: pa.Table) -> tuple[list[str], dict[str, str]]:
+    """One part per media file under ``predictions/<run>/`` (a re-scored file replaces its part):
+    the parts written, and video id -> error for those that could not be, so one file's failure
+    never loses the others' parts."""
+    paths: list[str] = []
+    unsaved: dict[str, str] = {}
     for video in sorted(set(table.column("video_id").to_pylist())):
         part = table.filter(pc.equal(table.column("video_id"), video))
-        paths.append(store.write_predictions(run.name, video, part))
-    return paths
+        try:
+            paths.append(store.write_predictions(run.name, video, part))
+        except StoreError as exc:
+            unsaved[video] = str(exc)
+    return paths, unsaved
 
 
 def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:
@@ -296,9 +303,10 @@ def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:
 # -- the stage's steps (``flows/predict.py`` runs them as tasks) -------------------------------------
 def ingest_new_media(
     store_url: str, media: Sequence[str], segment: SegmentConfig, allow_empty: bool = False
-) -> IngestSummary:
+) -> tuple[IngestSummary, int]:
     """New media files and folders as unlabeled ``predict`` segments in the predict store's clip table;
     which input file each video id came from is kept beside it (a subtitle file alone has no media).
+    Also returns how many input files the paths held (a folder is its files, not one).
 
     Paths with no media or transcript at all are an error, unless ``allow_empty`` (an inbox folder a
     schedule polls is often empty): then the clip table is emptied and nothing is scored."""
@@ -310,7 +318,7 @@ def ingest_new_media(
         result = IngestResult(schema.CLIPS.empty_table(), schema.REJECTS.empty_table(), "media")
     summary = store_ingest(store_url, result)
     FeatureStore.open(store_url).write_media_sources(result.sources)
-    return summary
+    return summary, len(result.sources)
 
 
 def align_for_run(store_url: str, run: TrainedRun, feature_sets: dict[str, str]) -> AlignSummary:
@@ -328,6 +336,7 @@ class PredictSummary:
     parts: list[str]  # predictions parts written, relative to the store
     report: str | None  # the HTML timeline report
     export: str | None  # the --out file
+    unsaved: dict[str, str] = field(default_factory=dict)  # media whose part could not be written -> why
     rejects: int = 0
     extracted: int = 0  # clips whose features were computed (not found in the store) by this run
     seconds: float = 0.0
@@ -344,9 +353,11 @@ class PredictSummary:
 
     @property
     def message(self) -> str:
+        unsaved = "".join(f"; {media}: predictions NOT saved in the store ({why})"
+                          for media, why in self.unsaved.items())
         return (f"predicted {self.segments - self.failed} of {self.segments} segments of {len(self.media)} media "
                 f"file(s) with run {self.run} in {self.seconds:.1f} s ({self.failed} failed, {self.rejects} "
-                f"rejected at ingest); report: {self.report}")
+                f"rejected at ingest); report: {self.report}{unsaved}")
 
     @property
     def markdown(self) -> str:
@@ -359,7 +370,8 @@ def score_and_write(
     store_url: str, run: TrainedRun, *, device: str | None = None, batch_size: int = 64, out: str | None = None,
 ) -> PredictSummary:
     """Score the predict store's segments with ``run``, write one predictions part per media file,
-    the timeline report of every media file this run has scored here, and ``out`` when given."""
+    the timeline report of every media file this run has scored here, and ``out`` when given. A
+    part that cannot be written is named in the summary and still in the report and ``out``."""
     store = FeatureStore.open(store_url)
     clips = store.clips()
     if not pc.any(pc.equal(clips.column("split"), PREDICT_SPLIT)).as_py():
@@ -367,9 +379,13 @@ def score_and_write(
     else:
         view = open_view(store, run.view_name)
         table = prediction_table(run, store, view, score_view(run, view, device, batch_size))
-    parts = write_predictions(store, run, table)
+    parts, unsaved = write_predictions(store, run, table)
     report = None
     everything = store.predictions(run.name)
+    if unsaved:  # this run's rows, not the store's older part, of a media file whose part could not be written
+        ids = pa.array(list(unsaved), pa.string())
+        older = everything.filter(pc.invert(pc.is_in(everything.column("video_id"), ids)))
+        everything = pa.concat_tables([older, table.filter(pc.is_in(table.column("video_id"), ids))])
     if everything.num_rows:
         rendered = render_predictions(everything, StoreFS(f"{store.url}/predictions/{quote_name(run.name)}/report"),
                                       title=f"emoflow predictions of run {run.name}",
@@ -377,4 +393,7 @@ def score_and_write(
                                                 "fingerprint": run.fingerprint})
         report = rendered.html
     export = str(export_predictions(table, out)) if out else None
-    return PredictSummary(run.name, store.url, summarize_predictions(table), parts, report, export)
+    summaries = summarize_predictions(table)
+    media = {m.video_id: m.media for m in summaries}
+    return PredictSummary(run.name, store.url, summaries, parts, report, export,
+                          {media.get(v) or v: why for v, why in unsaved.items()})

@@ -118,7 +118,7 @@ PREDICTIONS = pa.schema(
         ("modalities", pa.list_(pa.string())),  # modalities the prediction saw (present and used)
         ("score", pa.float64()),  # the M head (seed ensemble mean when several seeds)
         ("score_std", pa.float64()),  # std of the M head over seeds (0 for one seed)
-        ("score_text", pa.float64()),  # unimodal heads (null when the run has no such head)
+        ("score_text", pa.float64()),  # unimodal heads (null: no such head, or the segment lacks its modality)
         ("score_audio", pa.float64()),
         ("score_vision", pa.float64()),
         ("error", pa.string()),  # null, or why this segment got no prediction

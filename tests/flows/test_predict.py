@@ -5,6 +5,7 @@ cache, and a run that cannot be reproduced is refused."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -20,8 +21,11 @@ from flows.predict import predict_flow
 from stages.config import PipelineConfig
 from stages.predict import PredictSummary, load_trained_run, reproduce_extraction
 from store import FeatureStore
-from store.errors import ConfigError, ManifestError
+from store.errors import ConfigError, ManifestError, StoreError
 
+#: legal Linux file names whose percent-quoted form is too long for a part file (30 Chinese characters:
+#: 90 bytes of UTF-8, 270 quoted) and an ASCII stem of 240 characters
+LONG_NAMES = ("这是一个非常好的电影我真的很喜欢它的故事和演员们的表演太精彩了"[:30], "interview_" + "x" * 230)
 CLIPS = ("manifesto_audiobook.mp4", "manifesto_audiobook.srt", "nasa_webb_narration.mp4", "nasa_webb_narration.en.srt",
          "jfk_inaugural.flac", "jfk_inaugural.txt", "nasa_webb_narration.vp9_opus.webm")
 
@@ -102,6 +106,17 @@ def test_a_video_without_transcript_is_cut_into_fixed_windows_without_text(score
     assert len(rows) >= 3
     _assert_tiles(rows, 0.0, 13.0, slack=cfg.window)
     assert all(not r["text"] and "text" not in r["modalities"] and "vision" in r["modalities"] for r in rows)
+
+
+def test_a_unimodal_head_is_null_and_out_of_the_report_where_its_modality_is_absent(scored, full_run) -> None:
+    store, summary = scored
+    rows = FeatureStore.open(store).predictions(full_run.name).to_pylist()
+    assert any("text" not in r["modalities"] for r in rows) and any("vision" not in r["modalities"] for r in rows)
+    for r in rows:
+        for m in ("text", "audio", "vision"):
+            assert (r[f"score_{m}"] is not None) == (m in r["modalities"]), (m, r)
+    for m in summary.media:
+        assert set(m.head_means) == set(m.modalities), m.media
 
 
 def test_export_report_and_summary_agree_with_the_store(scored, full_run) -> None:
@@ -206,3 +221,53 @@ def test_a_run_keeps_its_normalisation_statistics_when_its_training_store_is_gon
     for m in ("text", "audio", "vision"):
         np.testing.assert_array_equal(trained.stats[m][0], view.group()[f"{m}/mean"][...])
         np.testing.assert_array_equal(trained.stats[m][1], view.group()[f"{m}/std"][...])
+
+
+def test_media_with_long_non_ascii_or_ascii_names_are_saved_beside_the_others_and_rescored_in_place(
+    full_run, shared_data, tmp_path, caplog
+) -> None:
+    media = _folder(shared_data, tmp_path / "media", ("nasa_webb_narration.mp4", "nasa_webb_narration.en.srt"))
+    for name in LONG_NAMES:
+        shutil.copy(media / "nasa_webb_narration.mp4", media / f"{name}.mp4")
+    store = tmp_path / "store"
+    with caplog.at_level(logging.INFO, logger="prefect.flow_runs"):
+        summary = predict_flow([str(media)], str(full_run), _config(store), str(tmp_path / "out.csv"))
+    assert "segments from 3 media file(s)" in caplog.text  # the files in the folder, not the one path given
+    videos = {"nasa_webb_narration", *LONG_NAMES}
+    assert {m.video_id for m in summary.media} == videos and not summary.unsaved
+    assert {r["video_id"] for r in FeatureStore.open(store).predictions(full_run.name).to_pylist()} == videos
+    assert set(pacsv.read_csv(summary.export).column("video_id").to_pylist()) == videos
+    assert Path(summary.report).read_text().count("<img") >= 3
+    parts = sorted((store / "predictions").rglob("*.parquet"))
+    predict_flow([str(media)], str(full_run), _config(store))
+    assert sorted((store / "predictions").rglob("*.parquet")) == parts  # the same files, overwritten
+
+
+def test_a_part_that_cannot_be_written_is_named_and_loses_no_other_output(
+    full_run, shared_data, tmp_path, monkeypatch
+) -> None:
+    media = _folder(shared_data, tmp_path / "media", ("nasa_webb_narration.mp4", "nasa_webb_narration.en.srt"))
+    shutil.copy(media / "nasa_webb_narration.mp4", media / "blocked.mp4")
+    write = FeatureStore.write_predictions
+
+    def full_disk_for_blocked(self: FeatureStore, run: str, video_id: str, table) -> str:
+        if video_id == "blocked":
+            raise StoreError(f"cannot write {self.url}/predictions/…/blocked.parquet: No space left on device")
+        return write(self, run, video_id, table)
+
+    monkeypatch.setattr(FeatureStore, "write_predictions", full_disk_for_blocked)
+    store = tmp_path / "store"
+    summary = predict_flow([str(media)], str(full_run), _config(store), str(tmp_path / "out.csv"))
+    assert [Path(m).name for m in summary.unsaved] == ["blocked.mp4"]
+    assert "blocked.mp4: predictions NOT saved in the store (cannot write" in summary.message
+    stored = FeatureStore.open(store).predictions(full_run.name)
+    assert set(stored.column("video_id").to_pylist()) == {"nasa_webb_narration"}
+    assert set(pacsv.read_csv(summary.export).column("video_id").to_pylist()) == {"nasa_webb_narration", "blocked"}
+    report = Path(summary.report).read_text()
+    assert "blocked.mp4" in report and "nasa_webb_narration.mp4" in report
+
+    import flows.predict  # the CLI's exit code for that summary: not 0, so a script notices
+
+    monkeypatch.setattr(flows.predict, "predict_flow", lambda *args, **kwargs: summary)
+    res = CliRunner().invoke(app, ["predict", str(media), "--run", str(full_run), "--store", str(store)])
+    assert res.exit_code == 1 and "NOT saved" in res.output, res.output

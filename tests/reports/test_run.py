@@ -13,6 +13,7 @@ import pytest
 from reports import run_stats
 from store import FeatureStore
 from store.errors import ConfigError
+from store.featurestore import NAME_LIMIT, quote_name
 
 
 class _Collect(HTMLParser):
@@ -48,6 +49,14 @@ def test_run_stats_writes_a_self_contained_report(store_copy: FeatureStore) -> N
 def test_report_names_are_checked(built) -> None:
     with pytest.raises(ConfigError):
         run_stats(built[1].url, name="../escape")
+
+
+def test_a_report_name_too_long_for_a_directory_gets_a_cut_hashed_one(store_copy: FeatureStore) -> None:
+    name = "weekly-" + "r" * 300
+    summary, _ = run_stats(store_copy.url, name=name, read_values=False)
+    out = Path(summary.report_dir)
+    assert (out / "report.html").is_file() and out.name == quote_name(name) and len(out.name) <= NAME_LIMIT
+    assert out.name.startswith("weekly-rrr") and store_copy.report_names() == [out.name]
 
 
 def test_reports_go_through_fsspec_for_memory_stores(built) -> None:

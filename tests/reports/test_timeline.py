@@ -113,6 +113,19 @@ def test_summary_numbers_are_exact() -> None:
     assert s.describe() == "talk.mp4: 8 segments, mean +0.25, 38% positive / 25% negative, 00:00–00:39"
 
 
+def test_head_means_use_only_segments_that_have_the_heads_modality(tmp_path: Path) -> None:
+    rows = _series("screen.mp4", [1.0, 1.0, 1.0, 1.0], modalities=("audio",),
+                   score_text=-3.0, score_vision=-3.0)  # padding-only heads, as parts written before the fix hold
+    for r, v in zip(rows, [2.0, 0.0, 1.0, 1.0]):
+        r["score_audio"] = v
+    rows[0]["modalities"] = ["audio", "vision"]
+    rows[0]["score_vision"] = 0.5
+    s = _one(rows)
+    assert s.head_means == {"audio": 1.0, "vision": 0.5}  # no text at all: no text head mean
+    md = _read(render_predictions(_table(rows), tmp_path, title="t").markdown)
+    assert "**unimodal heads (mean)**: audio +1.00, vision +0.50\n" in md
+
+
 def test_neutral_band_is_one_constant_with_closed_outer_bounds() -> None:
     s = _one(_series("a.mp4", [NEUTRAL, -NEUTRAL, NEUTRAL - 1e-9, -NEUTRAL + 1e-9, 0.0]))
     assert (s.positive, s.negative, s.neutral) == (1, 1, 3)
