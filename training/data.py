@@ -172,7 +172,7 @@ class _BlockCache:
         block = self.blocks.get(key)
         if block is None:
             start = key[1] * step
-            with damaged_as_store_error(str(arr.store_path), "aligned view array"):
+            with damaged_as_store_error(name, "aligned view array"):
                 block = np.asarray(arr[start : start + step])
             with suppress(ValueError):  # a block larger than the whole budget is not kept
                 self.blocks[key] = block
