@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +65,7 @@ from corpora.segments import SegmentConfig
 from features.media.probe import MediaInfo, probe_media
 from store import schema
 from store.errors import CorruptMediaError, ManifestError
+from store.featurestore import MediaSource
 from store.fingerprint import clip_fingerprint, media_fingerprint
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,12 @@ SECONDS_PER_WORD = 0.4  # duration estimate for a text-only clip with no times a
 @dataclass
 class IngestResult:
     """The clip and rejects tables. ``sources`` (media layout only): video_id -> the input file it
-    came from as given or found (the media file, or the transcript of a text-only input)."""
+    came from (the media file, or the transcript of a text-only input): real path and content hash."""
 
     clips: pa.Table
     rejects: pa.Table
     layout: str
-    sources: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, MediaSource] = field(default_factory=dict)
 
     @property
     def n_clips(self) -> int:
@@ -254,22 +255,24 @@ def ingest(
 
 
 def ingest_media(
-    paths: Sequence[str | os.PathLike[str]], segment: SegmentConfig | None = None
+    paths: Sequence[str | os.PathLike[str]], segment: SegmentConfig | None = None,
+    held: Mapping[str, MediaSource] | None = None,
 ) -> IngestResult:
     """New, unlabeled media into clips of split ``predict`` (label null), one per segment.
 
     ``paths``: media files, folders (scanned recursively) and transcripts without media, as
     ``corpora.layouts.plan_media`` pairs them; ``segment`` how media is cut (default
-    ``SegmentConfig()``). Clip ids are ``<video_id>__<index:04d>``; ``media_uri`` is the file's
-    absolute real path; ``IngestResult.sources`` maps each video_id to its input file. Every input
-    file ends as clips or as a reject row; only nothing to read at all raises ``ManifestError``.
+    ``SegmentConfig()``); ``held``: the video ids a predict store already gives files (``plan_media``).
+    Clip ids are ``<video_id>__<index:04d>``; ``media_uri`` is the file's absolute real path;
+    ``IngestResult.sources`` maps each video_id to its input file. Every input file ends as clips or
+    as a reject row; only nothing to read at all raises ``ManifestError``.
     """
-    plan = plan_media(paths)
+    plan = plan_media(paths, held)
     if not plan.inputs:
         shown = ", ".join(printable(str(p)) for p in paths) or "(no paths)"
         raise ManifestError(f"{shown}: no media or transcript files to read")
     result = _collect(read_plan(plan, segment or SegmentConfig()), plan.root, "media", predict=True)
-    result.sources = {i.video_id: str(i.path) for i in plan.inputs}
+    result.sources = plan.sources
     return result
 
 

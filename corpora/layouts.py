@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ from corpora.segments import Segment, SegmentConfig, segment_media
 from corpora.sidecars import SidecarError, read_transcript, sidecar_candidates, transcript_format
 from features.media.probe import probe_media
 from store.errors import CorruptMediaError, ManifestError
+from store.featurestore import MediaSource
+from store.fingerprint import files_sha256
 from store.schema import CLASS_LABELS
 
 log = logging.getLogger(__name__)
@@ -510,7 +513,8 @@ PREDICT_SPLIT = "predict"  # the split of unlabeled clips (corpora.ingest.valida
 class MediaInput:
     """One input of the media layout: a media file with its transcript (None: it has none), or a
     transcript alone (``media`` None). ``path`` is the file as given or as found in a given folder;
-    ``rel`` the media path relative to the plan's root; ``problem`` set for a path that does not exist."""
+    ``rel`` the media path relative to the plan's root; ``problem`` set for a path that does not exist,
+    which alone has no ``source`` (the file's real path and content hash, kept to give it its id again)."""
 
     path: Path
     video_id: str
@@ -518,6 +522,7 @@ class MediaInput:
     transcript: Path | None = None
     rel: str | None = None
     problem: Reject | None = None
+    source: MediaSource | None = None
 
 
 @dataclass(frozen=True)
@@ -528,8 +533,16 @@ class MediaPlan:
     root: Path
     inputs: list[MediaInput]
 
+    @property
+    def sources(self) -> dict[str, MediaSource]:
+        """video id -> source of every input file that exists: what a predict store records and
+        passes back as ``plan_media``'s ``held``, so each file keeps its id in later runs."""
+        return {i.video_id: i.source for i in self.inputs if i.source is not None}
 
-def plan_media(paths: Sequence[str | os.PathLike[str]]) -> MediaPlan:
+
+def plan_media(
+    paths: Sequence[str | os.PathLike[str]], held: Mapping[str, MediaSource] | None = None
+) -> MediaPlan:
     """Expand the given files and folders into inputs, pair media with their transcripts.
 
     - A folder is scanned **recursively** (its files sorted by name, then its subfolders), skipping hidden names
@@ -541,9 +554,11 @@ def plan_media(paths: Sequence[str | os.PathLike[str]]) -> MediaPlan:
       folder; every candidate it has (also those of lower precedence) is consumed by it. A
       transcript no media input consumes is an input of its own, a text-only one.
     - Inputs keep the order of the given paths (folder contents sorted); a file reached twice (also
-      through a symlink) is read once. ``video_id`` is the media stem (a transcript's name without
-      its suffix); a later input with the same id up to case gets ``~2``, ``~3``, ...
+      through a symlink) is read once.
     - A given path that does not exist becomes an input with a ``missing_file`` problem (after the others).
+    - ``video_id``: see ``_assign_ids``. ``held`` maps the ids a predict store already gives files
+      to their sources (``FeatureStore.media_sources``); a file keeps its id there, and no other
+      file takes it, so a rerun never replaces another file's predictions.
     """
     found: list[tuple[Path, bool]] = []  # (file, given by name)
     missing: list[Path] = []
@@ -585,22 +600,79 @@ def plan_media(paths: Sequence[str | os.PathLike[str]]) -> MediaPlan:
             consumed.update(os.path.realpath(c) for c in candidates)
 
     kept = [(f, is_media[f]) for f, _ in found if is_media[f] or os.path.realpath(f) not in consumed]
-    reals = [Path(os.path.realpath(f)).parent for f, _ in kept]
-    root = Path(os.path.commonpath(reals)) if reals else Path.cwd()
+    sources = [_media_source(f) for f, _ in kept]
+    root = Path(os.path.commonpath([Path(s.path).parent for s in sources])) if sources else Path.cwd()
+    names = [f.stem if media else (transcript_format(f.name) or (f.stem, ""))[0] for f, media in kept]
+    gone = [(m.stem or m.name or "input", MediaSource(os.path.realpath(m))) for m in missing]
+    ids = _assign_ids([*zip(names, sources), *gone], len(kept), held or {})
     inputs: list[MediaInput] = []
-    ids: set[str] = set()
-    for f, media in kept:
-        name = f.stem if media else (transcript_format(f.name) or (f.stem, ""))[0]
-        vid = _unique_id(name, ids)
+    for (f, media), source, vid in zip(kept, sources, ids):
         if media:
-            rel = os.path.relpath(os.path.realpath(f), root)
-            inputs.append(MediaInput(f, vid, media=f, transcript=transcript_of[f], rel=rel))
+            rel = os.path.relpath(source.path, root)
+            inputs.append(MediaInput(f, vid, media=f, transcript=transcript_of[f], rel=rel, source=source))
         else:
-            inputs.append(MediaInput(f, vid, transcript=f))
-    for m in missing:
-        vid = _unique_id(m.stem or m.name or "input", ids)
+            inputs.append(MediaInput(f, vid, transcript=f, source=source))
+    for m, vid in zip(missing, ids[len(kept):]):
         inputs.append(MediaInput(m, vid, problem=Reject(MISSING_FILE, f"{printable(str(m))}: does not exist")))
     return MediaPlan(root, inputs)
+
+
+def _media_source(file: Path) -> MediaSource:
+    """The file's real path and, for a regular file that can be read, the sha256 of its bytes (a FIFO
+    is never read: it would block). Ingest hashes the media again by the same path: a cache hit."""
+    real = os.path.realpath(file)
+    try:
+        digest = files_sha256([real]) if stat.S_ISREG(os.stat(real).st_mode) else None
+    except OSError:  # unreadable: the input ends as its reject, its path still holds its id
+        digest = None
+    return MediaSource(real, digest)
+
+
+def _assign_ids(wanted: Sequence[tuple[str, MediaSource]], files: int, held: Mapping[str, MediaSource]) -> list[str]:
+    """The video id of each (name, source): the first ``files`` are input files, the rest paths that
+    do not exist (no hash). Ids compare by ``id_key``; an id ``held`` gives one file never goes to another:
+
+    1. a path ``held`` records keeps its id (a file changed in place is rescored in place);
+    2. a file whose content a record has, where that record's file is gone, keeps that id (it moved);
+    3. any other takes its name, or the first free of ``name~2``, ``name~3``, ..., in the order of
+       the real paths (a folder's files before its subfolders'; missing paths last), so neither the
+       order of the given paths nor a rerun decides which of two same-named files gets the bare name.
+    """
+    ids: dict[int, str] = {}
+    claimed: set[str] = set()
+
+    def give(i: int, vid: str) -> None:
+        ids[i] = vid
+        claimed.add(id_key(vid))
+
+    by_path: dict[str, str] = {}
+    for vid, source in sorted(held.items()):
+        by_path.setdefault(source.path, vid)
+    for i, (_, source) in enumerate(wanted):
+        at_path = by_path.get(source.path)
+        if at_path is not None and id_key(at_path) not in claimed:
+            give(i, at_path)
+    order = sorted(range(files), key=lambda i: _path_order(wanted[i][1].path))
+    order += sorted(range(files, len(wanted)), key=lambda i: _path_order(wanted[i][1].path))
+    moved = sorted(v for v, s in held.items() if s.sha256 and not os.path.lexists(s.path))
+    for i in order:
+        digest = wanted[i][1].sha256
+        if i in ids or digest is None:
+            continue
+        same = next((v for v in moved if held[v].sha256 == digest and id_key(v) not in claimed), None)
+        if same is not None:
+            give(i, same)
+    taken = {id_key(v) for v in held} | claimed
+    for i in order:
+        if i not in ids:
+            ids[i] = _unique_id(wanted[i][0], taken)
+    return [ids[i] for i in range(len(wanted))]
+
+
+def _path_order(path: str) -> tuple[tuple[str, ...], str]:
+    """Sort key of a real path that lists a folder's files before its subfolders' (as ``_scan`` does)."""
+    p = Path(path)
+    return p.parent.parts, p.name
 
 
 def _scan(folder: Path) -> list[Path]:
@@ -621,7 +693,8 @@ def _scan(folder: Path) -> list[Path]:
 
 
 def _unique_id(name: str, taken: set[str]) -> str:
-    """``name``, or ``name~2``, ``name~3``, ... when an earlier input took it (ids compare by ``id_key``)."""
+    """``name``, or ``name~2``, ``name~3``, ...: the first not in ``taken`` (ids compare by
+    ``id_key``), which it joins."""
     candidate, n = name, 1
     while id_key(candidate) in taken:
         n += 1

@@ -297,7 +297,8 @@ def train(
     ] = None,
     name: Annotated[
         Optional[str],
-        typer.Option(help="run name under runs/ [default: <view>-<ablation>-<UTC time>-<random>]"),
+        typer.Option(help="run name under runs/: one folder name of at most 255 bytes [default: "
+                     "<view>-<ablation>-<UTC time>-<random>, cut and hashed when longer than a file name]"),
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -366,8 +367,10 @@ def predict(
     cfg = _config(config, set_, {"predict.store": store, "predict.seed": seed, "predict.segment.window": window,
                                  "predict.segment.hop": hop,
                                  "predict.segment.mode": "windows" if window is not None else None})
-    from stages.predict import load_trained_run, reproduce_extraction
+    from stages.predict import export_target, load_trained_run, reproduce_extraction
 
+    if out is not None:  # a bad --out fails here, not after the scoring
+        export_target(out)
     trained = load_trained_run(run, cfg.predict.seed)  # a bad run fails here, before a server starts
     repro = reproduce_extraction(trained)
     if dry_run:

@@ -24,6 +24,7 @@ from stages.ingest import IngestSummary
 from stages.predict import (
     PredictSummary,
     align_for_run,
+    export_target,
     ingest_new_media,
     load_trained_run,
     reproduce_extraction,
@@ -61,6 +62,8 @@ def predict_flow(
     log = get_run_logger()
     clock = StageClock()
     store = config.predict.store
+    if out is not None:  # a bad export name or folder fails now, not after the scoring
+        export_target(out)
     with clock("load run"):
         trained = load_trained_run(run, config.predict.seed)  # refuse a bad run before any work
         repro = reproduce_extraction(trained)

@@ -253,8 +253,9 @@ def prediction_table(run: TrainedRun, store: FeatureStore, view: AlignedView, sc
         if not mods:
             why = failures.get(cid) or "no transcript text, audio or video the model reads"
             error = f"no modality the model reads ({', '.join(run.modalities)}) is available: {why}"
+        source = sources.get(c["video_id"])
         row = {
-            "media": sources.get(c["video_id"]) or c["media_uri"] or c["video_id"],
+            "media": source.path if source else c["media_uri"] or c["video_id"],
             "video_id": c["video_id"], "segment_id": cid,
             "start": c["start"], "end": c["end"], "text": c["text"], "modalities": mods,
             "score": None if error else scores.mean["m"][cid],
@@ -285,18 +286,42 @@ def write_predictions(store: FeatureStore, run: TrainedRun, table: pa.Table) -> 
     return paths, unsaved
 
 
-def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:
-    """``.csv`` (modalities joined with ``+``) or ``.parquet``, chosen by the suffix."""
+EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
+def export_target(out: str | os.PathLike[str]) -> Path:
+    """``out`` as the export file, checked before any scoring work (the CLI and the flow call it
+    first; ``export_predictions`` again): a ``.csv`` or ``.parquet`` name, not a folder, whose folder
+    exists or can be created and can be written. Creates nothing: ``--dry-run`` writes nothing."""
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".parquet":
-        pq.write_table(table, path)
-    elif path.suffix.lower() == ".csv":
-        joined = pa.array(["+".join(m) for m in table.column("modalities").to_pylist()], pa.string())
-        flat = table.set_column(table.schema.get_field_index("modalities"), "modalities", joined)
-        pacsv.write_csv(flat, path)
-    else:
+    if path.suffix.lower() not in EXPORT_SUFFIXES:
         raise ConfigError(f"--out {path}: use a .csv or .parquet file name")
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a folder; give a .csv or .parquet file name")
+    folder = path.absolute().parent
+    while not folder.exists():  # the nearest folder that exists; export creates those below it
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: cannot write in {folder}")
+    return path
+
+
+def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:
+    """``.csv`` (modalities joined with ``+``) or ``.parquet``, chosen by the suffix; an OS error
+    writing it (a full disk) is a ``StoreError`` naming the file."""
+    path = export_target(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".parquet":
+            pq.write_table(table, path)
+        else:
+            joined = pa.array(["+".join(m) for m in table.column("modalities").to_pylist()], pa.string())
+            flat = table.set_column(table.schema.get_field_index("modalities"), "modalities", joined)
+            pacsv.write_csv(flat, path)
+    except OSError as exc:
+        raise StoreError(f"--out {path}: cannot write the predictions there: {exc.strerror or exc}") from None
     return path
 
 
@@ -304,20 +329,23 @@ def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:
 def ingest_new_media(
     store_url: str, media: Sequence[str], segment: SegmentConfig, allow_empty: bool = False
 ) -> tuple[IngestSummary, int]:
-    """New media files and folders as unlabeled ``predict`` segments in the predict store's clip table;
-    which input file each video id came from is kept beside it (a subtitle file alone has no media).
-    Also returns how many input files the paths held (a folder is its files, not one).
+    """New media files and folders as unlabeled ``predict`` segments in the predict store's clip table.
+    Each input file keeps the video id the store's media-source record gives it, and a new file never
+    takes one held by another (``corpora.layouts.plan_media``): its predictions part is its own.
+    The record gains this run's files and keeps every earlier one. Also returns how many input files
+    the paths held (a folder is its files, not one).
 
     Paths with no media or transcript at all are an error, unless ``allow_empty`` (an inbox folder a
     schedule polls is often empty): then the clip table is emptied and nothing is scored."""
+    held = FeatureStore.open(store_url).media_sources() if StoreFS(store_url).exists("store.json") else {}
     try:
-        result = ingest_media([Path(m) for m in media], segment)
+        result = ingest_media([Path(m) for m in media], segment, held)
     except ManifestError:
         if not allow_empty:
             raise
         result = IngestResult(schema.CLIPS.empty_table(), schema.REJECTS.empty_table(), "media")
     summary = store_ingest(store_url, result)
-    FeatureStore.open(store_url).write_media_sources(result.sources)
+    FeatureStore.open(store_url).write_media_sources(held | result.sources)
     return summary, len(result.sources)
 
 
@@ -371,7 +399,8 @@ def score_and_write(
 ) -> PredictSummary:
     """Score the predict store's segments with ``run``, write one predictions part per media file,
     the timeline report of every media file this run has scored here, and ``out`` when given. A
-    part that cannot be written is named in the summary and still in the report and ``out``."""
+    part that cannot be written is named in the summary and still in the report and ``out``; an
+    ``out`` that cannot be written is a ``StoreError`` raised last, saying what is saved."""
     store = FeatureStore.open(store_url)
     clips = store.clips()
     if not pc.any(pc.equal(clips.column("split"), PREDICT_SPLIT)).as_py():
@@ -392,7 +421,12 @@ def score_and_write(
                                       run_info={"run": str(run.root), "seeds": list(run.seed_dirs),
                                                 "fingerprint": run.fingerprint})
         report = rendered.html
-    export = str(export_predictions(table, out)) if out else None
+    try:
+        export = str(export_predictions(table, out)) if out else None
+    except StoreError as exc:  # the parts and the report are written by now: only the export is lost
+        lost = f" except those of {', '.join(sorted(unsaved))}" if unsaved else ""
+        raise StoreError(f"{exc}; the predictions are saved in {store.url}{lost}"
+                         + (f", the report in {report}" if report else "")) from None
     summaries = summarize_predictions(table)
     media = {m.video_id: m.media for m in summaries}
     return PredictSummary(run.name, store.url, summaries, parts, report, export,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from store.errors import ConfigError
+from store.featurestore import quote_name
 from store.ids import new_id
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
@@ -116,6 +117,25 @@ class EpochProgress:
 
 ProgressHook = Callable[[EpochProgress], None]
 
+#: A run is the folder ``<runs>/<name>``: one file name, which ext4, APFS and NTFS cap at 255 bytes.
+RUN_NAME_LIMIT = 255
+
+
+def run_dir_name(view: str, ablation: str, name: str | None) -> str:
+    """The run's folder name. ``name`` (``--name``) is used as typed, so a longer one is refused
+    before any training rather than cut into a folder the user did not ask for. The default
+    ``<view>-<ablation>-<id>`` goes through ``quote_name``: unchanged while it fits (view names,
+    ablations and ids hold only characters it keeps), else a readable prefix and a hash."""
+    if not name:
+        return quote_name(f"{view}-{ablation}-{new_id()}")
+    if name in (".", "..") or any(c in name for c in "/\\\0"):  # nested folders, or ones outside <runs>
+        raise ConfigError(f"run name {name!r} is not one folder name (no '/', '\\', NUL, '.' or '..')")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > RUN_NAME_LIMIT:
+        raise ConfigError(f"run name {name[:40]!r}... is {size} bytes; a run is the folder <runs>/<name>, "
+                          f"so at most {RUN_NAME_LIMIT} bytes (UTF-8)")
+    return name
+
 
 @dataclass
 class EpochClock:
@@ -166,6 +186,7 @@ def run_train(
     """Train ``ablation`` of ``config`` with 1 (``config.seed``) or the first ``seeds`` seeds;
     ``progress`` hears about every epoch of every seed. ``ensemble``: also score the seeds'
     predictions averaged per clip (``summary["ensemble"]``, next to the mean ± std)."""
+    run_root = Path(runs_dir) / run_dir_name(view, ablation, name)
     try:
         cfg = with_ablation(config, ablation)
     except ValidationError as exc:  # the ablation's switches contradict the config
@@ -175,7 +196,6 @@ def run_train(
     seed_list = cfg.seeds[:seeds] if seeds else [cfg.seed]
     if seeds and len(seed_list) < seeds:
         raise ConfigError(f"--seeds {seeds} but train.seeds lists only {len(cfg.seeds)} seeds")
-    run_root = Path(runs_dir) / (name or f"{view}-{ablation}-{new_id()}")
     per_seed = {}
     run_dirs: list[Path] = []
     clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)

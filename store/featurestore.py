@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -63,6 +65,16 @@ def quote_name(name: str) -> str:
             break
         prefix += q
     return f"{prefix}+{digest}"
+
+
+@dataclass(frozen=True)
+class MediaSource:
+    """The input file a predict store's video id stands for (``FeatureStore.media_sources``): its real
+    path, and the sha256 of its bytes, which recognises the file after a move (None when it could not
+    be read, and for ids recorded before the hash was kept)."""
+
+    path: str
+    sha256: str | None = None
 
 
 class FeatureStore:
@@ -230,13 +242,38 @@ class FeatureStore:
         """Every media file's predictions by ``run`` (empty when it scored nothing here)."""
         return self.fs.read_parquet_dir(f"predictions/{quote_name(run)}", schema.PREDICTIONS)
 
-    def write_media_sources(self, sources: dict[str, str]) -> None:
-        """video id -> the input file the predict clips of that video were cut from (a subtitle file
-        alone has no media, so the clip table cannot say it)."""
-        self.fs.write_bytes_atomic(MEDIA_SOURCES, json.dumps(sources, indent=1, sort_keys=True).encode())
+    def write_media_sources(self, sources: Mapping[str, MediaSource]) -> None:
+        """Record video id -> source for every video id this predict store holds: the whole record,
+        earlier runs' ids included, because ``corpora.layouts.plan_media`` reads it to give each file
+        its id again and never another file's (a subtitle file alone has no media, so the clip table
+        cannot say where a video came from)."""
+        doc = {vid: {"path": s.path, "sha256": s.sha256} for vid, s in sources.items()}
+        self.fs.write_bytes_atomic(MEDIA_SOURCES, json.dumps(doc, indent=1, sort_keys=True).encode())
 
-    def media_sources(self) -> dict[str, str]:
-        return self.fs.read_json(MEDIA_SOURCES, "media source record") if self.fs.exists(MEDIA_SOURCES) else {}
+    def media_sources(self) -> dict[str, MediaSource]:
+        """video id -> its source, for every video id this predict store holds: the record, and the
+        ids that only a predictions part names, with the part's ``media`` as path (stores written
+        before the record kept every run's ids held only the latest run's, a bare path each). Parts
+        of recorded ids are not read, so a store whose record is whole costs one listing per run."""
+        record = self.fs.read_json(MEDIA_SOURCES, "media source record") if self.fs.exists(MEDIA_SOURCES) else {}
+        sources = {vid: self._record_entry(vid, value) for vid, value in record.items()}
+        recorded = {f"{quote_name(vid)}.parquet" for vid in sources}
+        for run in self.fs.ls("predictions"):
+            for name in self.fs.ls(f"predictions/{run}"):
+                if name.endswith(".parquet") and not name.startswith(".") and name not in recorded:
+                    part = self.fs.read_parquet(f"predictions/{run}/{name}").select(["video_id", "media"])
+                    for vid, media in zip(part.column("video_id").to_pylist(), part.column("media").to_pylist()):
+                        sources.setdefault(vid, MediaSource(media or ""))
+        return sources
+
+    def _record_entry(self, vid: str, value: Any) -> MediaSource:
+        """One entry of the record: ``{"path", "sha256"}``, or a bare path (the record before hashes)."""
+        if isinstance(value, str):
+            return MediaSource(value)
+        if isinstance(value, dict) and isinstance(value.get("path"), str) \
+                and isinstance(value.get("sha256"), (str, type(None))):
+            return MediaSource(value["path"], value["sha256"])
+        raise StoreError(f"{self.fs.path(MEDIA_SOURCES)}: video {vid!r} has no source path and hash but {value!r}")
 
     # -- listings --------------------------------------------------------------------------
     def view_names(self) -> list[str]:

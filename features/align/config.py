@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 from store.schema import Modality
 
 ALIGN_VERSION = "1"  # bump when the pooling code changes what a view holds: every view re-aligns
+#: A view is the folder ``aligned/<view>``: one file name, which ext4, APFS and NTFS cap at 255 bytes
+#: (the name pattern admits ASCII only, so characters are bytes). A longer name is refused, not cut:
+#: configs, runs and the CLI name a view as typed, and no view that could be written is refused.
+VIEW_NAME_LIMIT = 255
 DEFAULT_EXTRACTORS: dict[str, str] = {"text": "text.bert", "audio": "audio.mfcc", "vision": "vision.cnn"}
 
 
@@ -42,6 +46,14 @@ class AlignConfig(BaseModel):
         default_factory=dict, description="modality -> set or extractor name (null: leave out)"
     )
     normalize: bool = Field(True, description="standardise values with the train mean/std")
+
+    @field_validator("view")
+    @classmethod
+    def _view_fits_a_file_name(cls, value: str) -> str:
+        if len(value) > VIEW_NAME_LIMIT:
+            raise ValueError(f"the view name has {len(value)} characters; a view is the folder aligned/<view>, "
+                             f"so at most {VIEW_NAME_LIMIT}")
+        return value
 
     @field_validator("feature_sets", mode="before")
     @classmethod

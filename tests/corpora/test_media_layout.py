@@ -11,7 +11,7 @@ import pytest
 
 from corpora.fields import normalise_id
 from corpora.ingest import IngestResult, ingest, ingest_media, validate
-from corpora.layouts import PREDICT_SPLIT, plan_media
+from corpora.layouts import PREDICT_SPLIT, MediaPlan, plan_media
 from corpora.rows import (
     EMPTY_MEDIA,
     INVALID_LABEL,
@@ -73,7 +73,7 @@ def test_every_real_input_file_ends_as_unlabeled_predict_clips(real: IngestResul
     videos = _by_video(real)
     assert set(videos) == {"manifesto_audiobook", "nasa_webb_narration", "jfk_inaugural",
                            "nasa_webb_narration.vp9_opus", "tears_of_steel.TOS-en"}
-    assert set(real.sources) == set(videos) and real.sources["jfk_inaugural"].endswith("jfk_inaugural.flac")
+    assert set(real.sources) == set(videos) and real.sources["jfk_inaugural"].path.endswith("jfk_inaugural.flac")
     for vid, rows in videos.items():
         assert [r["clip_id"] for r in rows] == [f"{vid}__{i:04d}" for i in range(len(rows))]
         for r in rows:
@@ -222,7 +222,59 @@ def test_same_stems_in_two_folders_get_distinct_video_ids(tmp_path: Path, clip_m
     assert result.n_rejects == 0
     # ids equal up to case are one id; names sort by code point (EP1.m4v before ep1.mp4)
     assert set(_by_video(result)) == {"ep1", "EP1~2", "ep1~3"}
-    assert result.sources["ep1~3"] == str(tmp_path / "s2" / "ep1.mp4")
+    assert result.sources["ep1~3"].path == os.path.realpath(tmp_path / "s2" / "ep1.mp4")
+
+
+def _write(path: Path, data: str) -> Path:
+    """A file holding ``data``: planning reads no media, it only hashes the bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data)
+    return path
+
+
+def _ids(plan: MediaPlan) -> dict[Path, str]:
+    return {i.path: i.video_id for i in plan.inputs}
+
+
+def test_a_file_keeps_its_held_id_and_a_new_same_named_file_never_takes_it(tmp_path: Path) -> None:
+    day1 = _write(tmp_path / "day1" / "IMG_0001.mp4", "first video")
+    day2 = _write(tmp_path / "day2" / "IMG_0001.mp4", "another video")
+    held = plan_media([day1]).sources  # what the predict store records after day 1
+    assert list(held) == ["IMG_0001"]
+    second = plan_media([day2], held)
+    assert _ids(second) == {day2: "IMG_0001~2"}
+    held |= second.sources
+    day1.write_text("first video, re-encoded")  # changed in place: the same source, rescored in place
+    for paths in ([day1, day2], [day2, day1], [tmp_path]):
+        assert _ids(plan_media(paths, held)) == {day1: "IMG_0001", day2: "IMG_0001~2"}
+    missing = tmp_path / "day3" / "img_0001.mp4"
+    assert _ids(plan_media([missing], held)) == {missing: "img_0001~3"}  # ids compare up to case
+
+
+def test_argument_order_never_decides_which_same_named_file_gets_the_bare_id(tmp_path: Path) -> None:
+    a = _write(tmp_path / "b" / "clip.mp4", "one")
+    b = _write(tmp_path / "a" / "clip.mp4", "two")
+    top = _write(tmp_path / "clip.srt", "1\n00:00:00,000 --> 00:00:01,000\nhi\n")  # a folder's files come first
+    want = {top: "clip", b: "clip~2", a: "clip~3"}
+    assert _ids(plan_media([a, b, top])) == _ids(plan_media([top, b, a])) == want
+    assert _ids(plan_media([tmp_path])) == want
+
+
+def test_a_moved_file_keeps_its_id_by_content_and_a_copy_beside_the_original_does_not(tmp_path: Path) -> None:
+    talk = _write(tmp_path / "inbox" / "talk.mp4", "the talk")
+    held = plan_media([talk]).sources
+    copy = tmp_path / "backup" / "talk.mp4"
+    copy.parent.mkdir()
+    shutil.copy(talk, copy)
+    scored = plan_media([copy], held)
+    assert _ids(scored) == {copy: "talk~2"}  # the original is still there
+    held |= scored.sources
+    moved = tmp_path / "moved" / "2024" / "talk.mp4"
+    moved.parent.mkdir(parents=True)
+    talk.rename(moved)
+    plan = plan_media([moved, copy], held)
+    assert _ids(plan) == {moved: "talk", copy: "talk~2"}
+    assert plan.sources["talk"].path == os.path.realpath(moved)
 
 
 def test_a_file_reached_twice_is_read_once_and_a_symlink_out_of_the_folder_is_followed(

@@ -271,3 +271,40 @@ def test_a_part_that_cannot_be_written_is_named_and_loses_no_other_output(
     monkeypatch.setattr(flows.predict, "predict_flow", lambda *args, **kwargs: summary)
     res = CliRunner().invoke(app, ["predict", str(media), "--run", str(full_run), "--store", str(store)])
     assert res.exit_code == 1 and "NOT saved" in res.output, res.output
+
+
+def test_same_named_videos_scored_in_two_runs_keep_their_own_ids_and_predictions(full_run, tmp_path) -> None:
+    from corpora.synth import write_clip
+
+    days = {}
+    for day, seconds, v, text in (("day1", 4.0, 1.5, "day one was wonderful"),
+                                  ("day2", 6.0, -1.5, "day two was awful")):
+        video = tmp_path / day / "IMG_0001.mp4"  # cameras and phones reuse file names
+        video.parent.mkdir()
+        write_clip(video, seconds=seconds, v=v)
+        video.with_suffix(".srt").write_text(f"1\n00:00:00,500 --> 00:00:03,500\n{text}\n")
+        days[day] = video
+    store = tmp_path / "store"
+    predict_flow([str(days["day1"])], str(full_run), _config(store))
+    first = _rows(store, full_run, "IMG_0001")
+    second = predict_flow([str(days["day2"])], str(full_run), _config(store))
+    assert [m.video_id for m in second.media] == ["IMG_0001~2"]
+    assert _rows(store, full_run, "IMG_0001") == first  # day 1's predictions are not replaced
+    assert [r["text"] for r in _rows(store, full_run, "IMG_0001~2")] == ["day two was awful"]
+    parts = sorted((store / "predictions").rglob("*.parquet"))
+    again = predict_flow([str(tmp_path / "day2"), str(tmp_path / "day1")], str(full_run), _config(store))
+    assert {m.video_id: Path(m.media).parent.name for m in again.media} == {"IMG_0001": "day1", "IMG_0001~2": "day2"}
+    assert sorted((store / "predictions").rglob("*.parquet")) == parts and again.extracted == 0
+    assert {v: Path(s.path).parent.name for v, s in FeatureStore.open(store).media_sources().items()} == {
+        "IMG_0001": "day1", "IMG_0001~2": "day2"}
+
+
+def test_a_bad_out_name_is_refused_before_any_work(full_run, shared_data, tmp_path) -> None:
+    media = _folder(shared_data, tmp_path / "media", ("jfk_inaugural.flac", "jfk_inaugural.txt"))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["predict", str(media), "--run", str(full_run), "--out", str(tmp_path / "p.txt"),
+                                      "--store", str(store)])
+    assert result.exit_code == 2 and "p.txt: use a .csv or .parquet file name" in result.output, result.output
+    with pytest.raises(ConfigError, match="p.xlsx: use a .csv or .parquet file name"):
+        predict_flow([str(media)], str(full_run), _config(store), str(tmp_path / "p.xlsx"))
+    assert not store.exists()  # nothing ingested, extracted or scored

@@ -3,16 +3,21 @@ that can be written, is listed again, and is the same file on a rerun (``store.f
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 import pyarrow as pa
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from stages.predict import export_predictions, export_target
 from store import FeatureStore, schema
-from store.featurestore import NAME_LIMIT, quote_name
+from store.errors import ConfigError, StoreError
+from store.featurestore import MEDIA_SOURCES, NAME_LIMIT, MediaSource, quote_name
 
 CHINESE_TITLE = "这是一个非常好的电影我真的很喜欢它的故事和演员们的表演太精彩了"[:30]  # 90 bytes of UTF-8
 TEMP_PREFIX = len(".tmp-") + 32 + len("-")  # store.fs.atomic_path's temporary name before the target's
@@ -65,3 +70,44 @@ def test_a_video_whose_name_starts_with_a_dot_is_not_hidden_from_the_listing(tmp
     store = FeatureStore.open(tmp_path / "store", create=True)
     store.write_predictions("r", ".hidden_take", _part(".hidden_take", "r", 1.5))
     assert store.predictions("r").column("video_id").to_pylist() == [".hidden_take"]
+
+
+def test_the_media_source_record_keeps_every_run_and_a_store_from_before_it_holds_the_ids_its_parts_name(
+    tmp_path: Path,
+) -> None:
+    store = FeatureStore.open(tmp_path / "store", create=True)
+    for run, video in (("run-a", "IMG_0001"), ("run-b", "talk")):  # scored by two runs of the old code,
+        store.write_predictions(run, video, _part(video, run, 0.5))
+    (tmp_path / "store" / MEDIA_SOURCES).write_text(json.dumps({"talk": "/in/talk.mp4"}))  # ...which kept the last
+    assert store.media_sources() == {"IMG_0001": MediaSource("/in/IMG_0001.mp4"), "talk": MediaSource("/in/talk.mp4")}
+    new = {"clip": MediaSource("/in/clip.mp4", "ab" * 32)}
+    store.write_media_sources(store.media_sources() | new)
+    assert store.media_sources() == {"IMG_0001": MediaSource("/in/IMG_0001.mp4"),
+                                     "talk": MediaSource("/in/talk.mp4"), **new}
+
+
+def test_a_damaged_media_source_record_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    store = FeatureStore.open(tmp_path / "store", create=True)
+    (tmp_path / "store" / MEDIA_SOURCES).write_text(json.dumps({"talk": 3}))
+    with pytest.raises(StoreError, match=rf"{MEDIA_SOURCES}: video 'talk' has no source path"):
+        store.media_sources()
+
+
+def test_an_export_name_is_checked_before_any_work_and_the_check_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--out .*preds\.txt: use a \.csv or \.parquet file name"):
+        export_target(tmp_path / "preds.txt")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match=r"taken is not a folder"):
+        export_target(tmp_path / "taken" / "deeper" / "preds.csv")
+    assert export_target(tmp_path / "new" / "deeper" / "preds.csv") == tmp_path / "new" / "deeper" / "preds.csv"
+    assert not (tmp_path / "new").exists()  # --dry-run writes nothing
+    assert export_predictions(_part("v", "r", 1.0), tmp_path / "new" / "deeper" / "preds.csv").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_export_that_cannot_be_written_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    full = tmp_path / "preds.parquet"
+    full.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(StoreError, match=rf"--out {re.escape(str(full))}: cannot write the predictions there: "
+                                         r".*No space left on device"):
+        export_predictions(_part("v", "r", 1.0), full)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.train import aggregate, seed_runs, summary_table
+from features.align.config import VIEW_NAME_LIMIT
+from stages.train import aggregate, run_dir_name, seed_runs, summary_table
 from store.errors import ConfigError
+from store.featurestore import quote_name
 from training.metrics import METRIC_NAMES
 
 
@@ -57,3 +59,38 @@ def test_run_train_reports_every_epoch_of_every_seed_with_best_so_far_and_an_eta
             assert p.best_loss == best and records[p.best_epoch - 1]["valid_MAE"] == best
     assert all(p.eta_seconds >= 0 for p in seen) and seen[-1].eta_seconds == 0.0
     assert seen[0].eta_seconds > 0 and "seed 1/2 (11) epoch 1/3" in seen[0].line
+
+
+def test_an_over_long_run_name_is_refused_before_any_training(tmp_path: Path) -> None:
+    from stages.train import run_train
+    from tests.helpers.training import tiny_config
+
+    name = "实验" * 43  # 86 characters, 258 bytes of UTF-8
+    with pytest.raises(ConfigError, match=r"is 258 bytes; a run is the folder <runs>/<name>, so at most 255 bytes"):
+        run_train(str(tmp_path / "store"), "tiny", tiny_config(), tmp_path / "runs", name=name)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", "back\\slash"])
+def test_a_run_name_that_is_not_one_folder_name_is_refused_before_any_training(tmp_path: Path, name: str) -> None:
+    from stages.train import run_train
+    from tests.helpers.training import tiny_config
+
+    with pytest.raises(ConfigError, match="is not one folder name"):
+        run_train(str(tmp_path / "store"), "tiny", tiny_config(), tmp_path / "runs", name=name)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outside").exists()
+
+
+def test_a_run_named_after_a_view_of_the_longest_name_gets_a_folder_that_fits(tmp_path: Path) -> None:
+    from stages.train import run_train
+    from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
+
+    view = "v" * VIEW_NAME_LIMIT
+    write_tiny_view(tmp_path / "store", view)
+    config = tiny_config(max_epochs=1, view={"fingerprint": "fp-tiny"})
+    with one_torch_thread():
+        root, summary = run_train(str(tmp_path / "store"), view, config, tmp_path / "runs")
+    assert root.parent == tmp_path / "runs" and len(root.name) <= 255 and root.name.startswith("v" * 150)
+    assert (root / "summary.json").exists() and summary["seeds"]
+    short = run_dir_name("tiny", "no_slgm", None)
+    assert short.startswith("tiny-no_slgm-") and quote_name(short) == short  # a name that fits stays as it was
