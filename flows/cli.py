@@ -30,8 +30,8 @@ from store.errors import ConfigError, EmoflowError
 
 
 class _NoUserErrorTracebacks(logging.Filter):
-    """Prefect logs a failed flow run's exception with its traceback; for a user error the CLI's
-    one line says it all, so the record keeps its message and drops the traceback."""
+    """Prefect logs a failed flow or task run's exception with its traceback; for a user error the
+    CLI's one line says it all, so the record keeps its message and drops the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], EmoflowError):
@@ -48,7 +48,8 @@ class _UserErrorsExit2(TyperGroup):
     and exits 2; any other exception is a bug and keeps its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context, which has no public name
-        logging.getLogger("prefect.flow_runs").addFilter(_NO_USER_ERROR_TRACEBACKS)  # once: same instance
+        for runs in ("prefect.flow_runs", "prefect.task_runs"):  # a user error raised in a task is logged twice
+            logging.getLogger(runs).addFilter(_NO_USER_ERROR_TRACEBACKS)  # once: the same instance
         guard_temporary_server()
         try:
             with ephemeral_flow_settings():

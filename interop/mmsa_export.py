@@ -8,6 +8,7 @@ MMSA's own loader.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -73,6 +74,13 @@ def build_mmsa(store: FeatureStore | str, view_name: str) -> tuple[dict[str, dic
     if stale:
         raise StoreError(f"view {view_name!r} holds clips no longer in the clip table ({stale[:3]}...); "
                          "run `emoflow align` again")
+    scored = [c["label"] is not None and math.isfinite(c["label"]) for c in clips]
+    if not any(scored):
+        raise StoreError(f"view {view_name!r} has no clip with a score label: an MMSA file carries one per sample "
+                         "(a class-only dataset has no MMSA form)")
+    if not all(scored):
+        notes.append(f"{len(scored) - sum(scored)} clip(s) without a score label left out (an MMSA file carries "
+                     "one per sample)")
     n = len(clips)
     values: dict[str, np.ndarray] = {}
     lengths: dict[str, np.ndarray] = {}
@@ -95,7 +103,7 @@ def build_mmsa(store: FeatureStore | str, view_name: str) -> tuple[dict[str, dic
     data: dict[str, dict[str, Any]] = {}
     samples: dict[str, int] = {}
     for split in SPLITS:
-        rows = [i for i, c in enumerate(clips) if c["split"] == split]
+        rows = [i for i, c in enumerate(clips) if c["split"] == split and scored[i]]
         if not rows:
             notes.append(f"split {split!r} is empty (MMSA's loader needs samples in every split)")
         idx = np.asarray(rows, np.int64)

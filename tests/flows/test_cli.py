@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -56,23 +57,32 @@ def test_missing_store_config_file_and_run_are_one_line_each(tmp_path: Path) -> 
     assert "not key=value" in _one_error_line(runner.invoke(app, ["ingest", "x", "--set", "store"]))
 
 
-def test_a_user_error_inside_a_flow_is_one_line_without_a_traceback(tmp_path: Path, prefect_harness) -> None:
+@pytest.mark.parametrize("raised_in, command, error, problem", [
+    ("flow", ["ingest", "{tmp}/no-data", "--store", "{tmp}/s"], "ManifestError", "dataset path does not exist"),
+    ("task", ["stats", "--store", "{tmp}"], "StoreError", "no emoflow store here"),
+])
+def test_a_user_error_inside_a_flow_or_task_is_one_line_without_a_traceback(
+    tmp_path: Path, prefect_harness, raised_in: str, command: list[str], error: str, problem: str
+) -> None:
     from prefect.logging.configuration import setup_logging
 
     setup_logging()  # Prefect's first flow run would configure logging and drop a handler added before
     records: list[logging.LogRecord] = []
     capture = logging.Handler(logging.ERROR)
     capture.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("prefect.flow_runs")
-    logger.addHandler(capture)
+    loggers = [logging.getLogger(f"prefect.{kind}_runs") for kind in ("flow", "task")]
+    for logger in loggers:
+        logger.addHandler(capture)
     try:
-        result = runner.invoke(app, ["ingest", str(tmp_path / "no-data"), "--store", str(tmp_path / "s")])
+        result = runner.invoke(app, [arg.format(tmp=tmp_path) for arg in command])
     finally:
-        logger.removeHandler(capture)
+        for logger in loggers:
+            logger.removeHandler(capture)
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "dataset path does not exist" in errors[0]
-    assert records and all("ManifestError" in r.getMessage() and r.exc_info is None for r in records)  # no traceback
+    assert len(errors) == 1 and problem in errors[0]
+    assert any(r.name == f"prefect.{raised_in}_runs" for r in records)
+    assert records and all(error in r.getMessage() and r.exc_info is None for r in records)  # no traceback
 
 
 def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Path, prefect_harness) -> None:

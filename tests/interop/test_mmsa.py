@@ -201,3 +201,28 @@ def test_export_cli_writes_the_pickle_and_a_missing_view_is_one_error_line(store
     assert result.exit_code == 2 and result.output.startswith("error:") and "'nope'" in result.output
     dry = runner.invoke(app, ["ingest", str(out), "--store", str(tmp_path / "s"), "--layout", "mmsa-pkl", "--dry-run"])
     assert dry.exit_code == 0 and "mmsa-pkl" in dry.output
+
+
+def test_clips_without_a_score_label_are_left_out_of_the_export_with_a_note(store: str, tmp_path: Path) -> None:
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store.errors import StoreError
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    path = copy / "aligned" / "aligned" / "clips.parquet"
+    clips = pq.read_table(path)
+    labels = clips.column("label").to_pylist()
+    pq.write_table(clips.set_column(clips.column_names.index("label"), "label",
+                                    pa.array([None, float("nan"), *labels[2:]], pa.float64())), path)
+    data, summary = build_mmsa(str(copy), "aligned")
+    assert sum(summary.samples.values()) == len(labels) - 2
+    assert "2 clip(s) without a score label left out" in " ".join(summary.notes)
+    assert all(np.isfinite(part["regression_labels"]).all() for part in data.values())
+    pq.write_table(clips.set_column(clips.column_names.index("label"), "label",
+                                    pa.nulls(len(labels), pa.float64())), path)
+    with pytest.raises(StoreError, match="has no clip with a score label"):
+        build_mmsa(str(copy), "aligned")
