@@ -82,21 +82,24 @@ def _store_files(store: FeatureStore) -> list[Problem]:
             problems.append(Problem(name, "", f"{store.fs.path('features', name, 'zarr.json')} is missing: every "
                                     "command skips this feature set (its index and shards are kept)"))
     for name in store.view_names():
-        problems += [Problem(f"view {name}", "", p) for p in verify_view(store, name)]
+        problems += [Problem(f"view {name}", "", p) for p in _view_problems(store, name)]
     return problems
 
 
-def verify_view(store: FeatureStore, name: str) -> list[str]:
-    """Problems reading aligned view ``name``: its description, clip table and every array, read a
-    zarr shard of clips at a time."""
+def _view_problems(store: FeatureStore, name: str) -> list[str]:
+    """Problems reading aligned view ``name``: its description, clip table, group documents and
+    every array, read a zarr shard of clips at a time."""
     try:
         view = open_view(store, name)
+    except StoreError as exc:
+        return [str(exc)]
+    try:
         with warnings.catch_warnings():  # the view folder also holds view.json and clips.parquet
             warnings.simplefilter("ignore", ZarrUserWarning)
             members = view.group().members(max_depth=None)
-        arrays = [(path, node) for path, node in members if isinstance(node, zarr.Array)]
-    except StoreError as exc:
-        return [str(exc)]
+    except Exception as exc:  # a damaged group document: a finding, not a crash
+        return [f"groups unreadable: {type(exc).__name__}: {exc}"]
+    arrays = [(path, node) for path, node in members if isinstance(node, zarr.Array)]
     problems = []
     for path, arr in arrays:
         try:
