@@ -17,6 +17,7 @@ from flows import ephemeral_flow_settings  # first: sets Prefect defaults before
 from flows.console import (
     console,
     metrics_table,
+    print_notes,
     print_predict_summary,
     run_extract_with_progress,
     simple_table,
@@ -285,7 +286,9 @@ def train(
         str,
         typer.Option(help="full | no_uff | no_lgt | no_sm | no_slgm | text | audio | vision"),
     ] = "full",
-    seeds: Annotated[Optional[int], typer.Option(help="train the first N of train.seeds and report mean ± std")] = None,
+    seeds: Annotated[
+        Optional[int], typer.Option(min=1, help="train the first N of train.seeds and report mean ± std")
+    ] = None,
     ensemble: Annotated[
         bool,
         typer.Option("--ensemble", help="also report the seed ensemble: the seeds' predictions averaged per clip"),
@@ -312,10 +315,13 @@ def train(
     """Train MCMF+SLGM on an aligned view; writes a run directory with metrics and the best checkpoint."""
     cfg = _config(config, set_, {"store": store, "align.view": view, "train.text_mode": text_mode,
                                  "train.target": target})
+    from stages.train import train_plan
+
+    _, seed_list = train_plan(cfg.train, ablation, seeds)  # a bad ablation, seed count or device fails here
     if dry_run:
         console.print(dump_config(cfg))
         console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
-                      f"with seeds {cfg.train.seeds[:seeds] if seeds else [cfg.train.seed]} into {cfg.runs}")
+                      f"with seeds {seed_list} into {cfg.runs}")
         return
     from flows.train import run_training
 
@@ -326,6 +332,7 @@ def train(
     rows = dict(out["mean_std"])
     rows.update({f"{split} (ensemble of {len(out['seeds'])})": m for split, m in out.get("ensemble", {}).items()})
     console.print(metrics_table(f"{ablation}: mean ± std over seeds {out['seeds']}", rows))
+    print_notes(out["notes"])
 
 
 @app.command()
@@ -340,6 +347,7 @@ def evaluate(
 
     out = run_evaluate(run, split, store)
     console.print(metrics_table(f"{split}: mean ± std over seeds {out['seeds']}", out["mean_std"]))
+    print_notes(out["notes"])
 
 
 @app.command()

@@ -95,6 +95,12 @@ def metrics_table(title: str, rows: dict[str, dict[str, Any]], label: str = "spl
     return simple_table(title, [label, *names], cells)
 
 
+def print_notes(notes: Sequence[str]) -> None:
+    """The notes under a metrics table (why a metric shows "—": ``training.metrics.undefined_notes``)."""
+    for note in notes:
+        console.print(Text(f"note: {note}"))
+
+
 def print_predict_summary(summary: PredictSummary) -> None:
     """Per media file: segments, failures, mean score, positive/negative shares, span; then its course
     in words (one line each, never wrapped mid-name), and the totals."""

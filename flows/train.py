@@ -10,6 +10,8 @@ from prefect import flow, get_run_logger
 from flows.hooks import Hooks
 from stages.train import EpochProgress, ProgressHook, run_train
 from training.config import TrainConfig
+from training.metrics import format_cell
+from training.targets import headline_metrics
 
 _progress: Hooks[EpochProgress] = Hooks()
 
@@ -26,12 +28,17 @@ def train_flow(store: str, view: str, config: TrainConfig, runs_dir: str, ablati
     run_root, summary = run_train(store, view, config, runs_dir, ablation=ablation, seeds=seeds, name=name,
                                   progress=progress, ensemble=ensemble)
     log.info("run %s (%s, seeds %s)", run_root, ablation, summary["seeds"])
+    names = headline_metrics(config.target)  # a categorical run has no Non0_acc_2, a score run no Acc
+
+    def headline(metrics: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {format_cell(metrics[k], k)}" for k in names)
+
     for split, metrics in summary["mean_std"].items():
-        log.info("%s: Non0_acc_2 %.4f  MAE %.4f  Corr %.4f", split, metrics["Non0_acc_2"]["mean"],
-                 metrics["MAE"]["mean"], metrics["Corr"]["mean"])
+        log.info("%s: %s", split, headline(metrics))
     for split, metrics in summary.get("ensemble", {}).items():
-        log.info("%s (ensemble of %d seeds): Non0_acc_2 %.4f  MAE %.4f  Corr %.4f", split, len(summary["seeds"]),
-                 metrics["Non0_acc_2"], metrics["MAE"], metrics["Corr"])
+        log.info("%s (ensemble of %d seeds): %s", split, len(summary["seeds"]), headline(metrics))
+    for note in summary["notes"]:
+        log.info("note: %s", note)
     return {"run": str(run_root), **summary}
 
 

@@ -12,6 +12,7 @@ thin CLI.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from reports.timeline import MediaSummary, render_predictions, summarize_predict
 from stages.config import ExtractConfig
 from stages.extract import set_name
 from stages.ingest import IngestSummary, store_ingest
-from stages.train import seed_runs
+from stages.train import runs_by_seed
 from store import FeatureStore, schema
 from store.errors import ConfigError, EmoflowError, ManifestError, StoreError
 from store.featurestore import quote_name
@@ -80,10 +81,12 @@ def load_trained_run(run: str | os.PathLike[str], seed: int | None = None) -> Tr
     directory); ``seed`` picks one seed, else every seed is used (their predictions averaged).
 
     The run view's normalisation statistics come from the training store's view; a run whose view
-    is gone or was rebuilt since is refused (its statistics can no longer be proven the same).
+    is gone or was rebuilt since is refused (its statistics can no longer be proven the same). Every
+    chosen seed's model is rebuilt and its checkpoint loaded here, on the CPU: a damaged run directory
+    is refused (``StoreError`` naming the file) before any media is ingested, also by ``--dry-run``.
     """
     root = Path(run).resolve()
-    dirs = {RunDir(d).config().seed: d for d in seed_runs(root)}
+    dirs = runs_by_seed(root)
     unfinished = [str(d) for d in dirs.values() if not RunDir(d).checkpoint.exists()]
     if unfinished:
         raise ConfigError(f"run {root}: no best checkpoint in {', '.join(unfinished)} (training unfinished?)")
@@ -101,6 +104,9 @@ def load_trained_run(run: str | os.PathLike[str], seed: int | None = None) -> Tr
     if len(fingerprints) > 1:
         raise ConfigError(f"run {root}: its seeds were trained on different views ({sorted(fingerprints)})")
     view_fp = info["view_fingerprint"]
+    for d in dirs.values():  # a damaged checkpoint fails here, before anything is ingested or extracted
+        stat = RunDir(d).checkpoint.stat()
+        _check_checkpoint(str(d), stat.st_size, stat.st_mtime_ns)
     stats = _view_stats(root, first, info, config)
     fingerprint = hash_obj({
         "seeds": {str(s): files_sha256([RunDir(d).checkpoint]) for s, d in sorted(dirs.items())},
@@ -109,6 +115,13 @@ def load_trained_run(run: str | os.PathLike[str], seed: int | None = None) -> Tr
     })
     return TrainedRun(root.name, root, dict(sorted(dirs.items())), config, info["view_attrs"], view_fp,
                       fingerprint, stats)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_checkpoint(directory: str, size: int, mtime_ns: int) -> None:
+    """Load a seed's model once per checkpoint file version (size and mtime in the key): the CLI,
+    the flow and each of its tasks read the run, and a fine-tuned text encoder takes seconds to load."""
+    load_run_model(Path(directory), "cpu")
 
 
 def _view_stats(

@@ -8,7 +8,7 @@ with the mean ± std over seeds, as MMSA reports them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,22 +20,28 @@ from torch import nn
 from store.errors import ConfigError
 from store.featurestore import quote_name
 from store.ids import new_id
+from store.runtime import resolve_device
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
-from training.metrics import format_table, metric_columns
-from training.runs import RunDir, evaluate_run, train_on_view
+from training.metrics import format_table, metric_columns, metrics_json, undefined_notes
+from training.model import check_text_model
+from training.runs import RunDir, evaluate_run, load_run_model, train_on_view
 from training.targets import selection_metric
 
 
-def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """split -> metric -> {mean, std} over seeds (population std, as numpy computes it)."""
+def aggregate(
+    per_seed: Mapping[int, Mapping[str, Mapping[str, float | None]]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """split -> metric -> {mean, std} over seeds (population std, as numpy computes it). An undefined
+    value (NaN, or null read back from a metrics.json) makes the mean and std undefined (NaN) too:
+    a mean over the other seeds would pass for one over all of them."""
     splits = sorted({s for m in per_seed.values() for s in m})
     out: dict[str, dict[str, dict[str, float]]] = {}
     for split in splits:
         seeds = [m[split] for m in per_seed.values() if split in m]
         out[split] = {}
         for name in metric_columns({split: seeds[0]}):
-            vals = np.array([m[name] for m in seeds], dtype=np.float64)
+            vals = np.array([np.nan if m[name] is None else m[name] for m in seeds], dtype=np.float64)
             out[split][name] = {"mean": float(vals.mean()), "std": float(vals.std())}
     return out
 
@@ -72,10 +78,12 @@ def ensemble_metrics(runs: list[Path]) -> dict[str, dict[str, float]]:
     return {s: target.metrics(pred, label) for s, (_, pred, label) in ensemble_predictions(runs).items()}
 
 
-def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict[str, float]]],
+def _write_summary(run_root: Path, kind: str, per_seed: Mapping[int, Mapping[str, Mapping[str, float | None]]],
                    ensemble: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """``<run_root>/<kind>.json`` (per seed, mean ± std, and the seed ensemble's metrics when given)
-    and ``<kind>.md`` (the table: a row per split, then a row per split of the ensemble); returns the JSON."""
+    """``<run_root>/<kind>.json`` (per seed, mean ± std, the seed ensemble's metrics when given, and
+    ``notes``: why a metric is undefined, if one is) and ``<kind>.md`` (the table: a row per split,
+    then a row per split of the ensemble, then the notes); returns the summary. Undefined metrics are
+    null in the JSON (``metrics_json``)."""
     agg = aggregate(per_seed)
     summary: dict[str, Any] = {"kind": kind, "seeds": sorted(per_seed),
                                "per_seed": {str(k): v for k, v in per_seed.items()}, "mean_std": agg}
@@ -83,7 +91,8 @@ def _write_summary(run_root: Path, kind: str, per_seed: dict[int, dict[str, dict
     if ensemble is not None:
         summary["ensemble"] = ensemble
         rows.update({f"{split} (ensemble of {len(per_seed)})": m for split, m in ensemble.items()})
-    (run_root / f"{kind}.json").write_text(json.dumps(summary, indent=2))
+    summary["notes"] = undefined_notes(rows)
+    (run_root / f"{kind}.json").write_text(metrics_json(summary))
     (run_root / f"{kind}.md").write_text(summary_table(rows))
     return summary
 
@@ -178,6 +187,31 @@ def _progress_callback(hook: ProgressHook, clock: EpochClock, seed: int, seed_in
     return on_epoch
 
 
+def train_plan(config: TrainConfig, ablation: str, seeds: int | None) -> tuple[TrainConfig, list[int]]:
+    """``config`` with ``ablation`` applied and the seeds to train: ``config.seed``, or the first
+    ``seeds`` of ``config.seeds``. Checked before any work (``run_train`` and ``train --dry-run``):
+    the ablation, the seed count, and what the config needs of this machine (the device, the text
+    model folder it names; one the view names is checked with the view, ``check_view``)."""
+    try:
+        cfg = with_ablation(config, ablation)
+    except ValidationError as exc:  # the ablation's switches contradict the config
+        raise ConfigError.from_validation(exc, f"train config with ablation {ablation!r}") from None
+    except ValueError as exc:  # an unknown ablation
+        raise ConfigError(str(exc)) from None
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: train at least 1 seed (leave it out to train train.seed alone)")
+    seed_list = cfg.seeds[:seeds] if seeds else [cfg.seed]
+    if seeds and len(seed_list) < seeds:
+        raise ConfigError(f"--seeds {seeds} but train.seeds lists only {len(cfg.seeds)} seeds")
+    try:
+        resolve_device(cfg.device)
+    except ConfigError as exc:
+        raise ConfigError(f"train.device: {exc}") from None
+    if cfg.text_mode == "finetune" and "text" in cfg.modalities and cfg.text_model_path is not None:
+        check_text_model(cfg.text_model_path, "train.text_model_path")
+    return cfg, seed_list
+
+
 def run_train(
     store: str, view: str, config: TrainConfig, runs_dir: str | Path, *, ablation: str = "full",
     seeds: int | None = None, name: str | None = None, progress: ProgressHook | None = None,
@@ -187,15 +221,7 @@ def run_train(
     ``progress`` hears about every epoch of every seed. ``ensemble``: also score the seeds'
     predictions averaged per clip (``summary["ensemble"]``, next to the mean ± std)."""
     run_root = Path(runs_dir) / run_dir_name(view, ablation, name)
-    try:
-        cfg = with_ablation(config, ablation)
-    except ValidationError as exc:  # the ablation's switches contradict the config
-        raise ConfigError.from_validation(exc, f"train config with ablation {ablation!r}") from None
-    except ValueError as exc:  # an unknown ablation
-        raise ConfigError(str(exc)) from None
-    seed_list = cfg.seeds[:seeds] if seeds else [cfg.seed]
-    if seeds and len(seed_list) < seeds:
-        raise ConfigError(f"--seeds {seeds} but train.seeds lists only {len(cfg.seeds)} seeds")
+    cfg, seed_list = train_plan(config, ablation, seeds)
     per_seed = {}
     run_dirs: list[Path] = []
     clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)
@@ -221,7 +247,25 @@ def seed_runs(run: str | Path) -> list[Path]:
     return found
 
 
+def runs_by_seed(run: str | Path) -> dict[int, Path]:
+    """seed -> seed run directory of RUN, the seed as its ``config.yaml`` says; two directories of
+    one seed (one copied in from another run) are refused, naming both, as averaging over seeds
+    would silently drop one of them."""
+    by_seed: dict[int, Path] = {}
+    for r in seed_runs(run):
+        seed = RunDir(r).config().seed
+        if seed in by_seed:
+            raise ConfigError(f"run {run}: {by_seed[seed]} and {r} both hold seed {seed} (their config.yaml); "
+                              "remove or move one of them")
+        by_seed[seed] = r
+    return by_seed
+
+
 def run_evaluate(run: str | Path, split: str = "test", store: str | None = None) -> dict[str, Any]:
-    """Evaluate every seed run of RUN on ``split``; mean ± std written to ``eval-<split>.json/.md``."""
-    per_seed = {RunDir(r).config().seed: {split: evaluate_run(r, split, store)} for r in seed_runs(run)}
+    """Evaluate every seed run of RUN on ``split``; mean ± std written to ``eval-<split>.json/.md``.
+    Every seed's files are read (its model rebuilt on the CPU) before any seed is scored."""
+    dirs = runs_by_seed(run)
+    for r in dirs.values():
+        load_run_model(r, "cpu")
+    per_seed = {seed: {split: evaluate_run(r, split, store)} for seed, r in dirs.items()}
     return _write_summary(Path(run), f"eval-{split}", per_seed)

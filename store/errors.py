@@ -17,10 +17,14 @@ class ConfigError(EmoflowError):
 
     @classmethod
     def from_validation(cls, exc: ValidationError, what: str) -> ConfigError:
-        """One line naming every bad field and its problem: pydantic's own message spans lines
-        and names the model class, not the config key the user typed."""
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
-        return cls(f"{what}: {problems}")
+        """``what: <validation_problems>``, one line."""
+        return cls(f"{what}: {validation_problems(exc)}")
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """One line naming every bad field and its problem: pydantic's own message spans lines
+    and names the model class, not the config key the user typed."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
 
 
 class RegistryError(ConfigError):
@@ -55,3 +59,8 @@ class StoreError(EmoflowError):
 
 class StoreConflictError(StoreError):
     """A write would mix incompatible data (different extractor identity, mismatched view)."""
+
+
+class TrainingError(EmoflowError):
+    """Training diverged: a loss or a model's prediction is no longer a finite number, so nothing
+    it would report or save could be trusted."""

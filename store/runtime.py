@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from store.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -23,7 +25,8 @@ def offline_hub() -> None:
 
 
 def resolve_device(setting: str) -> torch.device:
-    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a clear error.
+    """``auto`` → CUDA when torch sees a GPU, else CPU; ``cuda`` without a GPU is a ``ConfigError``:
+    a setting that cannot work on this machine, not a bug.
 
     Resolving to CUDA also switches the process to full fp32 there (``full_fp32_on_cuda``): the
     device is not part of a feature set's identity, so features must not depend on it.
@@ -33,7 +36,7 @@ def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device (use device 'auto' or 'cpu')")
     device = torch.device(setting)
     if device.type == "cuda":
         full_fp32_on_cuda()

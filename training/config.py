@@ -6,7 +6,8 @@ with a typo fails loudly instead of silently training something else.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Hashable, Sequence
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +15,11 @@ from store.schema import MODALITIES, Modality
 
 #: store modality name -> the spec's short name (l = language, a = acoustic, v = visual)
 SHORT: dict[str, str] = {"text": "l", "audio": "a", "vision": "v"}
+
+#: seeds go to numpy's legacy ``np.random.seed`` (``training.loop.seed_everything``), which takes [0, 2**32 - 1]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: an Adam beta: torch.optim refuses one outside [0, 1)
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 #: the hyper-parameter search space of spec §7 (field name -> candidate values)
 SEARCH_SPACE: dict[str, tuple[float | int, ...]] = {
@@ -39,9 +45,11 @@ class ExpectedView(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    """All settings of one training run (defaults = spec §2, §3, §6 for CMU-MOSI)."""
+    """All settings of one training run (defaults = spec §2, §3, §6 for CMU-MOSI). Every number is
+    finite (``allow_inf_nan``): ``weight_decay: inf`` or ``lr_other: nan`` passes any bound like
+    ``ge=0`` and makes every loss NaN."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # --- architecture (§2-§3) ---
     k: int = Field(64, gt=0, description="model width")
@@ -100,7 +108,7 @@ class TrainConfig(BaseModel):
     lr_av: float = Field(5e-3, gt=0)
     lr_other: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[Beta, Beta] = (0.9, 0.999)
     batch_size: int = Field(16, gt=0)
     batching: Literal["bucket", "shards", "shuffle"] = Field(
         "bucket", description="bucket: shuffled batches of similar-length clips (less padding, 1.5x faster "
@@ -139,8 +147,8 @@ class TrainConfig(BaseModel):
     )
 
     # --- reproducibility / runtime ---
-    seed: int = 1111
-    seeds: list[int] = Field(default_factory=lambda: [1111, 1112, 1113, 1114, 1115])
+    seed: Seed = 1111
+    seeds: list[Seed] = Field(default_factory=lambda: [1111, 1112, 1113, 1114, 1115])
     deterministic: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(
@@ -160,6 +168,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"k={self.k} must be even (BiLSTM uses k/2 per direction)")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities has duplicates: {self.modalities}")
+        if len(set(self.seeds)) != len(self.seeds):  # two seed runs would share one seed-<n> folder
+            raise ValueError(f"seeds has duplicates: {_duplicates(self.seeds)}")
+        if self.classes:  # a repeated class is an output no clip can have: contradictory metrics
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"classes has duplicates: {_duplicates(self.classes)}")
+            if len(self.classes) < 2:
+                raise ValueError(f"classes={self.classes}: a classifier needs at least two")
         if len(self.modalities) not in (1, 3):
             raise ValueError(
                 f"modalities={self.modalities}: use all three or exactly one (single-modality ablation)"
@@ -198,6 +213,11 @@ class TrainConfig(BaseModel):
     def head_dropout(self, task: str) -> float:
         p = {"m": self.head_dropout_m, "l": self.head_dropout_l, "a": self.head_dropout_a, "v": self.head_dropout_v}
         return float(p[task])  # type: ignore[arg-type]  # head_dropout_m is resolved by _check
+
+
+def _duplicates(values: Sequence[Hashable]) -> list[Hashable]:
+    """The values that occur more than once, each named once, in order (for the error message)."""
+    return list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
 
 
 #: Named ablations (spec §10) as config overrides; single-modality runs train one head on y_m.

@@ -26,13 +26,13 @@ from cachetools import LRUCache
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from store.errors import ConfigError
+from store.errors import ConfigError, StoreError
 from store.fs import damaged_as_store_error
 from store.runtime import resolve_device
 from store.schema import STD_FLOOR
 from store.views import VIEW_SHARD, AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
-from training.model import ModalityInput
+from training.model import ModalityInput, check_text_model
 from training.targets import SCORE, Target
 
 
@@ -84,16 +84,18 @@ class PaddedBatch:
 class Collator:
     """Pads each modality to the batch's longest clip and z-normalises audio/vision.
 
-    ``stats`` maps a/v to the view's train-split (mean, std); text is used as is. NaN/±inf
-    audio/vision features become 0 before normalisation; a missing modality gets one zero step so
-    every mask has at least one real step (attention over no keys is undefined).
+    ``stats`` maps a/v to the view's train-split (mean, std), finite (``read_stats`` refuses
+    others); text is used as is. NaN/±inf features of every modality become 0 (before
+    normalisation): one NaN in one clip would otherwise make every loss, and then every weight,
+    NaN. A missing modality gets one zero step so every mask has at least one real step (attention
+    over no keys is undefined).
     """
 
     def __init__(self, stats: dict[str, tuple[np.ndarray, np.ndarray]], finetune_text: bool) -> None:
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for u, (mean, std) in stats.items():
-            std = np.nan_to_num(np.asarray(std, dtype=np.float32), nan=0.0, posinf=0.0)
-            self.stats[u] = (np.nan_to_num(np.asarray(mean, dtype=np.float32)), np.where(std > STD_FLOOR, std, 1.0))
+            std = np.asarray(std, dtype=np.float32)
+            self.stats[u] = (np.asarray(mean, dtype=np.float32), np.where(std > STD_FLOOR, std, 1.0))
         self.finetune_text = finetune_text
 
     def __call__(self, items: list[ClipItem]) -> PaddedBatch:
@@ -122,12 +124,10 @@ class Collator:
             mask[i, :n] = True
             if len(s) == 0:
                 continue
-            x = np.asarray(s, dtype=np.float32)
-            if u != "l":  # audio/vision: NaN/±inf -> 0 on the raw features, then z-normalise
-                x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-                if u in self.stats:
-                    mean, std = self.stats[u]
-                    x = (x - mean) / std
+            x = np.nan_to_num(np.asarray(s, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            if u in self.stats:  # audio/vision: z-normalise
+                mean, std = self.stats[u]
+                x = (x - mean) / std
             out[i, : len(s)] = x
         return ModalityInput(
             mask=torch.from_numpy(mask), lengths=torch.tensor(lengths, dtype=torch.int64), values=torch.from_numpy(out)
@@ -183,8 +183,10 @@ class ViewDataset(Dataset[ClipItem]):
     """The clips of one split of an aligned view, read lazily (store modality names in ``modalities``).
 
     ``tokens``: return text token ids instead of cached text states (finetune mode). ``target``:
-    what the labels are (None: the score); a clip without a label for a categorical target is left
-    out of the split (``unlabelled`` counts them). ``whole_shards``: read and cache whole view shards
+    what the labels are; a clip without a label for it (``Target.labelled``) is left out of the
+    split (``unlabelled`` counts them), as no loss or metric is defined for it, and a split left
+    with no clip is refused. None: every clip, with its score or NaN (new clips to predict have
+    no label). ``whole_shards``: read and cache whole view shards
     (256 clips a read) instead of one clip at a time, for ``ShardBuckets`` order. Either way the
     items are the same.
     """
@@ -197,11 +199,16 @@ class ViewDataset(Dataset[ClipItem]):
         clips = table.to_pydict()
         labels = (target or SCORE).labels(table)
         in_split = [i for i, s in enumerate(clips["split"]) if s == split]
-        picked = [i for i in in_split if target is None or not target.categorical or labels[i] >= 0]
+        keep = np.ones(len(labels), dtype=bool) if target is None else target.labelled(labels)
+        picked = [i for i in in_split if keep[i]]
         self.unlabelled = len(in_split) - len(picked)
-        if not picked:
-            missing = f" with a {target.column!r} label" if target is not None and in_split else ""
-            raise ConfigError(f"view {view.name!r} has no clips{missing} in split {split!r}")
+        if not in_split:
+            raise ConfigError(f"view {view.name!r} has no clips in split {split!r}")
+        if target is not None and not picked:
+            hint = "" if target.categorical else "; a view with class labels only trains with --target " \
+                "sentiment|emotion"
+            raise ConfigError(f"view {view.name!r}: none of the {len(in_split)} {split} clips has a {target.name} "
+                              f"label (column {target.column!r}){hint}")
         self.url = view.fs.url
         self.view_name = view.name
         self.split = split
@@ -295,15 +302,37 @@ def view_dims(view: AlignedView) -> dict[str, int]:
 
 def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The view's train-split (mean, std) for audio/vision, keyed by short name; empty when the
-    view's values are already standardised (``normalized`` attr), so they are not scaled twice."""
+    view's values are already standardised (``normalized`` attr), so they are not scaled twice.
+    A NaN/inf statistic is refused (``StoreError``): it would turn every value of its dimension, and
+    from there every loss, into NaN, and alignment never writes one (a damaged or hand-made view)."""
     if view.attrs.get("normalized"):
         return {}
     group = view.group()
-    return {
-        SHORT[m]: (np.asarray(group_array(group, f"{m}/mean")[...]), np.asarray(group_array(group, f"{m}/std")[...]))
-        for m in modalities
-        if m in ("audio", "vision")
-    }
+    stats = {}
+    for m in modalities:
+        if m not in ("audio", "vision"):
+            continue
+        mean, std = (np.asarray(group_array(group, f"{m}/{k}")[...]) for k in ("mean", "std"))
+        for k, values in (("mean", mean), ("std", std)):
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                raise StoreError(f"aligned view {view.name!r}: {m}/{k} holds {bad} NaN/inf value(s) of {values.size}; "
+                                 "a view's statistics must be finite (rebuild it: emoflow align --force)")
+        stats[SHORT[m]] = (mean, std)
+    return stats
+
+
+def require_present(view: AlignedView, dataset: ViewDataset) -> None:
+    """Refuse modalities of ``dataset`` (the training split) that no clip of it has: a model that
+    uses one learns from its padding only and reports metrics all the same. Some absent clips are
+    normal (a clip without video) and are not refused."""
+    group = view.group()
+    absent = [m for m in dataset.modalities
+              if not np.asarray(group_array(group, f"{m}/present")[...]).astype(bool)[dataset.rows].any()]
+    if absent:
+        which = f"modality {absent[0]!r} is" if len(absent) == 1 else f"modalities {', '.join(map(repr, absent))} are"
+        raise ConfigError(f"view {view.name!r}: {which} present for no {dataset.split} clip; the model would "
+                          "learn from padding alone (a single-modality --ablation trains on one the view has)")
 
 
 def finetune_model_path(view: AlignedView, config: TrainConfig) -> str | None:
@@ -313,7 +342,8 @@ def finetune_model_path(view: AlignedView, config: TrainConfig) -> str | None:
 
 
 def check_view(view: AlignedView, config: TrainConfig) -> dict[str, int]:
-    """Refuse a view that does not match the config; returns its dims (store modality names)."""
+    """Refuse a view that does not match the config, or a text model folder to fine-tune (the config's
+    or the view's) that is not one; returns the view's dims (store modality names)."""
     expected = config.view
     problems = []
     if expected.fingerprint is not None and expected.fingerprint != view.fingerprint:
@@ -334,6 +364,10 @@ def check_view(view: AlignedView, config: TrainConfig) -> dict[str, int]:
             problems.append("names no text_model_path and the config sets none (needed by text_mode=finetune)")
     if problems:
         raise ConfigError(f"aligned view {view.name!r} does not match the training config: " + "; ".join(problems))
+    text_path = finetune_model_path(view, config)
+    if config.text_mode == "finetune" and "text" in config.modalities and text_path is not None:
+        check_text_model(text_path, "train.text_model_path" if config.text_model_path
+                         else f"text_model_path of aligned view {view.name!r}")
     return dims
 
 

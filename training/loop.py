@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from store.errors import TrainingError
 from store.runtime import resolve_device
 from training.config import TrainConfig
 from training.data import PaddedBatch
@@ -176,7 +177,9 @@ def train_epoch(
     ``target``: what the heads predict (None: the score).
 
     Nothing in the loop reads a value back to the host: on a GPU each read would wait for the
-    queued kernels, and the per-step losses are read once, after the epoch.
+    queued kernels, and the per-step losses are read once, after the epoch. That read is also where
+    a NaN/inf loss is caught (``TrainingError``, naming the epoch, the first such batch and its
+    clips): a NaN gradient makes every weight NaN at the next step, and nothing after it means anything.
     """
     model.train()
     if slgm is not None:
@@ -185,6 +188,7 @@ def train_epoch(
     acc = config.accumulate
     params = [p for g in optimizer.param_groups for p in g["params"]]
     logged: list[tuple[int, Tensor]] = []  # (batch size, [loss, parts...]) per step
+    clip_ids: list[list[str]] = []  # per step, to name the batch whose loss is not finite
     names: list[str] = []
     optimizer.zero_grad(set_to_none=True)
     for b, batch in enumerate(loader):
@@ -205,7 +209,23 @@ def train_epoch(
             slgm.step(out.features, batch.index)
         names = ["train_loss", *(f"train_loss_{x}" for x in parts)]
         logged.append((len(batch), torch.stack([loss.detach(), *parts.values()])))
-    return _weighted_means(names, logged)
+        clip_ids.append(batch.clip_ids)
+    means = _weighted_means(names, logged)
+    if logged and not math.isfinite(means["train_loss"]):
+        raise TrainingError(_diverged(epoch, logged, clip_ids))
+    return means
+
+
+def _diverged(epoch: int, logged: list[tuple[int, Tensor]], clip_ids: list[list[str]]) -> str:
+    """Where an epoch's loss stopped being finite: its first batch with a NaN/inf loss (each loss
+    is a float32 and the mean sums them as float64, so a non-finite mean has one) and its clips."""
+    losses = torch.stack([v[0] for _, v in logged]).cpu()
+    step = int(torch.nonzero(~torch.isfinite(losses))[0])
+    ids = clip_ids[step]
+    clips = ", ".join(map(repr, ids[:3])) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    return (f"training diverged in epoch {epoch}: the loss is {float(losses[step])} at batch {step + 1} of "
+            f"{len(logged)} (clips {clips}); lower the learning rates (lr_text, lr_av, lr_other) or check "
+            "those clips' features")
 
 
 def _weighted_means(names: list[str], logged: list[tuple[int, Tensor]]) -> dict[str, float]:
@@ -250,11 +270,18 @@ def predict(
 
 
 def evaluate(
-    model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None, target: Target | None = None
+    model: MCMF, loader: Iterable[PaddedBatch], device: torch.device | None = None, target: Target | None = None,
+    when: str = "",
 ) -> dict[str, float]:
     """The target's metrics of a split (MMSA's for the score); ``target.selection`` (``MAE``,
-    ``CE``) is also that split's L_m."""
+    ``CE``) is also that split's L_m. A NaN/inf prediction (weights that diverged, e.g. at the last
+    step of an epoch) is a ``TrainingError`` naming the first such clip (``when`` prefixes it, e.g.
+    the epoch), not metrics of NaN."""
     p = predict(model, loader, device, target)
+    bad = ~np.isfinite(p.pred.reshape(len(p.clip_ids), -1)).all(axis=1)
+    if bad.any():
+        raise TrainingError(f"{when}the model predicts NaN/inf for {int(bad.sum())} of {len(bad)} clips (first "
+                            f"{p.clip_ids[int(np.argmax(bad))]!r}): its weights are no longer finite numbers")
     return (target or SCORE).metrics(p.pred, p.label)
 
 
@@ -318,7 +345,7 @@ def fit(
         for g in optimizer.param_groups:
             if not g["name"].endswith("_no_decay"):
                 record[f"lr_{g['name']}"] = float(g["lr"])
-        valid = evaluate(model, valid_loader, device, target)
+        valid = evaluate(model, valid_loader, device, target, when=f"after epoch {epoch}, ")
         record["valid_loss_m"] = valid[target.selection]
         record.update({f"valid_{k}": v for k, v in valid.items()})
         if slgm is not None:

@@ -5,11 +5,19 @@ Values are fractions (MAE and Corr raw); ``format_value`` prints accuracies and 
 decimals and MAE/Corr with 3, as MMSA's tables and docs/results.md do.
 Both Acc-2 variants are reported because papers differ: has0 = negative vs non-negative over all
 clips, non0 = negative vs positive with zero-labelled clips dropped.
+
+A metric can be undefined for a split: Corr when the labels or the predictions do not vary,
+Non0_acc_2/Non0_F1_score when every label is 0. It is NaN in memory (so a mean over seeds with an
+undefined seed is undefined too), ``null`` in JSON (``metrics_json``: strict JSON has no NaN), "—"
+in tables, and every table and summary says why (``undefined_notes``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -31,12 +39,23 @@ def _multiclass_acc(pred: np.ndarray, truth: np.ndarray, bound: float) -> float:
     return float(np.mean(np.round(np.clip(pred, -bound, bound)) == np.round(np.clip(truth, -bound, bound))))
 
 
+def require_finite(values: np.ndarray, what: str) -> None:
+    """Refuse NaN/inf among ``values``: a metric of them is silently wrong, not undefined (a NaN
+    label and a negative prediction both count as "negative", a hit in Acc-2)."""
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ValueError(f"{what}: {bad} of {np.size(values)} values are NaN or infinite")
+
+
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """MMSA metrics of predictions ``pred`` against human labels ``truth`` (1-d, same length)."""
+    """MMSA metrics of predictions ``pred`` against human labels ``truth`` (1-d, same length, finite);
+    an undefined metric is NaN (module docstring)."""
     p = np.asarray(pred, dtype=np.float64).reshape(-1)
     t = np.asarray(truth, dtype=np.float64).reshape(-1)
     if p.shape != t.shape or p.size == 0:
         raise ValueError(f"need equal, non-empty prediction/label arrays, got {p.shape} and {t.shape}")
+    require_finite(p, "predictions")
+    require_finite(t, "labels")
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = float(np.corrcoef(p, t)[0, 1]) if p.size > 1 else float("nan")
     nz = t != 0
@@ -57,18 +76,54 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 RAW_METRICS = ("MAE", "Corr", "CE")  # printed as they are; the accuracies and F1 scores are percentages
 
+#: how a table shows an undefined metric (NaN in memory, null in JSON)
+UNDEFINED = "—"
 
-def format_value(value: float, metric: str) -> str:
+#: why a metric can be undefined, for the note under a table
+UNDEFINED_WHY = {
+    "Corr": "Pearson's r needs labels and predictions that both vary (every label equal, or a constant prediction)",
+    "Non0_acc_2": "non0 leaves zero labels out and every label is 0",
+    "Non0_F1_score": "non0 leaves zero labels out and every label is 0",
+}
+
+
+def _undefined(value: float | None) -> bool:
+    """NaN as computed, None as read back from JSON."""
+    return value is None or not math.isfinite(value)
+
+
+def format_value(value: float | None, metric: str) -> str:
     """One metric as MMSA tables print it: MAE, Corr (and a classifier's cross-entropy CE) with 3
-    decimals, accuracies and F1 ×100 with 2."""
+    decimals, accuracies and F1 ×100 with 2; ``UNDEFINED`` for an undefined one."""
+    if value is None or not math.isfinite(value):
+        return UNDEFINED
     return f"{value:.3f}" if metric in RAW_METRICS else f"{100 * value:.2f}"
 
 
-def format_cell(value: float | Mapping[str, float], metric: str) -> str:
-    """A plain value, or ``mean ± std`` for a metric given as ``{"mean", "std"}`` over seeds."""
+def format_cell(value: float | None | Mapping[str, float | None], metric: str) -> str:
+    """A plain value, or ``mean ± std`` for a metric given as ``{"mean", "std"}`` over seeds
+    (``UNDEFINED`` alone when the mean is)."""
     if isinstance(value, Mapping):
+        if _undefined(value["mean"]):
+            return UNDEFINED
         return f"{format_value(value['mean'], metric)} ± {format_value(value['std'], metric)}"
     return format_value(value, metric)
+
+
+def undefined_notes(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per metric that is undefined in some row of a table (a split, an ablation): where,
+    and why. A mean over seeds is undefined when one seed's value is, so it says so."""
+    where: dict[str, list[str]] = {}
+    of_seeds = False
+    for row, metrics in rows.items():
+        for name, value in metrics.items():
+            mean = isinstance(value, Mapping)
+            if _undefined(value["mean"] if mean else value):
+                where.setdefault(name, []).append(row)
+                of_seeds |= mean
+    seeds = " (in at least one seed, for a mean over seeds)" if of_seeds else ""
+    return [f"{name} is undefined for {', '.join(found)}{seeds}: {UNDEFINED_WHY.get(name, 'not a finite number')}"
+            for name, found in where.items()]
 
 
 def metric_columns(rows: Mapping[str, Mapping[str, object]]) -> list[str]:
@@ -77,11 +132,34 @@ def metric_columns(rows: Mapping[str, Mapping[str, object]]) -> list[str]:
     return list(next(iter(rows.values()), {})) or list(METRIC_NAMES)
 
 
-def format_table(rows: Mapping[str, Mapping[str, float | Mapping[str, float]]], label: str = "split") -> str:
-    """Markdown table, one row per label (a split, an ablation), cells by ``format_cell``."""
+def format_table(rows: Mapping[str, Mapping[str, Any]], label: str = "split") -> str:
+    """Markdown table, one row per label (a split, an ablation), cells by ``format_cell``, then a
+    note per undefined metric (``undefined_notes``)."""
     names = metric_columns(rows)
     head = f"| {label} | " if label else "| | "
     lines = [head + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
     for name, metrics in rows.items():
         lines.append(f"| {name} | " + " | ".join(format_cell(metrics[k], k) for k in names) + " |")
+    notes = undefined_notes(rows)
+    if notes:
+        lines += ["", *(f"Note: {note}." for note in notes)]
     return "\n".join(lines) + "\n"
+
+
+def null_undefined(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float (an undefined metric) replaced by None, through dicts,
+    lists and tuples: what ``metrics_json`` writes."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: null_undefined(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [null_undefined(v) for v in obj]
+    return obj
+
+
+def metrics_json(obj: Any) -> str:
+    """Strict JSON text of a run's records and metrics: an undefined value is ``null`` (Python's
+    bare ``NaN`` is not JSON, and strict readers refuse the whole file); ``allow_nan=False`` keeps it
+    that way. Values JSON has no type for (paths, times) are written as strings."""
+    return json.dumps(null_undefined(obj), indent=2, allow_nan=False, default=str) + "\n"

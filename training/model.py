@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from store.errors import ConfigError
 from store.runtime import offline_hub
 from training.config import TrainConfig
 
@@ -88,11 +91,23 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     return pe
 
 
+def check_text_model(path: str, what: str) -> None:
+    """Refuse (``ConfigError`` naming ``what`` and ``path``) a ``path`` that cannot be the local
+    Hugging Face folder a fine-tuned text encoder loads: not a folder, or one without the
+    ``config.json`` transformers reads first. Cheap, so training checks it before a run starts."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path}: no such folder (a local Hugging Face model folder is needed)")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{what} {path}: has no config.json, so it is not a Hugging Face model folder")
+
+
 class TextEncoder(nn.Module):
     """A local Hugging Face encoder, fine-tuned end to end (``text_mode=finetune``)."""
 
     def __init__(self, model_path: str) -> None:
         super().__init__()
+        check_text_model(model_path, "text model")
         from transformers import AutoModel  # slow import; only finetune runs pay it
         from transformers.utils import logging as hf_logging
 
@@ -100,6 +115,9 @@ class TextEncoder(nn.Module):
         hf_logging.disable_progress_bar()  # a weight-loading progress bar per seed is noise in run logs
         try:
             self.model = AutoModel.from_pretrained(model_path, local_files_only=True)
+        except (OSError, ValueError, SafetensorError) as exc:  # weights missing or damaged, an unknown model type
+            raise ConfigError(f"text model {model_path}: transformers cannot load it "
+                              f"({' '.join(str(exc).split())})") from exc
         finally:
             if bars:
                 hf_logging.enable_progress_bar()

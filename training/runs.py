@@ -23,7 +23,8 @@ import csv
 import json
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from store.errors import ConfigError, StoreConflictError
+from store.errors import ConfigError, StoreConflictError, StoreError, validation_problems
 from store.fs import atomic_path
 from store.runtime import resolve_device
+from store.schema import Modality
 from store.views import AlignedView, group_array, open_view
 from training.config import SHORT, TrainConfig
 from training.data import (
@@ -46,9 +50,10 @@ from training.data import (
     finetune_model_path,
     make_loader,
     read_stats,
+    require_present,
 )
 from training.loop import EpochCallback, FitResult, Predictions, evaluate, fit, predict, seed_everything
-from training.metrics import format_table
+from training.metrics import format_table, metrics_json, null_undefined
 from training.model import MCMF, build_model
 from training.targets import SCORE, Target, class_weights, view_classes
 
@@ -62,8 +67,9 @@ def _now() -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    """Strict JSON, undefined metrics as null (``metrics_json``)."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        Path(tmp).write_text(metrics_json(obj))
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -79,11 +85,69 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
         save_file(state, tmp, metadata={"format": "pt"})
 
 
+def _unreadable(path: str | os.PathLike[str], what: str, problem: str) -> StoreError:
+    return StoreError(f"{os.fspath(path)}: unreadable {what} ({problem})")
+
+
+@contextmanager
+def reading_run_file(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """The one reading rule of a run directory's files: whatever damage the block meets (the file
+    missing, truncated, empty, not YAML/JSON/safetensors, of the wrong shape, a config that no longer
+    validates) becomes ``StoreError("<file>: unreadable <what> (<problem>)")``, the one line the CLI
+    prints, instead of a library traceback from deep inside evaluate or predict. Unlike
+    ``store.fs.damaged_as_store_error`` a missing file is damage too: a run writes all of them."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise _unreadable(path, what, validation_problems(exc)) from exc
+    except FileNotFoundError as exc:  # safetensors' names the file again, and has no strerror
+        raise _unreadable(path, what, "no such file") from exc
+    except OSError as exc:
+        raise _unreadable(path, what, exc.strerror or str(exc)) from exc
+    except (ValueError, KeyError, TypeError, yaml.YAMLError, SafetensorError) as exc:
+        raise _unreadable(path, what, " ".join(f"{type(exc).__name__}: {exc}".split())) from exc
+
+
+def _misfit(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """How a checkpoint's weights differ from ``model``'s (names, shapes), or None when they fit:
+    one short line, where ``load_state_dict`` would list every one of hundreds of names."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    reshaped = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    problems = [f"{len(missing)} of the model's weights absent (first {missing[0]})"] if missing else []
+    problems += [f"{len(extra)} weights the model has no place for (first {extra[0]})"] if extra else []
+    problems += [f"{len(reshaped)} weights of another shape (first {reshaped[0]}: {have[reshaped[0]]} in the "
+                 f"file, {want[reshaped[0]]} in the model)"] if reshaped else []
+    return f"weights of another model: {', '.join(problems)}" if problems else None
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load weights saved by ``save_checkpoint``; every key must match (strict). The values are
-    copied into the existing parameters, so views of a flat cuDNN buffer stay views of it."""
+    """Load weights saved by ``save_checkpoint``: every name and shape must match (strict), else
+    (or when the file is damaged) a ``StoreError`` naming the file. The values are copied into the
+    existing parameters, so views of a flat cuDNN buffer stay views of it."""
     device = str(next(model.parameters()).device)
-    model.load_state_dict(load_file(os.fspath(path), device=device), strict=True)
+    with reading_run_file(path, "checkpoint"):
+        state = load_file(os.fspath(path), device=device)
+    misfit = _misfit(model, state)
+    if misfit is not None:
+        raise _unreadable(path, "checkpoint", misfit)
+    model.load_state_dict(state, strict=True)
+
+
+class RunInfo(BaseModel):
+    """What readers of ``run.json`` (evaluate, predict, rebuilding the model) take from it by name;
+    ``train_on_view`` writes all of it. Only checked: ``RunDir.info`` returns the JSON object."""
+
+    model_config = ConfigDict(extra="allow")
+
+    store: str
+    view: str
+    view_fingerprint: str
+    view_attrs: dict[str, Any]
+    dims: dict[Modality, int]
+    text_model_path: str | None = None
+    classes: list[str] | None = None
 
 
 class RunDir:
@@ -123,14 +187,22 @@ class RunDir:
         path = self.path / VIEW_STATS
         if not path.exists():
             return None
-        flat = {k: v.numpy() for k, v in load_file(os.fspath(path)).items()}
-        return {m: (flat[f"{m}/mean"], flat[f"{m}/std"]) for m in {k.split("/")[0] for k in flat}}
+        with reading_run_file(path, "view statistics"):
+            flat = {k: v.numpy() for k, v in load_file(os.fspath(path)).items()}
+            return {m: (flat[f"{m}/mean"], flat[f"{m}/std"]) for m in {k.split("/")[0] for k in flat}}
 
     def config(self) -> TrainConfig:
-        return TrainConfig.model_validate(yaml.safe_load((self.path / "config.yaml").read_text()))
+        path = self.path / "config.yaml"
+        with reading_run_file(path, "run config"):
+            return TrainConfig.model_validate(yaml.safe_load(path.read_text()))
 
     def info(self) -> dict[str, Any]:
-        return json.loads((self.path / "run.json").read_text())
+        """``run.json``, checked to hold what its readers index (``RunInfo``)."""
+        path = self.path / "run.json"
+        with reading_run_file(path, "run info"):
+            info = json.loads(path.read_text())
+            RunInfo.model_validate(info)
+        return info
 
     def update_info(self, **fields: Any) -> None:
         _write_json(self.path / "run.json", {**self.info(), **fields})
@@ -141,7 +213,7 @@ class RunDir:
 
     def log_epoch(self, record: dict[str, float], model: nn.Module, improved: bool) -> None:
         """Append the epoch record (JSON + CSV) and save the checkpoint when validation improved."""
-        records = [*self.epochs(), record]
+        records = [*self.epochs(), null_undefined(record)]  # as read back: the CSV shows every undefined value alike
         _write_json(self.path / "epochs.json", records)
         columns = list(dict.fromkeys(k for r in records for k in r))
         with open(self.path / "epochs.csv", "w", newline="") as f:
@@ -211,10 +283,13 @@ def train_on_view(
 ) -> tuple[RunDir, FitResult]:
     """Train MCMF(+SLGM) on an aligned view and leave a complete run directory.
 
-    ``store`` is a FeatureStore, a path or a URL. Refuses (ConfigError) a view whose fingerprint,
-    modalities or dims differ from ``config.view``. Final metrics are those of the best-validation
-    checkpoint on valid and test (test only if the view has it). ``on_epoch`` is called after each
-    epoch is logged (progress reporting).
+    ``store`` is a FeatureStore, a path or a URL. Refuses (ConfigError), before writing anything, a
+    view whose fingerprint, modalities or dims differ from ``config.view``, one with a modality the
+    model uses that no training clip has, and (StoreError) one whose statistics are not finite;
+    clips without a label for the target are left out (``run.json["unlabelled"]``). A diverging
+    run (``TrainingError`` from ``fit``) stops there and writes no metrics: it is not finished.
+    Final metrics are those of the best-validation checkpoint on valid and test (test only if the
+    view has it). ``on_epoch`` is called after each epoch is logged (progress reporting).
     """
     view = open_view(store, view_name)
     dims = check_view(view, config)
@@ -232,6 +307,8 @@ def train_on_view(
         for s in ("train", "valid", "test")
         if s in splits
     }
+    require_present(view, datasets["train"])
+    stats = read_stats(view, config.modalities)
     if config.class_weights == "balanced" and target.categorical:
         target = Target(target.name, target.classes, class_weights(datasets["train"].labels, len(target.classes)))
     run = RunDir.create(
@@ -245,8 +322,8 @@ def train_on_view(
             "dims": dims,
             "text_model_path": text_path,
             "device": str(device),
-            **({"classes": list(target.classes), "class_weights": target.weights,
-                "unlabelled": {s: d.unlabelled for s, d in datasets.items()}} if target.categorical else {}),
+            "unlabelled": {s: d.unlabelled for s, d in datasets.items()},
+            **({"classes": list(target.classes), "class_weights": target.weights} if target.categorical else {}),
         },
     )
     run.write_view_stats(view, config.modalities)
@@ -254,7 +331,7 @@ def train_on_view(
         torch.set_num_threads(config.threads)
     seed_everything(config.seed, config.deterministic)
     model = build_model(config, _dims_short(dims), text_path, target.outputs)
-    collator = Collator(read_stats(view, config.modalities), finetune_text=tokens)
+    collator = Collator(stats, finetune_text=tokens)
     loaders = {s: make_loader(ds, collator, config, train=s == "train") for s, ds in datasets.items()}
     result = fit(
         model,
@@ -291,7 +368,9 @@ def _chain(*callbacks: EpochCallback) -> EpochCallback:
 
 
 def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -> MCMF:
-    """Rebuild a run's model from its config and load the best checkpoint."""
+    """Rebuild a run's model from its config and load the best checkpoint; a damaged or missing file
+    of the run is a ``StoreError`` naming it (``reading_run_file``), so evaluate and predict call this
+    for every seed before any other work."""
     run = RunDir(run_dir)
     config = run.config()
     info = run.info()

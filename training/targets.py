@@ -26,7 +26,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from torch import Tensor
 
 from store.errors import ConfigError
-from training.metrics import regression_metrics
+from training.metrics import regression_metrics, require_finite
 
 #: TrainConfig.target -> clip-table column (store.schema.CLASS_LABELS for the categorical ones)
 TARGET_COLUMNS = {"score": "label", "emotion": "label_emotion", "sentiment": "label_sentiment"}
@@ -69,6 +69,11 @@ class Target:
         index = {c: i for i, c in enumerate(self.classes)}
         return np.asarray([index.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64)
 
+    def labelled(self, labels: np.ndarray) -> np.ndarray:
+        """Which of ``labels`` (as ``labels`` returns them) are labels at all: the clips a run trains
+        on and scores. The rest (a class-only row has no score, a score-only row no class) are left out."""
+        return labels >= 0 if self.categorical else ~np.isnan(labels)
+
     # --- training -----------------------------------------------------------------------------
     def loss(self, pred: Tensor, y: Tensor) -> Tensor:
         """Mean loss of one head over a batch: cross-entropy (class-weighted when configured)."""
@@ -95,6 +100,9 @@ class Target:
         y = np.asarray(label, dtype=np.int64)
         if probs.size == 0 or probs.shape[1] != len(self.classes):
             raise ValueError(f"need [N, {len(self.classes)}] class probabilities, got {probs.shape}")
+        require_finite(probs, "class probabilities")
+        if not self.labelled(y).all() or y.max() >= len(self.classes):  # -1 would score the last class
+            raise ValueError(f"labels must be class indices 0..{len(self.classes) - 1}, got {sorted(set(y.tolist()))}")
         hat = probs.argmax(1)
         everyone = list(range(len(self.classes)))
         per_class = f1_score(y, hat, labels=everyone, average=None, zero_division=0)
@@ -118,6 +126,12 @@ def selection_metric(target: str) -> str:
     """The validation metric that is a run's L_m (lower is better), which early stopping and the best
     checkpoint follow: MAE for the score, the cross-entropy CE for classes."""
     return "MAE" if target == "score" else "CE"
+
+
+def headline_metrics(target: str) -> tuple[str, ...]:
+    """The few metrics a one-line report (the flow's log) shows: MMSA's Non0_acc_2, MAE and Corr for
+    the score, accuracy, weighted F1 and CE for classes (each target has only its own)."""
+    return ("Non0_acc_2", "MAE", "Corr") if target == "score" else ("Acc", "F1_weighted", "CE")
 
 
 #: the spec's target, for callers that name none

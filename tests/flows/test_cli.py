@@ -143,3 +143,34 @@ def test_help_shows_the_bracketed_override_example_and_train_batching_override()
     assert out.exit_code == 0
     assert "extract.extractors[vision.cnn].batch_size=8" in out.output  # not eaten as rich markup
     assert load_config(None, ["train.batching=shuffle"]).train.batching == "shuffle"
+
+
+def test_train_refuses_fewer_than_one_seed_and_an_absent_gpu_already_in_a_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    for seeds in ("0", "-1"):
+        result = runner.invoke(app, ["train", "--store", str(tmp_path), "--seeds", seeds, "--dry-run"])
+        assert result.exit_code == 2 and "Invalid value for '--seeds'" in result.output, result.output
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    line = _one_error_line(runner.invoke(app, ["train", "--store", str(tmp_path), "--dry-run",
+                                               "--set", "train.device=cuda"]))
+    assert "train.device: device 'cuda' requested but torch sees no CUDA device" in line
+
+
+def test_a_damaged_checkpoint_is_one_error_line_naming_it_in_evaluate_and_in_a_predict_dry_run(tmp_path: Path) -> None:
+    from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
+    from training.runs import CHECKPOINT, train_on_view
+
+    write_tiny_view(tmp_path / "store")
+    with one_torch_thread():
+        train_on_view(tmp_path / "store", "tiny", tiny_config(max_epochs=1), tmp_path / "run" / "seed-0")
+    checkpoint = tmp_path / "run" / "seed-0" / CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    problem = f"error: {checkpoint}: unreadable checkpoint (SafetensorError: "
+    assert _one_error_line(runner.invoke(app, ["evaluate", str(tmp_path / "run")])).startswith(problem)
+    predict = ["predict", str(tmp_path / "talk.mp4"), "--run", str(tmp_path / "run"), "--store", str(tmp_path / "p"),
+               "--dry-run"]
+    assert _one_error_line(runner.invoke(app, predict)).startswith(problem)
+    assert not (tmp_path / "p").exists()

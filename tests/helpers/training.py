@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
-from store.views import write_view
+from store.views import open_view, write_view
 from training.config import TrainConfig
 from training.data import ClipItem
 
@@ -176,3 +176,10 @@ def save_tiny_bert(path: Path) -> str:
     )
     BertModel(config).save_pretrained(path)
     return str(path)
+
+
+def rewrite_view(root: Path, arrays: dict[str, np.ndarray], name: str = "tiny", clips: pa.Table | None = None) -> None:
+    """Write view ``name`` again with ``arrays`` (those of ``write_tiny_view``, some changed: a damaged
+    statistic, an absent modality) and ``clips`` (other labels), keeping its attrs."""
+    view = open_view(root, name)
+    write_view(root, name, arrays, view.clips if clips is None else clips, dict(view.attrs))

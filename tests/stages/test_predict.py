@@ -111,3 +111,45 @@ def test_an_export_that_cannot_be_written_is_a_store_error_naming_the_file(tmp_p
     with pytest.raises(StoreError, match=rf"--out {re.escape(str(full))}: cannot write the predictions there: "
                                          r".*No space left on device"):
         export_predictions(_part("v", "r", 1.0), full)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny score run of one seed (``<root>/run/seed-0``)."""
+    from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
+    from training.runs import train_on_view
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    write_tiny_view(root / "store")
+    with one_torch_thread():
+        train_on_view(root / "store", "tiny", tiny_config(max_epochs=1), root / "run" / "seed-0")
+    return root / "run"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_checkpoint_is_refused_when_the_run_is_read_before_any_media_is_ingested(
+    tiny_run: Path, tmp_path: Path, damage: str
+) -> None:
+    import shutil
+
+    from stages.predict import load_trained_run
+    from training.runs import CHECKPOINT
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    checkpoint = run / "seed-0" / CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2] if damage == "truncated" else b"")
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(checkpoint))}: unreadable checkpoint \(SafetensorError"):
+        load_trained_run(run)  # what `predict` and `predict --dry-run` call first
+
+
+def test_a_run_with_two_directories_of_one_seed_is_refused_naming_both(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from stages.predict import load_trained_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(run / "seed-0", run / "seed-7")
+    with pytest.raises(ConfigError, match=r"run/seed-0 and .*run/seed-7 both hold seed 0"):
+        load_trained_run(run)

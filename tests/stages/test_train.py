@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from features.align.config import VIEW_NAME_LIMIT
 from stages.train import aggregate, run_dir_name, seed_runs, summary_table
 from store.errors import ConfigError
 from store.featurestore import quote_name
+from store.views import open_view
 from training.metrics import METRIC_NAMES
 
 
@@ -94,3 +96,115 @@ def test_a_run_named_after_a_view_of_the_longest_name_gets_a_folder_that_fits(tm
     assert (root / "summary.json").exists() and summary["seeds"]
     short = run_dir_name("tiny", "no_slgm", None)
     assert short.startswith("tiny-no_slgm-") and quote_name(short) == short  # a name that fits stays as it was
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run of seeds 11 and 12 (``<root>/runs/r``)."""
+    from stages.train import run_train
+    from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
+
+    root = tmp_path_factory.mktemp("two_seeds")
+    write_tiny_view(root / "store")
+    with one_torch_thread():
+        run, _ = run_train(str(root / "store"), "tiny", tiny_config(max_epochs=1, seeds=[11, 12]), root / "runs",
+                           seeds=2, name="r")
+    return run
+
+
+def test_evaluate_reads_every_seeds_checkpoint_before_scoring_any(
+    two_seeds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import stages.train
+    from store.errors import StoreError
+    from training.runs import CHECKPOINT
+
+    run = tmp_path / "r"
+    shutil.copytree(two_seeds, run)
+    (run / "seed-12" / CHECKPOINT).write_bytes(b"")  # the second seed's only
+    scored: list[Path] = []
+    monkeypatch.setattr(stages.train, "evaluate_run", lambda r, split, store: scored.append(r) or {})
+    with pytest.raises(StoreError, match=r"seed-12/best\.safetensors: unreadable checkpoint \(SafetensorError"):
+        stages.train.run_evaluate(run, "test")
+    assert scored == [] and not (run / "eval-test.json").exists()
+
+
+def test_two_seed_directories_holding_one_seed_are_refused_naming_both(two_seeds: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from stages.train import run_evaluate
+
+    run = tmp_path / "r"
+    shutil.copytree(two_seeds, run)
+    shutil.copytree(run / "seed-11", run / "seed-13")  # copied in from elsewhere: its config says seed 11
+    with pytest.raises(ConfigError, match=r"r/seed-11 and .*r/seed-13 both hold seed 11"):
+        run_evaluate(run, "test")
+    assert not (run / "eval-test.json").exists()
+
+
+@pytest.mark.parametrize("seeds", [0, -1, -6])
+def test_fewer_than_one_seed_is_refused_before_any_training(tmp_path: Path, seeds: int) -> None:
+    from stages.train import run_train
+    from tests.helpers.training import tiny_config
+
+    with pytest.raises(ConfigError, match=rf"--seeds {seeds}: train at least 1 seed"):
+        run_train(str(tmp_path / "store"), "tiny", tiny_config(), tmp_path / "runs", seeds=seeds, name="r")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_what_the_config_needs_of_this_machine_is_checked_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from stages.train import train_plan
+    from tests.helpers.training import tiny_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="train.device: device 'cuda' requested but torch sees no CUDA device"):
+        train_plan(tiny_config(device="cuda"), "full", None)
+    finetune = {"text_mode": "finetune", "text_model_path": str(tmp_path / "nowhere")}
+    with pytest.raises(ConfigError, match=r"train.text_model_path .*nowhere: no such folder"):
+        train_plan(tiny_config(**finetune), "full", 2)
+    with pytest.raises(ConfigError, match=r"train.text_model_path .*: has no config.json"):
+        train_plan(tiny_config(**finetune | {"text_model_path": str(tmp_path)}), "full", 2)
+    assert train_plan(tiny_config(**finetune), "audio", 2)[1] == [1111, 1112]  # no text: no text model needed
+
+
+def _strict(text: str) -> object:
+    """JSON as a strict reader parses it: a bare NaN/Infinity is an error, not a number."""
+    def refuse(name: str) -> object:
+        raise AssertionError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_an_undefined_metric_is_null_in_strict_json_a_dash_in_the_tables_and_said_why(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from stages.train import run_train
+    from tests.helpers.training import one_torch_thread, rewrite_view, tiny_config, write_tiny_view
+
+    arrays = write_tiny_view(tmp_path / "store")
+    clips = open_view(tmp_path / "store", "tiny").clips
+    same = pa.array([1.0] * clips.num_rows, pa.float64())  # every label equal: Pearson's r has no value
+    rewrite_view(tmp_path / "store", arrays, clips=clips.set_column(clips.column_names.index("label"), "label", same))
+    with one_torch_thread():
+        root, summary = run_train(str(tmp_path / "store"), "tiny", tiny_config(max_epochs=1, seeds=[1, 2]),
+                                  tmp_path / "runs", seeds=2, name="same", ensemble=True)
+    on_disk = _strict((root / "summary.json").read_text())
+    assert isinstance(on_disk, dict)
+    assert on_disk["mean_std"]["test"]["Corr"] == {"mean": None, "std": None}
+    assert on_disk["per_seed"]["1"]["valid"]["Corr"] is None and on_disk["ensemble"]["test"]["Corr"] is None
+    assert on_disk["mean_std"]["test"]["MAE"]["mean"] == pytest.approx(summary["mean_std"]["test"]["MAE"]["mean"])
+    assert on_disk["notes"] == summary["notes"] and len(summary["notes"]) == 1
+    assert summary["notes"][0].startswith("Corr is undefined for test, valid, test (ensemble of 2), valid (ensemble")
+    for seed in (1, 2):
+        for name in ("metrics.json", "epochs.json", "run.json"):
+            _strict((root / f"seed-{seed}" / name).read_text())
+    table = (root / "summary.md").read_text()
+    assert "| test |" in table and table.count("| — |") == 4 and "Note: Corr is undefined" in table
+    # a seed's null read back counts as undefined: the mean over seeds is not the mean of the others
+    assert math.isnan(aggregate({1: {"test": {"Corr": None}}, 2: {"test": {"Corr": 0.5}}})["test"]["Corr"]["mean"])

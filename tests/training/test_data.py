@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from store.errors import ConfigError
+from store.errors import ConfigError, StoreError
 from store.views import open_view
-from tests.helpers.training import DIMS, tiny_config, write_tiny_view
+from tests.helpers.training import DIMS, rewrite_view, tiny_config, write_tiny_view
 from training.data import (
     ClipItem,
     Collator,
@@ -243,3 +243,21 @@ def test_whole_shard_reads_give_the_same_items_as_clip_reads(tmp_path: Path) -> 
     assert sorted(c for b in batches for c in b.clip_ids) == sorted(clip_reads.clip_ids)
     evaluation = list(make_loader(shard_reads, collator, config, train=False))
     assert [c for b in evaluation for c in b.clip_ids] == shard_reads.clip_ids  # view order
+
+
+def test_collate_zeroes_non_finite_text_values_as_it_does_audio_and_vision() -> None:
+    bad = _item(0, {"l": 2, "a": 2})
+    bad.values["l"][0, 1] = np.nan  # one bad word vector made every loss, then every weight, NaN
+    bad.values["l"][1, 0] = np.inf
+    batch = Collator({}, finetune_text=False)([bad])
+    t = batch.inputs["l"].values
+    assert t is not None and t[0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_read_stats_refuses_a_non_finite_view_statistic(tmp_path: Path) -> None:
+    arrays = write_tiny_view(tmp_path)
+    arrays["audio/mean"][2] = np.inf
+    rewrite_view(tmp_path, arrays)
+    with pytest.raises(StoreError, match=r"aligned view 'tiny': audio/mean holds 1 NaN/inf value\(s\) of 4"):
+        read_stats(open_view(tmp_path, "tiny"), ["text", "audio", "vision"])
+    assert set(read_stats(open_view(tmp_path, "tiny"), ["text", "vision"])) == {"v"}  # audio unused: not read

@@ -13,6 +13,7 @@ from safetensors.torch import save_model
 from torch import nn
 from torch.utils.data import DataLoader
 
+from store.errors import StoreError, TrainingError
 from tests.helpers.training import (
     SHORT_DIMS,
     ItemDataset,
@@ -22,7 +23,7 @@ from tests.helpers.training import (
 )
 from training.config import SEARCH_SPACE, TrainConfig
 from training.data import Collator
-from training.loop import fit, multitask_loss, predict, seed_everything, train_epoch
+from training.loop import evaluate, fit, multitask_loss, predict, seed_everything, train_epoch
 from training.model import MCMF, ModelOutput
 from training.runs import load_checkpoint, save_checkpoint
 
@@ -147,7 +148,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path: Path) -> No
     assert not np.array_equal(predict(fresh, valid_loader).pred, predict(model, valid_loader).pred)
     load_checkpoint(fresh, tmp_path / "best.safetensors")
     assert np.array_equal(predict(fresh, valid_loader).pred, predict(model, valid_loader).pred)
-    with pytest.raises(RuntimeError):  # strict: another architecture does not load silently
+    with pytest.raises(StoreError, match=r"best\.safetensors: unreadable checkpoint \(weights of another model: "
+                       r"6 weights the model has no place for"):  # strict: another architecture does not load silently
         load_checkpoint(MCMF(tiny_config(fusion="concat"), SHORT_DIMS), tmp_path / "best.safetensors")
 
 
@@ -183,3 +185,28 @@ def test_checkpoint_saves_and_loads_lstm_weights_that_share_one_flat_buffer(tmp_
     assert np.array_equal(predict(fresh, valid_loader).pred, predict(model, valid_loader).pred)
     lstm = next(m for m in fresh.modules() if isinstance(m, nn.LSTM))
     assert all(p.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr() for p in lstm.parameters())
+
+
+def test_a_non_finite_loss_stops_training_in_its_epoch_naming_the_batch_and_its_clip() -> None:
+    config = tiny_config(batch_size=1, accumulate=1, use_slgm=False, max_epochs=3)
+    seed_everything(0)
+    train_loader, valid_loader, labels = loaders(config, n_train=12)
+    train_loader.dataset.items[5].label = float("nan")
+    epochs: list[dict[str, float]] = []
+    with pytest.raises(TrainingError, match=r"training diverged in epoch 1: the loss is nan at batch \d+ of 12 "
+                                            r"\(clips 'c1-5'\); lower the learning rates"):
+        fit(MCMF(config, SHORT_DIMS), train_loader, valid_loader, config, train_labels=labels,
+            on_epoch_end=lambda record, model, improved: epochs.append(record))
+    assert epochs == []  # the diverged epoch is not reported as one
+
+
+def test_weights_that_diverged_make_evaluation_an_error_not_metrics_of_nan() -> None:
+    config = tiny_config()
+    seed_everything(0)
+    _, valid_loader, _ = loaders(config)
+    model = MCMF(config, SHORT_DIMS)
+    with torch.no_grad():
+        model.heads["m"].fc1.weight.fill_(float("nan"))  # as after a last optimizer step of an epoch gone wrong
+    with pytest.raises(TrainingError, match=r"^after epoch 4, the model predicts NaN/inf for 16 of 16 clips "
+                                            r"\(first 'c2-\d+'\)"):
+        evaluate(model, valid_loader, when="after epoch 4, ")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from training.metrics import METRIC_NAMES, format_table, format_value, regression_metrics
+from training.metrics import (
+    METRIC_NAMES,
+    UNDEFINED,
+    format_cell,
+    format_table,
+    format_value,
+    metrics_json,
+    regression_metrics,
+)
 
 PRED = np.array([1.4, -0.5, 0.5, 2.5, -2.6, 0.2])
 TRUTH = np.array([1.0, 0.0, 0.5, 3.0, -3.0, -0.4])
@@ -68,3 +77,29 @@ def test_mean_std_table_uses_the_same_rule_per_metric() -> None:
     assert row.split("|")[2].strip() == "66.67 ± 1.00"
     assert row.split("|")[8].strip() == "0.400 ± 0.010"
     assert format_value(0.88684, "MAE") == "0.887" and format_value(0.8868, "Non0_acc_2") == "88.68"
+
+
+def test_nan_labels_and_predictions_are_refused_instead_of_scored() -> None:
+    # a NaN label and a negative prediction are both "not >= 0": scored, that was a 100% Has0_acc_2
+    with pytest.raises(ValueError, match="labels: 2 of 2 values are NaN"):
+        regression_metrics(np.array([0.3, -1.0]), np.array([np.nan, np.nan]))
+    with pytest.raises(ValueError, match="predictions: 1 of 2 values are NaN or infinite"):
+        regression_metrics(np.array([np.inf, -1.0]), np.array([0.5, -0.5]))
+
+
+def test_undefined_metrics_are_a_dash_with_a_note_in_tables_and_null_in_strict_json() -> None:
+    m = regression_metrics(np.array([0.3, -0.2, 0.1]), np.full(3, 1.0))  # every label equal: no correlation
+    assert math.isnan(m["Corr"]) and not math.isnan(m["MAE"])
+    assert format_value(m["Corr"], "Corr") == UNDEFINED and format_value(None, "Corr") == UNDEFINED
+    assert format_cell({"mean": math.nan, "std": math.nan}, "Corr") == UNDEFINED
+    table = format_table({"valid": m, "test": regression_metrics(PRED, TRUTH)})
+    assert table.splitlines()[2].split("|")[9].strip() == UNDEFINED
+    assert table.splitlines()[3].split("|")[9].strip() == f"{regression_metrics(PRED, TRUTH)['Corr']:.3f}"
+    note = table.splitlines()[-1]
+    assert note.startswith("Note: Corr is undefined for valid:") and "labels and predictions" in note
+
+    def no_constants(name: str) -> float:
+        raise AssertionError(f"{name} is not JSON")
+
+    text = metrics_json({"valid": m})
+    assert json.loads(text, parse_constant=no_constants)["valid"]["Corr"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,15 @@ def test_finetune_text_encoder_from_local_folder(tmp_path: Path) -> None:
 def test_finetune_without_model_path_fails_clearly() -> None:
     with pytest.raises(ValueError, match="text_model_path"):
         build_model(tiny_config(text_mode="finetune"), SHORT_DIMS)
+
+
+def test_a_text_model_folder_transformers_cannot_load_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    from store.errors import ConfigError
+
+    path = save_tiny_bert(tmp_path / "bert")
+    for weights in (tmp_path / "bert").glob("model.safetensors"):
+        weights.write_bytes(b"not weights")
+    with pytest.raises(ConfigError, match=rf"text model {re.escape(path)}: transformers cannot load it \("):
+        build_model(tiny_config(text_mode="finetune"), SHORT_DIMS, text_model_path=path)
+    with pytest.raises(ConfigError, match=r"text model .*gone: no such folder"):
+        build_model(tiny_config(text_mode="finetune"), SHORT_DIMS, text_model_path=str(tmp_path / "gone"))

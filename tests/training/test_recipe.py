@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -173,3 +174,13 @@ def test_the_text_encoder_freezes_after_its_horizon_while_the_rest_keeps_trainin
     (t1, r1), (t2, r2), (t3, r3) = snaps
     assert all(torch.equal(t1[k], t2[k]) and torch.equal(t2[k], t3[k]) for k in t1)  # frozen after epoch 1
     assert not all(torch.equal(r1[k], r3[k]) for k in r1)  # the rest still learns
+
+
+@pytest.mark.parametrize(("field", "value"), [("weight_decay", math.inf), ("lr_other", math.nan),
+                                              ("min_delta", math.inf), ("adam_betas", (0.9, math.nan))])
+def test_a_non_finite_number_in_the_config_is_refused(field: str, value: object) -> None:
+    # inf passes weight_decay >= 0 (and makes every loss NaN from the first step on)
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        TrainConfig.model_validate({field: value})
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        TrainConfig.model_validate({field: "inf" if field != "adam_betas" else ["0.9", "inf"]})  # as --set gives it

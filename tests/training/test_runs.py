@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import re
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from store.errors import ConfigError, StoreConflictError
+from store.errors import ConfigError, StoreConflictError, StoreError, TrainingError
 from tests.helpers.training import (
     one_torch_thread,
+    rewrite_view,
     save_tiny_bert,
     tiny_config,
     write_tiny_view,
 )
 from training.config import TrainConfig
-from training.runs import RunDir, evaluate_run, train_on_view
+from training.runs import CHECKPOINT, VIEW_STATS, RunDir, evaluate_run, load_run_model, train_on_view
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -75,3 +78,110 @@ def test_train_on_view_refuses_a_mismatched_view_before_writing_anything(tmp_pat
     write_tiny_view(tmp_path / "store", "novalid", splits={"train": 8, "test": 4})
     with pytest.raises(ConfigError, match="needs train and valid"):
         train_on_view(tmp_path / "store", "novalid", tiny_config(), tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run (``run``) and an audio-only one (``audio``: another architecture's weights)."""
+    root = tmp_path_factory.mktemp("finished")
+    write_tiny_view(root / "store")
+    train_on_view(root / "store", "tiny", tiny_config(max_epochs=1), root / "run")
+    train_on_view(root / "store", "tiny", tiny_config(max_epochs=1, modalities=["audio"], use_slgm=False),
+                  root / "audio")
+    return root
+
+
+def _halve(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _drop_dims(path: Path) -> None:
+    info = json.loads(path.read_text())
+    del info["dims"]
+    path.write_text(json.dumps(info))
+
+
+#: damage -> (file, what the error calls it, a fragment of the problem it names, how to damage it, reader)
+DAMAGE: dict[str, tuple[str, str, str, Callable[[Path], object], Callable[[Path], object]]] = {
+    "checkpoint missing": (CHECKPOINT, "checkpoint", "(no such file)", Path.unlink, load_run_model),
+    "checkpoint truncated": (CHECKPOINT, "checkpoint", "SafetensorError", _halve, load_run_model),
+    "checkpoint empty": (CHECKPOINT, "checkpoint", "SafetensorError", lambda p: p.write_bytes(b""), load_run_model),
+    "checkpoint of another architecture": (
+        CHECKPOINT, "checkpoint", "weights of another model: ",
+        lambda p: shutil.copy(p.parents[1] / "audio" / CHECKPOINT, p), load_run_model),
+    "config missing": ("config.yaml", "run config", "(no such file)", Path.unlink, load_run_model),
+    "config not YAML": ("config.yaml", "run config", "ParserError", lambda p: p.write_text("k: [1, 2"),
+                        load_run_model),
+    "config invalid": ("config.yaml", "run config", "k: Input should be greater than 0",
+                       lambda p: p.write_text(p.read_text().replace("k: 8", "k: -3")), load_run_model),
+    "run info not JSON": ("run.json", "run info", "JSONDecodeError", lambda p: p.write_text("{not json"),
+                          load_run_model),
+    "run info a list": ("run.json", "run info", "valid dictionary", lambda p: p.write_text("[1, 2]"),
+                        load_run_model),
+    "run info without dims": ("run.json", "run info", "dims: Field required", _drop_dims, load_run_model),
+    "view statistics not safetensors": (VIEW_STATS, "view statistics", "SafetensorError",
+                                        lambda p: p.write_bytes(b"\x93garbage" * 30), lambda r: RunDir(r).view_stats()),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_run_file_is_one_store_error_naming_the_file_and_its_problem(
+    finished: Path, tmp_path: Path, damage: str
+) -> None:
+    name, what, problem, harm, read = DAMAGE[damage]
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    shutil.copytree(finished / "audio", tmp_path / "audio")
+    harm(run / name)
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(run / name))}: unreadable {what} \(.*\)$") as caught:
+        read(run)
+    assert problem in str(caught.value)
+
+
+def test_a_text_model_folder_to_finetune_that_is_not_one_is_refused_before_the_run_directory_exists(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notamodel").mkdir()
+    write_tiny_view(tmp_path / "store", text_model_path=str(tmp_path / "gone"))
+    config = tiny_config(text_mode="finetune", max_epochs=1)
+    with pytest.raises(ConfigError, match=r"text_model_path of aligned view 'tiny' .*gone: no such folder"):
+        train_on_view(tmp_path / "store", "tiny", config, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"train.text_model_path .*notamodel: has no config.json"):
+        train_on_view(tmp_path / "store", "tiny", tiny_config(text_mode="finetune", text_model_path=str(tmp_path /
+                      "notamodel")), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_run_stops_with_an_error_and_writes_no_metrics(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path / "store")
+    config = tiny_config(lr_other=1e308, lr_av=1e308)  # finite, so valid: the weights overflow in epoch 1
+    with pytest.raises(TrainingError, match=r"training diverged in epoch 1: the loss is (nan|inf) at batch"):
+        train_on_view(tmp_path / "store", "tiny", config, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / CHECKPOINT).exists()
+    assert "finished" not in RunDir(tmp_path / "run").info()
+
+
+@pytest.mark.parametrize(("absent", "ablation", "message"), [
+    (("vision",), {"modalities": ["vision"], "use_slgm": False}, "modality 'vision' is"),
+    (("text", "audio", "vision"), {}, "modalities 'text', 'audio', 'vision' are"),
+])
+def test_a_modality_no_train_clip_has_is_refused_before_writing_anything(
+    tmp_path: Path, absent: tuple[str, ...], ablation: dict[str, object], message: str,
+) -> None:
+    arrays = write_tiny_view(tmp_path / "store")  # vision is absent for one clip: that is trained on (above)
+    for m in absent:
+        arrays[f"{m}/present"][:] = False
+        arrays[f"{m}/lengths"][:] = 0
+    rewrite_view(tmp_path / "store", arrays)
+    with pytest.raises(ConfigError, match=f"view 'tiny': {message} present for no train clip"):
+        train_on_view(tmp_path / "store", "tiny", tiny_config(**ablation), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_view_with_a_non_finite_statistic_is_refused_before_writing_anything(tmp_path: Path) -> None:
+    arrays = write_tiny_view(tmp_path / "store")
+    arrays["vision/std"][0] = float("nan")
+    rewrite_view(tmp_path / "store", arrays)
+    with pytest.raises(StoreError, match=r"vision/std holds 1 NaN/inf value\(s\)"):
+        train_on_view(tmp_path / "store", "tiny", tiny_config(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

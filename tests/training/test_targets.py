@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 from sklearn.metrics import f1_score
 
 from store.errors import ConfigError
 from store.views import open_view
-from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
+from tests.helpers.training import one_torch_thread, rewrite_view, tiny_config, write_tiny_view
 from training.config import TrainConfig
 from training.runs import RunDir, evaluate_run, train_on_view
 from training.targets import Target, class_weights
@@ -120,3 +121,47 @@ def test_a_view_without_the_class_column_is_refused_before_any_run_is_written(tm
     with pytest.raises(ConfigError, match="label_emotion.*at least two"):
         train_on_view(tmp_path / "store", "tiny", tiny_config(target="emotion"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_classifier_metrics_refuse_clips_without_a_class_and_non_finite_probabilities() -> None:
+    target = Target("sentiment", CLASSES)
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    with pytest.raises(ValueError, match="class indices 0..2"):  # -1 would index (and score) the last class
+        target.metrics(probs, np.array([0, -1]))
+    with pytest.raises(ValueError, match="class probabilities: 1 of 6 values are NaN"):
+        target.metrics(np.array([[np.nan, 0.2, 0.1], [0.1, 0.8, 0.1]]), np.array([0, 1]))
+
+
+
+def _without_score(root: Path, rows: list[int], splits: dict[str, int] | None = None) -> dict[str, int]:
+    """A tiny view whose clips ``rows`` have no score (their class is kept): a mixed dataset's
+    class-only rows. Returns how many such clips each split has."""
+    arrays = write_tiny_view(root, splits=splits)
+    clips = open_view(root, "tiny").clips
+    labels = [None if i in rows else v for i, v in enumerate(clips.column("label").to_pylist())]
+    rewrite_view(root, arrays, clips=clips.set_column(clips.column_names.index("label"), "label",
+                                                      pa.array(labels, pa.float64())))
+    split = clips.column("split").to_pylist()
+    return {s: sum(1 for i in rows if split[i] == s) for s in sorted(set(split))}
+
+
+def test_clips_without_a_score_are_left_out_and_counted_like_clips_without_a_class(tmp_path: Path) -> None:
+    expected = _without_score(tmp_path / "store", list(range(0, 40, 3)))  # every 3rd clip is class-only
+    assert sum(expected.values()) == 14 and min(expected.values()) > 0
+    run, result = train_on_view(tmp_path / "store", "tiny", tiny_config(max_epochs=1), tmp_path / "run")
+    assert run.info()["unlabelled"] == expected and result.best_epoch == 1 and run.checkpoint.exists()
+    with open(run.path / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 - expected["valid"] - expected["test"] and all(r["label"] != "nan" for r in rows)
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert all(np.isfinite(metrics[s][k]) for s in metrics for k in ("Has0_acc_2", "MAE"))
+
+
+def test_a_class_only_view_is_refused_for_the_score_before_any_run_is_written(tmp_path: Path) -> None:
+    _without_score(tmp_path / "store", list(range(40)))
+    with pytest.raises(ConfigError, match=r"none of the 24 train clips has a score label \(column 'label'\); "
+                                          r"a view with class labels only trains with --target sentiment\|emotion"):
+        train_on_view(tmp_path / "store", "tiny", tiny_config(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    run, _ = train_on_view(tmp_path / "store", "tiny", tiny_config(target="sentiment", max_epochs=1), tmp_path / "cls")
+    assert run.info()["unlabelled"] == {"train": 0, "valid": 0, "test": 0}
