@@ -95,10 +95,11 @@ def metrics_table(title: str, rows: dict[str, dict[str, Any]], label: str = "spl
     return simple_table(title, [label, *names], cells)
 
 
-def print_notes(notes: Sequence[str]) -> None:
-    """The notes under a metrics table (why a metric shows "—": ``training.metrics.undefined_notes``)."""
+def print_notes(notes: Sequence[str], out: Console | None = None) -> None:
+    """The notes under a metrics table (why a metric shows "—": ``training.metrics.undefined_notes``),
+    on ``out`` (default: the CLI's console)."""
     for note in notes:
-        console.print(Text(f"note: {note}"))
+        (out or console).print(Text(f"note: {note}"))
 
 
 def print_predict_summary(summary: PredictSummary) -> None:

@@ -48,13 +48,14 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
     from corpora.synth import generate_dataset
     from corpora.synth.long import generate_long_video
     from flows.align import align_flow
-    from flows.console import metrics_table
+    from flows.console import metrics_table, print_notes
     from flows.extract import run_extract
     from flows.ingest import ingest_flow
     from flows.predict import predict_flow
     from flows.stats import stats_flow
     from flows.train import train_flow
     from stages.train import run_evaluate
+    from training.metrics import undefined_notes
 
     console = console or Console()
     workdir = Path(workdir).resolve()
@@ -95,6 +96,7 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
         outputs[f"run {ablation}"] = run["run"]
     console.print(metrics_table("test metrics of the full model and the single-modality ablations", rows,
                                 label="ablation"))
+    print_notes(undefined_notes(rows), console)  # why a cell shows "—"
 
     console.rule("predict")
     long = generate_long_video(workdir / "long", seed=seed)
