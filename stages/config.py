@@ -165,7 +165,8 @@ def load_config(
     try:
         return model.model_validate(OmegaConf.to_container(data, resolve=False))
     except ValidationError as exc:
-        raise ConfigError.from_validation(exc, f"invalid config{f' {path}' if path else ''}") from None
+        sources = [str(path)] * bool(path) + ["the command's options"] * bool(settings)  # where a bad value may be
+        raise ConfigError.from_validation(exc, f"invalid config ({' + '.join(sources) or 'defaults'})") from None
 
 
 def dump_config(config: BaseModel) -> str:

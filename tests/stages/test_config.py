@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from features.align.config import VIEW_NAME_LIMIT
@@ -20,3 +23,14 @@ def test_a_view_name_longer_than_a_file_name_is_refused_naming_the_limit() -> No
     with pytest.raises(ConfigError, match=r"align\.view: .*256 characters; a view is the folder aligned/<view>, "
                                           r"so at most 255"):
         load_config(None, [f"align.view={'v' * 256}"])
+
+
+def test_an_invalid_value_names_where_it_may_come_from(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr_other: -1\n")
+    with pytest.raises(ConfigError, match=rf"^invalid config \({re.escape(str(path))}\): train.lr_other"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"^invalid config \({re.escape(str(path))} \+ the command's options\)"):
+        load_config(path, ["train.k=7"])
+    with pytest.raises(ConfigError, match=r"^invalid config \(the command's options\): train.lr_other"):
+        load_config(None, ["train.lr_other=-1"])
