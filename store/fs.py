@@ -16,22 +16,38 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 from fsspec.implementations.local import LocalFileSystem
+from pydantic import ValidationError
 from zarr.storage import FsspecStore, LocalStore
 
-from store.errors import StoreError
+from store.errors import StoreError, validation_problems
+
+
+def unreadable(path: str | os.PathLike[str], what: str, problem: str) -> StoreError:
+    """The one message of a damaged file: ``<file>: unreadable <what> (<problem>)``."""
+    return StoreError(f"{os.fspath(path)}: unreadable {what} ({problem})")
 
 
 @contextmanager
-def damaged_as_store_error(path: str, what: str) -> Iterator[None]:
-    """Reading ``path``: a damaged file (truncated, not Parquet/JSON, JSON of the wrong shape)
-    becomes a ``StoreError`` naming the file and what it should be, not a library traceback. A
-    missing file stays ``FileNotFoundError``: callers tell "absent" (or "removed meanwhile") apart."""
+def damaged_as_store_error(
+    path: str | os.PathLike[str], what: str, *, missing: bool = False, errors: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Reading ``path``: a damaged file (truncated, empty, not Parquet/JSON, of the wrong shape, a
+    document that no longer validates) becomes ``unreadable(path, what, …)``, the one line the CLI
+    prints, not a library traceback. A missing file stays ``FileNotFoundError`` (callers tell
+    "absent" or "removed meanwhile" apart) unless ``missing``: where every file must exist (a run
+    folder) it is damage too. ``errors``: the exceptions of a reader that raises its own (YAML's,
+    safetensors')."""
     try:
         yield
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StoreError(f"{path}: unreadable {what}: {type(exc).__name__}: {exc}") from exc
+    except FileNotFoundError as exc:
+        if not missing:
+            raise
+        raise unreadable(path, what, "no such file") from exc  # safetensors' has no strerror
+    except ValidationError as exc:
+        raise unreadable(path, what, validation_problems(exc)) from exc
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError, AttributeError, *errors) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        raise unreadable(path, what, " ".join(problem.split())) from exc
 
 
 @contextmanager

@@ -23,8 +23,8 @@ import csv
 import json
 import os
 import platform
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from store.errors import ConfigError, StoreConflictError, StoreError, validation_problems
-from store.fs import atomic_path
+from store.errors import ConfigError, StoreConflictError
+from store.fs import atomic_path, damaged_as_store_error, unreadable
 from store.runtime import resolve_device
 from store.schema import Modality
 from store.views import AlignedView, group_array, open_view
@@ -85,27 +85,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
         save_file(state, tmp, metadata={"format": "pt"})
 
 
-def _unreadable(path: str | os.PathLike[str], what: str, problem: str) -> StoreError:
-    return StoreError(f"{os.fspath(path)}: unreadable {what} ({problem})")
-
-
-@contextmanager
-def reading_run_file(path: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """The one reading rule of a run directory's files: whatever damage the block meets (the file
-    missing, truncated, empty, not YAML/JSON/safetensors, of the wrong shape, a config that no longer
-    validates) becomes ``StoreError("<file>: unreadable <what> (<problem>)")``, the one line the CLI
-    prints, instead of a library traceback from deep inside evaluate or predict. Unlike
-    ``store.fs.damaged_as_store_error`` a missing file is damage too: a run writes all of them."""
-    try:
-        yield
-    except ValidationError as exc:
-        raise _unreadable(path, what, validation_problems(exc)) from exc
-    except FileNotFoundError as exc:  # safetensors' names the file again, and has no strerror
-        raise _unreadable(path, what, "no such file") from exc
-    except OSError as exc:
-        raise _unreadable(path, what, exc.strerror or str(exc)) from exc
-    except (ValueError, KeyError, TypeError, yaml.YAMLError, SafetensorError) as exc:
-        raise _unreadable(path, what, " ".join(f"{type(exc).__name__}: {exc}".split())) from exc
+def reading_run_file(path: str | os.PathLike[str], what: str) -> AbstractContextManager[None]:
+    """The store's damaged-file rule (``store.fs.damaged_as_store_error``) for a run folder's files:
+    every one of them is written by a run, so a missing one is damage too, and YAML and safetensors
+    raise their own errors."""
+    return damaged_as_store_error(path, what, missing=True, errors=(yaml.YAMLError, SafetensorError))
 
 
 def _misfit(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
@@ -131,7 +115,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
         state = load_file(os.fspath(path), device=device)
     misfit = _misfit(model, state)
     if misfit is not None:
-        raise _unreadable(path, "checkpoint", misfit)
+        raise unreadable(path, "checkpoint", misfit)
     model.load_state_dict(state, strict=True)
 
 
