@@ -216,8 +216,8 @@ def score_view(run: TrainedRun, view: AlignedView, device: str | None = None, ba
     cfg = run.config.model_copy(update={"batch_size": batch_size})
     tokens = cfg.text_mode == "finetune"
     dataset = ViewDataset(view, PREDICT_SPLIT, cfg.modalities, tokens=tokens, cache_mb=cfg.cache_mb)
-    loader = make_loader(dataset, Collator(read_stats(view, cfg.modalities), tokens), cfg, train=False)
     target = resolve_device(device or cfg.device)
+    loader = make_loader(dataset, Collator(read_stats(view, cfg.modalities), tokens), cfg, train=False, device=target)
     per_seed: list[dict[str, dict[str, float]]] = []
     for seed_dir in run.seed_dirs.values():
         model = load_run_model(seed_dir, str(target))

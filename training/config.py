@@ -157,6 +157,11 @@ class TrainConfig(BaseModel):
     )
     num_workers: int = Field(0, ge=0, description="DataLoader workers (spawned, see training.data)")
     cache_mb: int = Field(1024, ge=0, description="per-process cache of decompressed view blocks")
+    preload: bool | None = Field(
+        None, description="hold each split's padded tensors on the training device and gather every batch "
+        "there (no per-batch collation or host-to-device copy; the same batches): true = always, false = "
+        "never, None = on CUDA when a split takes at most a quarter of the GPU's free memory",
+    )
 
     view: ExpectedView = Field(default_factory=ExpectedView)
 

@@ -24,7 +24,7 @@ import torch
 import zarr
 from cachetools import LRUCache
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from store.errors import ConfigError, StoreError
 from store.fs import damaged_as_store_error
@@ -271,6 +271,16 @@ class ViewDataset(Dataset[ClipItem]):
         arrays = [group_array(group, n) for n in names]
         return sum(_rows_per_shard(a) * int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize for a in arrays)
 
+    def padded_nbytes(self) -> int:
+        """Bytes of the whole split collated (``Collator``) at the view's full length: float32 values
+        or int64 token ids, plus a bool mask, per step; what preloading it takes on a device."""
+        total = 0
+        for name, arr in self._open().items():
+            if name.endswith("/values") or name == "text_tokens/input_ids":
+                per_step = (4 if name.endswith("/values") else 8) * int(np.prod(arr.shape[2:], dtype=np.int64)) + 1
+                total += len(self) * int(arr.shape[1]) * per_step
+        return total
+
     def _read(self, name: str, row: int) -> np.ndarray:
         return self._cache.row(name, self._open()[name], row)
 
@@ -455,34 +465,96 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-def make_loader(dataset: ViewDataset, collator: Collator, config: TrainConfig, *, train: bool) -> DataLoader[Any]:
-    """The loader of one split: ``config.batching`` = ``bucket`` (length-bucketed training batches,
-    length-sorted evaluation batches), ``shards`` (length-bucketed within windows of view shards,
-    ``ShardBuckets``; evaluation in view order) or ``shuffle`` (uniform seeded shuffle; evaluation
-    in view order). Workers (if any) are spawned and persistent."""
-    extra: dict[str, Any] = {"pin_memory": resolve_device(config.device).type == "cuda"}
+class PreloadedBatches:
+    """A split's batches gathered from tensors held on the training device.
+
+    The whole split is collated once (``Collator``, padded to its longest clip) and moved to
+    ``device``; each batch of ``batches`` (a batch sampler, iterated once per epoch like a
+    DataLoader's) is then one ``index_select`` per tensor there, trimmed to the batch's longest
+    clip. The batches equal the DataLoader's element for element, but a GPU step no longer waits
+    for Python collation, pinning and a host-to-device copy per batch (the per-step host work
+    that left the GPU idle, docs/performance.md). Lengths stay on the CPU, where packing wants them.
+    """
+
+    def __init__(self, dataset: ViewDataset, collator: Collator, batches: Sampler[list[int]] | list[list[int]],
+                 device: torch.device, generator: torch.Generator | None = None) -> None:
+        whole = collator([dataset[i] for i in range(len(dataset))])
+        self.batches = batches
+        self.device = device
+        self.generator = generator
+        self.clip_ids = whole.clip_ids
+        #: per modality, each clip's padded width in a collated batch (its last real step + 1)
+        self.widths = {u: (x.mask.shape[1] - x.mask.flip(1).int().argmax(1)).numpy() for u, x in whole.inputs.items()}
+        self.whole = whole.to(device)
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]  # every batch sampler here has a length
+
+    def __iter__(self) -> Iterator[PaddedBatch]:
+        # a DataLoader draws its workers' base seed here, from ``generator`` (None: torch's global
+        # generator, which dropout also draws from): drawn alike, a run follows the same random stream
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        batches = [list(b) for b in self.batches]
+        order = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
+        on_device = order.to(self.device)  # one copy per epoch; each batch's rows are a slice of it
+        start = 0
+        for rows in batches:
+            stop = start + len(rows)
+            yield self._gather(rows, order[start:stop], on_device[start:stop])
+            start = stop
+
+    def _gather(self, rows: list[int], idx_cpu: Tensor, idx: Tensor) -> PaddedBatch:
+        inputs = {}
+        for u, x in self.whole.inputs.items():
+            w = int(self.widths[u][rows].max())
+            inputs[u] = ModalityInput(
+                mask=x.mask[:, :w].index_select(0, idx),
+                lengths=x.lengths.index_select(0, idx_cpu),
+                values=None if x.values is None else x.values[:, :w].index_select(0, idx),
+                input_ids=None if x.input_ids is None else x.input_ids[:, :w].index_select(0, idx),
+            )
+        return PaddedBatch(inputs=inputs, label=self.whole.label.index_select(0, idx),
+                           index=self.whole.index.index_select(0, idx), clip_ids=[self.clip_ids[i] for i in rows])
+
+
+def _preload(dataset: ViewDataset, config: TrainConfig, device: torch.device) -> bool:
+    """Whether ``config.preload`` holds this split on ``device`` (None: on CUDA when it takes at most
+    a quarter of the free memory)."""
+    if config.preload is not None:
+        return config.preload
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return dataset.padded_nbytes() <= free // 4
+
+
+def make_loader(dataset: ViewDataset, collator: Collator, config: TrainConfig, *, train: bool,
+                device: torch.device | None = None) -> DataLoader[Any] | PreloadedBatches:
+    """The loader of one split for a model on ``device`` (default: the config's): ``config.batching`` =
+    ``bucket`` (length-bucketed training batches, length-sorted evaluation batches), ``shards``
+    (length-bucketed within windows of view shards, ``ShardBuckets``; evaluation in view order) or
+    ``shuffle`` (uniform seeded shuffle; evaluation in view order). Preloaded (``PreloadedBatches``)
+    when ``config.preload`` says so, else a DataLoader whose workers (if any) are spawned and
+    persistent. Either way the same batches in the same order."""
+    device = device or resolve_device(config.device)
+    batches: Sampler[list[int]] | list[list[int]]
+    generator = None
+    if config.batching == "bucket":
+        batches = (LengthBuckets(dataset.lengths, config.batch_size, config.seed, config.bucket_pool)
+                   if train else sorted_batches(dataset.lengths, config.batch_size))
+    elif config.batching == "shards" and train:  # a window is as many shards as the cache holds, at most shard_window
+        window = max(1, min(config.shard_window, dataset.cache_bytes // max(1, dataset.shard_bytes)))
+        batches = ShardBuckets(dataset.rows, dataset.lengths, config.batch_size, config.seed, window)
+    elif config.batching == "shuffle" and train:  # what DataLoader(shuffle=True, generator=...) builds
+        generator = torch.Generator().manual_seed(config.seed)  # also draws the loader's base seed, as before
+        batches = BatchSampler(RandomSampler(dataset, generator=generator), config.batch_size, drop_last=False)
+    else:
+        batches = [list(range(i, min(i + config.batch_size, len(dataset))))
+                   for i in range(0, len(dataset), config.batch_size)]
+    if _preload(dataset, config, device):
+        return PreloadedBatches(dataset, collator, batches, device, generator)
+    extra: dict[str, Any] = {"pin_memory": device.type == "cuda"}
     if config.num_workers > 0:
         extra |= {"multiprocessing_context": "spawn", "persistent_workers": True}
-    if config.batching in ("bucket", "shards"):
-        batches: Sampler[list[int]] | list[list[int]]
-        if config.batching == "bucket":
-            batches = (LengthBuckets(dataset.lengths, config.batch_size, config.seed, config.bucket_pool)
-                       if train else sorted_batches(dataset.lengths, config.batch_size))
-        elif train:  # a window is as many shards as the cache holds, at most shard_window
-            window = max(1, min(config.shard_window, dataset.cache_bytes // max(1, dataset.shard_bytes)))
-            batches = ShardBuckets(dataset.rows, dataset.lengths, config.batch_size, config.seed, window)
-        else:
-            batches = [list(range(i, min(i + config.batch_size, len(dataset))))
-                       for i in range(0, len(dataset), config.batch_size)]
-        return DataLoader(
-            dataset, batch_sampler=batches, collate_fn=collator, num_workers=config.num_workers, **extra
-        )
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=train,
-        collate_fn=collator,
-        num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed) if train else None,
-        **extra,
-    )
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collator, num_workers=config.num_workers,
+                      generator=generator, **extra)

@@ -265,7 +265,7 @@ def predict(
         y = model(batch.to(device).inputs).preds["m"]
         ids += batch.clip_ids
         preds.append((target or SCORE).to_prediction(y).float().cpu().numpy())
-        labels.append(batch.label.numpy())
+        labels.append(batch.label.cpu().numpy())
     return Predictions(ids, np.concatenate(preds), np.concatenate(labels))
 
 

@@ -153,10 +153,17 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
         x = self.norm(_zero_padding(x, mask))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        # What pack_padded_sequence(enforce_sorted=False) and pad_packed_sequence do, with the sort
+        # order copied to a GPU without waiting and no unsort order read back: those two host waits
+        # per call kept the host from queueing the next step while the GPU finished this one.
+        lengths, order = torch.sort(lengths.cpu(), descending=True)
+        inverse = torch.argsort(order)
+        if x.is_cuda:
+            order, inverse = (t.pin_memory().to(x.device, non_blocking=True) for t in (order, inverse))
+        packed = pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True, enforce_sorted=True)
         out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out  # padded steps are 0
+        return out.index_select(0, inverse)  # padded steps are 0
 
 
 class LGTLayer(nn.Module):

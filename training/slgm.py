@@ -131,11 +131,28 @@ class SLGM:
             pos = y > 0 if self.exclude_zero else y >= 0
             neg = y < 0
             old_pos, old_neg = self.centres[x]
-            self.centres[x] = (
-                bank[pos].mean(0) if bool(pos.any()) else old_pos,
-                bank[neg].mean(0) if bool(neg.any()) else old_neg,
-            )
+            self.centres[x] = (class_mean(bank, pos, old_pos), class_mean(bank, neg, old_neg))
 
     def label_gap(self) -> dict[str, float]:
         """Mean |y_u − y_m| per unimodal task: how far the generated labels have moved (for logs)."""
         return {u: float((self.labels[u] - self.labels["m"]).abs().mean()) for u in self.unimodal}
+
+
+def class_mean(bank: Tensor, member: Tensor, old: Tensor) -> Tensor:
+    """Mean of the ``bank`` rows whose ``member`` flag is set; ``old`` when there are none.
+
+    On the CPU by boolean indexing. On a GPU indexing by a mask, and asking whether it selects
+    anything, each wait for the device (the host must know the count): 16 waits per training
+    step. There the mean is a masked sum over the whole bank instead, which never waits; it
+    equals the indexed mean up to float rounding (the sum runs in another order)."""
+    if bank.device.type == "cpu":
+        return bank[member].mean(0) if bool(member.any()) else old
+    return masked_class_mean(bank, member, old)
+
+
+def masked_class_mean(bank: Tensor, member: Tensor, old: Tensor) -> Tensor:
+    """``class_mean`` with device ops only (no host read)."""
+    count = member.sum()
+    total = torch.where(member[:, None], bank, torch.zeros((), dtype=bank.dtype, device=bank.device)).sum(0)
+    return torch.where(count > 0, total / count.clamp_min(1).to(bank.dtype), old)
+

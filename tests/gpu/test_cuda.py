@@ -71,6 +71,30 @@ def test_training_on_cuda_follows_the_cpu_run_of_the_same_seed() -> None:
         assert gpu["valid_MAE"] == pytest.approx(cpu["valid_MAE"], rel=1e-3, abs=1e-4)
 
 
+
+def test_a_cuda_run_preloads_its_view_and_follows_the_data_loader_run(tmp_path: Path) -> None:
+    """Issue 14 §2: on CUDA the splits are held on the GPU by default (``preload`` None); the batches,
+    the random stream and so the run are those of the DataLoader path."""
+    from store.views import open_view
+    from tests.helpers.training import write_tiny_view
+    from training.data import PreloadedBatches, ViewDataset, make_loader, read_stats
+    from training.runs import train_on_view
+
+    write_tiny_view(tmp_path / "store")
+    view = open_view(tmp_path / "store", "tiny")
+    config = tiny_config(device="cuda")
+    loader = make_loader(ViewDataset(view, "train", config.modalities, tokens=False),
+                         Collator(read_stats(view, config.modalities), False), config, train=True)
+    assert isinstance(loader, PreloadedBatches) and next(iter(loader)).label.is_cuda
+    histories = {}
+    for preload in (None, False):
+        run, _ = train_on_view(tmp_path / "store", "tiny", tiny_config(device="cuda", max_epochs=2, preload=preload),
+                               tmp_path / f"run-{preload}")
+        histories[preload] = run.epochs()
+    for a, b in zip(histories[None], histories[False], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
+        assert a["valid_MAE"] == pytest.approx(b["valid_MAE"], rel=1e-5, abs=1e-6)
+
 def _frames(shared: Path | None) -> np.ndarray:
     """Real photos (when the shared data is there) and random frames, 224x224 RGB uint8."""
     rng = np.random.default_rng(0)

@@ -16,6 +16,8 @@ from training.data import (
     ClipItem,
     Collator,
     LengthBuckets,
+    PaddedBatch,
+    PreloadedBatches,
     ShardBuckets,
     ViewDataset,
     _BlockCache,
@@ -261,3 +263,51 @@ def test_read_stats_refuses_a_non_finite_view_statistic(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"aligned view 'tiny': audio/mean holds 1 NaN/inf value\(s\) of 4"):
         read_stats(open_view(tmp_path, "tiny"), ["text", "audio", "vision"])
     assert set(read_stats(open_view(tmp_path, "tiny"), ["text", "vision"])) == {"v"}  # audio unused: not read
+
+
+def _batch_fields(batch: PaddedBatch) -> dict[str, torch.Tensor | list[str]]:
+    fields: dict[str, torch.Tensor | list[str]] = {"label": batch.label, "index": batch.index, "ids": batch.clip_ids}
+    for u, x in batch.inputs.items():
+        fields.update({f"{u}.mask": x.mask, f"{u}.lengths": x.lengths})
+        fields.update({f"{u}.{k}": v for k, v in (("values", x.values), ("input_ids", x.input_ids)) if v is not None})
+    return fields
+
+
+@pytest.mark.parametrize("batching", ["bucket", "shuffle", "shards"])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_preloaded_batches_equal_the_data_loaders_element_for_element(
+    tmp_path: Path, batching: str, tokens: bool
+) -> None:
+    write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    collator = Collator(read_stats(view, ["text", "audio", "vision"]), tokens)
+    for train in (True, False):
+        streams = {}
+        for preload in (False, True):
+            config = tiny_config(batch_size=5, batching=batching, preload=preload)
+            dataset = ViewDataset(view, "train", config.modalities, tokens=tokens, whole_shards=batching == "shards")
+            loader = make_loader(dataset, collator, config, train=train)
+            assert isinstance(loader, PreloadedBatches) == preload
+            torch.manual_seed(3)  # what the loaders draw from torch's generator must match too
+            streams[preload] = ([_batch_fields(b) for epoch in range(2) for b in loader], torch.rand(1))
+        (off, after_off), (on, after_on) = streams[False], streams[True]
+        assert len(on) == len(off) == 2 * 5
+        for a, b in zip(off, on):
+            assert a.keys() == b.keys()
+            for k in a:
+                same = a[k] == b[k] if isinstance(a[k], list) else torch.equal(a[k], b[k])  # type: ignore[arg-type]
+                assert same and (isinstance(a[k], list) or a[k].dtype == b[k].dtype), k  # type: ignore[union-attr]
+        assert torch.equal(after_off, after_on)
+
+
+def test_preload_auto_stays_off_on_the_cpu_and_sizes_a_split_before_reading_it(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path)
+    view = open_view(tmp_path, "tiny")
+    config = tiny_config()
+    assert config.preload is None
+    dataset = ViewDataset(view, "train", config.modalities, tokens=False)
+    loader = make_loader(dataset, Collator(read_stats(view, config.modalities), False), config, train=True)
+    assert not isinstance(loader, PreloadedBatches)
+    steps = 7  # the tiny view's length: values float32 + a bool mask per step
+    assert dataset.padded_nbytes() == 24 * steps * sum(4 * d + 1 for d in DIMS.values())
+    assert dataset._cache.blocks.currsize == 0

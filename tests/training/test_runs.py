@@ -185,3 +185,14 @@ def test_a_view_with_a_non_finite_statistic_is_refused_before_writing_anything(t
     with pytest.raises(StoreError, match=r"vision/std holds 1 NaN/inf value\(s\)"):
         train_on_view(tmp_path / "store", "tiny", tiny_config(), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_on_preloaded_batches_follows_the_data_loader_run_exactly(tmp_path: Path) -> None:
+    write_tiny_view(tmp_path / "store")
+    results = {}
+    for preload in (False, True):
+        run, _ = train_on_view(tmp_path / "store", "tiny", tiny_config(max_epochs=2, preload=preload),
+                               tmp_path / str(preload))
+        epochs = [{k: v for k, v in r.items() if k != "seconds"} for r in run.epochs()]
+        results[preload] = (epochs, (run.path / "metrics.json").read_text(), (run.path / "predictions.csv").read_text())
+    assert results[True] == results[False]

@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from training.slgm import SLGM, distance, new_unimodal_label, relative_offset
+from training.slgm import SLGM, class_mean, distance, masked_class_mean, new_unimodal_label, relative_offset
 
 
 def t(*rows: list[float]) -> torch.Tensor:
@@ -146,3 +148,20 @@ def test_epochs_must_be_consecutive_and_started() -> None:
         slgm.step({"m": t([0, 0]), "l": t([0, 0])}, torch.tensor([0]))
     with pytest.raises(ValueError):
         slgm.start_epoch(2)
+
+
+@given(
+    rows=st.lists(st.tuples(st.sampled_from([-1, 0, 1]), st.floats(-5, 5, width=32)), min_size=1, max_size=40),
+    dim=st.integers(1, 5),
+)
+def test_the_gpu_centre_mean_without_host_reads_equals_the_indexed_mean(
+    rows: list[tuple[int, float]], dim: int
+) -> None:
+    side = torch.tensor([r[0] for r in rows])
+    bank = torch.tensor([r[1] for r in rows]).unsqueeze(1) * torch.linspace(0.5, 2.0, dim)
+    old = torch.full((dim,), 7.0)
+    for member in (side > 0, side < 0):
+        indexed = class_mean(bank, member, old)  # the CPU path
+        masked = masked_class_mean(bank, member, old)  # what a GPU runs
+        assert torch.allclose(masked, indexed, rtol=1e-5, atol=1e-5)
+        assert torch.equal(indexed, old) == (not bool(member.any()))
