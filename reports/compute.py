@@ -155,10 +155,16 @@ def _splits(clips: list[dict[str, Any]]) -> list[str]:
     return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
 
 
-def label_stats(labels: list[float]) -> dict[str, Any]:
+def label_stats(labels: list[float | None]) -> dict[str, Any]:
     """Distribution and the MMSA class views: has0 (negative < 0 vs non-negative), non0 (negative
-    vs positive, zeros left out) and 7 classes (``round(clip(label, -3, 3))``, numpy rounding)."""
-    y = np.asarray(labels, np.float64)
+    vs positive, zeros left out) and 7 classes (``round(clip(label, -3, 3))``, numpy rounding).
+
+    Clips without a score (None: a class-only dataset such as MELD, or a clip with only class labels)
+    are counted as ``unlabelled`` and left out of every figure, so rates are over scored clips only."""
+    y = np.asarray([np.nan if v is None else v for v in labels], np.float64)
+    scored = np.isfinite(y)
+    unlabelled = int((~scored).sum())
+    y = y[scored]
     seven = np.round(np.clip(y, -3.0, 3.0)).astype(int) if len(y) else np.zeros(0, int)
     out: dict[str, Any] = dist(y)
     neg, pos, zero = int((y < 0).sum()), int((y > 0).sum()), int((y == 0).sum())
@@ -168,6 +174,7 @@ def label_stats(labels: list[float]) -> dict[str, Any]:
     out["non0"] = {"negative": neg, "positive": pos, "excluded_zero": zero,
                    "majority_rate": max(neg, pos) / (neg + pos) if neg + pos else None}
     out["seven"] = {k: int((seven == int(k)).sum()) for k in SEVEN}
+    out["unlabelled"] = unlabelled
     return out
 
 

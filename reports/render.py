@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.plots import report_figures
-from reports.tables import ReportTable, fmt, pct, report_tables
+from reports.tables import ReportTable, fmt, md_text, pct, report_tables
 from store.fs import StoreFS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -22,6 +22,7 @@ def _env(autoescape: bool) -> Any:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
+    env.filters["md"] = md_text  # every untrusted value in a Markdown template goes through it
     return env
 
 

@@ -3,6 +3,7 @@ and the formatting rules (numbers, percentages, keys) every rendering uses."""
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass
@@ -29,6 +30,17 @@ def fmt(value: Any, digits: int = 3) -> str:
             return f"{value:.{digits}g}"
         return f"{value:.{digits}f}".rstrip("0").rstrip(".") if "." in f"{value:.{digits}f}" else f"{value}"
     return str(value)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
+
+
+def md_text(value: Any) -> str:
+    """Untrusted text (store paths, names, transcripts, file names, errors) safe inline or inside a
+    Markdown table cell: whitespace (newlines too) collapsed so a row stays one line, HTML escaped
+    (Markdown viewers pass raw HTML through) and Markdown/table syntax backslash-escaped."""
+    t = " ".join(str(value).split())
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(t, quote=False))
 
 
 def pct(value: float | None) -> str:
@@ -66,12 +78,15 @@ def report_tables(stats: dict[str, Any]) -> list[ReportTable]:
     for s in splits:
         lab = stats["labels"][s]
         h0, n0 = lab["has0"], lab["non0"]
-        rows.append([s, lab["n"], fmt(lab.get("mean")), fmt(lab.get("std")), h0["negative"], h0["non_negative"],
+        rows.append([s, lab["n"], lab.get("unlabelled", 0), fmt(lab.get("mean")), fmt(lab.get("std")),
+                     h0["negative"], h0["non_negative"],
                      pct(h0["majority_rate"]), n0["negative"], n0["positive"], pct(n0["majority_rate"]),
                      *[lab["seven"][k] for k in SEVEN]])
     tables.append(ReportTable("labels", "Labels and class balance (has0: neg / non-neg; non0: neg / pos; 7-class)",
-                              ["split", "n", "mean", "std", "has0 neg", "has0 non-neg", "has0 majority",
-                               "non0 neg", "non0 pos", "non0 majority", *[f"7c {k}" for k in SEVEN]], rows))
+                              ["split", "n", "no score", "mean", "std", "has0 neg", "has0 non-neg", "has0 majority",
+                               "non0 neg", "non0 pos", "non0 majority", *[f"7c {k}" for k in SEVEN]], rows,
+                              note="n: clips with a score label; no score: clips without one (class labels only), "
+                                   "left out of every figure"))
     rows = []
     for name, fs in stats["feature_sets"].items():
         for s in splits:

@@ -24,10 +24,8 @@ table's row order and its timeline runs over segment numbers instead of mm:ss.
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,16 +77,6 @@ def clip_text(text: str | None, limit: int = TEXT_LIMIT) -> str:
     if space >= limit * 0.6:
         cut = cut[:space]
     return cut.rstrip(" ,;:.-") + "…"
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
-
-
-def md_text(value: Any) -> str:
-    """Untrusted text (transcripts, file names, errors) safe inside a Markdown table cell: HTML
-    escaped (Markdown viewers pass raw HTML through) and Markdown/table syntax backslash-escaped."""
-    t = " ".join(str(value).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(t, quote=False))
 
 
 def _finite(x: Any) -> bool:
@@ -399,7 +387,7 @@ def render_predictions(table: pa.Table, out_dir: Path | str | StoreFS, title: st
     for fname, template, autoescape in (("predictions.html", "predictions.html.j2", True),
                                         ("predictions.md", "predictions.md.j2", False)):
         env = _env(autoescape)
-        env.filters.update(score=_score, clock=clock, clip=clip_text, md=md_text, pct0=percent)
+        env.filters.update(score=_score, clock=clock, clip=clip_text, pct0=percent)
         pages[fname] = env.get_template(template).render(**ctx)
     fs = out_dir if isinstance(out_dir, StoreFS) else StoreFS(out_dir)
     for fname, text in pages.items():

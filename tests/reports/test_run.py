@@ -43,7 +43,7 @@ def test_run_stats_writes_a_self_contained_report(store_copy: FeatureStore) -> N
     saved = json.loads((out / "stats.json").read_text())
     assert saved["clips"] == json.loads(json.dumps(stats["clips"]))
     md = (out / "report.md").read_text()
-    assert "missing_file" in md and "CorruptMediaError" in md
+    assert "missing\\_file" in md and "CorruptMediaError" in md  # Markdown-escaped: renders as missing_file
 
 
 def test_report_names_are_checked(built) -> None:

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reports.tables import md_text
 from reports.timeline import (
     NEUTRAL,
     TEXT_LIMIT,
     MediaSummary,
     clip_text,
     clock,
-    md_text,
     render_predictions,
     summarize_predictions,
 )
