@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from store.errors import StoreError
+
 SPLITS = ("train", "valid", "test")
 ID_SEP = "$_$"  # MMSA's separator of video and clip in a sample id
 FEATURE_KEYS = {"text": "text", "audio": "audio", "vision": "vision"}  # modality -> key of [N, L, D] values
@@ -22,8 +24,12 @@ TEXT_BERT = "text_bert"
 def mmsa_id(clip_id: str, video_id: str | None) -> str:
     """``video$_$clip``: the clip part drops a ``<video>_`` prefix (MMSA ``label.csv`` ids are
     ``clip_id`` within the video, emoflow's ``<video>_<clip>``); a clip that is its own video (a
-    manifest without video ids) keeps its whole id on both sides."""
+    manifest without video ids) keeps its whole id on both sides. A video id holding ``$_$`` cannot be
+    written (a reader splits at the first one), so it is a ``StoreError`` naming the clip."""
     video = video_id or clip_id
+    if ID_SEP in video:
+        raise StoreError(f"clip {clip_id!r}: its video id {video!r} contains {ID_SEP!r}, the separator of MMSA's "
+                         f"<video>{ID_SEP}<clip> ids, so no MMSA reader could split it back; rename the video")
     prefix = f"{video}_"
     clip = clip_id[len(prefix):] if clip_id.startswith(prefix) and len(clip_id) > len(prefix) else clip_id
     return f"{video}{ID_SEP}{clip}"

@@ -12,7 +12,6 @@ import math
 import os
 import pickle
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from interop.mmsa import FEATURE_KEYS, LENGTH_KEYS, SPLITS, TEXT_BERT, UNIMODAL, annotation, mmsa_id
 from store import FeatureStore, open_view
 from store.errors import StoreError
-from store.fs import atomic_path
+from store.fs import atomic_path, output_file
 from store.schema import MODALITIES
 from store.views import AlignedView
 
@@ -131,12 +130,16 @@ def build_mmsa(store: FeatureStore | str, view_name: str) -> tuple[dict[str, dic
 
 def export_mmsa(store: FeatureStore | str, view_name: str, out: str | os.PathLike[str]) -> MMSAExport:
     """Write view ``view_name`` as an MMSA feature pickle at ``out`` (atomically: a reader never sees
-    half a file); returns what was written."""
+    half a file, and a failed write leaves an existing ``out`` as it was); returns what was written.
+    ``out`` is checked first, so a bad name fails before the view is read; an OS error while writing
+    (a full disk, a name too long) is a ``StoreError`` naming the file."""
+    target = output_file(out, "the pickle's file").absolute()
     data, summary = build_mmsa(store, view_name)
-    target = Path(out).resolve()
-    if target.parent and not target.parent.is_dir():
-        raise StoreError(f"{out}: the output folder {target.parent} does not exist")
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
+    except OSError as exc:
+        raise StoreError(f"--out {out}: cannot write the pickle there: {exc.strerror or exc}") from None
     summary.path = str(target)
     return summary

@@ -222,9 +222,13 @@ def import_features(store_url: str, source: MMSAFile, view: str | None = "defaul
     the same file commits nothing new. The view (None: none) is ``grid: none`` with L = the file's
     padded length per modality and ``normalize: false``, so its arrays equal the file's.
     """
-    store = FeatureStore.open(store_url)
     splits, file = source.splits, source.path
     clips = {c["clip_id"]: c for c in source.result.clips.to_pylist()}
+    if not clips:  # empty sets and a view build that fails naming the clip table as empty would mislead
+        return MMSAImport(source.sha256, False, {}, {}, {}, None,
+                          [f"every sample of {file.name} was rejected (the reject table names why): no feature "
+                           "set and no view"])
+    store = FeatureStore.open(store_url)
     modalities = _modalities(splits)
     sets: dict[str, str] = {}
     committed: dict[str, int] = {}

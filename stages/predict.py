@@ -41,7 +41,7 @@ from store import FeatureStore, schema
 from store.errors import ConfigError, EmoflowError, ManifestError, StoreError
 from store.featurestore import quote_name
 from store.fingerprint import files_sha256, hash_obj
-from store.fs import StoreFS
+from store.fs import StoreFS, output_file
 from store.runtime import resolve_device
 from store.schema import MODALITIES
 from store.views import AlignedView, group_array, open_view
@@ -303,22 +303,9 @@ EXPORT_SUFFIXES = (".csv", ".parquet")
 
 
 def export_target(out: str | os.PathLike[str]) -> Path:
-    """``out`` as the export file, checked before any scoring work (the CLI and the flow call it
-    first; ``export_predictions`` again): a ``.csv`` or ``.parquet`` name, not a folder, whose folder
-    exists or can be created and can be written. Creates nothing: ``--dry-run`` writes nothing."""
-    path = Path(out)
-    if path.suffix.lower() not in EXPORT_SUFFIXES:
-        raise ConfigError(f"--out {path}: use a .csv or .parquet file name")
-    if path.is_dir():
-        raise ConfigError(f"--out {path}: is a folder; give a .csv or .parquet file name")
-    folder = path.absolute().parent
-    while not folder.exists():  # the nearest folder that exists; export creates those below it
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--out {path}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path}: cannot write in {folder}")
-    return path
+    """``out`` as the predictions file, checked before any scoring work (the CLI and the flow call it
+    first; ``export_predictions`` again): ``store.fs.output_file`` with a .csv or .parquet name."""
+    return output_file(out, "a .csv or .parquet file", EXPORT_SUFFIXES)
 
 
 def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:

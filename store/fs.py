@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
@@ -19,7 +20,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 from zarr.storage import FsspecStore, LocalStore
 
-from store.errors import StoreError, validation_problems
+from store.errors import ConfigError, StoreError, validation_problems
 
 
 def unreadable(path: str | os.PathLike[str], what: str, problem: str) -> StoreError:
@@ -48,6 +49,35 @@ def damaged_as_store_error(
     except (pa.ArrowException, OSError, ValueError, KeyError, TypeError, AttributeError, *errors) as exc:
         problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         raise unreadable(path, what, " ".join(problem.split())) from exc
+
+
+def output_file(out: str | os.PathLike[str], what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """A command's ``--out`` checked before any work (``what`` names the file it should be, e.g. "a
+    .csv or .parquet file"): a usable name with one of ``suffixes`` (any when empty); not a folder,
+    nor a device or pipe, which writing would replace or block on; in a folder that exists or can be
+    created below the nearest existing one, which this process can write. Every problem is a
+    ``ConfigError`` naming ``out``. Creates nothing, so a dry run writes nothing."""
+    text = os.fspath(out)
+    path = Path(text)
+    try:
+        is_dir, exists, is_file = path.is_dir(), path.exists(), path.is_file()
+        folder = path.absolute().parent
+        while not folder.exists():  # the nearest folder that exists; the writer creates those below it
+            folder = folder.parent
+        folder_is_dir = folder.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise ConfigError(f"--out {text}: not a usable file name: {exc.strerror or exc}") from None
+    if not text.strip() or is_dir:
+        raise ConfigError(f"--out {text!r}: is a folder; give {what} name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ConfigError(f"--out {text}: use {what} name")
+    if exists and not is_file:
+        raise ConfigError(f"--out {text}: exists and is not a regular file; give another file name")
+    if not folder_is_dir:
+        raise ConfigError(f"--out {text}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {text}: cannot write in the folder {folder}")
+    return path
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from interop.mmsa import mmsa_id, split_mmsa_id
 from stages.config import PipelineConfig
 from stages.ingest import IngestSummary, run_ingest
 from store import FeatureStore, open_view
-from store.errors import ManifestError
+from store.errors import ManifestError, StoreError
 
 IDS = {"train": ["vidA$_$1", "vidA$_$2", "vidB$_$1"], "valid": ["vidC$_$1", "vidA$_$1"],
        "test": ["vidD$_$1", "vidE$_$7"]}
@@ -232,3 +232,24 @@ def test_a_missing_label_rejects_its_sample_and_imports_the_others(tmp_path: Pat
     summary = _ingest(path, str(tmp_path / "store"))
     assert summary.clips == base.clips - 1
     assert summary.reject_reasons == {**base.reject_reasons, "invalid_label": base.reject_reasons["invalid_label"] + 1}
+
+
+def test_a_file_whose_every_sample_is_rejected_commits_no_sets_and_builds_no_view(tmp_path: Path) -> None:
+    """Before, it committed empty feature sets and failed building the view with "the clip table is
+    empty; run `emoflow ingest` first", which is what the user had just done."""
+    data = _official(aligned=False)
+    for part in data.values():
+        part["regression_labels"] = np.array([None] * len(part["regression_labels"]), object)
+    path = tmp_path / "unlabelled.pkl"
+    path.write_bytes(pickle.dumps(data))
+    summary = _ingest(path, str(tmp_path / "store"))
+    assert summary.clips == 0 and summary.rejects == sum(map(len, IDS.values()))
+    store = FeatureStore.open(str(tmp_path / "store"))
+    assert store.feature_set_names() == [] and store.view_names() == []
+
+
+def test_a_video_id_holding_the_mmsa_separator_cannot_be_exported_and_a_clip_part_may_hold_it() -> None:
+    """A reader splits an id at its first ``$_$``: such a video id would come back as another clip."""
+    with pytest.raises(StoreError, match=r"clip 'a\$_\$b_1': its video id 'a\$_\$b' contains"):
+        mmsa_id("a$_$b_1", "a$_$b")
+    assert split_mmsa_id(mmsa_id("v_x$_$y", "v")) == ("v", "v_x$_$y")

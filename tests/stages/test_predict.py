@@ -4,6 +4,7 @@ that can be written, is listed again, and is the same file on a rerun (``store.f
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,13 +105,29 @@ def test_an_export_name_is_checked_before_any_work_and_the_check_creates_nothing
     assert export_predictions(_part("v", "r", 1.0), tmp_path / "new" / "deeper" / "preds.csv").exists()
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_an_export_that_cannot_be_written_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
-    full = tmp_path / "preds.parquet"
-    full.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
-    with pytest.raises(StoreError, match=rf"--out {re.escape(str(full))}: cannot write the predictions there: "
+def test_an_export_that_cannot_be_written_is_a_store_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import pyarrow.parquet as pq
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pq, "write_table", full_disk)  # what a full disk does to the writer
+    out = tmp_path / "preds.parquet"
+    with pytest.raises(StoreError, match=rf"--out {re.escape(str(out))}: cannot write the predictions there: "
                                          r".*No space left on device"):
-        export_predictions(_part("v", "r", 1.0), full)
+        export_predictions(_part("v", "r", 1.0), out)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_device_as_out_is_refused_before_any_work_not_written_to(tmp_path: Path) -> None:
+    device = tmp_path / "preds.parquet"
+    device.symlink_to("/dev/full")
+    with pytest.raises(ConfigError, match=rf"--out {re.escape(str(device))}: exists and is not a regular file"):
+        export_target(device)
 
 
 @pytest.fixture(scope="module")
