@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="build the store and the view (and the dev view with --protocol dev), train nothing")
     args = ap.parse_args(argv)
 
-    import yaml
+    from store.yaml12 import read_yaml  # --set values read as the CLI reads them
 
     if args.render:
         result = json.loads(Path(args.render).read_text())
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"protocol dev: {json.dumps(prep['dev_view'])}")
     if args.prepare_only:
         return 0
-    extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    extra = {k: read_yaml(v) for k, v in (s.split("=", 1) for s in args.set)}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     seeds = [1111 + i for i in range(args.seeds)]
     tag = args.tag or "default"

@@ -300,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/train.json")
     args = ap.parse_args(argv)
 
-    import yaml
+    from store.yaml12 import read_yaml  # --set values read as the CLI reads them
 
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = {k: read_yaml(v) for k, v in (s.split("=", 1) for s in args.set)}
     threads = [int(x) for x in args.threads.split(",") if x]
     result: dict[str, Any] = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"),

@@ -56,9 +56,33 @@ class _UserErrorsExit2(TyperGroup):
             with ephemeral_flow_settings():
                 return super().invoke(ctx)
         except EmoflowError as exc:
-            # soft_wrap and Text: one line whatever the width, brackets in names never read as markup
-            console.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(exc).split())), soft_wrap=True)
+            _print_user_error(str(exc))
             raise typer.Exit(2) from None
+        except Exception as exc:
+            problem = _credentials_problem(exc)
+            if problem is None:
+                raise
+            _print_user_error(problem)
+            raise typer.Exit(2) from None
+
+
+def _print_user_error(message: str) -> None:
+    # soft_wrap and Text: one line whatever the width, brackets in names never read as markup
+    console.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), soft_wrap=True)
+
+
+def _credentials_problem(exc: BaseException) -> str | None:
+    """An object store's missing credentials (botocore's, raised through s3fs from any store call) are
+    the user's to set, not a bug: the one line naming them, else None. botocore can only have raised
+    one if something imported it, so it is looked up only then."""
+    if "botocore" not in sys.modules:
+        return None
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    if not isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return None
+    return (f"S3 store: {exc}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and "
+            "AWS_ENDPOINT_URL for a server other than AWS, in every process that opens the store (docs/store.md)")
 
 
 app = typer.Typer(cls=_UserErrorsExit2, help="emoflow: multimodal sentiment feature pipeline and feature store.",
@@ -315,13 +339,15 @@ def train(
     """Train MCMF+SLGM on an aligned view; writes a run directory with metrics and the best checkpoint."""
     cfg = _config(config, set_, {"store": store, "align.view": view, "train.text_mode": text_mode,
                                  "train.target": target})
-    from stages.train import train_plan
+    from stages.train import run_dir_name, train_plan
 
-    _, seed_list = train_plan(cfg.train, ablation, seeds)  # a bad ablation, seed count or device fails here
+    # a bad ablation, seed count, device or view fails here, dry run or not
+    _, seed_list = train_plan(cfg.train, ablation, seeds, store=cfg.store, view=cfg.align.view)
     if dry_run:
+        into = f"{cfg.runs}/{run_dir_name(cfg.align.view, ablation, name)}" if name else cfg.runs  # a bad --name too
         console.print(dump_config(cfg))
         console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
-                      f"with seeds {seed_list} into {cfg.runs}")
+                      f"with seeds {seed_list} into {into}")
         return
     from flows.train import run_training
 
@@ -425,7 +451,7 @@ def pipeline(
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo dataset and store go")] = Path("work/demo"),
-    clips: Annotated[int, typer.Option("--clips", help="number of generated clips")] = 72,
+    clips: Annotated[int, typer.Option("--clips", min=1, help="number of generated clips")] = 72,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
     extractor: Annotated[
         Optional[list[str]],
@@ -435,6 +461,11 @@ def demo(
     ] = None,
 ) -> None:
     """Generate the embedded sample dataset, run every stage on it, then score a new generated video."""
+    workdir = workdir.expanduser()
+    try:  # a file in the way or no permission: one line naming --workdir, before any generation
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--workdir {workdir}: cannot create the folder ({exc.strerror})") from None
     from flows.demo import run_demo
 
     outputs = run_demo(workdir, n_clips=clips, seed=seed, console=console, extra_extractors=tuple(extractor or ()))

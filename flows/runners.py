@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from stages.config import ExecutorConfig
+from stages.config import ExecutorConfig, scheduler_host_port
+from store.errors import ConfigError
 
 
 def _share_prefect_api() -> None:
@@ -33,4 +35,10 @@ def build_task_runner(cfg: ExecutorConfig) -> Any:
         return DaskTaskRunner(
             cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": cfg.threads_per_worker, "processes": True}
         )
+    host, port = scheduler_host_port(cfg.dask)
+    try:  # distributed would wait 30 s for an unreachable scheduler, then fail inside the flow with a traceback
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(f"executor.dask {cfg.dask}: cannot reach the Dask scheduler "
+                          f"({exc.strerror or type(exc).__name__})") from None
     return DaskTaskRunner(address=cfg.dask)

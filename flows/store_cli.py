@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from flows.console import console, simple_table
+from stages.config import absolute_location
 
 store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
-StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL")]
+# the config's rule for locations: a quoted '~' is the home folder, as in --store and config files
+StoreArg = Annotated[str, typer.Argument(help="store directory or fsspec URL", parser=absolute_location)]
 
 
 @store_app.command("ls")

@@ -1,10 +1,10 @@
 """Pipeline configuration: pydantic models loaded from YAML with ``--set key=value`` overrides.
 
-Precedence: defaults < YAML file < ``--set`` overrides < typed CLI options. OmegaConf reads the
-file and sets each override at its key path (brackets quote a name with dots:
-``extract.extractors[vision.cnn].batch_size=8``); override values are YAML scalars or flow
-collections; the pydantic models then type and check the result. The resolved config is printed by
-``--dry-run`` and stored next to every output it produced.
+Precedence: defaults < YAML file < ``--set`` overrides < typed CLI options. The file and each
+override value are read as YAML 1.2 (``read_yaml``), OmegaConf sets each override at its key path
+(brackets quote a name with dots: ``extract.extractors[vision.cnn].batch_size=8``); override values
+are YAML scalars or flow collections; the pydantic models then type and check the result. The
+resolved config is printed by ``--dry-run`` and stored next to every output it produced.
 """
 
 from __future__ import annotations
@@ -13,21 +13,36 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAMLError
 
 from corpora.segments import SegmentConfig
 from features.align import AlignConfig
 from store.errors import ConfigError
+from store.yaml12 import read_yaml, yaml_problem
 from training.config import TrainConfig
 
 
+def local_path(value: str) -> str:
+    """A local path made absolute (Dask workers and deployments may run from another cwd), ``~`` being
+    the home folder as in a shell: a config file or a quoted ``--set`` has no shell to expand it, and
+    ``<cwd>/~/...`` is never what was meant."""
+    return os.path.abspath(os.path.expanduser(value))
+
+
 def absolute_location(value: str) -> str:
-    """Local paths become absolute (Dask workers and deployments may run from another cwd); URLs stay."""
-    return value if "://" in value else os.path.abspath(value)
+    """A store or output location: URLs stay as they are, local paths go through ``local_path``. An
+    empty one is refused: it would be the working directory, and it is what an unset variable gives
+    (``--store "$STORE"``, or ``{{ $EMOFLOW_STORE }}`` in ``prefect.yaml``)."""
+    if not value.strip():
+        raise ValueError("is empty, which would put the store in the working directory; give a folder or URL "
+                         "(for a deployment: export EMOFLOW_STORE before `prefect deploy`)")
+    return value if "://" in value else local_path(value)
 
 
 class Section(BaseModel):
@@ -43,7 +58,20 @@ class DatasetConfig(Section):
     @field_validator("path", "folds")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
-        return os.path.abspath(value) if value else value
+        return local_path(value) if value else value
+
+
+def scheduler_host_port(address: str) -> tuple[str, int]:
+    """(host, port) of a Dask scheduler address, ``[tcp://|tls://]host:port``; ``ValueError`` naming
+    the form otherwise (distributed's own parser fails later, with a traceback, on ``foo``)."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        raise ValueError(f"{address!r} is neither 'local' nor a scheduler address tcp://host:port")
+    return parts.hostname, port
 
 
 class ExecutorConfig(Section):
@@ -52,6 +80,13 @@ class ExecutorConfig(Section):
     dask: str | None = Field(None, description="None: threads; 'local': a LocalCluster; 'tcp://host:port'")
     workers: int = Field(2, ge=1, description="threads, or Dask worker processes for 'local'")
     threads_per_worker: int = Field(1, ge=1)
+
+    @field_validator("dask")
+    @classmethod
+    def _scheduler(cls, value: str | None) -> str | None:
+        if value is not None and value != "local":
+            scheduler_host_port(value)
+        return value
 
 
 def _default_extractors() -> dict[str, dict[str, Any]]:
@@ -122,17 +157,28 @@ class PipelineConfig(Section):
 
 
 def _read_yaml(path: str | Path | None) -> DictConfig:
-    if not path:
+    """The config file ``path`` (none: empty) as OmegaConf nodes; every way it cannot be a config is a
+    ``ConfigError`` naming the file."""
+    if path is None:
         return OmegaConf.create()
     try:
-        data = OmegaConf.load(path)
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, DictConfig):
-        raise ConfigError(f"{path}: a config file must be a mapping")
-    return data
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: a config file must be UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = read_yaml(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+    if data is None:  # an empty file (or only comments): the defaults
+        return OmegaConf.create()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of settings, not a {type(data).__name__}")
+    try:
+        return OmegaConf.create(data)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
 
 
 def _override(item: str) -> tuple[str, Any]:
@@ -141,9 +187,9 @@ def _override(item: str) -> tuple[str, Any]:
     if not sep:
         raise ConfigError(f"override {item!r} is not key=value (e.g. store=work/store)")
     try:
-        return key.strip(), yaml.safe_load(value) if value else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: the value is not YAML ({getattr(exc, 'problem', exc)})") from None
+        return key.strip(), read_yaml(value) if value else ""
+    except YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not YAML ({yaml_problem(exc)})") from None
 
 
 def load_config(

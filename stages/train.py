@@ -25,7 +25,7 @@ from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
 from training.metrics import format_table, metric_columns, metrics_json, undefined_notes
 from training.model import check_text_model
-from training.runs import RunDir, evaluate_run, load_run_model, train_on_view
+from training.runs import RunDir, evaluate_run, load_run_model, open_training_view, train_on_view
 from training.targets import selection_metric
 
 
@@ -187,11 +187,13 @@ def _progress_callback(hook: ProgressHook, clock: EpochClock, seed: int, seed_in
     return on_epoch
 
 
-def train_plan(config: TrainConfig, ablation: str, seeds: int | None) -> tuple[TrainConfig, list[int]]:
+def train_plan(config: TrainConfig, ablation: str, seeds: int | None, *, store: Any = None,
+               view: str | None = None) -> tuple[TrainConfig, list[int]]:
     """``config`` with ``ablation`` applied and the seeds to train: ``config.seed``, or the first
     ``seeds`` of ``config.seeds``. Checked before any work (``run_train`` and ``train --dry-run``):
-    the ablation, the seed count, and what the config needs of this machine (the device, the text
-    model folder it names; one the view names is checked with the view, ``check_view``)."""
+    the ablation, the seed count, what the config needs of this machine (the device, the text model
+    folder it names) and, given ``store`` and ``view``, the view (``open_training_view``: it exists,
+    matches the config, has train and valid clips; a text model folder it names is checked too)."""
     try:
         cfg = with_ablation(config, ablation)
     except ValidationError as exc:  # the ablation's switches contradict the config
@@ -209,6 +211,8 @@ def train_plan(config: TrainConfig, ablation: str, seeds: int | None) -> tuple[T
         raise ConfigError(f"train.device: {exc}") from None
     if cfg.text_mode == "finetune" and "text" in cfg.modalities and cfg.text_model_path is not None:
         check_text_model(cfg.text_model_path, "train.text_model_path")
+    if store is not None and view is not None:
+        open_training_view(store, view, cfg)
     return cfg, seed_list
 
 
@@ -221,7 +225,7 @@ def run_train(
     ``progress`` hears about every epoch of every seed. ``ensemble``: also score the seeds'
     predictions averaged per clip (``summary["ensemble"]``, next to the mean ± std)."""
     run_root = Path(runs_dir) / run_dir_name(view, ablation, name)
-    cfg, seed_list = train_plan(config, ablation, seeds)
+    cfg, seed_list = train_plan(config, ablation, seeds, store=store, view=view)
     per_seed = {}
     run_dirs: list[Path] = []
     clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)

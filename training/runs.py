@@ -261,6 +261,18 @@ def _dims_short(dims: dict[str, int]) -> dict[str, int]:
     return {SHORT[m]: d for m, d in dims.items()}
 
 
+def open_training_view(store: Any, view_name: str, config: TrainConfig) -> tuple[AlignedView, dict[str, int]]:
+    """The view ``config`` trains on and its dims, refused before any work (also by ``train
+    --dry-run``): a missing store or view (``StoreError``), one that does not match ``config``
+    (``check_view``) or that has no train or no valid clips (``ConfigError``)."""
+    view = open_view(store, view_name)
+    dims = check_view(view, config)
+    splits = set(view.clips.column("split").to_pylist())
+    if not {"train", "valid"} <= splits:
+        raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
+    return view, dims
+
+
 def train_on_view(
     store: Any, view_name: str, config: TrainConfig, run_dir: str | os.PathLike[str],
     on_epoch: EpochCallback | None = None,
@@ -275,11 +287,8 @@ def train_on_view(
     Final metrics are those of the best-validation checkpoint on valid and test (test only if the
     view has it). ``on_epoch`` is called after each epoch is logged (progress reporting).
     """
-    view = open_view(store, view_name)
-    dims = check_view(view, config)
+    view, dims = open_training_view(store, view_name, config)
     splits = set(view.clips.column("split").to_pylist())
-    if not {"train", "valid"} <= splits:
-        raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
     text_path = finetune_model_path(view, config)
     device = resolve_device(config.device)
     target = Target(config.target, view_classes(view.clips, config.target, config.classes)

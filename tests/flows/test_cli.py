@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from store import FeatureStore
 from store.verify import account
+from tests.helpers.cli import one_error_line
 
 runner = CliRunner()
 
@@ -25,36 +26,29 @@ def test_ingest_dry_run_prints_the_resolved_config_and_writes_nothing(demo_data,
 
 def test_bad_override_is_a_clear_config_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", "x", "--store", str(tmp_path), "--set", "extract.batch_clips=zero"])
-    assert "extract.batch_clips" in _one_error_line(result)
+    assert "extract.batch_clips" in one_error_line(result)
 
-
-def _one_error_line(result) -> str:  # click.testing.Result
-    """The single ``error: ...`` line a user error prints (exit 2, no traceback)."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 def test_unknown_extractor_is_one_line_naming_it_and_the_known_ones(tmp_path: Path) -> None:
-    line = _one_error_line(runner.invoke(app, ["extract", "-e", "typo", "--store", str(tmp_path)]))
+    line = one_error_line(runner.invoke(app, ["extract", "-e", "typo", "--store", str(tmp_path)]))
     assert "'typo'" in line and all(n in line for n in ("audio.mfcc", "text.bert", "vision.cnn"))
 
 
 def test_bad_extractor_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
     FeatureStore.open(tmp_path, create=True)
-    line = _one_error_line(runner.invoke(app, ["extract", "--store", str(tmp_path), "-e", "audio.mfcc", "--dry-run",
+    line = one_error_line(runner.invoke(app, ["extract", "--store", str(tmp_path), "-e", "audio.mfcc", "--dry-run",
                                                "--set", "extract.extractors[audio.mfcc].n_mfcc=many"]))
     assert "audio.mfcc" in line and "n_mfcc" in line
 
 
 def test_missing_store_config_file_and_run_are_one_line_each(tmp_path: Path) -> None:
     missing = str(tmp_path / "nowhere")
-    assert "no emoflow store" in _one_error_line(runner.invoke(app, ["store", "ls", missing]))
-    assert "no emoflow store" in _one_error_line(runner.invoke(app, ["extract", "--store", missing, "--dry-run"]))
-    assert "cannot read config" in _one_error_line(runner.invoke(app, ["ingest", "x", "--config", f"{missing}.yaml"]))
-    assert "not a run directory" in _one_error_line(runner.invoke(app, ["evaluate", missing]))
-    assert "not key=value" in _one_error_line(runner.invoke(app, ["ingest", "x", "--set", "store"]))
+    assert "no emoflow store" in one_error_line(runner.invoke(app, ["store", "ls", missing]))
+    assert "no emoflow store" in one_error_line(runner.invoke(app, ["extract", "--store", missing, "--dry-run"]))
+    assert "cannot read config" in one_error_line(runner.invoke(app, ["ingest", "x", "--config", f"{missing}.yaml"]))
+    assert "not a run directory" in one_error_line(runner.invoke(app, ["evaluate", missing]))
+    assert "not key=value" in one_error_line(runner.invoke(app, ["ingest", "x", "--set", "store"]))
 
 
 @pytest.mark.parametrize("raised_in, command, error, problem", [
@@ -132,7 +126,7 @@ def test_overrides_replace_what_they_name_and_typed_options_are_never_reparsed(t
                       {"stats.name": "null: [x]", "align.feature_sets.text": None})
     assert cfg.extract.extractors == {"text.bert": {}, "audio.mfcc": {"n_mfcc": 13}} and cfg.train.seeds == [1, 2]
     assert cfg.stats.name == "null: [x]" and cfg.align.feature_sets == {"text": None}  # typed, not YAML text
-    line = _one_error_line(runner.invoke(app, ["ingest", "x", "--set", "train.seeds=[1,"]))
+    line = one_error_line(runner.invoke(app, ["ingest", "x", "--set", "train.seeds=[1,"]))
     assert "train.seeds=[1," in line and "not YAML" in line
 
 
@@ -154,7 +148,7 @@ def test_train_refuses_fewer_than_one_seed_and_an_absent_gpu_already_in_a_dry_ru
         result = runner.invoke(app, ["train", "--store", str(tmp_path), "--seeds", seeds, "--dry-run"])
         assert result.exit_code == 2 and "Invalid value for '--seeds'" in result.output, result.output
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    line = _one_error_line(runner.invoke(app, ["train", "--store", str(tmp_path), "--dry-run",
+    line = one_error_line(runner.invoke(app, ["train", "--store", str(tmp_path), "--dry-run",
                                                "--set", "train.device=cuda"]))
     assert "train.device: device 'cuda' requested but torch sees no CUDA device" in line
 
@@ -169,8 +163,8 @@ def test_a_damaged_checkpoint_is_one_error_line_naming_it_in_evaluate_and_in_a_p
     checkpoint = tmp_path / "run" / "seed-0" / CHECKPOINT
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     problem = f"error: {checkpoint}: unreadable checkpoint (SafetensorError: "
-    assert _one_error_line(runner.invoke(app, ["evaluate", str(tmp_path / "run")])).startswith(problem)
+    assert one_error_line(runner.invoke(app, ["evaluate", str(tmp_path / "run")])).startswith(problem)
     predict = ["predict", str(tmp_path / "talk.mp4"), "--run", str(tmp_path / "run"), "--store", str(tmp_path / "p"),
                "--dry-run"]
-    assert _one_error_line(runner.invoke(app, predict)).startswith(problem)
+    assert one_error_line(runner.invoke(app, predict)).startswith(problem)
     assert not (tmp_path / "p").exists()

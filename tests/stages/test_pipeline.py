@@ -35,7 +35,7 @@ def test_check_paths_refuses_the_working_directory_as_store_and_ingest_without_a
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="is the working directory"):
-        check_paths(PipelineConfig(store=""), ["stats"])
+        check_paths(PipelineConfig(store="."), ["stats"])
     cfg = PipelineConfig(store=str(tmp_path / "s"))
     with pytest.raises(ConfigError, match="dataset.path is not set"):
         check_paths(cfg, ["ingest", "extract"])
