@@ -44,6 +44,9 @@ def verify(
     Without ``sets``, also the store's own tables, its aligned views and what no command would see:
     a set folder without its group document, rows only a consolidated file no manifest names."""
     problems = _store_files(store) if sets is None else []
+    for name in sets or ():  # a name with no folder at all is a typo, not a damaged set: the user's error
+        if not store.fs.exists(f"features/{name}"):
+            store.feature_set(name)  # raises the store's one "no feature set" error, naming the known ones
     for name in store.feature_set_names() if sets is None else sets:
         try:
             fset = store.feature_set(name)

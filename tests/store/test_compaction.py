@@ -365,6 +365,10 @@ def test_store_cli_compact_migrate_and_verify_options(tmp_path: Path) -> None:
     for args in (["--sample", "3"], ["--set", "x-1"], []):
         res = runner.invoke(app, ["store", "verify", str(tmp_path), *args], env=env)
         assert res.exit_code == 0 and "no problems" in res.output, res.output
+    for command in ("verify", "compact"):  # a set name no folder has is a user error (exit 2), not a finding
+        res = runner.invoke(app, ["store", command, str(tmp_path), "--set", "x-2"], env=env)
+        assert res.exit_code == 2 and res.output.startswith("error:") and "no feature set 'x-2'" in res.output, \
+            res.output
 
 
 def test_memory_url_store_compacts_too(tmp_path: Path) -> None:
