@@ -34,17 +34,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from corpora.sidecars import Cue, Transcript
 from features.clips import Word
+from store.config_model import ConfigModel
 
 log = logging.getLogger(__name__)
 
 ZERO_SPAN_S = 1.0  # a segment of instantaneous cues is widened to this (up to the next segment)
 
 
-class SegmentConfig(BaseModel):
+class SegmentConfig(ConfigModel):
     """How new media is cut into scored segments (defaults: 3-12 s cue segments, 5 s windows every 2.5 s)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -23,6 +23,7 @@ from ruamel.yaml import YAMLError
 
 from corpora.segments import SegmentConfig
 from features.align import AlignConfig
+from store.config_model import ConfigModel
 from store.errors import ConfigError
 from store.yaml12 import read_yaml, yaml_problem
 from training.config import TrainConfig
@@ -45,7 +46,7 @@ def absolute_location(value: str) -> str:
     return value if "://" in value else local_path(value)
 
 
-class Section(BaseModel):
+class Section(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
 

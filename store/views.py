@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,24 +45,64 @@ def write_view(
     store: Any, name: str, arrays: dict[str, np.ndarray], clips: pa.Table, attrs: dict[str, Any]
 ) -> None:
     """Write a whole view from arrays in memory, replacing any previous one of that name."""
-    writer = ViewWriter(store, name, clips.num_rows)
-    for key, data in arrays.items():
-        writer.write(key, np.asarray(data))
-    writer.finish(clips, attrs)
+    with ViewWriter(store, name, clips.num_rows) as writer:
+        for key, data in arrays.items():
+            writer.write(key, np.asarray(data))
+        writer.finish(clips, attrs)
+
+
+#: a view build's lock older than this (its builder was killed) is broken by the next build
+VIEW_LOCK_STALE_S = 3600.0
 
 
 class ViewWriter:
     """Writes a view array by array or block by block (``create`` then ``write_block``), so a view
-    larger than memory can be built; ``view.json`` goes last (``finish``), and a previous view of the
-    name is removed first, so a reader never takes a half-written view for a complete one."""
+    larger than memory can be built. Use it as a context manager.
+
+    The new view is built in ``aligned/.build-<name>`` under the lock ``aligned/.lock-<name>``:
+    a build that fails leaves the previous view of the name as it was (not deleted before the new
+    one exists), and a second build of the same name at once is refused instead of writing its
+    arrays into the first one's folder (a view mixing two configs). ``finish`` replaces the old view
+    with the new folder and writes ``view.json`` last, so a reader never takes a half-written view
+    for a complete one."""
 
     def __init__(self, store: Any, name: str, n_clips: int) -> None:
         self.fs = _fs(store)
         self.name = name
         self.rel = f"aligned/{name}"
+        self.build = f"aligned/.build-{name}"
+        self.lock = f"aligned/.lock-{name}"
         self.n = n_clips
-        self.fs.rm(self.rel)
-        self.group = zarr.open_group(self.fs.zarr_store(self.rel), mode="w", zarr_format=3)
+        self._take_lock()
+        self.fs.rm(self.build)  # what a killed build of this name left
+        self.group = zarr.open_group(self.fs.zarr_store(self.build), mode="w", zarr_format=3)
+
+    def _take_lock(self) -> None:
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
+        if self.fs.create_exclusive(self.lock, body):
+            return
+        try:
+            holder = self.fs.read_json(self.lock, "view build lock")
+        except (FileNotFoundError, StoreError):
+            holder = {}  # gone, or damaged by its killed holder: as good as stale
+        since = float(holder.get("time", 0.0))
+        if time.time() - since >= VIEW_LOCK_STALE_S:
+            self.fs.rm(self.lock)
+            if self.fs.create_exclusive(self.lock, body):
+                return
+        raise StoreError(
+            f"view {self.name!r} in {self.fs.url} is being built by another run (host {holder.get('host')}, "
+            f"pid {holder.get('pid')}, {time.time() - since:.0f} s ago); wait for it, or delete "
+            f"{self.fs.path(self.lock)} if that run is dead")
+
+    def __enter__(self) -> ViewWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Release the lock; after a failure also drop the half-built folder (the old view stays)."""
+        if exc_type is not None:
+            self.fs.rm(self.build)
+        self.fs.rm(self.lock)
 
     def create(self, key: str, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
         """An empty per-clip array (first dimension = clips) or a vector such as mean/std."""
@@ -81,7 +123,11 @@ class ViewWriter:
             arr[start : start + len(data)] = data
 
     def finish(self, clips: pa.Table, attrs: dict[str, Any]) -> None:
-        self.fs.write_parquet(f"{self.rel}/clips.parquet", conform(clips, CLIPS_SCHEMA))
+        """Replace the view of this name with the built folder; ``view.json`` last."""
+        self.fs.write_parquet(f"{self.build}/clips.parquet", conform(clips, CLIPS_SCHEMA))
+        self.fs.rm(f"{self.rel}/view.json")  # the old view is invisible before any of its files goes
+        self.fs.rm(self.rel)
+        self.fs.fs.mv(self.fs.path(self.build), self.fs.path(self.rel), recursive=True)
         self.fs.write_bytes_atomic(f"{self.rel}/view.json", json.dumps(attrs, sort_keys=True, default=str).encode())
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from store.config_model import ConfigModel
 from store.schema import MODALITIES, Modality
 
 #: store modality name -> the spec's short name (l = language, a = acoustic, v = visual)
@@ -34,7 +35,7 @@ SEARCH_SPACE: dict[str, tuple[float | int, ...]] = {
 }
 
 
-class ExpectedView(BaseModel):
+class ExpectedView(ConfigModel):
     """What the config expects of the aligned view it trains on; ``None`` accepts whatever the view has."""
 
     model_config = ConfigDict(extra="forbid")
@@ -44,7 +45,7 @@ class ExpectedView(BaseModel):
     dims: dict[Modality, int] | None = None
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(ConfigModel):
     """All settings of one training run (defaults = spec §2, §3, §6 for CMU-MOSI). Every number is
     finite (``allow_inf_nan``): ``weight_decay: inf`` or ``lr_other: nan`` passes any bound like
     ``ge=0`` and makes every loss NaN."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import ConfigDict, Field, PositiveInt, field_validator
 
+from store.config_model import ConfigModel
 from store.schema import Modality
 
 ALIGN_VERSION = "1"  # bump when the pooling code changes what a view holds: every view re-aligns
@@ -16,7 +17,7 @@ VIEW_NAME_LIMIT = 255
 DEFAULT_EXTRACTORS: dict[str, str] = {"text": "text.bert", "audio": "audio.mfcc", "vision": "vision.cnn"}
 
 
-class AlignConfig(BaseModel):
+class AlignConfig(ConfigModel):
     """How to build an aligned view (``aligned/<view>/``).
 
     ``feature_sets`` maps a modality to a feature-set name (``audio.mfcc-7dc3e6ca``) or an extractor
@@ -34,8 +35,9 @@ class AlignConfig(BaseModel):
 
     view: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="view name under aligned/")
     grid: Literal["word", "window", "none"] = Field("word", description="word | window | none")
-    window: float = Field(0.5, gt=0, description="window length w in seconds (grid=window)")
-    hop: float | None = Field(None, gt=0, description="window hop h in seconds (null: = window)")
+    # finite: an infinite window or hop (YAML `.inf`) would reach the fingerprint and the grid
+    window: float = Field(0.5, gt=0, allow_inf_nan=False, description="window length w in seconds (grid=window)")
+    hop: float | None = Field(None, gt=0, allow_inf_nan=False, description="window hop h in seconds (null: = window)")
     pooling: Literal["mean", "max", "last"] = Field("mean", description="how rows inside one step are pooled")
     empty: Literal["nearest", "zeros"] = Field("nearest", description="value of a step no row overlaps")
     max_len: PositiveInt | dict[Modality, PositiveInt] | None = Field(

@@ -282,7 +282,26 @@ def _iter_clip_features(
     rows = [IndexRow.from_record(r) for r in records]
     pos = {r.clip_id: int(i) for i, r in zip(wanted, rows)}
     for row, feat in store.feature_set(src.feature_set).iter_features(rows, extras):
+        if feat.values.ndim != 2 or feat.values.shape[1] != src.dim:
+            # a damaged set (rows committed by another extractor version, or edited by hand): numpy
+            # would fail later with a bare broadcast error naming neither the clip nor the set
+            raise StoreError(
+                f"feature set {src.feature_set!r}: clip {row.clip_id!r} has rows of shape "
+                f"{tuple(feat.values.shape[1:])}, the set declares dim {src.dim}; the set is damaged "
+                f"(`emoflow extract --force` with its extractor computes it again, or name another set "
+                f"in align.feature_sets.{src.modality})")
         yield pos[row.clip_id], feat
+
+
+def _signal_rows(feat: ClipFeatures, row_mask: str | None) -> tuple[np.ndarray, int]:
+    """The rows that carry signal ([rows] bool) and how many rows were non-finite. A row carries
+    signal when the set's row mask (if any) flags it True and every value and both times are finite:
+    a NaN or inf row (an extractor's or an imported file's) would put NaN into every step it overlaps
+    and into the normalised view, and a NaN time cannot be placed on the grid. Such rows are left
+    out like a faceless frame, and counted."""
+    finite = np.isfinite(feat.values).all(axis=1) & np.isfinite(feat.times).all(axis=1)
+    keep = finite & feat.extras[row_mask].astype(bool) if row_mask and row_mask in feat.extras else finite
+    return keep, int(len(finite) - finite.sum())
 
 
 def _stats(mom: Moments) -> tuple[np.ndarray, np.ndarray, int]:
@@ -324,9 +343,17 @@ def build_view(plan: AlignPlan, block_mb: float = ALIGN_BLOCK_MB) -> AlignSummar
     The result does not depend on the block size, value for value.
     """
     t0 = time.perf_counter()
-    cfg, clips, store = plan.config, plan.clips, plan.store
-    n = plan.n
-    writer = ViewWriter(store, cfg.view, n)
+    with ViewWriter(plan.store, plan.config.view, plan.n) as writer:
+        _write_view(writer, plan, block_mb)
+    summary = _summary(plan, changed=True)
+    summary.wall_seconds = time.perf_counter() - t0
+    log.info("%s", summary.message)
+    return summary
+
+
+def _write_view(writer: ViewWriter, plan: AlignPlan, block_mb: float) -> None:
+    """Every modality's arrays, the view's clip table and ``view.json`` (``build_view``)."""
+    cfg, clips, n = plan.config, plan.clips, plan.n
     train = _train_mask(clips)
     modalities = {m: _align_modality(writer, plan, m, src, train, block_mb) for m, src in plan.sources.items()}
     table = pa.table(
@@ -352,10 +379,6 @@ def build_view(plan: AlignPlan, block_mb: float = ALIGN_BLOCK_MB) -> AlignSummar
         "created": now_utc().isoformat(),
     }
     writer.finish(table, attrs)
-    summary = _summary(plan, changed=True)
-    summary.wall_seconds = time.perf_counter() - t0
-    log.info("%s", summary.message)
-    return summary
 
 
 def _block_size(n: int, L: int, dim: int, block_mb: float) -> int:  # noqa: N803
@@ -401,7 +424,8 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
     row_mask = src.attrs.get("row_mask")  # rows flagged False carry no signal (faceless frames)
     extras = ("word_index", "input_ids", "attention_mask") if text_tokens else ()
     extras += (row_mask,) if row_mask else ()
-    no_signal = 0  # clips whose every row is flagged without signal
+    no_signal = 0  # clips with no row that carries signal (all flagged False, or all non-finite)
+    nonfinite: dict[str, int] = {}  # clip -> rows left out for NaN/inf values or times
     T = _token_width(store, src) if text_tokens else None  # noqa: N806
     tokens = (writer.create("text_tokens/input_ids", (n, T or 1), np.int32),
               writer.create("text_tokens/attention_mask", (n, T or 1), np.int32)) if text_tokens else None
@@ -419,14 +443,15 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
         att = np.zeros((b1 - b0, T or 1), np.int32)
         for pos, feat in _iter_clip_features(store, src, extras, b0, b1):
             r = pos - b0
-            v, t, ex = feat.values, feat.times, feat.extras
-            if row_mask and row_mask in ex:
-                keep = ex[row_mask].astype(bool)
-                if not keep.any():  # no row with signal: the modality is absent for this clip
-                    present[pos] = False
-                    no_signal += 1
-                    continue
-                v, t = v[keep], t[keep]
+            ex = feat.extras
+            keep, bad = _signal_rows(feat, row_mask)
+            if bad:
+                nonfinite[feat.clip_id] = bad
+            if not keep.any():  # no row with signal: the modality is absent for this clip
+                present[pos] = False
+                no_signal += 1
+                continue
+            v, t = feat.values[keep], feat.times[keep]
             if T and "input_ids" in ex:
                 i_, a_ = ex["input_ids"], ex.get("attention_mask", np.ones(len(v), np.int32))
                 ids[r, : len(i_)] = i_
@@ -440,7 +465,7 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
             steps = grids[r][:L]
             groups = None
             if text_tokens:
-                wi = ex.get("word_index")
+                wi = ex["word_index"][keep] if "word_index" in ex else None
                 if wi is None:
                     wi = np.zeros(len(v), np.int64)  # no word mapping stored: treat rows as words' pieces
                 real = wi >= 0
@@ -500,8 +525,12 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
         "dim": dim, "L": L, "feature_set": src.feature_set, "extractor": src.attrs.get("extractor"),
         "identity": src.attrs.get("identity"), "config": src.attrs.get("config"),
         "clips": src.counts(), "stats_split": stats_split, "stats_steps": stat_steps,
-        "no_signal_clips": no_signal,
+        "no_signal_clips": no_signal, "nonfinite_rows": sum(nonfinite.values()),
     }
+    if nonfinite:
+        shown = ", ".join(f"{c!r} ({k})" for c, k in list(nonfinite.items())[:5])
+        log.warning("%s: %d row(s) with NaN/inf values or times left out, in %d clip(s): %s%s", src.feature_set,
+                    sum(nonfinite.values()), len(nonfinite), shown, " ..." if len(nonfinite) > 5 else "")
     if text_tokens:
         attrs["tokens"] = {"T": T or 1, "pad_id": 0}
     return attrs

@@ -20,13 +20,14 @@ from typing import Any, ClassVar, TypeVar
 
 import cachetools
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from features.clips import ClipInput
+from store.config_model import ConfigModel
 from store.errors import ConfigError, MediaError, RegistryError
 
 
-class ExtractorConfig(BaseModel):
+class ExtractorConfig(ConfigModel):
     """Base of every extractor config: strict, immutable, JSON-serialisable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

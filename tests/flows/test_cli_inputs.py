@@ -150,3 +150,21 @@ def test_a_dask_address_is_checked_before_any_work_and_an_unreachable_scheduler_
     with pytest.raises(ConfigError, match=rf"executor.dask {closed}: cannot reach the Dask scheduler"):
         build_task_runner(ExecutorConfig(dask=closed))
     assert ExecutorConfig(dask="tls://scheduler.example:8786").dask == "tls://scheduler.example:8786"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.batch_size=true", "batch_size"),  # was a batch of 1 clip
+    ("train.lr_other=false", "lr_other"),
+    ("align.window=true", "window"),
+    ("extract.batch_seconds=true", "batch_seconds"),
+])
+def test_a_yes_no_value_where_a_number_belongs_is_refused_naming_the_field(override: str, field: str) -> None:
+    line = one_error_line(runner.invoke(app, ["ingest", "x", "--dry-run", "--set", override]))
+    assert field in line and "is a yes/no value, not a number" in line, line
+
+
+def test_yes_no_fields_and_numbers_still_read_as_before() -> None:
+    cfg = load_config(None, ["train.use_slgm=false", "train.batch_size=32", "train.lr_other=0.002",
+                             "train.grad_clip=null", "extract.force=true"])
+    train = cfg.train
+    assert (train.use_slgm, train.batch_size, train.lr_other, train.grad_clip) == (False, 32, 0.002, None)
