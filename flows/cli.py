@@ -341,10 +341,10 @@ def train(
                                  "train.target": target})
     from stages.train import run_dir_name, train_plan
 
+    into = f"{cfg.runs}/{run_dir_name(cfg.align.view, ablation, name)}" if name else cfg.runs  # a bad --name fails
     # a bad ablation, seed count, device or view fails here, dry run or not
     _, seed_list = train_plan(cfg.train, ablation, seeds, store=cfg.store, view=cfg.align.view)
     if dry_run:
-        into = f"{cfg.runs}/{run_dir_name(cfg.align.view, ablation, name)}" if name else cfg.runs  # a bad --name too
         console.print(dump_config(cfg))
         console.print(f"plan: train {ablation} on view {cfg.align.view!r} of {cfg.store} "
                       f"with seeds {seed_list} into {into}")

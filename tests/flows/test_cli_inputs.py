@@ -83,13 +83,17 @@ def test_demo_refuses_zero_clips_and_an_unusable_workdir_before_generating_anyth
 
 
 def test_train_dry_run_refuses_a_run_name_the_real_run_would_refuse(tmp_path: Path) -> None:
-    for name in ("../escape", "a/b", ".."):
-        line = one_error_line(runner.invoke(app, ["train", "--store", str(tmp_path), "--dry-run", "--name", name]))
+    from tests.helpers.training import write_tiny_view
+
+    store = tmp_path / "store"
+    for name in ("../escape", "a/b", ".."):  # checked first, before the store is opened
+        line = one_error_line(runner.invoke(app, ["train", "--store", str(store), "--dry-run", "--name", name]))
         assert f"run name {name!r} is not one folder name" in line
-    ok = runner.invoke(app, ["train", "--store", str(tmp_path), "--dry-run", "--name", "mine",
-                             "--set", f"runs={tmp_path / 'runs'}"])
-    assert ok.exit_code == 0 and f"into {tmp_path / 'runs' / 'mine'}" in " ".join(ok.output.split())
-    assert os.listdir(tmp_path) == []
+    write_tiny_view(store)
+    ok = runner.invoke(app, ["train", "--store", str(store), "--view", "tiny", "--text-mode", "frozen", "--dry-run",
+                             "--name", "mine", "--set", f"runs={tmp_path / 'runs'}"])
+    assert ok.exit_code == 0 and f"into {tmp_path / 'runs' / 'mine'}" in " ".join(ok.output.split()), ok.output
+    assert sorted(os.listdir(tmp_path)) == ["store"]  # the dry run wrote nothing
 
 
 def test_an_s3_store_without_credentials_is_one_error_line_naming_what_to_set(tmp_path: Path) -> None:
