@@ -9,6 +9,7 @@ written last: a view without ``view.json`` is incomplete and invisible.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -59,7 +60,8 @@ class ViewWriter:
     """Writes a view array by array or block by block (``create`` then ``write_block``), so a view
     larger than memory can be built. Use it as a context manager.
 
-    The new view is built in ``aligned/.build-<name>`` under the lock ``aligned/.lock-<name>``:
+    The new view is built in ``aligned/.build-<key>`` under the lock ``aligned/.lock-<key>`` (``key``:
+    a hash of the name):
     a build that fails leaves the previous view of the name as it was (not deleted before the new
     one exists), and a second build of the same name at once is refused instead of writing its
     arrays into the first one's folder (a view mixing two configs). ``finish`` replaces the old view
@@ -70,8 +72,10 @@ class ViewWriter:
         self.fs = _fs(store)
         self.name = name
         self.rel = f"aligned/{name}"
-        self.build = f"aligned/.build-{name}"
-        self.lock = f"aligned/.lock-{name}"
+        # by a hash of the name: a view name may already take the 255 bytes a file name can have
+        key = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self.build = f"aligned/.build-{key}"
+        self.lock = f"aligned/.lock-{key}"
         self.n = n_clips
         self._take_lock()
         self.fs.rm(self.build)  # what a killed build of this name left
