@@ -9,7 +9,8 @@ from pydantic import ConfigDict, Field, PositiveInt, field_validator
 from store.config_model import ConfigModel
 from store.schema import Modality
 
-ALIGN_VERSION = "1"  # bump when the pooling code changes what a view holds: every view re-aligns
+# bump when the pooling code changes what a view holds: every view re-aligns. 2: NaN/inf rows left out
+ALIGN_VERSION = "2"
 #: A view is the folder ``aligned/<view>``: one file name, which ext4, APFS and NTFS cap at 255 bytes
 #: (the name pattern admits ASCII only, so characters are bytes). A longer name is refused, not cut:
 #: configs, runs and the CLI name a view as typed, and no view that could be written is refused.
