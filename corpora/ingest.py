@@ -224,6 +224,16 @@ def validate(raw: RawClip, root: Path, *, predict: bool = False) -> dict[str, An
     return row
 
 
+def resolve_layout(path: str | os.PathLike[str], layout: str) -> str:
+    """The layout ``path`` is read with: ``layout``, or for ``auto`` the one its header or files name
+    (``detect_layout``). A missing path or an undetectable layout is a ``ManifestError`` naming the
+    path: the same answer for the ingest and for its dry run, which reads nothing more."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"{path}: dataset path does not exist")
+    return detect_layout(path) if layout == "auto" else layout
+
+
 def ingest(
     path: str | os.PathLike[str],
     layout: Layout = "auto",
@@ -237,11 +247,9 @@ def ingest(
     folder or file of new media) as ``ingest_media([path], segment)``; ``auto`` never picks it.
     """
     path = Path(path)
-    if not path.exists():
-        raise ManifestError(f"{path}: dataset path does not exist")
-    if layout == "media":
+    kind = resolve_layout(path, layout)
+    if kind == "media":
         return ingest_media([path], segment)
-    kind = detect_layout(path) if layout == "auto" else layout
     readers: dict[str, Callable[[], Iterator[RawClip]]] = {
         "manifest": lambda: read_manifest(_manifest_file(path)),
         "mmsa": lambda: read_mmsa(path),

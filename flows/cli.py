@@ -131,8 +131,13 @@ def ingest(
     """Validate a dataset into the store's clip table; every rejected row gets a named reason."""
     cfg = _config(config, set_, {"dataset.path": dataset, "store": store, "dataset.layout": layout})
     if dry_run:
+        from corpora.ingest import resolve_layout
+
+        if not cfg.dataset.path:
+            raise ConfigError("dataset.path is not set (give DATASET or --set dataset.path=DIR)")
+        kind = resolve_layout(cfg.dataset.path, cfg.dataset.layout)  # a missing or unreadable dataset fails here too
         console.print(dump_config(cfg))
-        console.print(f"plan: read {cfg.dataset.path} ({cfg.dataset.layout}) -> {cfg.store}/clips.parquet")
+        console.print(f"plan: read {cfg.dataset.path} ({kind} layout) -> {cfg.store}/clips.parquet")
         return
     from flows.ingest import ingest_flow
 

@@ -172,3 +172,17 @@ def test_yes_no_fields_and_numbers_still_read_as_before() -> None:
                              "train.grad_clip=null", "extract.force=true"])
     train = cfg.train
     assert (train.use_slgm, train.batch_size, train.lr_other, train.grad_clip) == (False, 32, 0.002, None)
+
+
+def test_ingest_dry_run_names_a_missing_dataset_and_the_layout_it_detects(demo_data, tmp_path: Path) -> None:
+    """A dry run used to print a plan for a dataset that is not there ("auto" layout); it now answers
+    as the ingest would, and names the layout it would read with."""
+    store = str(tmp_path / "s")
+    line = one_error_line(runner.invoke(app, ["ingest", str(tmp_path / "gone"), "--store", store, "--dry-run"]))
+    assert line == f"error: {tmp_path / 'gone'}: dataset path does not exist"
+    (tmp_path / "odd.csv").write_text("a,b\n1,2\n")
+    assert "cannot tell the layout" in one_error_line(
+        runner.invoke(app, ["ingest", str(tmp_path / "odd.csv"), "--store", store, "--dry-run"]))
+    ok = runner.invoke(app, ["ingest", str(demo_data.root), "--store", store, "--dry-run"])
+    assert ok.exit_code == 0 and "(manifest layout)" in ok.output, ok.output
+    assert not (tmp_path / "s").exists()
