@@ -19,7 +19,7 @@ import numpy as np
 from interop.mmsa import FEATURE_KEYS, LENGTH_KEYS, SPLITS, TEXT_BERT, UNIMODAL, annotation, mmsa_id
 from store import FeatureStore, open_view
 from store.errors import StoreError
-from store.fs import atomic_path, output_file
+from store.fs import atomic_path, output_file, writing_out
 from store.schema import MODALITIES
 from store.views import AlignedView
 
@@ -135,11 +135,7 @@ def export_mmsa(store: FeatureStore | str, view_name: str, out: str | os.PathLik
     (a full disk, a name too long) is a ``StoreError`` naming the file."""
     target = output_file(out, "the pickle's file").absolute()
     data, summary = build_mmsa(store, view_name)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp, open(tmp, "wb") as f:
-            pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
-    except OSError as exc:
-        raise StoreError(f"--out {out}: cannot write the pickle there: {exc.strerror or exc}") from None
+    with writing_out(target, "the pickle"), atomic_path(target) as tmp, open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=PICKLE_PROTOCOL)
     summary.path = str(target)
     return summary

@@ -41,7 +41,7 @@ from store import FeatureStore, schema
 from store.errors import ConfigError, EmoflowError, ManifestError, StoreError
 from store.featurestore import quote_name
 from store.fingerprint import files_sha256, hash_obj
-from store.fs import StoreFS, output_file
+from store.fs import StoreFS, output_file, writing_out
 from store.runtime import resolve_device
 from store.schema import MODALITIES
 from store.views import AlignedView, group_array, open_view
@@ -312,16 +312,13 @@ def export_predictions(table: pa.Table, out: str | os.PathLike[str]) -> Path:
     """``.csv`` (modalities joined with ``+``) or ``.parquet``, chosen by the suffix; an OS error
     writing it (a full disk) is a ``StoreError`` naming the file."""
     path = export_target(out)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with writing_out(path, "the predictions"):
         if path.suffix.lower() == ".parquet":
             pq.write_table(table, path)
         else:
             joined = pa.array(["+".join(m) for m in table.column("modalities").to_pylist()], pa.string())
             flat = table.set_column(table.schema.get_field_index("modalities"), "modalities", joined)
             pacsv.write_csv(flat, path)
-    except OSError as exc:
-        raise StoreError(f"--out {path}: cannot write the predictions there: {exc.strerror or exc}") from None
     return path
 
 

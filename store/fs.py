@@ -81,6 +81,17 @@ def output_file(out: str | os.PathLike[str], what: str, suffixes: tuple[str, ...
 
 
 @contextmanager
+def writing_out(path: Path, what: str) -> Iterator[None]:
+    """Writing ``what`` to a command's checked ``--out`` file (``output_file``): its missing folders
+    are made first, and an OS error (a full disk) is a ``StoreError`` naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield
+    except OSError as exc:
+        raise StoreError(f"--out {path}: cannot write {what} there: {exc.strerror or exc}") from None
+
+
+@contextmanager
 def atomic_path(target: str | os.PathLike[str], durable: bool = True) -> Iterator[str]:
     """A temporary path beside local ``target`` for the caller to write; renamed over ``target`` when
     the block ends without error, so readers never see half a file, and removed otherwise.
