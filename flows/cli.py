@@ -132,10 +132,9 @@ def ingest(
     cfg = _config(config, set_, {"dataset.path": dataset, "store": store, "dataset.layout": layout})
     if dry_run:
         from corpora.ingest import resolve_layout
+        from stages.ingest import dataset_path
 
-        if not cfg.dataset.path:
-            raise ConfigError("dataset.path is not set (give DATASET or --set dataset.path=DIR)")
-        kind = resolve_layout(cfg.dataset.path, cfg.dataset.layout)  # a missing or unreadable dataset fails here too
+        kind = resolve_layout(dataset_path(cfg), cfg.dataset.layout)  # a missing or unreadable dataset fails here too
         console.print(dump_config(cfg))
         console.print(f"plan: read {cfg.dataset.path} ({kind} layout) -> {cfg.store}/clips.parquet")
         return

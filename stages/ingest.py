@@ -24,13 +24,19 @@ class IngestSummary:
     notes: list[str] = field(default_factory=list)  # what else the layout wrote (mmsa-pkl: feature sets, view)
 
 
-def run_ingest(config: PipelineConfig) -> IngestSummary:
-    """Read, validate, and write the tables only if they changed."""
+def dataset_path(config: PipelineConfig) -> str:
+    """``dataset.path``, which every ingest and its dry run need (``ConfigError`` when it is not set)."""
     if not config.dataset.path:
         raise ConfigError("dataset.path is not set (use --set dataset.path=DIR or a config file)")
+    return config.dataset.path
+
+
+def run_ingest(config: PipelineConfig) -> IngestSummary:
+    """Read, validate, and write the tables only if they changed."""
+    path = dataset_path(config)
     if config.dataset.layout == "mmsa-pkl":
         return ingest_mmsa_pickle(config)
-    return store_ingest(config.store, ingest(config.dataset.path, config.dataset.layout, config.dataset.folds))
+    return store_ingest(config.store, ingest(path, config.dataset.layout, config.dataset.folds))
 
 
 def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
@@ -60,8 +66,7 @@ def ingest_mmsa_pickle(config: PipelineConfig) -> IngestSummary:
     ``read_mmsa_pickle`` checks every split and key first: a malformed file stops before any write."""
     from interop.mmsa_import import import_features, read_mmsa_pickle
 
-    assert config.dataset.path is not None  # checked by run_ingest
-    source = read_mmsa_pickle(config.dataset.path)
+    source = read_mmsa_pickle(dataset_path(config))
     summary = store_ingest(config.store, source.result)
     summary.notes = import_features(config.store, source, config.align.view).notes
     return summary
