@@ -93,11 +93,16 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "dask-2x1-api-v4": {"executor": _D21, "batch_clips": 8, "api": True, "vision_batch": 4},
     "dask-2x1-api-b4-v4": {"executor": _D21, "batch_clips": 4, "api": True, "vision_batch": 4},
     "dask-1x2-api": {"executor": _D12, "batch_clips": 8, "api": True},
-    # on a GPU machine (issue 19): the models on CUDA, decoding, audio and the store on CPU threads, one
-    # task per thread feeding the GPU batches of up to 128 frames (``BATCH_SIZE``); run as
-    # ``--best cuda-threads-8 --shared ''`` there (CUDA must be present)
+    # on a GPU machine (issue 19): the models on CUDA, decoding, audio and the store on CPU threads, the
+    # tasks' frames run by the process's shared encoder thread in padded batches of 128 (``BATCH_SIZE``,
+    # ``features.extractors.shared_batches``); ``-own``: each task calls the CNN from its own thread, as
+    # before the shared encoder. Run as ``--best cuda-threads-8 --shared ''`` there (CUDA must be present)
     "cuda-threads-8": {"executor": {"dask": None, "workers": 8}, "batch_clips": 8, "device": "cuda"},
+    "cuda-threads-8-own": {"executor": {"dask": None, "workers": 8}, "batch_clips": 8, "device": "cuda",
+                           "shared_batches": False},
     "cuda-threads-16": {"executor": {"dask": None, "workers": 16}, "batch_clips": 8, "device": "cuda"},
+    # the shared encoder on the CPU (not the default there: one thread for the CNN of every task)
+    "threads-2-shared": {"executor": _T2, "batch_clips": 8, "shared_batches": True},
     # an experiment, not a shipped configuration: what the malloc_trim patch in docs/performance.md
     # does (with the threads runner the progress hook runs in the extracting process)
     "threads-2-t1-trim": {"executor": _T2, "batch_clips": 8, "torch_threads": 1, "malloc_trim": True},
@@ -317,6 +322,9 @@ def _pipeline_config(store: str, dataset: str, cand: dict[str, Any], stages: tup
     extractors: dict[str, dict[str, Any]] = {s: {} for s in stages}
     if "vision.cnn" in extractors and cand.get("vision_batch"):
         extractors["vision.cnn"] = {"batch_size": cand["vision_batch"]}
+    for name in ("vision.cnn", "vision.face"):
+        if name in extractors and "shared_batches" in cand:
+            extractors[name]["shared_batches"] = cand["shared_batches"]
     for name in ("text.bert", "vision.cnn", "vision.face"):  # the extractors with a model to put on a device
         if name in extractors and cand.get("device"):
             extractors[name]["device"] = cand["device"]
@@ -803,7 +811,8 @@ def print_tables(report: dict[str, Any]) -> None:
               f"{'met' if v['speedup_ok'] else 'NOT met'}); {v['realtime']:.1f}× realtime (target ≥ 60×: "
               f"{'met' if v['realtime_ok'] else 'NOT met'}); "
               f"peak RSS {v['rss_small_mb']:.0f} → {v['rss_large_mb']:.0f} MB "
-              f"({v['rss_growth_pct']:+.0f}%, flat (≤ +15%): {'yes' if v['rss_flat'] else 'NO'})")
+              f"({v['rss_growth_pct']:+.0f}%, flat (≤ +15%): {'yes' if v['rss_flat'] else 'NO'}); "
+              f"{v['margin_rtf'] or 0:.1f}× realtime at the margin (between the scaling runs, start-up left out)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -954,6 +963,9 @@ def main(argv: list[str] | None = None) -> int:
             "rss_small_mb": small["peak_rss_mb"], "rss_large_mb": large["peak_rss_mb"],
             "rss_growth_pct": round(100 * (large["peak_rss_mb"] / small["peak_rss_mb"] - 1), 1),
             "rss_flat": large["peak_rss_mb"] <= 1.15 * small["peak_rss_mb"],
+            # the steady state: media seconds per wall second between the two clip counts, without the
+            # fixed start-up (imports, model loads, CUDA/cuDNN init) both runs pay
+            "margin_rtf": _ratio(large["media_s"] - small["media_s"], large["wall_s"] - small["wall_s"]),
         },
         "total_benchmark_s": round(time.perf_counter() - started, 1),
     }

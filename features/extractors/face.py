@@ -173,6 +173,10 @@ class FaceVisionExtractor(FrameCnnExtractor):
     cost_per_second: ClassVar[float] = 0.017
     config: FaceVisionConfig
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.config.crop_size, self.config.crop_size
+
     def model_identity(self) -> dict[str, Any]:
         return {
             "detector": DETECTOR,

@@ -52,6 +52,7 @@ from features.extractors.efficientnet import (
 )
 from features.extractors.onnx_runtime import ModelRuntimeConfig
 from features.extractors.packaged import default_weights_path
+from features.extractors.shared_batches import shared_frame_encoder
 from features.media.probe import MediaInfo, probe_media
 from features.media.streams import local_media_path
 from features.media.video import VideoDecoderChoice, open_video
@@ -87,8 +88,11 @@ class FrameCnnConfig(ModelRuntimeConfig):
     ``auto`` (ONNX Runtime when it imports and the device is the CPU, else torch), ``torch``, or
     ``onnx`` (CPU only, so not with ``device: cuda``); both fp32, features within 1e-4 of each
     other (``onnx_runtime.TOLERANCE``). ``batch_size``: frames per CNN batch, across the clips of a
-    task (None: ``BATCH_SIZE`` of the device, 4 on the CPU and 128 on CUDA). Runtime knobs (device,
-    runtime, batch_size, chunk_size, prefetch, channels_last (torch only)) do not enter the identity.
+    task (None: ``BATCH_SIZE`` of the device, 4 on the CPU and 128 on CUDA). ``shared_batches``: run
+    the CNN for every task of the process on one thread in padded batches of ``batch_size``
+    (``features.extractors.shared_batches``; None: where the model runs on CUDA). Runtime knobs
+    (device, runtime, batch_size, shared_batches, chunk_size, prefetch, channels_last (torch only))
+    do not enter the identity.
     """
 
     fps: float = Field(2.0, gt=0)
@@ -98,6 +102,7 @@ class FrameCnnConfig(ModelRuntimeConfig):
     near_duplicate: float | None = Field(None, ge=0, le=255)
     weights: str | None = None
     batch_size: int | None = Field(None, ge=1)  # None: BATCH_SIZE for the device the model runs on
+    shared_batches: bool | None = None  # None: on CUDA
     chunk_size: int = Field(32, ge=1)
     prefetch: int = Field(2, ge=0)
     channels_last: bool = True
@@ -124,7 +129,7 @@ class FrameCnnExtractor(Extractor):
     the process's one model instance for their weights and device."""
 
     runtime_fields: ClassVar[tuple[str, ...]] = (
-        "device", "runtime", "batch_size", "chunk_size", "prefetch", "channels_last",
+        "device", "runtime", "batch_size", "shared_batches", "chunk_size", "prefetch", "channels_last",
     )
     unset_fields_out_of_identity: ClassVar[tuple[str, ...]] = ("near_duplicate",)
     config: FrameCnnConfig
@@ -147,11 +152,29 @@ class FrameCnnExtractor(Extractor):
         """Frames per CNN batch: the config's, else the device's ``BATCH_SIZE``."""
         return self.config.batch_size or BATCH_SIZE[resolve_device(self.config.device).type]
 
+    @property
+    def shared_batches(self) -> bool:
+        """Whether the CNN runs on the process's shared encoder thread: the config's, else on CUDA."""
+        if self.config.shared_batches is not None:
+            return self.config.shared_batches
+        return resolve_device(self.config.device).type == "cuda"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the images this extractor gives the CNN."""
+        raise NotImplementedError
+
     def encoder(self) -> FrameEncoder:
         """What the extractors embed frames with: the torch model or its ONNX Runtime session, as
-        ``runtime`` resolves; either way one ``features(frames)`` call, so no extractor branches on it."""
+        ``runtime`` resolves, called in the task's thread or through the shared encoder
+        (``shared_batches``; warmed up for ``input_size`` at once); either way one
+        ``features(frames)`` call, so no extractor branches on it."""
         cfg = self.config
-        return load_frame_encoder(self.weights_path, cfg.device, cfg.runtime, cfg.channels_last)
+        if not self.shared_batches:
+            return load_frame_encoder(self.weights_path, cfg.device, cfg.runtime, cfg.channels_last)
+        shared = shared_frame_encoder(self.weights_path, cfg.device, cfg.runtime, cfg.channels_last, self.batch_size)
+        shared.warm_up(*self.input_size)
+        return shared
 
     def _frames(self, clips: list[ClipInput], frame_size: FrameSize) -> Iterator[tuple[Any, ...]]:
         """``frame_events`` of the clips with this config's sampling, decoded ``prefetch`` chunks ahead."""
@@ -384,6 +407,10 @@ class CnnVisionExtractor(FrameCnnExtractor):
 
     def model_identity(self) -> dict[str, Any]:
         return efficientnet_identity(self.weights_path)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.config.height, self.config.width
 
     # ------------------------------------------------------------------------------------- CNN side
 

@@ -137,3 +137,27 @@ def test_text_states_on_cuda_match_the_cpu() -> None:
         cpu = cpu_model(**enc).last_hidden_state.numpy()
         gpu = gpu_model(**{k: v.cuda() for k, v in enc.items()}).last_hidden_state.cpu().numpy()
     assert np.abs(cpu - gpu).max() < 1e-4
+
+
+def test_vision_cnn_tasks_on_cuda_share_one_encoder_thread_and_give_the_cpu_features(tmp_path: Path) -> None:
+    """Issue 19: on CUDA, ``device: auto`` runs every task's frames through the process's shared
+    encoder (one thread, padded batches of 128, so cuDNN plans one shape once), and the features of
+    concurrent tasks are the CPU's to float precision."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from features.extractors.base import create_extractor
+    from features.extractors.shared_batches import SharedBatchEncoder
+    from tests.helpers.media import Video, clip_of, write_media
+
+    clips = [clip_of(write_media(tmp_path / f"c{i}.mp4", seconds=2.0 + i, video=Video(size=(160, 120))))
+             for i in range(3)]
+    gpu = create_extractor("vision.cnn", {"device": "auto"})
+    encoder = gpu.encoder()  # type: ignore[attr-defined]
+    assert isinstance(encoder, SharedBatchEncoder) and encoder.batch_size == 128
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda c: gpu.extract([c])[0], clips))
+    cpu = create_extractor("vision.cnn", {"device": "cpu"}).extract(clips)
+    for a, b in zip(got, cpu):
+        assert a.meta["runtime"] == "torch" and len(a.values) == len(b.values) > 0
+        np.testing.assert_array_equal(a.times, b.times)
+        assert np.abs(a.values - b.values).max() < 1e-4
