@@ -1,4 +1,4 @@
-"""Dataset statistics as one JSON-able dict: clip table, labels, rejects, failures, feature sets,
+"""Dataset statistics as one JSON-able dict: clip table, labels, class balance, rejects, failures, feature sets,
 throughput and aligned views. Histograms are stored as counts over shared edges, so every figure
 of a report can be drawn again from ``stats.json`` alone.
 """
@@ -16,6 +16,7 @@ from features.align.view import STATUSES, modality_source
 from store import FeatureStore, open_view
 from store.ids import now_utc
 from store.moments import Moments
+from store.schema import CLASS_LABELS
 from store.views import group_array
 
 SPLIT_ORDER = ("train", "valid", "test")
@@ -176,6 +177,16 @@ def label_stats(labels: list[float | None]) -> dict[str, Any]:
     out["seven"] = {k: int((seven == int(k)).sum()) for k in SEVEN}
     out["unlabelled"] = unlabelled
     return out
+
+
+def class_stats(values: list[str | None]) -> dict[str, Any]:
+    """Balance of one categorical label (``label_emotion``, ``label_sentiment``): clips per class,
+    most frequent first, and the majority class's rate over the clips that have a class; clips
+    without one are ``unlabelled``."""
+    counts = _count(v for v in values if v is not None)
+    n = sum(counts.values())
+    return {"n": n, "unlabelled": len(values) - n, "counts": counts,
+            "majority_rate": max(counts.values()) / n if n else None}
 
 
 def face_stats(metas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -340,6 +351,11 @@ def compute_stats(store: FeatureStore | str, view: str | None = None, *, read_va
             "text_only": sum(1 for c in sel if not c.get("media_uri")),
         }
         stats["labels"][split] = label_stats([c["label"] for c in sel])
+    stats["classes"] = {
+        col: {split: class_stats([c.get(col) for c in clips if split == "all" or c["split"] == split])
+              for split in [*splits, "all"]}
+        for col in CLASS_LABELS if any(c.get(col) is not None for c in clips)
+    }
     stats["rejects"] = {"total": len(rejects), "by_reason": _count(r["reason"] for r in rejects)}
     stats["failures"] = {
         "total": len(failures),

@@ -52,6 +52,21 @@ def report_figures(stats: dict[str, Any]) -> list[dict[str, str]]:
         axes[0].set_ylabel("clips")
         figs.append({"key": "labels", "title": "Label histogram per split", "png": _png(fig)})
 
+    for col, per_split in stats.get("classes", {}).items():
+        classes = list(per_split["all"]["counts"])
+        fig = Figure(figsize=(max(5.0, 0.7 * len(classes) * max(1, len(splits))), 3.0))
+        ax = fig.subplots()
+        width = 0.8 / max(1, len(splits))
+        x = np.arange(len(classes))
+        for j, s in enumerate(splits):
+            c = per_split[s]
+            ax.bar(x + j * width, [c["counts"].get(k, 0) / max(1, c["n"]) for k in classes], width,
+                   color=f"C{j}", label=f"{s} (n={c['n']})")
+        ax.set_xticks(x + width * (len(splits) - 1) / 2, classes, rotation=20)
+        ax.set(ylabel="fraction of the split's clips", title=col)
+        ax.legend(fontsize=7)
+        figs.append({"key": f"classes-{slug(col)}", "title": f"Class balance of {col} per split", "png": _png(fig)})
+
     sets = list(stats["feature_sets"].items())
     if sets:
         fig = Figure(figsize=(3.4 * len(sets), 3.0))

@@ -87,6 +87,7 @@ def report_tables(stats: dict[str, Any]) -> list[ReportTable]:
                                "non0 neg", "non0 pos", "non0 majority", *[f"7c {k}" for k in SEVEN]], rows,
                               note="n: clips with a score label; no score: clips without one (class labels only), "
                                    "left out of every figure"))
+    tables += class_tables(stats, splits)
     rows = []
     for name, fs in stats["feature_sets"].items():
         for s in splits:
@@ -168,6 +169,23 @@ def probe_table(stats: dict[str, Any]) -> ReportTable:
     return ReportTable("probe", "Linear probe per modality: how well each feature set's clip means predict the label",
                        ["modality", "feature set", "extractor", "dim", "clips", "folds", "R²", "Acc-2", "corr",
                         "ridge alpha"], rows, note=note)
+
+
+def class_tables(stats: dict[str, Any], splits: list[str]) -> list[ReportTable]:
+    """Clips per class and split of each categorical label the clip table has (none: no table): a
+    class the train split lacks, or a majority far from the other splits', shows here."""
+    tables = []
+    for col, per_split in stats.get("classes", {}).items():
+        rows: list[list[Any]] = []
+        for cls, total in per_split["all"]["counts"].items():
+            rows.append([cls, *[per_split[s]["counts"].get(cls, 0) for s in splits],
+                         pct(total / per_split["all"]["n"])])
+        rows.append(["(no class)", *[per_split[s]["unlabelled"] for s in splits], "–"])
+        rows.append(["majority rate", *[pct(per_split[s]["majority_rate"]) for s in splits], "–"])
+        tables.append(ReportTable(f"classes-{slug(col)}", f"Class balance of {col} (clips per class and split)",
+                                  ["class", *splits, "share of all"], rows,
+                                  note="share and majority rate are over the clips with a class"))
+    return tables
 
 
 def face_table(stats: dict[str, Any], splits: list[str]) -> ReportTable | None:
