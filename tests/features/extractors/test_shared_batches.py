@@ -69,36 +69,32 @@ def test_concurrent_callers_get_their_own_features_from_batches_of_one_shape(tor
     assert sum(s[0] for s in recording.shapes) < 4 * sum(-(-len(r) // 4) for r in requests) + 4
 
 
-def test_requests_queued_while_a_batch_runs_share_the_next_batch() -> None:
+def queued_behind_a_running_batch(requests: list[np.ndarray]) -> tuple[list[np.ndarray], Recording]:
+    """Features of a first one-frame request (value 1) and of ``requests``, all sent while the first
+    batch is held running, so ``requests`` wait in the queue together; and the batches that ran."""
     gate = threading.Event()
     recording = Recording(gate=gate)
     shared = SharedBatchEncoder(recording, batch_size=8)
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(len(requests) + 1) as pool:
         first = pool.submit(shared.features, frames_of([1]))
         assert recording.entered.wait(10)  # the first batch is running (held at the gate)
-        later = [pool.submit(shared.features, frames_of([v, v])) for v in (2, 3, 4)]
-        while shared._requests.qsize() < 3:
+        later = [pool.submit(shared.features, r) for r in requests]
+        while shared._requests.qsize() < len(requests):
             threading.Event().wait(0.01)
         gate.set()
-        assert first.result(10)[:, 0].tolist() == [1]
-        assert [f.result(10)[:, 0].tolist() for f in later] == [[2, 2], [3, 3], [4, 4]]
+        return [f.result(10) for f in (first, *later)], recording
+
+
+def test_requests_queued_while_a_batch_runs_share_the_next_batch() -> None:
+    results, recording = queued_behind_a_running_batch([frames_of([v, v]) for v in (2, 3, 4)])
+    assert [r[:, 0].tolist() for r in results] == [[1], [2, 2], [3, 3], [4, 4]]
     assert len(recording.shapes) == 2  # three callers, one batch
 
 
 def test_frames_of_another_size_never_share_a_batch() -> None:
-    gate = threading.Event()
-    recording = Recording(gate=gate)
-    shared = SharedBatchEncoder(recording, batch_size=8)
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(shared.features, frames_of([1]))
-        assert recording.entered.wait(10)
-        small = pool.submit(shared.features, frames_of([2]))
-        large = pool.submit(shared.features, frames_of([3], size=SIZE * 2))
-        small2 = pool.submit(shared.features, frames_of([4]))
-        while shared._requests.qsize() < 3:
-            threading.Event().wait(0.01)
-        gate.set()
-        assert [f.result(10)[0, 0] for f in (first, small, large, small2)] == [1, 2, 3, 4]
+    results, recording = queued_behind_a_running_batch([frames_of([2]), frames_of([3], size=SIZE * 2),
+                                                         frames_of([4])])
+    assert [r[0, 0] for r in results] == [1, 2, 3, 4]
     assert [s[1] for s in recording.shapes] == [SIZE, SIZE, SIZE * 2]  # 2 and 4 together, 3 alone
 
 
