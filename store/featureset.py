@@ -9,7 +9,7 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -22,9 +22,6 @@ from store.fs import StoreFS
 from store.ids import new_id, now_utc
 from store.index import COMPACT_AFTER_PARTS, CompactResult, SetIndex, latest_per_clip, newest_per_fingerprint
 from store.shards import merge_small_shards, write_retired
-
-if TYPE_CHECKING:
-    from store.featurestore import FeatureStore
 
 ROWS_PER_CHUNK = 2048
 COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)  # every Zarr array of the store
@@ -101,10 +98,20 @@ def _rows(group: zarr.Group, name: str, sl: slice) -> np.ndarray:
     return np.asarray(arr[sl])
 
 
+class SetOwner(Protocol):
+    """What a feature set needs of its store (``store.featurestore.FeatureStore``): where it lives,
+    and the format upgrade a compaction publishes with."""
+
+    @property
+    def fs(self) -> StoreFS: ...
+
+    def upgrade_format(self) -> None: ...
+
+
 class FeatureSet:
     """One extractor identity's features: Zarr shards plus Parquet index parts."""
 
-    def __init__(self, store: FeatureStore, name: str) -> None:
+    def __init__(self, store: SetOwner, name: str) -> None:
         self.store = store
         self.name = name
         self.rel = f"features/{name}"

@@ -27,16 +27,34 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.fs import StoreFS
 from store.ids import new_id, now_utc
 
-if TYPE_CHECKING:
-    from store.featureset import FeatureSet
+
+class ShardedSet(Protocol):
+    """What merging and retiring shards use of a feature set (``store.featureset.FeatureSet``)."""
+
+    name: str
+    rel: str
+
+    @property
+    def fs(self) -> StoreFS: ...
+
+    @property
+    def attrs(self) -> dict[str, Any]: ...
+
+    def read_shard(self, shard: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]: ...
+
+    def write_shard(
+        self, shard: str, values: np.ndarray, times: np.ndarray, extras: dict[str, list[np.ndarray]], n: int,
+        sharded: bool = False,
+    ) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +107,7 @@ def small_shards(index: pa.Table, dim: int) -> list[str]:
     return sorted(s for s, n in zip(shards, sizes) if n < SMALL_SHARD_BYTES)
 
 
-def _buckets(fset: FeatureSet, shards: list[str]) -> Iterator[_Bucket]:
+def _buckets(fset: ShardedSet, shards: list[str]) -> Iterator[_Bucket]:
     """Consecutive small shards grouped into buckets of up to ``MERGED_SHARD_BYTES`` with one
     signature each. A shard that cannot be read is left where it is (``verify`` reports it)."""
     bucket = _Bucket()
@@ -112,7 +130,7 @@ def _buckets(fset: FeatureSet, shards: list[str]) -> Iterator[_Bucket]:
         yield bucket
 
 
-def merge_small_shards(fset: FeatureSet, index: pa.Table) -> tuple[pa.Table, list[str]]:
+def merge_small_shards(fset: ShardedSet, index: pa.Table) -> tuple[pa.Table, list[str]]:
     """Copy the small shards ``index`` references into merged shards and return ``(index with its
     rows pointing at them, the shards replaced)``; ``index`` itself when nothing was merged. Memory:
     one merged shard (≈ ``MERGED_SHARD_BYTES``) at a time."""
@@ -138,14 +156,14 @@ def merge_small_shards(fset: FeatureSet, index: pa.Table) -> tuple[pa.Table, lis
     return index, sorted(moved)
 
 
-def write_retired(fset: FeatureSet, shards: list[str]) -> None:
+def write_retired(fset: ShardedSet, shards: list[str]) -> None:
     """Record that ``shards`` were replaced now, before the manifest that replaces them is published,
     so vacuum gives readers of the previous snapshot the grace period from this moment."""
     doc = {"shards": shards, "time": now_utc().isoformat()}
     fset.fs.write_bytes_atomic(f"{fset.rel}/{RETIRED}/{new_id()}.json", json.dumps(doc).encode())
 
 
-def retired_records(fset: FeatureSet) -> dict[str, list[str]]:
+def retired_records(fset: ShardedSet) -> dict[str, list[str]]:
     """Retirement record (relative path) -> the shards it names."""
     out = {}
     for name in fset.fs.ls(f"{fset.rel}/{RETIRED}"):
