@@ -2,8 +2,9 @@
 
 Zarr 3 drives I/O from a background event-loop thread, and a fork after the parent has read
 anything can deadlock DataLoader workers (conventions §2.9). So the dataset holds only the store
-URL, the view name and row numbers; each process opens the arrays on its first item, and worker
-processes are spawned, never forked. Each process keeps decompressed chunks in a bounded LRU
+URL, the view name, its build id and row numbers; each process opens the arrays on its first item
+(refused when the view was rebuilt since: ``store.views.view_group``), and worker processes are
+spawned, never forked. Each process keeps decompressed chunks in a bounded LRU
 cache, so while the view fits the budget, epochs after the first read nothing from the store.
 
 Batching: padding is the main waste of these models (every padded step runs through the LSTMs,
@@ -30,7 +31,7 @@ from store.errors import ConfigError, StoreError
 from store.fs import damaged_as_store_error
 from store.runtime import resolve_device
 from store.schema import STD_FLOOR
-from store.views import VIEW_SHARD, AlignedView, group_array, open_view
+from store.views import VIEW_SHARD, AlignedView, group_array, view_group
 from training.config import SHORT, TrainConfig
 from training.model import ModalityInput, check_text_model
 from training.targets import SCORE, Target
@@ -211,6 +212,7 @@ class ViewDataset(Dataset[ClipItem]):
                               f"label (column {target.column!r}){hint}")
         self.url = view.fs.url
         self.view_name = view.name
+        self.build_id = view.build_id
         self.split = split
         self.modalities = list(modalities)
         self.tokens = tokens and "text" in self.modalities
@@ -260,7 +262,7 @@ class ViewDataset(Dataset[ClipItem]):
 
     def _open(self) -> dict[str, zarr.Array]:
         if self._arrays is None:
-            group = open_view(self.url, self.view_name).group()
+            group = view_group(self.url, self.view_name, self.build_id)  # the build this dataset was made from
             self._arrays = {n: group_array(group, n) for n in self._names()}
         return self._arrays
 

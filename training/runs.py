@@ -283,7 +283,9 @@ def train_on_view(
     view whose fingerprint, modalities or dims differ from ``config.view``, one with a modality the
     model uses that no training clip has, and (StoreError) one whose statistics are not finite;
     clips without a label for the target are left out (``run.json["unlabelled"]``). A diverging
-    run (``TrainingError`` from ``fit``) stops there and writes no metrics: it is not finished.
+    run (``TrainingError`` from ``fit``) stops there and writes no metrics: it is not finished; so
+    does a run whose view is rebuilt while it reads it (``StoreError``, checked at every array open,
+    after each epoch and before the metrics are written), rather than train on two views.
     Final metrics are those of the best-validation checkpoint on valid and test (test only if the
     view has it). ``on_epoch`` is called after each epoch is logged (progress reporting).
     """
@@ -332,12 +334,13 @@ def train_on_view(
         loaders["valid"],
         config,
         train_labels=datasets["train"].labels,
-        on_epoch_end=run.log_epoch if on_epoch is None else _chain(run.log_epoch, on_epoch),
+        on_epoch_end=_chain(_view_unchanged(view), run.log_epoch, *([on_epoch] if on_epoch else [])),
         target=target,
     )
     predictions: dict[str, Predictions] = {
         s: predict(model, loaders[s], target=target) for s in ("valid", "test") if s in loaders
     }
+    view.check_unchanged()
     run.write_predictions(predictions, target)
     run.write_metrics({s: target.metrics(p.pred, p.label) for s, p in predictions.items()})
     if target.categorical:
@@ -350,6 +353,16 @@ def train_on_view(
         stopped_early=result.stopped_early,
     )
     return run, result
+
+
+def _view_unchanged(view: AlignedView) -> EpochCallback:
+    """After each epoch, before it is logged: the view is still the build the run opened. Loader
+    workers keep their arrays open for the whole run and read chunks by path, so a rebuild swapped
+    in mid-run is caught here (one small read an epoch) and the run stops unfinished."""
+    def check(record: dict[str, float], model: nn.Module, improved: bool) -> None:
+        view.check_unchanged()
+
+    return check
 
 
 def _chain(*callbacks: EpochCallback) -> EpochCallback:
@@ -375,7 +388,8 @@ def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -
 
 def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None = None) -> dict[str, float]:
     """MMSA metrics of a run's best checkpoint on ``split`` of its view (``store`` overrides the
-    recorded store location, e.g. after moving it); refuses a view whose fingerprint changed."""
+    recorded store location, e.g. after moving it); refuses a view whose fingerprint changed, or
+    that is rebuilt while it is read (``StoreError``)."""
     run = RunDir(run_dir)
     config = run.config()
     info = run.info()
@@ -391,4 +405,6 @@ def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None 
     dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
                           whole_shards=config.batching == "shards")
     loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, train=False)
-    return evaluate(model, loader, target=target)
+    metrics = evaluate(model, loader, target=target)
+    view.check_unchanged()  # not rebuilt while its arrays were read
+    return metrics
