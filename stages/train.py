@@ -267,9 +267,9 @@ def runs_by_seed(run: str | Path) -> dict[int, Path]:
 
 def run_evaluate(run: str | Path, split: str = "test", store: str | None = None) -> dict[str, Any]:
     """Evaluate every seed run of RUN on ``split``; mean ± std written to ``eval-<split>.json/.md``.
-    Every seed's files are read (its model rebuilt on the CPU) before any seed is scored."""
+    Every seed's model is rebuilt from its files before any seed is scored (a damaged seed fails
+    the command before any work), and scored as rebuilt."""
     dirs = runs_by_seed(run)
-    for r in dirs.values():
-        load_run_model(r, "cpu")
-    per_seed = {seed: {split: evaluate_run(r, split, store)} for seed, r in dirs.items()}
+    models = {seed: load_run_model(r) for seed, r in dirs.items()}
+    per_seed = {seed: {split: evaluate_run(r, split, store, models[seed])} for seed, r in dirs.items()}
     return _write_summary(Path(run), f"eval-{split}", per_seed)

@@ -386,10 +386,13 @@ def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -
     return model
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None = None) -> dict[str, float]:
+def evaluate_run(
+    run_dir: str | os.PathLike[str], split: str, store: Any | None = None, model: MCMF | None = None,
+) -> dict[str, float]:
     """MMSA metrics of a run's best checkpoint on ``split`` of its view (``store`` overrides the
-    recorded store location, e.g. after moving it); refuses a view whose fingerprint changed, or
-    that is rebuilt while it is read (``StoreError``)."""
+    recorded store location, e.g. after moving it; ``model``: the run's model already loaded with
+    ``load_run_model``); refuses a view whose fingerprint changed, or that is rebuilt while it is
+    read (``StoreError``)."""
     run = RunDir(run_dir)
     config = run.config()
     info = run.info()
@@ -399,7 +402,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], split: str, store: Any | None 
             f"view {view.name!r} fingerprint is now {view.fingerprint!r}; run {run.path} was trained on "
             f"{info['view_fingerprint']!r}"
         )
-    model = load_run_model(run_dir)
+    model = model if model is not None else load_run_model(run_dir)
     target = run.target()
     tokens = config.text_mode == "finetune"
     dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,

@@ -125,10 +125,35 @@ def test_evaluate_reads_every_seeds_checkpoint_before_scoring_any(
     shutil.copytree(two_seeds, run)
     (run / "seed-12" / CHECKPOINT).write_bytes(b"")  # the second seed's only
     scored: list[Path] = []
-    monkeypatch.setattr(stages.train, "evaluate_run", lambda r, split, store: scored.append(r) or {})
+    monkeypatch.setattr(stages.train, "evaluate_run", lambda r, split, store, model: scored.append(r) or {})
     with pytest.raises(StoreError, match=r"seed-12/best\.safetensors: unreadable checkpoint \(SafetensorError"):
         stages.train.run_evaluate(run, "test")
     assert scored == [] and not (run / "eval-test.json").exists()
+
+
+def test_evaluate_builds_each_seeds_model_once_and_scores_that_model(
+    two_seeds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import stages.train
+    import training.runs
+
+    run = tmp_path / "r"
+    shutil.copytree(two_seeds, run)
+
+    built: list[str] = []
+    load = training.runs.load_run_model
+
+    def counted(run_dir, device=None):  # type: ignore[no-untyped-def]
+        built.append(Path(run_dir).name)
+        return load(run_dir, device)
+
+    monkeypatch.setattr(stages.train, "load_run_model", counted)
+    monkeypatch.setattr(training.runs, "load_run_model", counted)
+    summary = stages.train.run_evaluate(run, "test")
+    assert sorted(built) == ["seed-11", "seed-12"]  # once each (it was twice: a check, then the scoring)
+    assert summary["per_seed"]["11"]["test"] == json.loads((run / "seed-11" / "metrics.json").read_text())["test"]
 
 
 def test_two_seed_directories_holding_one_seed_are_refused_naming_both(two_seeds: Path, tmp_path: Path) -> None:
