@@ -18,6 +18,7 @@ mode), so the real rows' features are those of an unpadded batch within the runt
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -129,10 +130,18 @@ class SharedBatchEncoder:
         self._requests.put(_Request(np.zeros((self.batch_size, height, width, 3), np.uint8)))
 
 
-@model_cache
 def shared_frame_encoder(
     weights: str, device: str, runtime: Runtime, channels_last: bool, batch_size: int,
 ) -> SharedBatchEncoder:
-    """The process's one shared encoder (and thread) for these weights, device, runtime and batch size."""
+    """The process's one shared encoder (and thread) for these weights, device, runtime and batch
+    size. Keyed by process too: a forked child inherits the parent's encoder but not its thread, so
+    calling that one would wait forever."""
+    return _shared_frame_encoder(weights, device, runtime, channels_last, batch_size, os.getpid())
+
+
+@model_cache
+def _shared_frame_encoder(
+    weights: str, device: str, runtime: Runtime, channels_last: bool, batch_size: int, pid: int,
+) -> SharedBatchEncoder:
     log.debug("frames of every task run on one %s thread in batches of %d", device, batch_size)
     return SharedBatchEncoder(load_frame_encoder(weights, device, runtime, channels_last), batch_size)

@@ -6,6 +6,7 @@ run is in tests/gpu."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from features.extractors.base import create_extractor
 from features.extractors.efficientnet import TorchFrameEncoder, frame_features, load_efficientnet_lite0
-from features.extractors.shared_batches import SharedBatchEncoder, padded_features
+from features.extractors.shared_batches import SharedBatchEncoder, padded_features, shared_frame_encoder
 from features.extractors.vision import CnnVisionExtractor
 from tests.helpers.media import clip_of
 
@@ -122,6 +123,18 @@ def test_dropping_the_shared_encoder_stops_its_thread() -> None:
     gc.collect()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_forked_process_gets_its_own_shared_encoder_and_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from features.extractors.packaged import default_weights_path
+
+    args = (str(default_weights_path()), "cpu", "torch", True, 4)
+    parent = shared_frame_encoder(*args)
+    assert shared_frame_encoder(*args) is parent
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # what a fork changes: the parent's thread is not in the child
+    child = shared_frame_encoder(*args)
+    assert child is not parent and child._thread.is_alive()
+    assert child.features(frames_of([3], size=SIZE)).shape == (1, 1280)
 
 
 def test_padding_keeps_the_real_rows_features(torch_encoder) -> None:
