@@ -204,12 +204,10 @@ class ViewDataset(Dataset[ClipItem]):
         picked = [i for i in in_split if keep[i]]
         self.unlabelled = len(in_split) - len(picked)
         if not in_split:
-            raise ConfigError(f"view {view.name!r} has no clips in split {split!r}")
+            raise ConfigError(f"view {view.name!r} has no clips in split {split!r} (its splits: "
+                              f"{', '.join(sorted(set(clips['split'])))})")
         if target is not None and not picked:
-            hint = "" if target.categorical else "; a view with class labels only trains with --target " \
-                "sentiment|emotion"
-            raise ConfigError(f"view {view.name!r}: none of the {len(in_split)} {split} clips has a {target.name} "
-                              f"label (column {target.column!r}){hint}")
+            raise no_labelled_clip(view.name, split, len(in_split), target)
         self.url = view.fs.url
         self.view_name = view.name
         self.build_id = view.build_id
@@ -306,6 +304,13 @@ class ViewDataset(Dataset[ClipItem]):
         return item
 
 
+def no_labelled_clip(view: str, split: str, n: int, target: Target) -> ConfigError:
+    """The refusal of a split whose ``n`` clips have no label for ``target``."""
+    hint = "" if target.categorical else "; a view with class labels only trains with --target sentiment|emotion"
+    return ConfigError(f"view {view!r}: none of the {n} {split} clips has a {target.name} label (column "
+                       f"{target.column!r}){hint}")
+
+
 def view_dims(view: AlignedView) -> dict[str, int]:
     """Feature size D_m of each modality of the view (store names), from the arrays themselves."""
     group = view.group()
@@ -334,16 +339,18 @@ def read_stats(view: AlignedView, modalities: Sequence[str]) -> dict[str, tuple[
     return stats
 
 
-def require_present(view: AlignedView, dataset: ViewDataset) -> None:
-    """Refuse modalities of ``dataset`` (the training split) that no clip of it has: a model that
-    uses one learns from its padding only and reports metrics all the same. Some absent clips are
-    normal (a clip without video) and are not refused."""
+def require_present(view: AlignedView, modalities: Sequence[str], rows: Sequence[int] | np.ndarray,
+                    split: str = "train") -> None:
+    """Refuse ``modalities`` that no clip of ``rows`` (view rows: the training split's labelled clips)
+    has: a model that uses one learns from its padding only and reports metrics all the same. Some
+    absent clips are normal (a clip without video) and are not refused."""
     group = view.group()
-    absent = [m for m in dataset.modalities
-              if not np.asarray(group_array(group, f"{m}/present")[...]).astype(bool)[dataset.rows].any()]
+    rows = np.asarray(rows, dtype=np.int64)
+    absent = [m for m in modalities
+              if not np.asarray(group_array(group, f"{m}/present")[...]).astype(bool)[rows].any()]
     if absent:
         which = f"modality {absent[0]!r} is" if len(absent) == 1 else f"modalities {', '.join(map(repr, absent))} are"
-        raise ConfigError(f"view {view.name!r}: {which} present for no {dataset.split} clip; the model would "
+        raise ConfigError(f"view {view.name!r}: {which} present for no {split} clip; the model would "
                           "learn from padding alone (a single-modality --ablation trains on one the view has)")
 
 

@@ -122,8 +122,19 @@ def undefined_notes(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
                 where.setdefault(name, []).append(row)
                 of_seeds |= mean
     seeds = " (in at least one seed, for a mean over seeds)" if of_seeds else ""
-    return [f"{name} is undefined for {', '.join(found)}{seeds}: {UNDEFINED_WHY.get(name, 'not a finite number')}"
+    return [f"{name} is undefined for {', '.join(found)}{seeds}: {undefined_why(name)}"
             for name, found in where.items()]
+
+
+def undefined_why(name: str) -> str:
+    """Why metric ``name`` can be undefined: ``UNDEFINED_WHY``, or for a classifier's per-class
+    ``F1_<class>`` (``training.targets``) that the split has no clip of the class."""
+    if name in UNDEFINED_WHY:
+        return UNDEFINED_WHY[name]
+    if name.startswith("F1_") and name not in ("F1_weighted", "F1_macro"):
+        return (f"the split has no clip of class {name[3:]!r}, so no recall and no F1 (F1_macro averages the "
+                "classes the split has)")
+    return "not a finite number"
 
 
 def metric_columns(rows: Mapping[str, Mapping[str, object]]) -> list[str]:

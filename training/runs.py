@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import platform
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from store.errors import ConfigError, StoreConflictError
+from store.errors import ConfigError, StoreConflictError, StoreError
 from store.fs import atomic_path, damaged_as_store_error, unreadable
 from store.runtime import resolve_device
 from store.schema import Modality
@@ -49,12 +50,14 @@ from training.data import (
     check_view,
     finetune_model_path,
     make_loader,
+    no_labelled_clip,
     read_stats,
     require_present,
 )
 from training.loop import EpochCallback, FitResult, Predictions, evaluate, fit, predict, seed_everything
 from training.metrics import format_table, metrics_json, null_undefined
 from training.model import MCMF, build_model
+from training.slgm import class_members
 from training.targets import SCORE, Target, class_weights, view_classes
 
 CHECKPOINT = "best.safetensors"
@@ -264,13 +267,92 @@ def _dims_short(dims: dict[str, int]) -> dict[str, int]:
 def open_training_view(store: Any, view_name: str, config: TrainConfig) -> tuple[AlignedView, dict[str, int]]:
     """The view ``config`` trains on and its dims, refused before any work (also by ``train
     --dry-run``): a missing store or view (``StoreError``), one that does not match ``config``
-    (``check_view``) or that has no train or no valid clips (``ConfigError``)."""
+    (``check_view``), that has no train or no valid clips, or whose clips and labels cannot train
+    this target (``training_target``) (``ConfigError``)."""
+    view, dims, _ = _checked_view(store, view_name, config)
+    return view, dims
+
+
+def _checked_view(store: Any, view_name: str, config: TrainConfig) -> tuple[AlignedView, dict[str, int], Target]:
     view = open_view(store, view_name)
     dims = check_view(view, config)
     splits = set(view.clips.column("split").to_pylist())
     if not {"train", "valid"} <= splits:
         raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
-    return view, dims
+    return view, dims, training_target(view, config)
+
+
+def check_clip_table(view: AlignedView) -> None:
+    """Refuse a view whose clip table lists a clip id, or points at a row of its arrays, more than once
+    (or at a row it does not have). Ingest and align never write one; a view written another way can.
+    A clip twice in one split is trained and scored twice, in two splits its test copy is trained on,
+    and a seed ensemble cannot match predictions up by clip id."""
+    clips = view.clips
+    ids = clips.column("clip_id").to_pylist()
+    count = Counter(ids)
+    repeated = [c for c, n in count.items() if n > 1]
+    if repeated:
+        split = clips.column("split").to_pylist()
+        where = sorted(Counter(s for c, s in zip(ids, split) if c == repeated[0]).items())
+        more = f" and {len(repeated) - 1} more clip(s)" if len(repeated) > 1 else ""
+        raise ConfigError(f"aligned view {view.name!r}: its clip table lists clip {repeated[0]!r} {count[repeated[0]]} "
+                          f"times (in {', '.join(s if k == 1 else f'{s} {k} times' for s, k in where)}){more}; a "
+                          "clip is one row of a view (rebuild it: emoflow align --force)")
+    rows = clips.column("row").to_pylist()
+    seen: set[int] = set()
+    for c, r in zip(ids, rows):
+        if r is None or not 0 <= r < len(rows) or r in seen:
+            which = "another clip has" if r in seen else f"is not one of its {len(rows)} rows"
+            raise ConfigError(f"aligned view {view.name!r}: its clip table points clip {c!r} at array row {r}, which "
+                              f"{which}; rebuild it: emoflow align --force")
+        seen.add(r)
+
+
+def training_target(view: AlignedView, config: TrainConfig) -> Target:
+    """What a run of ``config`` on ``view`` predicts, with everything its clips must offer for that
+    checked before any work (``ConfigError`` naming the view, the split, the clip or the setting):
+    each clip once (``check_clip_table``); scores in [-3, 3] (``Target.check_labels``); a class list
+    that covers every class the clips carry (``view_classes``); a labelled clip in every split; each
+    modality the model uses present for some labelled train clip (``require_present``); two classes
+    among a classifier's train clips (one class teaches nothing: every prediction would be it); and
+    with SLGM, positive and negative train scores (``_require_slgm_classes``)."""
+    check_clip_table(view)
+    clips = view.clips
+    target = Target(config.target, view_classes(clips, config.target, config.classes)
+                    if config.target != "score" else ())
+    target.check_labels(clips, view.name)
+    labels = target.labels(clips)
+    labelled = target.labelled(labels)
+    split = np.asarray(clips.column("split").to_pylist(), dtype=object)
+    for s in ("train", "valid", "test"):
+        if (split == s).any() and not labelled[split == s].any():
+            raise no_labelled_clip(view.name, s, int((split == s).sum()), target)
+    train = labelled & (split == "train")
+    require_present(view, config.modalities, clips.column("row").to_numpy()[train])
+    if target.categorical:
+        held = sorted({target.classes[i] for i in labels[train]})
+        if len(held) < 2:
+            raise ConfigError(f"target {target.name!r}: every labelled train clip of view {view.name!r} has class "
+                              f"{held[0]!r} (the view's classes: {', '.join(target.classes)}); a classifier learns "
+                              "nothing from one class (it would predict it for every clip)")
+    elif config.use_slgm:
+        _require_slgm_classes(view.name, labels[train], config.exclude_zero)
+    return target
+
+
+def _require_slgm_classes(view: str, y: np.ndarray, exclude_zero: bool) -> None:
+    """SLGM generates unimodal labels from each clip's distance to the positive and the negative class
+    centre of the training labels (spec §4.2-4.4); with no training label of one class that centre
+    stays the zero vector it starts as, and every generated label is measured against it."""
+    pos, neg = class_members(torch.as_tensor(y), exclude_zero)
+    missing = [name for name, member in (("positive", pos), ("negative", neg)) if not bool(member.any())]
+    if not missing:
+        return
+    zeros = int(np.count_nonzero(y == 0))
+    why = f"; {zeros} are 0, which is in neither class (train.exclude_zero)" if exclude_zero and zeros else ""
+    raise ConfigError(f"aligned view {view!r}: SLGM needs positive and negative training scores for its class "
+                      f"centres, but none of the {len(y)} labelled train clips has a {' or a '.join(missing)} "
+                      f"score{why}; train without SLGM (--ablation no_slgm, or --set train.use_slgm=false)")
 
 
 def train_on_view(
@@ -280,8 +362,10 @@ def train_on_view(
     """Train MCMF(+SLGM) on an aligned view and leave a complete run directory.
 
     ``store`` is a FeatureStore, a path or a URL. Refuses (ConfigError), before writing anything, a
-    view whose fingerprint, modalities or dims differ from ``config.view``, one with a modality the
-    model uses that no training clip has, and (StoreError) one whose statistics are not finite;
+    view whose fingerprint, modalities or dims differ from ``config.view``, one whose clips and labels
+    cannot train this target (``training_target``: repeated clips, off-scale scores, a modality no
+    training clip has, one training class, one-signed scores under SLGM), and (StoreError) one whose
+    statistics are not finite;
     clips without a label for the target are left out (``run.json["unlabelled"]``). A diverging
     run (``TrainingError`` from ``fit``) stops there and writes no metrics: it is not finished; so
     does a run whose view is rebuilt while it reads it (``StoreError``, checked at every array open,
@@ -289,12 +373,10 @@ def train_on_view(
     Final metrics are those of the best-validation checkpoint on valid and test (test only if the
     view has it). ``on_epoch`` is called after each epoch is logged (progress reporting).
     """
-    view, dims = open_training_view(store, view_name, config)
+    view, dims, target = _checked_view(store, view_name, config)
     splits = set(view.clips.column("split").to_pylist())
     text_path = finetune_model_path(view, config)
     device = resolve_device(config.device)
-    target = Target(config.target, view_classes(view.clips, config.target, config.classes)
-                    if config.target != "score" else ())
     tokens = config.text_mode == "finetune"
     datasets = {
         s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
@@ -302,7 +384,6 @@ def train_on_view(
         for s in ("train", "valid", "test")
         if s in splits
     }
-    require_present(view, datasets["train"])
     stats = read_stats(view, config.modalities)
     if config.class_weights == "balanced" and target.categorical:
         target = Target(target.name, target.classes, class_weights(datasets["train"].labels, len(target.classes)))
@@ -396,7 +477,13 @@ def evaluate_run(
     run = RunDir(run_dir)
     config = run.config()
     info = run.info()
-    view = open_view(store if store is not None else info["store"], info["view"])
+    try:
+        view = open_view(store if store is not None else info["store"], info["view"])
+    except StoreError as exc:
+        if store is not None:
+            raise
+        raise StoreError(f"{exc}; it is the store {run.path / 'run.json'} records: if the store moved, give its "
+                         "new location (evaluate --store)") from None
     if view.fingerprint != info["view_fingerprint"]:
         raise StoreConflictError(
             f"view {view.name!r} fingerprint is now {view.fingerprint!r}; run {run.path} was trained on "
@@ -404,6 +491,8 @@ def evaluate_run(
         )
     model = model if model is not None else load_run_model(run_dir)
     target = run.target()
+    check_clip_table(view)  # runs trained before these checks
+    target.check_labels(view.clips, view.name, [split])
     tokens = config.text_mode == "finetune"
     dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
                           whole_shards=config.batching == "shards")

@@ -127,15 +127,21 @@ class SLGM:
     def _update_centres(self) -> None:
         """Eq. 13 over the whole bank, each task with its own labels; an empty class keeps its centre."""
         for x, bank in self.banks.items():
-            y = self.labels[x]
-            pos = y > 0 if self.exclude_zero else y >= 0
-            neg = y < 0
+            pos, neg = class_members(self.labels[x], self.exclude_zero)
             old_pos, old_neg = self.centres[x]
             self.centres[x] = (class_mean(bank, pos, old_pos), class_mean(bank, neg, old_neg))
 
     def label_gap(self) -> dict[str, float]:
         """Mean |y_u − y_m| per unimodal task: how far the generated labels have moved (for logs)."""
         return {u: float((self.labels[u] - self.labels["m"]).abs().mean()) for u in self.unimodal}
+
+
+def class_members(y: Tensor, exclude_zero: bool) -> tuple[Tensor, Tensor]:
+    """Which labels belong to the positive and to the negative class (§4.2): y > 0 and y < 0; a zero
+    label is in neither when ``exclude_zero`` (§11.12), else positive. A run whose training labels
+    leave one class empty is refused before it starts (``training.runs``): that centre would stay the
+    zero vector it starts as, and every generated label would be measured against it."""
+    return (y > 0 if exclude_zero else y >= 0), y < 0
 
 
 def class_mean(bank: Tensor, member: Tensor, old: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ categorical target every head learns the clip's class (the paper's "-SLGM" setti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,13 @@ from training.metrics import regression_metrics, require_finite
 #: TrainConfig.target -> clip-table column (store.schema.CLASS_LABELS for the categorical ones)
 TARGET_COLUMNS = {"score": "label", "emotion": "label_emotion", "sentiment": "label_sentiment"}
 
+#: the score's scale: CMU-MOSI's [-3, 3], the range ingest accepts (``corpora.fields``), SLGM clips
+#: generated labels to (``label_clip``) and MMSA's Acc-5/Acc-7 clip to
+SCORE_BOUND = 3.0
+
+#: metrics of a classifier named ``F1_<x>`` that are not a class's F1: no class may be called ``x``
+_F1_AVERAGES = ("weighted", "macro")
+
 
 class Target:
     """The prediction target of a run. ``classes`` is empty for the score (one regression output)."""
@@ -40,6 +47,10 @@ class Target:
             raise ConfigError(f"unknown target {name!r}; choose one of {', '.join(TARGET_COLUMNS)}")
         if name != "score" and len(classes) < 2:
             raise ConfigError(f"target {name!r} needs at least two classes, got {list(classes)}")
+        clash = [c for c in classes if c in _F1_AVERAGES]
+        if clash:  # its F1_<class> would overwrite F1_weighted / F1_macro
+            raise ConfigError(f"target {name!r}: a class cannot be called {clash[0]!r} (its per-class F1 would be "
+                              f"reported as F1_{clash[0]}, the name of the {clash[0]} average over classes)")
         self.name = name
         self.column = TARGET_COLUMNS[name]
         self.classes = tuple(classes)
@@ -74,6 +85,27 @@ class Target:
         on and scores. The rest (a class-only row has no score, a score-only row no class) are left out."""
         return labels >= 0 if self.categorical else ~np.isnan(labels)
 
+    def check_labels(self, clips: pa.Table, view: str, splits: Collection[str] | None = None) -> None:
+        """Refuse a score outside [-3, 3] (±inf included; NaN is no label) among the clips of ``splits``
+        (None: every split), naming the first clips: ingest never lets one through, so it comes from a
+        view written another way, and it would train and be scored on another scale than the one SLGM
+        and MMSA's metrics assume (an inf one makes the loss NaN, as if training diverged)."""
+        if self.categorical:
+            return
+        y = self.labels(clips)
+        split = np.asarray(clips.column("split").to_pylist(), dtype=object)
+        chosen = np.ones(len(y), dtype=bool) if splits is None else np.isin(split, list(splits))
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(chosen & ~np.isnan(y) & ~(np.abs(y) <= SCORE_BOUND))
+        if not len(bad):
+            return
+        ids = clips.column("clip_id").to_pylist()
+        named = ", ".join(f"{ids[i]!r} ({split[i]}): {float(y[i]):g}" for i in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ConfigError(f"aligned view {view!r}: {len(bad)} clip(s) have a score label outside "
+                          f"[-{SCORE_BOUND:g}, {SCORE_BOUND:g}] ({named}{more}); the score is on CMU-MOSI's scale, "
+                          "which ingest accepts, SLGM clips to and MMSA's metrics assume")
+
     # --- training -----------------------------------------------------------------------------
     def loss(self, pred: Tensor, y: Tensor) -> Tensor:
         """Mean loss of one head over a batch: cross-entropy (class-weighted when configured)."""
@@ -105,14 +137,18 @@ class Target:
             raise ValueError(f"labels must be class indices 0..{len(self.classes) - 1}, got {sorted(set(y.tolist()))}")
         hat = probs.argmax(1)
         everyone = list(range(len(self.classes)))
+        support = np.bincount(y, minlength=len(self.classes))
+        held = [c for c in everyone if support[c]]  # the classes this split has clips of
         per_class = f1_score(y, hat, labels=everyone, average=None, zero_division=0)
         out = {
             "Acc": float(np.mean(hat == y)),
             "F1_weighted": float(f1_score(y, hat, labels=everyone, average="weighted", zero_division=0)),
-            "F1_macro": float(f1_score(y, hat, labels=everyone, average="macro", zero_division=0)),
+            "F1_macro": float(f1_score(y, hat, labels=held, average="macro", zero_division=0)),
             "CE": float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)))),
         }
-        out.update({f"F1_{c}": float(v) for c, v in zip(self.classes, per_class)})
+        # a class without a clip in the split has no recall, so no F1: undefined (NaN, null in JSON), not 0
+        out.update({f"F1_{c}": float(v) if support[i] else float("nan")
+                    for i, (c, v) in enumerate(zip(self.classes, per_class))})
         return out
 
     def confusion(self, pred: np.ndarray, label: np.ndarray) -> dict[str, Any]:
@@ -148,11 +184,20 @@ def class_weights(labels: np.ndarray, n_classes: int) -> list[float]:
 
 def view_classes(clips: pa.Table, name: str, configured: Sequence[str] | None = None) -> list[str]:
     """The class list of a categorical target: the configured order, else the sorted distinct
-    classes of the view's clips (every split, so valid/test classes have an output too)."""
+    classes of the view's clips (every split, so valid/test classes have an output too). Configured
+    classes must name every class the clips carry: a clip of another class would be left out of
+    training and of every metric, as if it had no label."""
     column = TARGET_COLUMNS[name]
-    if configured:
-        return list(configured)
     found = sorted({v for v in clips.column(column).to_pylist() if v is not None})
+    if configured:
+        unlisted = [c for c in found if c not in configured]
+        if unlisted:
+            values = clips.column(column).to_pylist()
+            n = sum(v in unlisted for v in values)
+            raise ConfigError(f"train.classes {list(configured)} leaves out class(es) {unlisted} that {n} clip(s) "
+                              f"of the view carry in {column!r}; list every class (train.classes fixes their "
+                              "order, it does not choose clips)")
+        return list(configured)
     if len(found) < 2:
         raise ConfigError(f"target {name!r}: the view's clips carry {len(found)} distinct {column!r} value(s) "
                           f"{found}; a classifier needs at least two (a view aligned before class labels were "

@@ -214,7 +214,9 @@ def test_an_undefined_metric_is_null_in_strict_json_a_dash_in_the_tables_and_sai
 
     arrays = write_tiny_view(tmp_path / "store")
     clips = open_view(tmp_path / "store", "tiny").clips
-    same = pa.array([1.0] * clips.num_rows, pa.float64())  # every label equal: Pearson's r has no value
+    # every valid and test label equal: Pearson's r has no value (train labels of both signs, which SLGM needs)
+    same = pa.array([y if s == "train" else 1.0 for y, s in zip(clips.column("label").to_pylist(),
+                                                               clips.column("split").to_pylist())], pa.float64())
     rewrite_view(tmp_path / "store", arrays, clips=clips.set_column(clips.column_names.index("label"), "label", same))
     with one_torch_thread():
         root, summary = run_train(str(tmp_path / "store"), "tiny", tiny_config(max_epochs=1, seeds=[1, 2]),

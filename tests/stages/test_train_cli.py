@@ -51,7 +51,9 @@ def test_train_with_a_categorical_target_finishes_and_reports_its_own_metrics(tm
 def test_train_shows_an_undefined_metric_as_a_dash_and_says_why(tmp_path: Path, prefect_harness) -> None:
     arrays = write_tiny_view(tmp_path / "store")
     clips = open_view(tmp_path / "store", "tiny").clips
-    zeros = pa.array([0.0] * clips.num_rows, pa.float64())  # every label 0: non0 leaves no clip to score
+    # every valid and test label 0: non0 leaves no clip to score (train labels of both signs, which SLGM needs)
+    zeros = pa.array([y if s == "train" else 0.0 for y, s in zip(clips.column("label").to_pylist(),
+                                                                clips.column("split").to_pylist())], pa.float64())
     rewrite_view(tmp_path / "store", arrays, clips=clips.set_column(clips.column_names.index("label"), "label", zeros))
     args = ["train", "--store", str(tmp_path / "store"), "--view", "tiny", "--text-mode", "frozen", "--no-progress",
             "--name", "zeros", "--set", f"runs={tmp_path / 'runs'}", "--set", "train.max_epochs=1",
