@@ -4,7 +4,9 @@ Frames are not centred (``center=False``): frame ``i`` covers samples ``[i*hop, 
 its time span is exact and never reaches before the clip start; it is clipped to the clip's end.
 A clip shorter than one window is zero-padded to one frame; a window outside the audio stream's
 data (after it ends, before it starts) has no samples and is a recorded absence, never a made-up
-frame. Silence gives finite values (librosa's ``power_to_db`` floors the power at ``amin``).
+frame. Silence gives finite values (librosa's ``power_to_db`` floors the power at ``amin``); NaN
+and infinite samples are silence (``features.media.audio``), and samples so loud that the MFCC
+overflows fail the clip (``_overflow_error``), so no row is ever NaN or infinite.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from features.extractors.base import (
 from features.media.audio import DecodedAudio, decode_audio
 from features.media.probe import probe_media
 from features.media.streams import local_media_path
+from store.errors import CorruptMediaError
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,17 @@ def mfcc_frames(samples: np.ndarray, cfg: MfccConfig) -> tuple[np.ndarray, np.nd
     return values, spans
 
 
+def _overflow_error(clip: ClipInput, audio: DecodedAudio) -> CorruptMediaError:
+    """Why finite samples gave NaN/inf MFCCs: float PCM so far past full scale (1.0) that the float32
+    power spectrum overflows (|x| past ~1e17; no decoder of sound gets near). Such a file holds no
+    sound, and features made of it would be wrong, so the clip fails, naming its peak."""
+    peak = float(np.abs(audio.samples).max())
+    return CorruptMediaError(
+        f"audio stream {audio.stream.index}: samples up to {peak:.3g} (full scale is 1.0) overflow the MFCC",
+        clip_id=clip.clip_id, path=clip.media_uri,
+    )
+
+
 @register_extractor
 class MfccExtractor(Extractor):
     """MFCC frames per clip; no audio stream (or no media) → a recorded absence."""
@@ -146,9 +160,12 @@ class MfccExtractor(Extractor):
         if not isinstance(audio, DecodedAudio):
             return audio
         try:
-            values, spans = mfcc_frames(audio.samples, cfg)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by clip
+                values, spans = mfcc_frames(audio.samples, cfg)
         except Exception as exc:
             return failure_from_exception(clip, exc, "extract")
+        if not np.isfinite(values).all():
+            return failure_from_exception(clip, _overflow_error(clip, audio), "extract")
         limit = audio.meta["window"][1] - audio.meta["window"][0]
         spans = np.minimum(spans, limit)
         meta = dict(audio.meta)

@@ -297,10 +297,11 @@ def frame_events(
     chunk_size: int,
 ) -> Iterator[tuple[Any, ...]]:
     """Decode the sampled frames of each clip as events: ("start", i, meta) ("frames", i, frames,
-    times)* ("end", i), or one ("result", i, FeatureResult | ClipFailure) for absences and failures
-    (``dim``: the width of an absent result). ``frame_size`` is (width, height) or a function of the
-    path and probe giving it per clip (vision.face keeps the aspect ratio). Shared by the vision
-    extractors so every one of them sees the same frames at the same times."""
+    times)+ ("end", i), or one ("result", i, FeatureResult | ClipFailure) for absences (no media, no
+    video stream, no frame in the clip window) and failures (``dim``: the width of an absent
+    result). ``frame_size`` is (width, height) or a function of the path and probe giving it per
+    clip (vision.face keeps the aspect ratio). Shared by the vision extractors so every one of them
+    sees the same frames at the same times."""
     for i, clip in enumerate(clips):
         if not clip.media_uri:
             yield ("result", i, FeatureResult.empty(dim, "no media file"))
@@ -318,10 +319,14 @@ def frame_events(
             if video is None:
                 yield ("result", i, FeatureResult.empty(dim, "no video stream", meta={"n_video_streams": 0}))
                 continue
-            yield ("start", i, dict(video.meta))
-            started = True
             for frames, times in video.chunks():
+                if not started:  # announced with its first frames: a clip without any is an absence
+                    yield ("start", i, video.meta)  # the decoder's own: a switch to PyAV mid-clip shows
+                    started = True
                 yield ("frames", i, frames, times)
+            if not started:  # the window lies outside the stream's data (after it ends, before it starts)
+                yield ("result", i, FeatureResult.empty(dim, "no video in this window", meta=dict(video.meta)))
+                continue
             yield ("end", i)
         except Exception as exc:
             yield ("result", i, failure_from_exception(clip, exc, "decode"))

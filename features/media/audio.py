@@ -57,8 +57,9 @@ def decode_audio(
     stream's data (it ends before the window or starts after it), silence before the stream's start
     when the window overlaps part of it. A mid-stream change of sample rate, layout or sample format
     (joined MPEG-TS segments) is resampled like the rest, so the output stays one continuous signal.
-    Raises ``CorruptMediaError`` when the stream cannot be decoded or ends well before the duration
-    its header declares (a truncated file).
+    NaN and infinite samples (float PCM) are silence, counted in ``meta["nonfinite_samples"]``.
+    Raises ``CorruptMediaError`` when the stream cannot be decoded, ends well before the duration
+    its header declares (a truncated file), or has only NaN/infinite samples in the window.
     """
     info = info or probe_media(path, clip_id=clip_id)
     chosen = select_stream(info, "audio", stream, clip_id=clip_id)
@@ -120,6 +121,7 @@ def decode_audio(
         audio = np.ascontiguousarray(audio[lead : lead + int(round(duration * sample_rate))], dtype=np.float32)
     else:  # the window lies outside the stream's data: no samples, not a window of silence
         audio = np.zeros(0, np.float32)
+    audio, nonfinite = _finite_samples(audio, chosen, path, clip_id)
     meta: dict[str, Any] = {
         "audio_stream": chosen.index,
         "audio_codec": chosen.codec,
@@ -132,4 +134,25 @@ def decode_audio(
     }
     if changes:
         meta["source_changes"] = changes
+    if nonfinite:
+        meta["nonfinite_samples"] = nonfinite
     return DecodedAudio(audio, sample_rate, chosen, meta)
+
+
+def _finite_samples(
+    audio: np.ndarray, stream: StreamInfo, path: str, clip_id: str | None
+) -> tuple[np.ndarray, int]:
+    """``audio`` with its NaN and infinite samples (float PCM can store them; no sound is made of
+    them, and one turns every feature frame it touches into NaN) replaced by silence, and how many
+    there were. A clip window holding nothing else is not audio: ``CorruptMediaError``."""
+    bad = ~np.isfinite(audio)
+    n = int(bad.sum())
+    if not n:
+        return audio, 0
+    if n == len(audio):
+        raise CorruptMediaError(
+            f"audio stream {stream.index}: all {n} samples of the clip window are NaN or infinite",
+            clip_id=clip_id, path=path,
+        )
+    log.warning("clip %s: %s: %d NaN or infinite audio samples of %d read as silence", clip_id, path, n, len(audio))
+    return np.where(bad, np.float32(0), audio), n

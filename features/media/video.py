@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 VideoDecoderChoice = Literal["auto", "decord", "pyav"]
 _DECORD_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})  # demuxer names
+_DECORD_START_TOLERANCE = 0.001  # seconds: decord's times are float32
 
 
 # --------------------------------------------------------------------------------------------- video
@@ -59,9 +60,7 @@ class VideoFrames:
             self.close()
 
     def close(self) -> None:
-        for d in self._cleanup:
-            shutil.rmtree(d, ignore_errors=True)
-        self._cleanup.clear()
+        _remove(self._cleanup)
 
     def read_all(self) -> tuple[np.ndarray, np.ndarray]:
         """All frames and times at once (small clips and tests)."""
@@ -119,35 +118,42 @@ def open_video(
         meta["decord_skipped"] = unfit
         use_decord = False
     if use_decord:
+        reader: Any = None
         try:
             reader, remuxed = _open_decord(path, info, chosen, width, height, cleanup, clip_id)
+            frame_times = _decord_frame_times(reader)
         except MediaError:
-            for d in cleanup:
-                shutil.rmtree(d, ignore_errors=True)
+            _remove(cleanup)
             raise
         except Exception as exc:  # decord refuses a file PyAV could probe: try PyAV below
-            for d in cleanup:
-                shutil.rmtree(d, ignore_errors=True)
-            cleanup.clear()
+            _remove(cleanup)
             if decoder == "decord":
                 raise CorruptMediaError(f"decord cannot read video stream {chosen.index}: {exc}",
                                         clip_id=clip_id, path=path) from exc
             log.info("decord failed on %s (%s); decoding stream %d with PyAV", path, exc, chosen.index)
-            meta["decord_error"] = str(exc).strip().splitlines()[-1][:200]
+            meta["decord_error"] = _last_line(exc)
+            reader = None
+        if reader is not None and (off := _off_timeline(frame_times)):
+            _remove(cleanup)
+            meta["decord_skipped"] = off
             reader = None
         if reader is not None:
             name = "decord+remux" if remuxed else "decord"
             meta["video_decoder"] = name
-            plan, last_end = _decord_plan(reader, chosen.start, offset, times)
+            plan, last_end = _decord_plan(frame_times + chosen.start, offset, times)
             try:
                 check_complete("video", chosen, last_end, offset + duration, info, clip_id)
             except MediaError:
-                for d in cleanup:
-                    shutil.rmtree(d, ignore_errors=True)
+                _remove(cleanup)
                 raise
             times = times[plan >= 0]
             idx = plan[plan >= 0]
-            chunks = _decord_chunks(reader, idx, times, chunk_size, path, clip_id)
+
+            def pyav_rest(rest: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                return _pyav_chunks(path, info, chosen, offset, rest, width, height, rotation, chunk_size, clip_id)
+
+            chunks = _decord_chunks(reader, idx, times, chunk_size, path, clip_id,
+                                    None if decoder == "decord" else pyav_rest, meta)
             return VideoFrames(path, chosen, name, times, meta, chunks, cleanup)
     meta["video_decoder"] = "pyav"
     chunks = _pyav_chunks(path, info, chosen, offset, times, width, height, rotation, chunk_size, clip_id)
@@ -177,6 +183,18 @@ def display_rotation(path: str, stream: StreamInfo, clip_id: str | None = None) 
     except av.FFmpegError as exc:
         raise CorruptMediaError(f"video decoding failed: {exc}", clip_id=clip_id, path=path) from exc
     raise CorruptMediaError(f"video stream {stream.index} has no decodable frames", clip_id=clip_id, path=path)
+
+
+def _last_line(exc: BaseException) -> str:
+    """decord's error for meta: the last line of its C++ trace, cut to 200 characters."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+
+
+def _remove(folders: list[str]) -> None:
+    """Delete the temporary folders of a decode that will not happen (a remux decord cannot use)."""
+    for d in folders:
+        shutil.rmtree(d, ignore_errors=True)
+    folders.clear()
 
 
 def _decord_unfit(info: MediaInfo, rotation: int) -> str | None:
@@ -233,17 +251,33 @@ def _remux_stream(path: str, index: int, dst: str, clip_id: str | None) -> str:
     return dst
 
 
-def _decord_plan(
-    reader: Any, stream_start: float, offset: float, times: np.ndarray
-) -> tuple[np.ndarray, float]:
+def _decord_frame_times(reader: Any) -> np.ndarray:
+    """decord's ``[start, end)`` of every frame, in seconds from the stream's own start."""
+    n = len(reader)
+    return np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64).reshape(n, 2)
+
+
+def _off_timeline(frame_times: np.ndarray) -> str | None:
+    """Why decord's frame times are not the stream's (None: they are). decord (its own FFmpeg 4.1)
+    counts from the stream's start, so its first frame starts at 0; on some Matroska files it counts
+    from another stream's start (an AAC track's encoder delay: every frame 64 ms late) or from no
+    start at all (times near 2^63 ns: every row dropped as past the end), and its times must rise."""
+    if not len(frame_times):
+        return "decord reads no frames"
+    starts = frame_times[:, 0]
+    if not np.isfinite(frame_times).all() or (np.diff(starts) < -EPS).any():
+        return "decord's frame times are not finite and rising"
+    if abs(starts[0]) > _DECORD_START_TOLERANCE:
+        return f"decord puts the stream's first frame at {starts[0]:.3f} s, not at its start"
+    return None
+
+
+def _decord_plan(frame_times: np.ndarray, offset: float, times: np.ndarray) -> tuple[np.ndarray, float]:
     """Frame index shown at each row's start time (-1: past the end of the video stream, or every
     row when the window ends before the stream starts), and the end time of the stream's last frame.
-    decord's timestamps count from the stream's own start, which sits at ``stream_start`` on the
-    media timeline."""
-    n = len(reader)
-    ts = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64).reshape(n, 2)
-    ts += stream_start
-    starts, last_end = ts[:, 0], float(ts[-1, 1])
+    ``frame_times``: decord's frame spans on the media timeline."""
+    n = len(frame_times)
+    starts, last_end = frame_times[:, 0], float(frame_times[-1, 1])
     media_t = offset + times[:, 0]
     idx = np.searchsorted(starts, media_t + EPS, side="right") - 1
     idx = np.clip(idx, 0, n - 1)
@@ -254,18 +288,35 @@ def _decord_plan(
 
 
 def _decord_chunks(
-    reader: Any, idx: np.ndarray, times: np.ndarray, chunk_size: int, path: str, clip_id: str | None
+    reader: Any,
+    idx: np.ndarray,
+    times: np.ndarray,
+    chunk_size: int,
+    path: str,
+    clip_id: str | None,
+    pyav_rest: Callable[[np.ndarray], Iterator[tuple[np.ndarray, np.ndarray]]] | None,
+    meta: dict[str, Any],
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Fetch sampled frames with ``get_batch`` (each distinct index decoded once), chunk by chunk."""
+    """Fetch sampled frames with ``get_batch`` (each distinct index decoded once), chunk by chunk.
+    decord can fail where the file is fine (frames resized to under 32 pixels wide: "Check failed:
+    from_size == to_size"), so a failed batch hands its rows and the rest to ``pyav_rest`` (PyAV on
+    the same timeline, whose error names the problem when the data is bad); None: raise
+    (``decoder: decord``). ``meta`` records the switch (``decord_error``, ``video_decoder``)."""
     for lo in range(0, len(idx), chunk_size):
         part = idx[lo : lo + chunk_size]
         uniq, inverse = np.unique(part, return_inverse=True)
         try:
             frames = reader.get_batch(uniq.tolist()).asnumpy()
         except Exception as exc:
-            raise CorruptMediaError(
-                f"video decoding failed near frame {int(uniq[0])}: {exc}", clip_id=clip_id, path=path
-            ) from exc
+            if pyav_rest is None:
+                raise CorruptMediaError(
+                    f"video decoding failed near frame {int(uniq[0])}: {exc}", clip_id=clip_id, path=path
+                ) from exc
+            log.info("decord failed on %s near frame %d (%s); PyAV decodes the rest", path, int(uniq[0]), exc)
+            meta["decord_error"] = _last_line(exc)
+            meta["video_decoder"] = "pyav" if lo == 0 else f"{meta['video_decoder']}+pyav"
+            yield from pyav_rest(times[lo:])
+            return
         yield frames[inverse], times[lo : lo + chunk_size]
 
 
@@ -308,11 +359,13 @@ def _pyav_chunks(
             st = c.streams[chosen.index]
             assert isinstance(st, av.VideoStream)  # chosen is one of this file's video streams
             st.thread_type = "AUTO"
-            seek_before(c, st, offset, chosen, origin)
+            seek_before(c, st, float(targets[0]) if len(targets) else offset, chosen, origin)
             prev: av.VideoFrame | None = None
-            prev_end = 0.0
+            prev_t = prev_end = 0.0
             for frame in c.decode(st):
                 t = frame.time - origin if frame.time is not None else prev_end
+                if prev is not None and t < prev_t - EPS:
+                    continue  # stamped before the frame shown (broken timestamps): a player drops it too
                 if prev is None and not overlaps(t, math.inf, offset, stop):
                     return  # the stream starts after the window: no rows, not its first frame repeated
                 while k < len(targets) and targets[k] < t - EPS:
@@ -322,7 +375,7 @@ def _pyav_chunks(
                         yield flush()
                 if k >= len(targets):
                     break
-                prev = frame
+                prev, prev_t = frame, t
                 if frame.duration and st.time_base is not None:
                     dur = float(frame.duration * st.time_base)
                 else:
