@@ -23,6 +23,7 @@ from flows.console import (
     simple_table,
     train_with_progress,
 )
+from flows.demo import DEMO_MIN_CLIPS
 from flows.export_cli import export_app
 from flows.server_guard import guard_temporary_server
 from flows.store_cli import store_app
@@ -455,7 +456,8 @@ def pipeline(
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo dataset and store go")] = Path("work/demo"),
-    clips: Annotated[int, typer.Option("--clips", min=1, help="number of generated clips")] = 72,
+    clips: Annotated[int, typer.Option("--clips", min=DEMO_MIN_CLIPS, help="number of generated clips (at least "
+                                       f"{DEMO_MIN_CLIPS}: train, valid and test each need both label signs)")] = 72,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
     extractor: Annotated[
         Optional[list[str]],

@@ -10,10 +10,17 @@ from typing import Any
 from rich.console import Console
 
 from stages.config import PipelineConfig
+from store.errors import ConfigError
 
 #: The demo trains with cached (frozen) text features and a short schedule: seconds, not minutes.
 DEMO_TRAIN = {"text_mode": "frozen", "max_epochs": 40, "patience": 10, "batch_size": 8, "accumulate": 1}
 DEMO_ABLATIONS = ("full", "text", "audio", "vision")
+
+#: fewest generated clips the demo trains on: from 6 the generator gives at least 3 negative and 3
+#: positive labels, and its sign-stratified split puts both signs into train, valid and test, which
+#: training (a valid split to select on, SLGM's two class centres) and the test report need; with
+#: fewer a split can come out empty, which would only show after extraction
+DEMO_MIN_CLIPS = 6
 
 
 #: Extractors the demo can add on request (``emoflow demo -e audio.egemaps``), off by default: eGeMAPS
@@ -57,6 +64,9 @@ def run_demo(workdir: Path, n_clips: int = 72, seed: int = 0, console: Console |
     from stages.train import run_evaluate
     from training.metrics import undefined_notes
 
+    if n_clips < DEMO_MIN_CLIPS:
+        raise ConfigError(f"--clips {n_clips}: the demo needs at least {DEMO_MIN_CLIPS} clips, so that train, "
+                          "valid and test each get clips of both label signs")
     console = console or Console()
     workdir = Path(workdir).resolve()
     cfg = demo_config(workdir, extra_extractors)

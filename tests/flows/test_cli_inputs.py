@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.demo import run_demo
 from stages.config import load_config
+from store.errors import ConfigError
 from tests.helpers.cli import one_error_line
 
 runner = CliRunner()
@@ -71,13 +73,15 @@ def test_home_in_a_location_is_expanded_in_config_files_overrides_and_store_argu
     assert os.listdir(tmp_path) == ["c.yaml"]  # nothing written anywhere
 
 
-def test_demo_refuses_zero_clips_and_an_unusable_workdir_before_generating_anything(tmp_path: Path) -> None:
-    for clips in ("0", "-1"):
+def test_demo_refuses_too_few_clips_and_an_unusable_workdir_before_generating_anything(tmp_path: Path) -> None:
+    for clips in ("0", "-1", "5"):  # 5: a split can come out empty, which showed only after extraction
         result = runner.invoke(app, ["demo", "--clips", clips, "--workdir", str(tmp_path / "d")])
         assert result.exit_code == 2 and "Invalid value for '--clips'" in result.output, result.output
+    with pytest.raises(ConfigError, match="--clips 3: the demo needs at least 6 clips"):
+        run_demo(tmp_path / "d", n_clips=3)
     (tmp_path / "afile").write_text("x")
     for workdir in (tmp_path / "afile", tmp_path / "afile" / "demo"):
-        line = one_error_line(runner.invoke(app, ["demo", "--clips", "2", "--workdir", str(workdir)]))
+        line = one_error_line(runner.invoke(app, ["demo", "--clips", "6", "--workdir", str(workdir)]))
         assert line.startswith(f"error: --workdir {workdir}: cannot create the folder"), line
     assert sorted(os.listdir(tmp_path)) == ["afile"]
 
