@@ -169,8 +169,12 @@ def reproduce_extraction(run: TrainedRun) -> Reproduction:
     sets: dict[str, str] = {}
     problems: list[str] = []
     for m in run.modalities:
-        source = run.view_attrs["modalities"][m]
-        name, cfg, want = source["extractor"], source.get("config") or {}, source.get("identity") or {}
+        source = (run.view_attrs.get("modalities") or {}).get(m) or {}
+        name, cfg, want = source.get("extractor"), source.get("config") or {}, source.get("identity") or {}
+        if not name:  # a view not built by align or an import: nothing says how its features were made
+            problems.append(f"{m}: the run's view records no extractor for this modality, so its features "
+                            "cannot be made again from media")
+            continue
         try:
             ext = recorded_extractor(name, cfg)
             have = ext.identity()

@@ -146,6 +146,18 @@ def test_a_run_whose_extractor_changed_is_refused_naming_what_differs(full_run, 
         reproduce_extraction(load_trained_run(copy))
 
 
+def test_a_run_whose_view_records_no_extractor_for_a_modality_is_refused_naming_it(full_run, tmp_path) -> None:
+    """A view written by hand or another tool has no extractor records: one ConfigError, not a KeyError."""
+    copy = tmp_path / full_run.name
+    shutil.copytree(full_run, copy)
+    for info_path in copy.glob("seed-*/run.json"):
+        info = json.loads(info_path.read_text())
+        info["view_attrs"]["modalities"]["audio"] = {"feature_set": "hand-made"}
+        info_path.write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match=r"audio: the run's view records no extractor for this modality"):
+        reproduce_extraction(load_trained_run(copy))
+
+
 def test_a_text_only_run_scores_a_subtitle_file_alone(demo_run, shared_data, tmp_path) -> None:
     text_run = Path(demo_run[1]["run text"])
     srt = _folder(shared_data, tmp_path / "subs", ("tears_of_steel.TOS-en.srt",)) / "tears_of_steel.TOS-en.srt"
