@@ -77,12 +77,17 @@ def store_vacuum(
     store: StoreArg,
     grace: Annotated[float, typer.Option(help="only remove orphans older than this many seconds")] = 3600.0,
 ) -> None:
-    """Remove orphan shards left by crashed writers (after a grace period for running writers)."""
+    """Remove orphan shards left by crashed writers (after a grace period for running writers), and
+    the build folders and interrupted swaps of aligned views whose builder died (no live build lock)."""
     from store import FeatureStore
     from store.verify import vacuum
+    from store.views import vacuum_views
 
-    removed = vacuum(FeatureStore.open(store), grace_seconds=grace)
+    opened = FeatureStore.open(store)
+    removed = vacuum(opened, grace_seconds=grace)
     console.print(f"removed {len(removed)} orphan shard(s)" + "".join(f"\n  {s}/{sh}" for s, sh in removed))
+    views = vacuum_views(opened)
+    console.print(f"cleared {len(views)} leftover(s) of dead view builds" + "".join(f"\n  {v}" for v in views))
 
 
 @store_app.command("compact")

@@ -348,6 +348,46 @@ class AlignedView:
         return True
 
 
+def vacuum_views(store: Any) -> list[str]:
+    """Clear what view builds and swaps of dead processes left (``store vacuum``); returns the
+    store-relative folders removed or settled. Each build key is handled under its build lock, so
+    a live build (a fresh lock) is left alone and no build starts meanwhile: a build folder or a lock
+    whose build is dead (``VIEW_LOCK_STALE_S``) goes, and an interrupted swap's aside copy is
+    settled as the next open would (``_settle_swap``: a visible view wins, else the previous whole
+    view comes back). An aside copy whose view name no folder or description gives is kept."""
+    fs = _fs(store)
+    entries = fs.ls("aligned")
+    names = {_key(n): n for n in entries if not n.startswith(".")}
+    keys = sorted({e.split("-", 1)[1] for e in entries if e.startswith((".build-", ".lock-", ".old-"))})
+    done: list[str] = []
+    for key in keys:
+        old, build, lock = f"aligned/.old-{key}", f"aligned/.build-{key}", f"aligned/.lock-{key}"
+        name = names.get(key) or _aside_name(fs, old)
+        try:
+            _take_lock(fs, name or key, lock)
+        except StoreError:  # a live build holds it
+            continue
+        try:
+            if name is not None and (fs.exists(old) or fs.exists(f"aligned/{name}/{ASIDE_JSON}")):
+                _settle_swap(fs, name)
+                done.append(old)
+            if fs.exists(build):
+                fs.rm(build)
+                done.append(build)
+        finally:
+            fs.rm(lock)
+    return done
+
+
+def _aside_name(fs: StoreFS, old: str) -> str | None:
+    """The view name an aside copy's description gives (``config.view``, as align writes it)."""
+    try:
+        view = fs.read_json(f"{old}/{ASIDE_JSON}", "view description").get("config", {}).get("view")
+    except (FileNotFoundError, StoreError):
+        return None
+    return view if isinstance(view, str) and view else None
+
+
 def open_view(store: Any, name: str) -> AlignedView:
     """The committed view ``name``; an invisible one that an interrupted swap left is settled first
     (``_recover_swap``), so its previous version is back."""

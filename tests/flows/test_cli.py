@@ -100,7 +100,7 @@ def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Pa
     assert (len(acc.committed), acc.failed, acc.pending) == (12, (), ())
     assert runner.invoke(app, ["store", "verify", store]).exit_code == 0
     vac = runner.invoke(app, ["store", "vacuum", store, "--grace", "0"])
-    assert vac.exit_code == 0 and "removed 0 orphan" in vac.output
+    assert vac.exit_code == 0 and "removed 0 orphan" in vac.output and "cleared 0 leftover" in vac.output
 
 
 def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: Path) -> None:

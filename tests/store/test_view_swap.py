@@ -18,7 +18,7 @@ import pytest
 
 from store.errors import StoreError
 from store.fs import StoreFS
-from store.views import ViewWriter, open_view, write_view
+from store.views import ViewWriter, open_view, vacuum_views, write_view
 from tests.helpers.s3 import S3Server
 
 N = 3
@@ -40,7 +40,7 @@ def _clips(value: float) -> pa.Table:
 
 
 def _attrs(value: float) -> dict[str, Any]:
-    return {"fingerprint": f"fp-{value}", "modalities": {"audio": {"dim": 2}}}
+    return {"fingerprint": f"fp-{value}", "modalities": {"audio": {"dim": 2}}, "config": {"view": "v"}}
 
 
 def _write(fs: StoreFS, value: float) -> None:
@@ -241,6 +241,34 @@ def test_a_swap_killed_with_the_old_view_moved_aside_is_settled_by_the_next_buil
             again.write(key, data)
         again.finish(_clips(3.0), _attrs(3.0))
     assert _whole(store_fs) == 3.0 and _leftovers(store_fs) == []
+
+
+# -- store vacuum ---------------------------------------------------------------------------------------
+def test_vacuum_leaves_a_live_build_alone_and_removes_the_folder_of_a_dead_one(store_fs: StoreFS) -> None:
+    _write(store_fs, 1.0)
+    writer = ViewWriter(store_fs, "v", N)  # its process dies here: no finish, no __exit__
+    for key, data in _arrays(2.0).items():
+        writer.write(key, data)
+    assert vacuum_views(store_fs) == [] and store_fs.exists(writer.build)  # a fresh lock: it may still run
+    _age_lock(store_fs, writer.lock)
+    assert vacuum_views(store_fs) == [writer.build]
+    assert _leftovers(store_fs) == [] and _whole(store_fs) == 1.0
+
+
+@pytest.mark.parametrize("store_fs", ["local"], indirect=True)
+def test_vacuum_clears_what_a_swap_killed_at_any_step_left_and_one_whole_view_stays(
+    store_fs: StoreFS, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = store_fs.url
+    _, calls = _killed_swap(StoreFS(f"{base}/dry"), monkeypatch, -1, False)
+    for k, (call, _) in enumerate(calls):
+        fs = StoreFS(f"{base}/k{k}")
+        writer, _ = _killed_swap(fs, monkeypatch, k, False)
+        assert vacuum_views(fs) == [], call  # the killed build's lock is fresh: as if it still ran
+        _age_lock(fs, writer.lock)
+        vacuum_views(fs)
+        assert _leftovers(fs) == [], f"killed after {call}"
+        assert _whole(fs) in (1.0, 2.0), f"killed after {call}"
 
 
 # -- reading while a view is rebuilt -------------------------------------------------------------------
