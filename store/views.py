@@ -152,13 +152,17 @@ def _settle_swap(fs: StoreFS, name: str) -> None:
                          f"({_cause(exc)}); the next build or open of the view retries") from exc
 
 
+def _interrupted_swap(fs: StoreFS, name: str) -> bool:
+    """Whether a swap of view ``name`` left its aside copy or the old view's renamed description."""
+    return fs.exists(f"aligned/.old-{_key(name)}") or fs.exists(f"aligned/{name}/{ASIDE_JSON}")
+
+
 def _recover_swap(fs: StoreFS, name: str) -> None:
     """An invisible view with an interrupted swap's leftovers is settled under the build lock (a
     live build holding it is reported as building the view, unless it has just made it visible)."""
-    rel, key = f"aligned/{name}", _key(name)
-    if not (fs.exists(f"aligned/.old-{key}") or fs.exists(f"{rel}/{ASIDE_JSON}")):
+    if not _interrupted_swap(fs, name):
         return
-    lock = f"aligned/.lock-{key}"
+    rel, lock = f"aligned/{name}", f"aligned/.lock-{_key(name)}"
     try:
         _take_lock(fs, name, lock)
     except StoreError:
@@ -368,7 +372,7 @@ def vacuum_views(store: Any) -> list[str]:
         except StoreError:  # a live build holds it
             continue
         try:
-            if name is not None and (fs.exists(old) or fs.exists(f"aligned/{name}/{ASIDE_JSON}")):
+            if name is not None and _interrupted_swap(fs, name):
                 _settle_swap(fs, name)
                 done.append(old)
             if fs.exists(build):
