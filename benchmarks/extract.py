@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable as ``python benchmarks/extract.py`` from anywhere
     sys.path.insert(0, str(REPO))
 
-from corpora.layouts import MEDIA_SUFFIXES  # noqa: E402 - after the path setup above
+from corpora.layouts.media_files import MEDIA_SUFFIXES  # noqa: E402 - after the path setup above
 from features.extractors.vision import EVERY_FRAME  # noqa: E402
 
 STAGES = ("text.bert", "audio.mfcc", "audio.egemaps", "vision.cnn", "vision.face")

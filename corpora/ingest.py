@@ -33,16 +33,12 @@ from corpora.fields import (
     parse_words,
     printable,
 )
-from corpora.layouts import (
-    PREDICT_SPLIT,
-    detect_layout,
-    plan_media,
-    read_manifest,
-    read_meld,
-    read_mmsa,
-    read_mosi,
-    read_plan,
-)
+from corpora.layouts.detect import detect_layout
+from corpora.layouts.manifest import read_manifest
+from corpora.layouts.media import PREDICT_SPLIT, plan_media, read_plan
+from corpora.layouts.meld import read_meld
+from corpora.layouts.mmsa import read_mmsa
+from corpora.layouts.mosi import read_mosi
 from corpora.rows import (
     DUPLICATE_CLIP_ID,
     INVALID_ID,
@@ -269,7 +265,7 @@ def ingest_media(
     """New, unlabeled media into clips of split ``predict`` (label null), one per segment.
 
     ``paths``: media files, folders (scanned recursively) and transcripts without media, as
-    ``corpora.layouts.plan_media`` pairs them; ``segment`` how media is cut (default
+    ``corpora.layouts.media.plan_media`` pairs them; ``segment`` how media is cut (default
     ``SegmentConfig()``); ``held``: the video ids a predict store already gives files (``plan_media``).
     Clip ids are ``<video_id>__<index:04d>``; ``media_uri`` is the file's absolute real path;
     ``IngestResult.sources`` maps each video_id to its input file. Every input file ends as clips or

@@ -37,7 +37,7 @@ def mmsa_id(clip_id: str, video_id: str | None) -> str:
 
 def split_mmsa_id(value: Any) -> tuple[str, str]:
     """(video_id, clip_id) of an MMSA sample id: the inverse of ``mmsa_id`` (the ``label.csv`` rule of
-    ``corpora.layouts.read_mmsa``: ``<video>_<clip>`` unless the clip part already is that or the video).
+    ``corpora.layouts.mmsa.read_mmsa``: ``<video>_<clip>`` unless the clip part already is that or the video).
     An id without ``$_$`` is its own video. Non-strings are returned as given, for validation to reject."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "surrogateescape")

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from corpora.ingest import IngestResult, ingest_media
-from corpora.layouts import PREDICT_SPLIT
+from corpora.layouts.media import PREDICT_SPLIT
 from corpora.segments import SegmentConfig
 from features.align import AlignConfig, AlignSummary, align_view
 from features.extractors.base import recorded_extractor
@@ -332,7 +332,7 @@ def ingest_new_media(
 ) -> tuple[IngestSummary, int]:
     """New media files and folders as unlabeled ``predict`` segments in the predict store's clip table.
     Each input file keeps the video id the store's media-source record gives it, and a new file never
-    takes one held by another (``corpora.layouts.plan_media``): its predictions part is its own.
+    takes one held by another (``corpora.layouts.media.plan_media``): its predictions part is its own.
     The record gains this run's files and keeps every earlier one. Also returns how many input files
     the paths held (a folder is its files, not one).
 

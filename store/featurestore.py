@@ -244,7 +244,7 @@ class FeatureStore:
 
     def write_media_sources(self, sources: Mapping[str, MediaSource]) -> None:
         """Record video id -> source for every video id this predict store holds: the whole record,
-        earlier runs' ids included, because ``corpora.layouts.plan_media`` reads it to give each file
+        earlier runs' ids included, because ``corpora.layouts.media.plan_media`` reads it to give each file
         its id again and never another file's (a subtitle file alone has no media, so the clip table
         cannot say where a video came from)."""
         doc = {vid: {"path": s.path, "sha256": s.sha256} for vid, s in sources.items()}

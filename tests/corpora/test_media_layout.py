@@ -11,7 +11,7 @@ import pytest
 
 from corpora.fields import normalise_id
 from corpora.ingest import IngestResult, ingest, ingest_media, validate
-from corpora.layouts import PREDICT_SPLIT, MediaPlan, plan_media
+from corpora.layouts.media import PREDICT_SPLIT, MediaPlan, plan_media
 from corpora.rows import (
     EMPTY_MEDIA,
     INVALID_LABEL,

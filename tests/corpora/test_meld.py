@@ -13,7 +13,8 @@ import pytest
 
 from corpora.fields import FieldError, parse_class, parse_timestamp, repair_text
 from corpora.ingest import IngestResult, ingest
-from corpora.layouts import MELD_EMOTIONS, MELD_SENTIMENTS, detect_layout
+from corpora.layouts.detect import detect_layout
+from corpora.layouts.meld import MELD_EMOTIONS, MELD_SENTIMENTS
 from corpora.synth import write_clip
 from stages.config import PipelineConfig
 from stages.ingest import run_ingest, store_ingest
