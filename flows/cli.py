@@ -212,25 +212,25 @@ def extract(
 @app.command()
 def align(
     store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
-    view: Annotated[Optional[str], typer.Option(help="view name under aligned/ [default: default]")] = None,
-    grid: Annotated[Optional[str], typer.Option(help="word | window | none [default: word]")] = None,
+    view: Annotated[Optional[str], typer.Option(help="view name under aligned/ \\[default: default]")] = None,
+    grid: Annotated[Optional[str], typer.Option(help="word | window | none \\[default: word]")] = None,
     window: Annotated[
         Optional[float],
-        typer.Option(help="window length in seconds (grid=window) [default: 0.5]"),
+        typer.Option(help="window length in seconds (grid=window) \\[default: 0.5]"),
     ] = None,
-    hop: Annotated[Optional[float], typer.Option(help="window hop in seconds [default: the window length]")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="mean | max | last [default: mean]")] = None,
+    hop: Annotated[Optional[float], typer.Option(help="window hop in seconds \\[default: the window length]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="mean | max | last \\[default: mean]")] = None,
     empty: Annotated[
         Optional[str],
-        typer.Option(help="a step with no rows: nearest | zeros [default: nearest]"),
+        typer.Option(help="a step with no rows: nearest | zeros \\[default: nearest]"),
     ] = None,
     max_len: Annotated[
         Optional[int],
-        typer.Option("--max-len", help="padded length L [default: --percentile of train lengths]"),
+        typer.Option("--max-len", help="padded length L \\[default: --percentile of train lengths]"),
     ] = None,
     percentile: Annotated[
         Optional[float],
-        typer.Option(help="percentile of train sequence lengths for L [default: 95]"),
+        typer.Option(help="percentile of train sequence lengths for L \\[default: 95]"),
     ] = None,
     feature_set: Annotated[
         Optional[list[str]],
@@ -238,7 +238,7 @@ def align(
     ] = None,
     normalize: Annotated[
         Optional[bool],
-        typer.Option("--normalize/--no-normalize", help="standardise with the train mean/std [default: on]"),
+        typer.Option("--normalize/--no-normalize", help="standardise with the train mean/std \\[default: on]"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when the view is up to date")] = False,
     config: ConfigOpt = None,
@@ -285,14 +285,14 @@ def align(
 @app.command()
 def stats(
     store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
-    view: Annotated[Optional[str], typer.Option(help="aligned view to summarise [default: every view]")] = None,
+    view: Annotated[Optional[str], typer.Option(help="aligned view to summarise \\[default: every view]")] = None,
     name: Annotated[
         Optional[str],
-        typer.Option(help="report name under reports/ [default: the view, else 'dataset']"),
+        typer.Option(help="report name under reports/ \\[default: the view, else 'dataset']"),
     ] = None,
     values: Annotated[
         Optional[bool],
-        typer.Option("--values/--no-values", help="read every feature value (NaN/inf, mean/std) [default: on]"),
+        typer.Option("--values/--no-values", help="read every feature value (NaN/inf, mean/std) \\[default: on]"),
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -310,7 +310,7 @@ def stats(
 @app.command()
 def train(
     store: Annotated[Optional[str], typer.Option(help="store directory or URL")] = None,
-    view: Annotated[Optional[str], typer.Option(help="aligned view to train on [default: align.view]")] = None,
+    view: Annotated[Optional[str], typer.Option(help="aligned view to train on \\[default: align.view]")] = None,
     ablation: Annotated[
         str,
         typer.Option(help="full | no_uff | no_lgt | no_sm | no_slgm | text | audio | vision"),
@@ -322,15 +322,15 @@ def train(
         bool,
         typer.Option("--ensemble", help="also report the seed ensemble: the seeds' predictions averaged per clip"),
     ] = False,
-    text_mode: Annotated[Optional[str], typer.Option(help="finetune | frozen [default: train.text_mode]")] = None,
+    text_mode: Annotated[Optional[str], typer.Option(help="finetune | frozen \\[default: train.text_mode]")] = None,
     target: Annotated[
         Optional[str],
         typer.Option(help="score (regression on label) | emotion | sentiment (classes of label_emotion / "
-                     "label_sentiment, no SLGM) [default: train.target]"),
+                     "label_sentiment, no SLGM) \\[default: train.target]"),
     ] = None,
     name: Annotated[
         Optional[str],
-        typer.Option(help="run name under runs/: one folder name of at most 255 bytes [default: "
+        typer.Option(help="run name under runs/: one folder name of at most 255 bytes \\[default: "
                      "<view>-<ablation>-<UTC time>-<random>, cut and hashed when longer than a file name]"),
     ] = None,
     config: ConfigOpt = None,
@@ -372,8 +372,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
     store: Annotated[Optional[str], typer.Option(help="the store, if it moved since training")] = None,
 ) -> None:
-    """MMSA metrics (Acc-2 has0/non0, F1, Acc-5, Acc-7, MAE, Corr) of a run's best checkpoints, mean ± std
-    over seeds."""
+    """MMSA metrics (Acc-2 has0/non0, F1, Acc-5, Acc-7, MAE, Corr) of a run's best checkpoints, mean ± std of seeds."""
     from stages.train import run_evaluate
 
     out = run_evaluate(run, split, store)
@@ -388,13 +387,13 @@ def predict(
     out: Annotated[Optional[Path], typer.Option(help="also export the predictions to FILE.csv or FILE.parquet")] = None,
     window: Annotated[
         Optional[float],
-        typer.Option(help="cut fixed windows of S seconds instead of subtitle cues [default: cues when timed]"),
+        typer.Option(help="cut fixed windows of S seconds instead of subtitle cues \\[default: cues when timed]"),
     ] = None,
-    hop: Annotated[Optional[float], typer.Option(help="window hop in seconds [default: predict.segment.hop]")] = None,
+    hop: Annotated[Optional[float], typer.Option(help="window hop in seconds \\[default: predict.segment.hop]")] = None,
     seed: Annotated[
-        Optional[int], typer.Option(help="use this seed of the run only [default: every seed, averaged]")
+        Optional[int], typer.Option(help="use this seed of the run only \\[default: every seed, averaged]")
     ] = None,
-    store: Annotated[Optional[str], typer.Option(help="predict store [default: predict.store]")] = None,
+    store: Annotated[Optional[str], typer.Option(help="predict store \\[default: predict.store]")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
