@@ -316,7 +316,8 @@ def train(
         typer.Option(help="full | no_uff | no_lgt | no_sm | no_slgm | text | audio | vision"),
     ] = "full",
     seeds: Annotated[
-        Optional[int], typer.Option(min=1, help="train the first N of train.seeds and report mean ± std")
+        Optional[int], typer.Option(min=1, help="train the first N of train.seeds and report mean ± std "
+                                    "\\[default: train.seed alone]"),
     ] = None,
     ensemble: Annotated[
         bool,
