@@ -28,7 +28,7 @@ gives the figures of the last epoch run, which do not pick an epoch by its valid
 Runs execute in ``--jobs`` child processes (spawned) with one torch thread each: on a shared 2-core
 machine one intra-op thread per process is far faster than two threads fighting other processes for
 the cores (see docs/results.md). ``--batching`` sets ``TrainConfig.batching`` (default ``bucket``:
-length-bucketed batches, ``training.data.LengthBuckets``).
+length-bucketed batches, ``training.batching.LengthBuckets``).
 """
 
 from __future__ import annotations
@@ -298,9 +298,9 @@ def _counts(split: list[str]) -> dict[str, int]:
 
 # -- training --------------------------------------------------------------------------------------
 def train_run(store: str, view_name: str, config: Any, run_dir: Path) -> dict[str, Any]:
-    """One run of the training stage (``training.runs.train_on_view``: view checks, run directory,
+    """One run of the training stage (``training.train.train_on_view``: view checks, run directory,
     fit, best checkpoint, metrics), summarised for the tables."""
-    from training.runs import train_on_view
+    from training.train import train_on_view
 
     t0 = time.perf_counter()
     run, result = train_on_view(store, view_name, config, run_dir)

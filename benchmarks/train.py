@@ -120,15 +120,10 @@ def measure(store: str, mode: str, epochs: int, threads: int, profile: bool, ove
     torch.set_num_threads(threads)
     from store.runtime import resolve_device
     from store.views import open_view
+    from training.batching import make_loader
+    from training.checks import check_view, finetune_model_path
     from training.config import SHORT, TrainConfig
-    from training.data import (
-        Collator,
-        ViewDataset,
-        check_view,
-        finetune_model_path,
-        make_loader,
-        read_stats,
-    )
+    from training.data import Collator, ViewDataset, read_stats
     from training.loop import build_optimizer, evaluate, seed_everything, train_epoch
     from training.model import build_model
     from training.slgm import SLGM

@@ -45,9 +45,11 @@ from store.fs import StoreFS, output_file, writing_out
 from store.runtime import resolve_device
 from store.schema import MODALITIES
 from store.views import AlignedView, group_array, open_view
+from training.batching import make_loader
 from training.config import SHORT, TrainConfig
-from training.data import Collator, ViewDataset, make_loader, read_stats
-from training.runs import RunDir, load_run_model
+from training.data import Collator, ViewDataset, read_stats
+from training.runs import RunDir
+from training.train import load_run_model
 
 _HEAD_COLUMN = {"text": "score_text", "audio": "score_audio", "vision": "score_vision"}  # store modality -> column
 

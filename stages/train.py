@@ -21,12 +21,14 @@ from store.errors import ConfigError
 from store.featurestore import quote_name
 from store.ids import new_id
 from store.runtime import resolve_device
+from training.checks import open_training_view
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
 from training.metrics import format_table, metric_columns, metrics_json, undefined_notes
 from training.model import check_text_model
-from training.runs import RunDir, evaluate_run, load_run_model, open_training_view, train_on_view
+from training.runs import RunDir
 from training.targets import selection_metric
+from training.train import evaluate_run, load_run_model, train_on_view
 
 
 def aggregate(

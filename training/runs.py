@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import platform
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -38,27 +37,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from store.errors import ConfigError, StoreConflictError, StoreError
+from store.errors import ConfigError
 from store.fs import atomic_path, damaged_as_store_error, unreadable
-from store.runtime import resolve_device
 from store.schema import Modality
-from store.views import AlignedView, group_array, open_view
-from training.config import SHORT, TrainConfig
-from training.data import (
-    Collator,
-    ViewDataset,
-    check_view,
-    finetune_model_path,
-    make_loader,
-    no_labelled_clip,
-    read_stats,
-    require_present,
-)
-from training.loop import EpochCallback, FitResult, Predictions, evaluate, fit, predict, seed_everything
+from store.views import AlignedView, group_array
+from training.config import TrainConfig
+from training.loop import Predictions
 from training.metrics import format_table, metrics_json, null_undefined
-from training.model import MCMF, build_model
-from training.slgm import class_members
-from training.targets import SCORE, Target, class_weights, view_classes
+from training.targets import SCORE, Target
 
 CHECKPOINT = "best.safetensors"
 VIEW_STATS = "view_stats.safetensors"
@@ -191,8 +177,9 @@ class RunDir:
             RunInfo.model_validate(info)
         return info
 
-    def update_info(self, **fields: Any) -> None:
-        _write_json(self.path / "run.json", {**self.info(), **fields})
+    def finish(self, **results: Any) -> None:
+        """Stamp ``run.json`` finished, with the fit's results: a run without it did not finish."""
+        _write_json(self.path / "run.json", {**self.info(), **results, "finished": _now()})
 
     def epochs(self) -> list[dict[str, float]]:
         p = self.path / "epochs.json"
@@ -258,245 +245,3 @@ class RunDir:
                 writer = csv.writer(f)
                 writer.writerow(["true \\ predicted", *c["classes"]])
                 writer.writerows([name, *row] for name, row in zip(c["classes"], c["matrix"]))
-
-
-def _dims_short(dims: dict[str, int]) -> dict[str, int]:
-    return {SHORT[m]: d for m, d in dims.items()}
-
-
-def open_training_view(store: Any, view_name: str, config: TrainConfig) -> tuple[AlignedView, dict[str, int]]:
-    """The view ``config`` trains on and its dims, refused before any work (also by ``train
-    --dry-run``): a missing store or view (``StoreError``), one that does not match ``config``
-    (``check_view``), that has no train or no valid clips, or whose clips and labels cannot train
-    this target (``training_target``) (``ConfigError``)."""
-    view, dims, _ = _checked_view(store, view_name, config)
-    return view, dims
-
-
-def _checked_view(store: Any, view_name: str, config: TrainConfig) -> tuple[AlignedView, dict[str, int], Target]:
-    view = open_view(store, view_name)
-    dims = check_view(view, config)
-    splits = set(view.clips.column("split").to_pylist())
-    if not {"train", "valid"} <= splits:
-        raise ConfigError(f"aligned view {view.name!r} needs train and valid clips, has splits {sorted(splits)}")
-    return view, dims, training_target(view, config)
-
-
-def check_clip_table(view: AlignedView) -> None:
-    """Refuse a view whose clip table lists a clip id, or points at a row of its arrays, more than once
-    (or at a row it does not have). Ingest and align never write one; a view written another way can.
-    A clip twice in one split is trained and scored twice, in two splits its test copy is trained on,
-    and a seed ensemble cannot match predictions up by clip id."""
-    clips = view.clips
-    ids = clips.column("clip_id").to_pylist()
-    count = Counter(ids)
-    repeated = [c for c, n in count.items() if n > 1]
-    if repeated:
-        split = clips.column("split").to_pylist()
-        where = sorted(Counter(s for c, s in zip(ids, split) if c == repeated[0]).items())
-        more = f" and {len(repeated) - 1} more clip(s)" if len(repeated) > 1 else ""
-        raise ConfigError(f"aligned view {view.name!r}: its clip table lists clip {repeated[0]!r} {count[repeated[0]]} "
-                          f"times (in {', '.join(s if k == 1 else f'{s} {k} times' for s, k in where)}){more}; a "
-                          "clip is one row of a view (rebuild it: emoflow align --force)")
-    rows = clips.column("row").to_pylist()
-    seen: set[int] = set()
-    for c, r in zip(ids, rows):
-        if r is None or not 0 <= r < len(rows) or r in seen:
-            which = "another clip has" if r in seen else f"is not one of its {len(rows)} rows"
-            raise ConfigError(f"aligned view {view.name!r}: its clip table points clip {c!r} at array row {r}, which "
-                              f"{which}; rebuild it: emoflow align --force")
-        seen.add(r)
-
-
-def training_target(view: AlignedView, config: TrainConfig) -> Target:
-    """What a run of ``config`` on ``view`` predicts, with everything its clips must offer for that
-    checked before any work (``ConfigError`` naming the view, the split, the clip or the setting):
-    each clip once (``check_clip_table``); scores in [-3, 3] (``Target.check_labels``); a class list
-    that covers every class the clips carry (``view_classes``); a labelled clip in every split; each
-    modality the model uses present for some labelled train clip (``require_present``); two classes
-    among a classifier's train clips (one class teaches nothing: every prediction would be it); and
-    with SLGM, positive and negative train scores (``_require_slgm_classes``)."""
-    check_clip_table(view)
-    clips = view.clips
-    target = Target(config.target, view_classes(clips, config.target, config.classes)
-                    if config.target != "score" else ())
-    target.check_labels(clips, view.name)
-    labels = target.labels(clips)
-    labelled = target.labelled(labels)
-    split = np.asarray(clips.column("split").to_pylist(), dtype=object)
-    for s in ("train", "valid", "test"):
-        if (split == s).any() and not labelled[split == s].any():
-            raise no_labelled_clip(view.name, s, int((split == s).sum()), target)
-    train = labelled & (split == "train")
-    require_present(view, config.modalities, clips.column("row").to_numpy()[train])
-    if target.categorical:
-        held = sorted({target.classes[i] for i in labels[train]})
-        if len(held) < 2:
-            raise ConfigError(f"target {target.name!r}: every labelled train clip of view {view.name!r} has class "
-                              f"{held[0]!r} (the view's classes: {', '.join(target.classes)}); a classifier learns "
-                              "nothing from one class (it would predict it for every clip)")
-    elif config.use_slgm:
-        _require_slgm_classes(view.name, labels[train], config.exclude_zero)
-    return target
-
-
-def _require_slgm_classes(view: str, y: np.ndarray, exclude_zero: bool) -> None:
-    """SLGM generates unimodal labels from each clip's distance to the positive and the negative class
-    centre of the training labels (spec §4.2-4.4); with no training label of one class that centre
-    stays the zero vector it starts as, and every generated label is measured against it."""
-    pos, neg = class_members(torch.as_tensor(y), exclude_zero)
-    missing = [name for name, member in (("positive", pos), ("negative", neg)) if not bool(member.any())]
-    if not missing:
-        return
-    zeros = int(np.count_nonzero(y == 0))
-    why = f"; {zeros} are 0, which is in neither class (train.exclude_zero)" if exclude_zero and zeros else ""
-    raise ConfigError(f"aligned view {view!r}: SLGM needs positive and negative training scores for its class "
-                      f"centres, but none of the {len(y)} labelled train clips has a {' or a '.join(missing)} "
-                      f"score{why}; train without SLGM (--ablation no_slgm, or --set train.use_slgm=false)")
-
-
-def train_on_view(
-    store: Any, view_name: str, config: TrainConfig, run_dir: str | os.PathLike[str],
-    on_epoch: EpochCallback | None = None,
-) -> tuple[RunDir, FitResult]:
-    """Train MCMF(+SLGM) on an aligned view and leave a complete run directory.
-
-    ``store`` is a FeatureStore, a path or a URL. Refuses (ConfigError), before writing anything, a
-    view whose fingerprint, modalities or dims differ from ``config.view``, one whose clips and labels
-    cannot train this target (``training_target``: repeated clips, off-scale scores, a modality no
-    training clip has, one training class, one-signed scores under SLGM), and (StoreError) one whose
-    statistics are not finite;
-    clips without a label for the target are left out (``run.json["unlabelled"]``). A diverging
-    run (``TrainingError`` from ``fit``) stops there and writes no metrics: it is not finished; so
-    does a run whose view is rebuilt while it reads it (``StoreError``, checked at every array open,
-    after each epoch and before the metrics are written), rather than train on two views.
-    Final metrics are those of the best-validation checkpoint on valid and test (test only if the
-    view has it). ``on_epoch`` is called after each epoch is logged (progress reporting).
-    """
-    view, dims, target = _checked_view(store, view_name, config)
-    splits = set(view.clips.column("split").to_pylist())
-    text_path = finetune_model_path(view, config)
-    device = resolve_device(config.device)
-    tokens = config.text_mode == "finetune"
-    datasets = {
-        s: ViewDataset(view, s, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
-                       whole_shards=config.batching == "shards")
-        for s in ("train", "valid", "test")
-        if s in splits
-    }
-    stats = read_stats(view, config.modalities)
-    if config.class_weights == "balanced" and target.categorical:
-        target = Target(target.name, target.classes, class_weights(datasets["train"].labels, len(target.classes)))
-    run = RunDir.create(
-        run_dir,
-        config,
-        {
-            "store": view.fs.url,
-            "view": view.name,
-            "view_fingerprint": view.fingerprint,
-            "view_attrs": view.attrs,
-            "dims": dims,
-            "text_model_path": text_path,
-            "device": str(device),
-            "unlabelled": {s: d.unlabelled for s, d in datasets.items()},
-            **({"classes": list(target.classes), "class_weights": target.weights} if target.categorical else {}),
-        },
-    )
-    run.write_view_stats(view, config.modalities)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed, config.deterministic)
-    model = build_model(config, _dims_short(dims), text_path, target.outputs)
-    collator = Collator(stats, finetune_text=tokens)
-    loaders = {s: make_loader(ds, collator, config, train=s == "train") for s, ds in datasets.items()}
-    result = fit(
-        model,
-        loaders["train"],
-        loaders["valid"],
-        config,
-        train_labels=datasets["train"].labels,
-        on_epoch_end=_chain(_view_unchanged(view), run.log_epoch, *([on_epoch] if on_epoch else [])),
-        target=target,
-    )
-    predictions: dict[str, Predictions] = {
-        s: predict(model, loaders[s], target=target) for s in ("valid", "test") if s in loaders
-    }
-    view.check_unchanged()
-    run.write_predictions(predictions, target)
-    run.write_metrics({s: target.metrics(p.pred, p.label) for s, p in predictions.items()})
-    if target.categorical:
-        run.write_confusion({s: target.confusion(p.pred, p.label) for s, p in predictions.items()})
-    run.update_info(
-        finished=_now(),
-        best_epoch=result.best_epoch,
-        best_valid_loss=result.best_valid_loss,
-        epochs_run=len(result.history),
-        stopped_early=result.stopped_early,
-    )
-    return run, result
-
-
-def _view_unchanged(view: AlignedView) -> EpochCallback:
-    """After each epoch, before it is logged: the view is still the build the run opened. Loader
-    workers keep their arrays open for the whole run and read chunks by path, so a rebuild swapped
-    in mid-run is caught here (one small read an epoch) and the run stops unfinished."""
-    def check(record: dict[str, float], model: nn.Module, improved: bool) -> None:
-        view.check_unchanged()
-
-    return check
-
-
-def _chain(*callbacks: EpochCallback) -> EpochCallback:
-    def call(record: dict[str, float], model: nn.Module, improved: bool) -> None:
-        for callback in callbacks:
-            callback(record, model, improved)
-
-    return call
-
-
-def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -> MCMF:
-    """Rebuild a run's model from its config and load the best checkpoint; a damaged or missing file
-    of the run is a ``StoreError`` naming it (``reading_run_file``), so evaluate and predict call this
-    for every seed before any other work."""
-    run = RunDir(run_dir)
-    config = run.config()
-    info = run.info()
-    model = build_model(config, _dims_short(info["dims"]), info.get("text_model_path"), run.target().outputs)
-    model.to(resolve_device(device or config.device))
-    load_checkpoint(model, run.checkpoint)
-    return model
-
-
-def evaluate_run(
-    run_dir: str | os.PathLike[str], split: str, store: Any | None = None, model: MCMF | None = None,
-) -> dict[str, float]:
-    """MMSA metrics of a run's best checkpoint on ``split`` of its view (``store`` overrides the
-    recorded store location, e.g. after moving it; ``model``: the run's model already loaded with
-    ``load_run_model``); refuses a view whose fingerprint changed, or that is rebuilt while it is
-    read (``StoreError``)."""
-    run = RunDir(run_dir)
-    config = run.config()
-    info = run.info()
-    try:
-        view = open_view(store if store is not None else info["store"], info["view"])
-    except StoreError as exc:
-        if store is not None:
-            raise
-        raise StoreError(f"{exc}; it is the store {run.path / 'run.json'} records: if the store moved, give its "
-                         "new location (evaluate --store)") from None
-    if view.fingerprint != info["view_fingerprint"]:
-        raise StoreConflictError(
-            f"view {view.name!r} fingerprint is now {view.fingerprint!r}; run {run.path} was trained on "
-            f"{info['view_fingerprint']!r}"
-        )
-    model = model if model is not None else load_run_model(run_dir)
-    target = run.target()
-    check_clip_table(view)  # runs trained before these checks
-    target.check_labels(view.clips, view.name, [split])
-    tokens = config.text_mode == "finetune"
-    dataset = ViewDataset(view, split, config.modalities, tokens=tokens, cache_mb=config.cache_mb, target=target,
-                          whole_shards=config.batching == "shards")
-    loader = make_loader(dataset, Collator(read_stats(view, config.modalities), tokens), config, train=False)
-    metrics = evaluate(model, loader, target=target)
-    view.check_unchanged()  # not rebuilt while its arrays were read
-    return metrics

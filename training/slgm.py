@@ -139,7 +139,7 @@ class SLGM:
 def class_members(y: Tensor, exclude_zero: bool) -> tuple[Tensor, Tensor]:
     """Which labels belong to the positive and to the negative class (§4.2): y > 0 and y < 0; a zero
     label is in neither when ``exclude_zero`` (§11.12), else positive. A run whose training labels
-    leave one class empty is refused before it starts (``training.runs``): that centre would stay the
+    leave one class empty is refused before it starts (``training.checks``): that centre would stay the
     zero vector it starts as, and every generated label would be measured against it."""
     return (y > 0 if exclude_zero else y >= 0), y < 0
 

@@ -155,7 +155,8 @@ def test_train_refuses_fewer_than_one_seed_and_an_absent_gpu_already_in_a_dry_ru
 
 def test_a_damaged_checkpoint_is_one_error_line_naming_it_in_evaluate_and_in_a_predict_dry_run(tmp_path: Path) -> None:
     from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
-    from training.runs import CHECKPOINT, train_on_view
+    from training.runs import CHECKPOINT
+    from training.train import train_on_view
 
     write_tiny_view(tmp_path / "store")
     with one_torch_thread():

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from store.views import open_view
 from tests.helpers.cli import one_error_line
 from tests.helpers.training import one_torch_thread, rewrite_view, tiny_config, write_tiny_view
-from training.runs import train_on_view
+from training.train import train_on_view
 
 runner = CliRunner()
 

@@ -77,8 +77,9 @@ def test_a_cuda_run_preloads_its_view_and_follows_the_data_loader_run(tmp_path: 
     the random stream and so the run are those of the DataLoader path."""
     from store.views import open_view
     from tests.helpers.training import write_tiny_view
-    from training.data import PreloadedBatches, ViewDataset, make_loader, read_stats
-    from training.runs import train_on_view
+    from training.batching import PreloadedBatches, make_loader
+    from training.data import ViewDataset, read_stats
+    from training.train import train_on_view
 
     write_tiny_view(tmp_path / "store")
     view = open_view(tmp_path / "store", "tiny")

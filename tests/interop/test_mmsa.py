@@ -175,7 +175,7 @@ def test_reimporting_the_same_file_commits_nothing(exported: dict[str, Path], tm
 def test_the_imported_store_reports_and_trains(exported: dict[str, Path], tmp_path: Path) -> None:
     from reports.run import run_stats
     from training.config import TrainConfig
-    from training.runs import train_on_view
+    from training.train import train_on_view
 
     url = str(tmp_path / "s")
     _import(exported["unaligned"], url)

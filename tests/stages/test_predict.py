@@ -134,7 +134,7 @@ def test_a_device_as_out_is_refused_before_any_work_not_written_to(tmp_path: Pat
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny score run of one seed (``<root>/run/seed-0``)."""
     from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
-    from training.runs import train_on_view
+    from training.train import train_on_view
 
     root = tmp_path_factory.mktemp("tiny_run")
     write_tiny_view(root / "store")

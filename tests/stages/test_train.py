@@ -137,20 +137,20 @@ def test_evaluate_builds_each_seeds_model_once_and_scores_that_model(
     import shutil
 
     import stages.train
-    import training.runs
+    import training.train
 
     run = tmp_path / "r"
     shutil.copytree(two_seeds, run)
 
     built: list[str] = []
-    load = training.runs.load_run_model
+    load = training.train.load_run_model
 
     def counted(run_dir, device=None):  # type: ignore[no-untyped-def]
         built.append(Path(run_dir).name)
         return load(run_dir, device)
 
     monkeypatch.setattr(stages.train, "load_run_model", counted)
-    monkeypatch.setattr(training.runs, "load_run_model", counted)
+    monkeypatch.setattr(training.train, "load_run_model", counted)
     summary = stages.train.run_evaluate(run, "test")
     assert sorted(built) == ["seed-11", "seed-12"]  # once each (it was twice: a check, then the scoring)
     assert summary["per_seed"]["11"]["test"] == json.loads((run / "seed-11" / "metrics.json").read_text())["test"]

@@ -12,19 +12,9 @@ import torch
 from store.errors import ConfigError, StoreError
 from store.views import open_view
 from tests.helpers.training import DIMS, rewrite_view, tiny_config, write_tiny_view
-from training.data import (
-    ClipItem,
-    Collator,
-    LengthBuckets,
-    PaddedBatch,
-    PreloadedBatches,
-    ShardBuckets,
-    ViewDataset,
-    _BlockCache,
-    check_view,
-    make_loader,
-    read_stats,
-)
+from training.batching import LengthBuckets, PreloadedBatches, ShardBuckets, make_loader
+from training.checks import check_view
+from training.data import ClipItem, Collator, PaddedBatch, ViewDataset, _BlockCache, read_stats
 
 
 def _item(i: int, lens: dict[str, int], ids: list[int] | None = None) -> ClipItem:

@@ -23,8 +23,8 @@ from store.errors import ConfigError, StoreError
 from store.views import open_view
 from tests.helpers.training import one_torch_thread, rewrite_view, tiny_config, write_tiny_view
 from training.metrics import undefined_notes
-from training.runs import evaluate_run, train_on_view
 from training.targets import Target, view_classes
+from training.train import evaluate_run, train_on_view
 
 CLASSES = ("negative", "neutral", "positive")
 

@@ -5,7 +5,7 @@ A fast end-to-end check (well under a minute on 2 cores) on a fixed subset of
 ``text.bert`` with the local MiniLM-L6, build the raw-token text view (``flows.align`` with
 ``grid=none``, as benchmarks/mosi_text.py does), then train the text-only ablation in ``frozen``
 mode for 4 epochs with uniformly shuffled batches and in ``finetune`` mode for 1 epoch with the
-default length-bucketed batches, both through ``training.runs.train_on_view``, seed 1111, batch 16
+default length-bucketed batches, both through ``training.train.train_on_view``, seed 1111, batch 16
 without accumulation (10 optimizer steps per epoch). Both must learn the sentiment:
 valid Pearson r > 0.2 and a valid MAE below that of always predicting the train mean.
 Skipped when the shared data is absent.
@@ -85,7 +85,7 @@ def test_the_real_text_view_holds_the_subset_with_tokens(mosi: dict[str, Any]) -
 
 
 def test_frozen_text_learns_sentiment_through_train_on_view(mosi: dict[str, Any], tmp_path: Path) -> None:
-    from training.runs import train_on_view
+    from training.train import train_on_view
 
     config = _config("frozen", mosi["text_model_path"], max_epochs=4, batching="shuffle")
     _, result = train_on_view(mosi["store"], "mosi_text", config, tmp_path / "run")
@@ -96,7 +96,7 @@ def test_frozen_text_learns_sentiment_through_train_on_view(mosi: dict[str, Any]
 
 
 def test_finetuned_text_learns_sentiment_with_length_buckets(mosi: dict[str, Any], tmp_path: Path) -> None:
-    from training.runs import train_on_view
+    from training.train import train_on_view
 
     config = _config("finetune", mosi["text_model_path"], max_epochs=1)
     assert config.batching == "bucket"

@@ -154,7 +154,7 @@ def test_the_text_encoder_can_decay_on_its_own_shorter_horizon(tmp_path: Path) -
 def test_the_text_encoder_freezes_after_its_horizon_while_the_rest_keeps_training(tmp_path: Path) -> None:
     from tests.helpers.training import write_tiny_view
     from training.loop import text_freeze_epoch
-    from training.runs import train_on_view
+    from training.train import train_on_view
 
     bert = save_tiny_bert(tmp_path / "bert")
     write_tiny_view(tmp_path / "store", text_model_path=bert, splits={"train": 16, "valid": 8})

@@ -21,7 +21,8 @@ from tests.helpers.training import (
     write_tiny_view,
 )
 from training.config import TrainConfig
-from training.runs import CHECKPOINT, VIEW_STATS, RunDir, evaluate_run, load_run_model, train_on_view
+from training.runs import CHECKPOINT, VIEW_STATS, RunDir
+from training.train import evaluate_run, load_run_model, train_on_view
 
 
 @pytest.fixture(autouse=True, scope="module")

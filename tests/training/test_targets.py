@@ -19,8 +19,9 @@ from store.errors import ConfigError
 from store.views import open_view
 from tests.helpers.training import one_torch_thread, rewrite_view, tiny_config, write_tiny_view
 from training.config import TrainConfig
-from training.runs import RunDir, evaluate_run, train_on_view
+from training.runs import RunDir
 from training.targets import Target, class_weights
+from training.train import evaluate_run, train_on_view
 
 CLASSES = ("negative", "neutral", "positive")
 

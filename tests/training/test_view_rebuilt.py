@@ -17,7 +17,8 @@ from store.fs import StoreFS
 from store.views import open_view
 from tests.helpers.training import one_torch_thread, tiny_config, write_tiny_view
 from training.data import ViewDataset
-from training.runs import RunDir, train_on_view
+from training.runs import RunDir
+from training.train import train_on_view
 
 REBUILT = r"view 'tiny' in .* was rebuilt while this run was reading it \(build [0-9a-f]+ → [0-9a-f]+\); rerun"
 
