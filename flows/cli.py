@@ -401,8 +401,8 @@ def predict(
 ) -> None:
     """Score new media with a trained run: sentiment per segment and over time, with a timeline report.
 
-    Prints a summary per media file; re-scoring the same media extracts nothing. Exits 1 when a media
-    file's predictions could not be saved in the store (they are still in the report and --out).
+    Prints a summary per media file; re-scoring the same media extracts nothing.
+    Exits 1 when a media file's predictions could not be saved in the store (still in the report and --out).
     """
     cfg = _config(config, set_, {"predict.store": store, "predict.seed": seed, "predict.segment.window": window,
                                  "predict.segment.hop": hop,

@@ -77,8 +77,10 @@ def store_vacuum(
     store: StoreArg,
     grace: Annotated[float, typer.Option(help="only remove orphans older than this many seconds")] = 3600.0,
 ) -> None:
-    """Remove orphan shards left by crashed writers (after a grace period for running writers), and
-    the build folders and interrupted swaps of aligned views whose builder died (no live build lock)."""
+    """Remove what crashed or finished writers left (older than a grace period, for running writers):
+    orphan shards and stale temp files, shards merged away by compaction, index parts a consolidated
+    file covers and consolidated files no manifest names; and the build folders and interrupted swaps
+    of aligned views whose builder died (no live build lock)."""
     from store import FeatureStore
     from store.verify import vacuum
     from store.views import vacuum_views

@@ -74,7 +74,8 @@ class FaceVisionConfig(FrameCnnConfig):
     not upscaled); dlib's detector finds faces from about 80 px at ``upsample`` 0, 40 px at 1 (4×
     the time). ``threshold``: added to dlib's decision threshold (negative: more faces, more false
     ones). ``margin``: context added on each side of the face box, as a fraction of its side.
-    Runtime knobs (device, runtime, batch_size, chunk_size, prefetch, channels_last) do not enter the identity.
+    Runtime knobs (device, runtime, batch_size, shared_batches, chunk_size, prefetch, channels_last) do not
+    enter the identity.
     """
 
     detect_size: int = Field(640, ge=64)

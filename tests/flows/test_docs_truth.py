@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 # docs whose `--set` examples are emoflow's own (results.md's are mostly benchmark script arguments)
 SET_DOCS = ["README.md", *(f"docs/{n}.md" for n in (
-    "alignment", "architecture", "datasets", "extraction", "operations", "reports", "store", "training"))]
+    "alignment", "architecture", "datasets", "extraction", "operations", "performance", "reports", "store",
+    "training"))]
 runner = CliRunner()
 
 
@@ -83,6 +84,8 @@ def _set_examples() -> list[tuple[str, str]]:
     for name in SET_DOCS:
         text = re.sub(r"```.*?```", "", (ROOT / name).read_text(encoding="utf-8"), flags=re.S)  # fenced blocks
         for span in re.findall(r"`([^`]+)`", text):
+            if "benchmarks/" in span:  # a benchmark script's --set takes its own keys (TrainConfig's)
+                continue
             for item in re.findall(r"--set\s+'?([A-Za-z_][^\s'`]*=[^\s'`]*)", span):
                 if not item.startswith("key="):
                     found.append((name, item))
