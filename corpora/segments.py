@@ -9,12 +9,15 @@ Two ways, chosen by ``SegmentConfig.mode``:
   than ``max_seconds`` (one long cue, or overlapping cues) is split between words: real word
   timings when the transcript has them, else the cue's words spread evenly over it (the
   ``features.clips.clip_words`` rule), into pieces of about equal length. A single word longer than
-  ``max_seconds`` cannot be split: its segment stays longer. Cue segments cover the cues, not the
-  silence between segments.
+  ``max_seconds`` cannot be split: its segment stays longer. A segment of instantaneous cues is
+  widened up to ``ZERO_SPAN_S``, or joins the segment starting at that instant. Cue segments cover
+  the cues, not the silence between segments.
 - **windows** (``windows``, or ``auto`` without a timed transcript): fixed windows of ``window``
   seconds every ``hop`` seconds covering ``[0, duration]``; the last one ends at ``duration``
   (never shorter than ``window - hop``). A window's text is that of the words (with word timings)
-  or else whole cues overlapping it.
+  or else whole cues overlapping it (an instant at the media end is in the last window). Cues
+  after the media end are in no window: logged. A transcript without media spans its last cue's
+  end (at least ``ZERO_SPAN_S``).
 
 An untimed transcript (``.txt``) cannot be placed in time: on a media file no longer than
 ``max_seconds`` it becomes one segment with the whole text; on a longer one the text is dropped
@@ -127,8 +130,8 @@ def segment_media(transcript: Transcript | None, duration: float | None, config:
             raise ValueError("no media duration and no timed transcript: nothing gives a time span")
         return windows(None, duration, config)
     assert transcript is not None
-    if config.mode == "windows":
-        return windows(transcript, duration if duration is not None else transcript.end, config)
+    if config.mode == "windows":  # without media, the windows span the transcript (at least ZERO_SPAN_S)
+        return windows(transcript, duration if duration is not None else max(transcript.end, ZERO_SPAN_S), config)
     return cue_segments(transcript.cues, duration, config)
 
 
@@ -149,23 +152,45 @@ def window_spans(duration: float, window: float, hop: float) -> list[tuple[float
 
 def windows(transcript: Transcript | None, duration: float, config: SegmentConfig) -> list[Segment]:
     """Fixed windows over ``[0, duration]``, each with the text of the words, else the whole cues,
-    overlapping it (a word or cue may so appear in two windows)."""
+    overlapping it (a word or cue may so appear in two windows). Cues that start after the media
+    end are in no window: logged, since windows cannot be rejected one by one as cue segments are."""
+    spans = window_spans(duration, config.window, config.hop)
     out = []
-    for i, (a, b) in enumerate(window_spans(duration, config.window, config.hop)):
-        text, words = "", None
-        if transcript is not None and transcript.words:
-            inside = [w for w in transcript.words if _overlaps(w.start, w.end, a, b)]
-            text = " ".join(w.word for w in inside)
-            words = tuple(_relative(w.word, w.start, w.end, a, b) for w in inside) or None
-        elif transcript is not None:
-            text = " ".join(c.text for c in transcript.cues if _overlaps(c.start, c.end, a, b))
+    timed: Sequence[Word | Cue] = () if transcript is None else (transcript.words or transcript.cues)
+    for i, ((a, b), inside) in enumerate(zip(spans, _in_windows(timed, spans))):
+        text = " ".join(x.word if isinstance(x, Word) else x.text for x in inside)
+        words = tuple(_relative(w.word, w.start, w.end, a, b) for w in inside if isinstance(w, Word)) or None
         out.append(Segment(i, a, b, text, words))
+    past = sum(1 for x in timed if x.start > duration or (x.start == duration and x.end > x.start))
+    if past and transcript is not None:
+        log.warning("%s: %d of its %s start after the media end (%.2f s): they are in no window",
+                    transcript.path, past, "words" if transcript.words else "cues", duration)
     return out
 
 
-def _overlaps(start: float, end: float, a: float, b: float) -> bool:
-    """Whether ``[start, end]`` shares time with ``[a, b)``; an instant counts inside ``[a, b)``."""
-    return (start < b and end > a) if end > start else a <= start < b
+def _in_windows(items: Sequence[Word | Cue], spans: Sequence[tuple[float, float]]) -> list[list[Word | Cue]]:
+    """The items (in their order) overlapping each window, in one sweep: windows start in order, so an
+    item that ended before one window cannot reach a later one (a long transcript stays linear)."""
+    order = sorted(range(len(items)), key=lambda k: items[k].start)
+    out: list[list[Word | Cue]] = []
+    active: list[int] = []
+    nxt = 0
+    for i, (a, b) in enumerate(spans):
+        last = i == len(spans) - 1
+        while nxt < len(order) and (items[order[nxt]].start < b or (last and items[order[nxt]].start <= b)):
+            active.append(order[nxt])
+            nxt += 1
+        active = [k for k in active if items[k].end > a or items[k].start >= a]
+        out.append([items[k] for k in sorted(active) if _overlaps(items[k].start, items[k].end, a, b, last)])
+    return out
+
+
+def _overlaps(start: float, end: float, a: float, b: float, closed: bool = False) -> bool:
+    """Whether ``[start, end]`` shares time with ``[a, b)``; an instant counts inside ``[a, b)``, or
+    ``[a, b]`` for the ``closed`` last window (an instant at the media end is still in it)."""
+    if end > start:
+        return start < b and end > a
+    return a <= start < b or (closed and start == b)
 
 
 # -- cue segments -----------------------------------------------------------------------------
@@ -175,7 +200,7 @@ def cue_segments(cues: Sequence[Cue], duration: float | None, config: SegmentCon
     spans = _grow(_atoms(cues), config)
     pieces = [p for s in spans for p in (_split(s, config) if s.duration > config.max_seconds else [s])]
     pieces = _fold_short(pieces, config)
-    _widen_instants(pieces, duration, min(ZERO_SPAN_S, config.max_seconds))
+    pieces = _widen_instants(pieces, duration, min(ZERO_SPAN_S, config.max_seconds))
     out = []
     for i, p in enumerate(pieces):
         end = p.end if duration is None or p.start >= duration else min(p.end, duration)
@@ -268,15 +293,28 @@ def _split(span: _Span, config: SegmentConfig) -> list[_Span]:
     return pieces
 
 
-def _widen_instants(pieces: list[_Span], duration: float | None, span: float) -> None:
+def _widen_instants(pieces: list[_Span], duration: float | None, span: float) -> list[_Span]:
     """Give a zero-length segment (instantaneous cues alone) up to ``span`` seconds, without reaching
-    the next segment or the media end, so it can be a clip."""
+    the next segment or the media end, so it can be a clip. One that has no room (the next segment
+    starts at the same instant) joins that segment, or the previous one when that ends there: a
+    zero-length clip would be rejected and its text lost. Pieces at or past the media end stay as
+    they are (ingest rejects them as past the end)."""
+    out: list[_Span] = []
     for i, p in enumerate(pieces):
-        if p.end <= p.start:
+        if p.end <= p.start and (duration is None or p.start < duration):
             limit = pieces[i + 1].start if i + 1 < len(pieces) else math.inf
             if duration is not None:
                 limit = min(limit, duration)
             p.end = max(p.end, min(p.start + span, limit))
+            if p.end <= p.start:
+                if out and out[-1].end >= p.start:
+                    out[-1] = _join(out[-1], p)
+                    continue
+                if i + 1 < len(pieces):
+                    pieces[i + 1] = _join(p, pieces[i + 1])
+                    continue
+        out.append(p)
+    return out
 
 
 def _relative(text: str, start: float, end: float, a: float, b: float) -> Word:
