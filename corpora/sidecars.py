@@ -74,6 +74,10 @@ _ASS_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # {\an8}, {\i1}: SubStation override
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>|<\d[\d:.]*>")  # <i>, </font>, <v Name>, <c.x>, <00:00:01.920>
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab, line breaks, VT, FF
+# a UTF-8 lead byte (0xC2-0xF4) then a continuation byte (0x80-0xBF), both decoded as cp1252; or a C1 control
+_MOJIBAKE = re.compile("[\u00c2-\u00f4][\u00a0-\u00bf\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030"
+                       "\u0160\u2039\u0152\u017d\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122"
+                       "\u0161\u203a\u0153\u017e\u0178\u0080-\u009f]|[\u0080-\u009f]")
 _VTT_HEADER = re.compile(r"WEBVTT(?:[ \t\n]|$)")
 _VTT_BLOCK = re.compile(r"(?:WEBVTT|NOTE|STYLE|REGION)(?:[ \t]|$)")  # WebVTT blocks that hold no cue
 # a cue timing line: a time holding ':' (a bare "1 --> 2" in text is not one), an arrow as the srt
@@ -264,9 +268,9 @@ def decode_text(raw: bytes, path: Path) -> tuple[str, str]:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
         first = exc.start
-    escaped = raw.decode("utf-8", "surrogateescape")
-    invalid = sum(1 for ch in escaped if "\udc80" <= ch <= "\udcff")
-    multibyte = sum(1 for ch in escaped if ord(ch) > 0x7F) - invalid
+    escaped = raw.decode("utf-8", "surrogateescape")  # each invalid byte one lone surrogate
+    invalid = len(escaped) - len(escaped.encode("utf-8", "ignore").decode("utf-8"))
+    multibyte = len(escaped) - len(escaped.encode("ascii", "ignore")) - invalid
     if multibyte > invalid:
         raise SidecarError(
             INVALID_TEXT,
@@ -311,8 +315,9 @@ def _line_of(raw: bytes, offset: int) -> int:
 def _repaired(text: str, path: Path, notes: list[str]) -> str:
     """``text`` with mojibake undone (``corpora.fields.repair_text``: UTF-8 once decoded as cp1252,
     ``CafÃ©`` -> ``Café``) and control characters other than whitespace removed, each with a note.
-    ASCII text is skipped: it cannot hold mojibake, and ftfy costs seconds on a long file."""
-    if not text.isascii():
+    ftfy runs only on text holding a UTF-8 lead byte read as cp1252 before a continuation byte so
+    read (or a C1 control): no other text can hold this mojibake, and ftfy takes seconds a MB."""
+    if _MOJIBAKE.search(text):
         fixed = repair_text(text)
         if fixed != text:
             notes.append(f"{_shown(path)}: mojibake repaired (UTF-8 text that had been decoded as Windows-1252)")
