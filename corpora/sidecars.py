@@ -386,11 +386,12 @@ def _parse_vtt(path: Path, text: str, notes: list[str]) -> list[tuple[float, flo
 
 
 def _blocks(text: str) -> list[tuple[int, list[str]]]:
-    """``(first line number, lines)`` of each block of lines between blank lines."""
+    """``(first line number, lines)`` of each block of lines between empty lines (as in WebVTT, a
+    line of spaces belongs to its block: YouTube's captions hold one inside each cue)."""
     out: list[tuple[int, list[str]]] = []
     block: list[str] = []
     for n, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
+        if line:
             if not block:
                 out.append((n, block))
             block.append(line)

@@ -239,6 +239,12 @@ def test_vtt_text_after_a_blank_line_in_a_cue_is_ignored_with_a_note(tmp_path: P
     assert any("1 block(s)" in n and "line 6" in n for n in t.notes)
 
 
+def test_a_line_of_spaces_inside_a_vtt_cue_is_part_of_it_not_a_block_boundary(tmp_path: Path) -> None:
+    text = "WEBVTT\n\n00:01.000 --> 00:02.000 align:start\n \nhello<00:01.500><c> there</c>\n"
+    t = read_transcript(_write(tmp_path, "a.vtt", text))  # as YouTube writes its captions
+    assert _cues(t) == [(1.0, 2.0, "hello there")] and t.notes == []
+
+
 def test_vtt_style_note_region_settings_voices_and_timestamp_tags_leave_only_text(tmp_path: Path) -> None:
     text = ("\ufeffWEBVTT - title\nKind: captions\n\nSTYLE\n::cue { color: red }\n\nREGION\nid:fred width:40%\n\n"
             "NOTE a\ncomment\n\n1\n00:01.000 --> 00:02.000 align:start position:10% region:fred\n"
