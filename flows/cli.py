@@ -19,6 +19,7 @@ from flows.console import (
     metrics_table,
     print_notes,
     print_predict_summary,
+    print_rejects,
     run_extract_with_progress,
     simple_table,
     train_with_progress,
@@ -150,6 +151,7 @@ def ingest(
     if s.reject_reasons:
         reasons: list[list[object]] = [[k, v] for k, v in sorted(s.reject_reasons.items())]
         console.print(simple_table("rejects by reason", ["reason", "rows"], reasons))
+        print_rejects(s.first_rejects, s.rejects, f"{cfg.store}/rejects.parquet")
     for note in s.notes:
         console.print(note, markup=False)
 

@@ -102,6 +102,15 @@ def print_notes(notes: Sequence[str], out: Console | None = None) -> None:
         (out or console).print(Text(f"note: {note}"))
 
 
+def print_rejects(first: Sequence[str], total: int, where: str) -> None:
+    """The rejected inputs an ingest names (each message names the file or row and the problem), and
+    where the rest are when there are more."""
+    for message in first:
+        console.print(Text(f"rejected: {message}"), soft_wrap=True)
+    if total > len(first):
+        console.print(Text(f"... {total - len(first)} more rejected; all of them are in {where}"), soft_wrap=True)
+
+
 def print_predict_summary(summary: PredictSummary) -> None:
     """Per media file: segments, failures, mean score, positive/negative shares, span; then its course
     in words (one line each, never wrapped mid-name), and the totals."""
@@ -113,5 +122,6 @@ def print_predict_summary(summary: PredictSummary) -> None:
                                ["media", "segments", "failed", "mean", "positive", "negative", "span"], rows))
     for m in summary.media:
         console.print(Text(f"{Path(m.media).name}: {m.story}"), soft_wrap=True)
+    print_rejects(summary.first_rejects, summary.rejects, f"{summary.store}/rejects.parquet")
     console.print(Text(summary.message + (f"; exported to {summary.export}" if summary.export else "")),
                   soft_wrap=True)

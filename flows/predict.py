@@ -85,7 +85,7 @@ def predict_flow(
     with clock("score + write"):
         summary = score_task(store, run, config, out)
     summary.timings, summary.seconds = clock.seconds, clock.total
-    summary.rejects, summary.extracted = ingested.rejects, extracted
+    summary.rejects, summary.first_rejects, summary.extracted = ingested.rejects, ingested.first_rejects, extracted
     summary.artifact = publish_artifact(summary)
     log.log(logging.WARNING if summary.unsaved else logging.INFO, "%s", summary.message)
     return summary

@@ -10,6 +10,8 @@ from stages.config import PipelineConfig
 from store import FeatureStore
 from store.errors import ConfigError
 
+REJECTS_SHOWN = 20  # rejects named in a summary; rejects.parquet holds them all
+
 
 @dataclass
 class IngestSummary:
@@ -22,6 +24,7 @@ class IngestSummary:
     modified: int
     reject_reasons: dict[str, int]
     notes: list[str] = field(default_factory=list)  # what else the layout wrote (mmsa-pkl: feature sets, view)
+    first_rejects: list[str] = field(default_factory=list)  # up to REJECTS_SHOWN "source: message" lines
 
 
 def dataset_path(config: PipelineConfig) -> str:
@@ -57,7 +60,11 @@ def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
     reasons: dict[str, int] = {}
     for r in result.rejects.column("reason").to_pylist():
         reasons[r] = reasons.get(r, 0) + 1
-    return IngestSummary(result.n_clips, result.n_rejects, result.layout, changed, added, removed, modified, reasons)
+    shown = result.rejects.slice(0, REJECTS_SHOWN)
+    first = [m if m.startswith(src) else f"{src}: {m}"
+             for src, m in zip(shown.column("source").to_pylist(), shown.column("message").to_pylist())]
+    return IngestSummary(result.n_clips, result.n_rejects, result.layout, changed, added, removed, modified, reasons,
+                         first_rejects=first)
 
 
 def ingest_mmsa_pickle(config: PipelineConfig) -> IngestSummary:

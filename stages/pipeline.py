@@ -59,6 +59,7 @@ def ingest_summary(s: IngestSummary) -> dict[str, Any]:
     return {
         "clips": s.clips, "rejects": s.rejects, "layout": s.layout, "changed": s.changed,
         "added": s.added, "removed": s.removed, "modified": s.modified, "reject_reasons": dict(s.reject_reasons),
+        "first_rejects": list(s.first_rejects),
     }
 
 

@@ -369,6 +369,7 @@ class PredictSummary:
     export: str | None  # the --out file
     unsaved: dict[str, str] = field(default_factory=dict)  # media whose part could not be written -> why
     rejects: int = 0
+    first_rejects: list[str] = field(default_factory=list)  # what ingest named of them (IngestSummary)
     extracted: int = 0  # clips whose features were computed (not found in the store) by this run
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
@@ -394,6 +395,7 @@ class PredictSummary:
     def markdown(self) -> str:
         lines = [f"# emoflow predictions of run `{self.run}`", "", self.message, ""]
         lines += [f"- {m.describe()}; {m.story}" for m in self.media]
+        lines += [f"- rejected: {r}" for r in self.first_rejects]
         return "\n".join(lines) + "\n"
 
 

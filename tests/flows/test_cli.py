@@ -103,6 +103,17 @@ def test_ingest_extract_ls_verify_vacuum_through_the_cli(demo_data, tmp_path: Pa
     assert vac.exit_code == 0 and "removed 0 orphan" in vac.output and "cleared 0 leftover" in vac.output
 
 
+def test_ingest_names_the_first_rejected_rows_and_says_where_the_rest_are(tmp_path: Path, prefect_harness) -> None:
+    rows = ["c0,,hello there,0.5,train"] + [f"gone{i},media/gone{i}.mp4,hi,0.5,train" for i in range(22)]
+    (tmp_path / "manifest.csv").write_text("clip_id,media,text,label,split\n" + "\n".join(rows) + "\n")
+    store = tmp_path / "s"
+    out = runner.invoke(app, ["ingest", str(tmp_path / "manifest.csv"), "--store", str(store)], terminal_width=300)
+    assert out.exit_code == 0, out.output
+    named = [line for line in out.output.splitlines() if line.startswith("rejected:")]
+    assert len(named) == 20 and "manifest.csv:3: clip 'gone0': media file 'media/gone0.mp4' does not exist" in named[0]
+    assert f"... 2 more rejected; all of them are in {store}/rejects.parquet" in " ".join(out.output.split())
+
+
 def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: Path) -> None:
     import numpy as np
 

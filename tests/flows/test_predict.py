@@ -168,14 +168,19 @@ def test_a_text_only_run_scores_a_subtitle_file_alone(demo_run, shared_data, tmp
     assert sum(len(r["text"]) for r in rows) > 1000
 
 
-def test_cli_predict_prints_a_summary_and_exports_parquet(full_run, shared_data, tmp_path) -> None:
+def test_cli_predict_prints_a_summary_names_each_rejected_file_and_exports_parquet(
+    full_run, shared_data, tmp_path
+) -> None:
     media = _folder(shared_data, tmp_path / "media", ("nasa_webb_narration.mp4", "nasa_webb_narration.en.srt"))
+    (media / "broken.mp4").write_bytes(b"")
     out = tmp_path / "preds.parquet"
     seed = next(iter(load_trained_run(full_run).seed_dirs))
     result = CliRunner().invoke(app, ["predict", str(media), "--run", str(full_run), "--out", str(out),
                                       "--store", str(tmp_path / "store"), "--seed", str(seed)])
     assert result.exit_code == 0, result.output
     assert "nasa_webb_narration" in result.output and out.exists()
+    (rejected,) = [line for line in result.output.splitlines() if line.startswith("rejected:")]
+    assert "broken.mp4" in rejected and "empty" in rejected and "1 rejected at ingest" in result.output
 
 
 def test_cli_predict_refuses_an_unknown_seed_in_one_line(full_run, tmp_path) -> None:

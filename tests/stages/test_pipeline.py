@@ -45,7 +45,7 @@ def test_check_paths_refuses_the_working_directory_as_store_and_ingest_without_a
 def test_stage_summaries_are_json_and_keyed_by_extractor() -> None:
     ingest = ingest_summary(IngestSummary(4, 1, "manifest", True, 4, 0, 0, {"no media": 1}))
     assert ingest == {"clips": 4, "rejects": 1, "layout": "manifest", "changed": True, "added": 4, "removed": 0,
-                      "modified": 0, "reject_reasons": {"no media": 1}}
+                      "modified": 0, "reject_reasons": {"no media": 1}, "first_rejects": []}
     sets = {"audio.mfcc-1234abcd": {"extractor": "audio.mfcc", "done": 3, "skipped": 1, "linked": 0, "failed": 1,
                                     "absent": 0, "media_seconds": 6.00049, "compute_seconds": 2.0}}
     extract = extract_summary(ExtractSummary("run-1", sets, wall_seconds=3.14159))
