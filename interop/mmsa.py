@@ -35,12 +35,18 @@ def mmsa_id(clip_id: str, video_id: str | None) -> str:
     return f"{video}{ID_SEP}{clip}"
 
 
+def decoded(value: Any) -> Any:
+    """Bytes (a Python 2 pickle's str, a numpy ``S`` array's items) as the UTF-8 text they hold;
+    undecodable bytes stay lone surrogates, which the ingest grammar rejects as not UTF-8. Other
+    values are returned as given."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
 def split_mmsa_id(value: Any) -> tuple[str, str]:
     """(video_id, clip_id) of an MMSA sample id: the inverse of ``mmsa_id`` (the ``label.csv`` rule of
     ``corpora.layouts.mmsa.read_mmsa``: ``<video>_<clip>`` unless the clip part already is that or the video).
     An id without ``$_$`` is its own video. Non-strings are returned as given, for validation to reject."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "surrogateescape")
+    value = decoded(value)
     text = str(value) if isinstance(value, str) else value
     if not isinstance(text, str) or ID_SEP not in text:
         return text, text
