@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import zarr
 
 from features.align.config import ALIGN_VERSION, DEFAULT_EXTRACTORS, AlignConfig
 from features.align.grid import clip_grid, grid_lengths, pool, word_groups
@@ -465,19 +466,7 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
             steps = grids[r][:L]
             groups = None
             if text_tokens:
-                wi = ex["word_index"][keep] if "word_index" in ex else None
-                if wi is None:
-                    wi = np.zeros(len(v), np.int64)  # no word mapping stored: treat rows as words' pieces
-                real = wi >= 0
-                if cfg.grid == "word":
-                    groups = word_groups(wi, len(grids[r]))
-                    if groups is not None:
-                        groups = (groups[0][:L], groups[1][:L])
-                # specials ([CLS]/[SEP]) span the whole clip: they would leak into every step
-                v, t = v[real], t[real]
-                if groups is not None:
-                    base = int(np.flatnonzero(real)[0]) if real.any() else 0
-                    groups = (groups[0] - base, groups[1] - base)
+                v, t, groups = _word_pieces(v, t, ex, keep, len(grids[r]), L, cfg.grid == "word")
             if not len(v):
                 continue
             pooled, has = pool(v, t, steps, cfg.pooling, cfg.empty, groups=groups)
@@ -511,14 +500,7 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
         stats_split = "all" if present.any() else "none"
         mean, std, stat_steps = _stats(all_moments)
     if cfg.normalize:
-        for b0 in range(0, n, block):
-            b1 = min(n, b0 + block)
-            if held is not None and b1 == n:
-                values, f = held
-            else:
-                values, f = np.asarray(values_arr[b0:b1]), _filled(np.asarray(mask_arr[b0:b1]), span[b0:b1])
-            values[f] = (values[f] - mean) / std
-            writer.write_block(values_arr, b0, values)
+        _normalise(writer, values_arr, mask_arr, span, block, held, mean, std)
     for key, arr in ((f"{m}/lengths", lengths), (f"{m}/present", present), (f"{m}/mean", mean), (f"{m}/std", std)):
         writer.write(key, arr)
     attrs = {
@@ -534,6 +516,36 @@ def _align_modality(writer: ViewWriter, plan: AlignPlan, m: str, src: ModalitySo
     if text_tokens:
         attrs["tokens"] = {"T": T or 1, "pad_id": 0}
     return attrs
+
+
+def _word_pieces(
+    v: np.ndarray, t: np.ndarray, extras: dict[str, np.ndarray], keep: np.ndarray, n_words: int, L: int,  # noqa: N803
+    by_word: bool,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """A text clip's kept rows without the specials ([CLS]/[SEP] span the whole clip: they would leak
+    into every step) and, on the word grid, each word's rows as ranges into what is left."""
+    wi = extras["word_index"][keep] if "word_index" in extras else np.zeros(len(v), np.int64)  # none: all pieces
+    real = wi >= 0
+    groups = word_groups(wi, n_words) if by_word else None
+    if groups is not None:
+        base = int(np.flatnonzero(real)[0]) if real.any() else 0
+        groups = (groups[0][:L] - base, groups[1][:L] - base)
+    return v[real], t[real], groups
+
+
+def _normalise(writer: ViewWriter, values_arr: zarr.Array, mask_arr: zarr.Array, span: np.ndarray, block: int,
+               held: tuple[np.ndarray, np.ndarray] | None, mean: np.ndarray, std: np.ndarray) -> None:
+    """Standardise the written values block by block (the last block, ``held``, still in memory), on
+    the steps that hold a value (``_filled``); padding stays zero."""
+    n = len(span)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        if held is not None and b1 == n:
+            values, f = held
+        else:
+            values, f = np.asarray(values_arr[b0:b1]), _filled(np.asarray(mask_arr[b0:b1]), span[b0:b1])
+        values[f] = (values[f] - mean) / std
+        writer.write_block(values_arr, b0, values)
 
 
 def _filled(mask: np.ndarray, span: np.ndarray) -> np.ndarray:
