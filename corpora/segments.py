@@ -39,7 +39,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from corpora.sidecars import Cue, Transcript
+from corpora.sidecars.cues import Cue, Transcript
 from features.clips import Word
 from store.config_model import ConfigModel
 

@@ -24,7 +24,9 @@ from corpora.rows import (
     media_file_problem,
 )
 from corpora.segments import Segment, SegmentConfig, segment_media
-from corpora.sidecars import SidecarError, read_transcript, sidecar_candidates, transcript_format
+from corpora.sidecars.cues import SidecarError
+from corpora.sidecars.finding import sidecar_candidates, transcript_format
+from corpora.sidecars.reading import read_transcript
 from features.media.probe import probe_media
 from store.errors import CorruptMediaError
 from store.featurestore import MediaSource
@@ -73,10 +75,10 @@ def plan_media(
 
     - A folder is scanned **recursively** (its files sorted by name, then its subfolders), skipping hidden names
       (``.git``, ``.DS_Store``) and symlinked folders (no loops); only media files
-      (``MEDIA_SUFFIXES``) and transcripts (``corpora.sidecars.SUFFIXES``) are inputs there, other
+      (``MEDIA_SUFFIXES``) and transcripts (``corpora.sidecars.finding.SUFFIXES``) are inputs there, other
       files are ignored. A file given by name is media unless it is a transcript, whatever its
       extension (the decoder decides).
-    - A media file takes its transcript by ``corpora.sidecars.sidecar_candidates`` from its own
+    - A media file takes its transcript by ``corpora.sidecars.finding.sidecar_candidates`` from its own
       folder; every candidate it has (also those of lower precedence) is consumed by it. A
       transcript no media input consumes is an input of its own, a text-only one.
     - Inputs keep the order of the given paths (folder contents sorted); a file reached twice (also

@@ -26,7 +26,7 @@ from corpora.rows import (
     Reject,
 )
 from corpora.segments import SegmentConfig
-from corpora.sidecars import read_transcript
+from corpora.sidecars.reading import read_transcript
 from corpora.synth import write_clip
 from stages.config import DatasetConfig
 from store.errors import ManifestError

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from corpora.segments import Segment, SegmentConfig, segment_media, window_spans
-from corpora.sidecars import Cue, Transcript, read_transcript, words_to_cues
+from corpora.sidecars.cues import Cue, Transcript, words_to_cues
+from corpora.sidecars.reading import read_transcript
 from features.clips import Word
 from tests.helpers.paths import SHARED_DATA
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from corpora.rows import INVALID_TEXT, INVALID_WINDOW, INVALID_WORDS
-from corpora.sidecars import PAUSE_S, SidecarError, find_sidecar, read_transcript, sidecar_candidates
+from corpora.sidecars.cues import PAUSE_S, SidecarError
+from corpora.sidecars.finding import find_sidecar, sidecar_candidates
+from corpora.sidecars.reading import read_transcript
 from tests.helpers.paths import SHARED_DATA
 
 CLIPS = SHARED_DATA / "clips"

@@ -1,8 +1,8 @@
 """Hostile transcript sidecars and segmentation: subtitle files as they come from everywhere (any
 encoding or line ending, sloppy timings, binary junk, FIFOs, Whisper/WhisperX JSON) end as correct
 cues, a named reject naming the file and the problem, or a note; segments never leave the media
-and never lose a cue's text. The rules are in ``corpora.sidecars.decode_text`` and
-``_canonical_timings``; docs/reliability.md, "Hostile transcripts", lists every case."""
+and never lose a cue's text. The rules are in ``corpora.sidecars.decoding.decode_text`` and
+``corpora.sidecars.subtitles._canonical_timings``; docs/reliability.md, "Hostile transcripts", lists every case."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from corpora.ingest import ingest_media
 from corpora.rows import INVALID_TEXT, INVALID_WINDOW, INVALID_WORDS, MISSING_FILE, WINDOW_PAST_END
 from corpora.segments import SegmentConfig, segment_media
-from corpora.sidecars import Cue, SidecarError, Transcript, read_transcript, words_to_cues
+from corpora.sidecars.cues import Cue, SidecarError, Transcript, words_to_cues
+from corpora.sidecars.reading import read_transcript
 from corpora.synth import write_clip
 from features.clips import Word
 

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pytest
 from typer.testing import CliRunner
 
-from corpora.sidecars import read_transcript
+from corpora.sidecars.reading import read_transcript
 from flows.cli import app
 from flows.predict import predict_flow
 from stages.config import PipelineConfig
