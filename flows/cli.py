@@ -438,17 +438,32 @@ def pipeline(
         Optional[list[str]],
         typer.Option("--extractor", "-e", help=EXTRACTORS_HELP),
     ] = None,
+    store: Annotated[Optional[str], typer.Option(help="store directory or URL (else the config's)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Run ingest -> extract -> align -> stats as one flow (what the scheduled deployments run)."""
     import json
 
-    cfg = _config(config, set_, {}).with_extractors(extractor)
-    from flows.pipeline import pipeline_flow
-    from stages.pipeline import resolve_stages
+    cfg = _config(config, set_, {"store": store}).with_extractors(extractor)
+    from stages.pipeline import check_paths, resolve_stages
 
     wanted = resolve_stages([s for s in stages.split(",") if s])  # fail before a server starts
+    check_paths(cfg, wanted)
+    if dry_run:
+        source = ""
+        if "ingest" in wanted:
+            from corpora.ingest import resolve_layout
+            from stages.ingest import dataset_path
+
+            kind = resolve_layout(dataset_path(cfg), cfg.dataset.layout)  # a missing dataset fails here too
+            source = f" from {cfg.dataset.path} ({kind} layout)"
+        console.print(dump_config(cfg))
+        console.print(f"plan: {' -> '.join(wanted)}{source} into {cfg.store}")
+        return
+    from flows.pipeline import pipeline_flow
+
     summary = pipeline_flow(cfg, wanted)
     console.print_json(json.dumps(summary))
     if summary.get("extract", {}).get("failed"):

@@ -114,6 +114,24 @@ def test_ingest_names_the_first_rejected_rows_and_says_where_the_rest_are(tmp_pa
     assert f"... 2 more rejected; all of them are in {store}/rejects.parquet" in " ".join(out.output.split())
 
 
+def test_pipeline_dry_run_prints_the_plan_writes_nothing_and_refuses_what_the_run_would(
+    demo_data, tmp_path: Path
+) -> None:
+    store = tmp_path / "s"
+    ok = runner.invoke(app, ["pipeline", "--dry-run", "--store", str(store), "--set", f"dataset.path={demo_data.root}"],
+                       terminal_width=300)
+    assert ok.exit_code == 0, ok.output
+    plan = " ".join(ok.output.split())
+    assert f"plan: ingest -> extract -> align -> stats from {demo_data.root} (manifest layout) into {store}" in plan
+    assert not store.exists()
+    unset = ["pipeline", "--dry-run", "--store", str(store)]
+    assert "dataset.path is not set" in one_error_line(runner.invoke(app, unset))
+    missing = ["pipeline", "--dry-run", "--store", str(store), "--set", f"dataset.path={tmp_path / 'gone'}"]
+    assert "dataset path does not exist" in one_error_line(runner.invoke(app, missing))
+    subset = runner.invoke(app, ["pipeline", "--dry-run", "--store", str(store), "--stages", "align,extract"])
+    assert subset.exit_code == 0 and f"plan: extract -> align into {store}" in " ".join(subset.output.split())
+
+
 def test_store_verify_exits_nonzero_and_names_the_clip_on_corruption(tmp_path: Path) -> None:
     import numpy as np
 
