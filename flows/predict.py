@@ -3,7 +3,8 @@
 ingest the media as segments → the extract flow (with the run's extractors; the predict store is
 the cache) → align with the run view's config and statistics → score with every seed → one
 predictions part per media file, an export, a timeline report and a Prefect artifact. Every stage
-is incremental, so a deployment can run it on a folder where new media is dropped.
+is incremental, so a deployment can run it on a folder where new media is dropped. The predict
+store's clip table holds one run's segments, so runs on one store take turns (``store.lock``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from stages.predict import (
     score_and_write,
 )
 from store.fingerprint import hash_obj
+from store.lock import store_writer
 
 
 @task(name="predict-ingest")
@@ -69,21 +71,26 @@ def predict_flow(
         repro = reproduce_extraction(trained)
     log.info("run %s: %d seed(s) %s, modalities %s", trained.name, len(trained.seed_dirs),
              list(trained.seed_dirs), trained.modalities)
-    with clock("ingest"):
-        ingested, files = ingest_task(store, [str(Path(m).resolve()) for m in media], config, allow_empty)
-    log.info("%d segments from %d media file(s), %d rejected", ingested.clips, files, ingested.rejects)
-    extracted = 0
-    if ingested.clips:
-        extract_cfg = config.model_copy(update={"store": store, "extract": repro.extract})
-        with clock("extract"):
-            sets = run_extract(extract_cfg).sets
-        for name, s in sets.items():
-            log.info("%s: %d extracted, %d already in the store, %d failed", name, s["done"], s["skipped"], s["failed"])
-            extracted += s["done"]
-        with clock("align"):
-            log.info("%s", align_task(store, run, config.predict.seed, repro.feature_sets).message)
-    with clock("score + write"):
-        summary = score_task(store, run, config, out)
+    # The clip table is this run's working set from ingest to the last part: one run at a time per store.
+    with store_writer(store, f"emoflow predict --run {trained.root}", on_wait=log.warning) as waited:
+        if waited >= 1.0:
+            clock.seconds["wait for the store"] = waited
+        with clock("ingest"):
+            ingested, files = ingest_task(store, [str(Path(m).resolve()) for m in media], config, allow_empty)
+        log.info("%d segments from %d media file(s), %d rejected", ingested.clips, files, ingested.rejects)
+        extracted = 0
+        if ingested.clips:
+            extract_cfg = config.model_copy(update={"store": store, "extract": repro.extract})
+            with clock("extract"):
+                sets = run_extract(extract_cfg).sets
+            for name, s in sets.items():
+                log.info("%s: %d extracted, %d already in the store, %d failed", name, s["done"], s["skipped"],
+                         s["failed"])
+                extracted += s["done"]
+            with clock("align"):
+                log.info("%s", align_task(store, run, config.predict.seed, repro.feature_sets).message)
+        with clock("score + write"):
+            summary = score_task(store, run, config, out)
     summary.timings, summary.seconds = clock.seconds, clock.total
     summary.rejects, summary.first_rejects, summary.extracted = ingested.rejects, ingested.first_rejects, extracted
     summary.artifact = publish_artifact(summary)

@@ -3,12 +3,14 @@ they changed, with the diff against the stored clip table (added / removed / mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corpora.ingest import IngestResult, ingest
 from stages.config import PipelineConfig
 from store import FeatureStore
 from store.errors import ConfigError
+from store.lock import store_writer
 
 REJECTS_SHOWN = 20  # rejects named in a summary; rejects.parquet holds them all
 
@@ -34,19 +36,26 @@ def dataset_path(config: PipelineConfig) -> str:
     return config.dataset.path
 
 
-def run_ingest(config: PipelineConfig) -> IngestSummary:
-    """Read, validate, and write the tables only if they changed."""
+def run_ingest(config: PipelineConfig, on_wait: Callable[[str], None] | None = None) -> IngestSummary:
+    """Read, validate, and write the tables only if they changed, holding the store's writer lock
+    (``store.lock``: another ingest or predict on the store at once waits; ``on_wait`` hears whom for)."""
     path = dataset_path(config)
+    writer = store_writer(config.store, f"emoflow ingest {path}", on_wait=on_wait)
     if config.dataset.layout == "mmsa-pkl":
-        return ingest_mmsa_pickle(config)
-    return store_ingest(config.store, ingest(path, config.dataset.layout, config.dataset.folds))
+        with writer:
+            return ingest_mmsa_pickle(config)
+    result = ingest(path, config.dataset.layout, config.dataset.folds)  # reading the media needs no lock
+    with writer:
+        return store_ingest(config.store, result)
 
 
 def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
-    """Write an ingest result's clip and rejects tables into the store, each only if it changed,
-    and count the clips added, removed and modified against the stored table."""
+    """Write an ingest result's clip and rejects tables into the store, each only if it changed
+    (or the rejects belong to another clip table: an ingest killed between the two), and count the
+    clips added, removed and modified against the stored table. The caller holds the store's writer
+    lock."""
     store = FeatureStore.open(store_url, create=True)
-    old = store.clips()
+    old, digest = store.clips_with_digest()
     old_fp = dict(zip(old.column("clip_id").to_pylist(), old.column("clip_fingerprint").to_pylist()))
     new_fp = dict(zip(result.clips.column("clip_id").to_pylist(), result.clips.column("clip_fingerprint").to_pylist()))
     added = len(new_fp.keys() - old_fp.keys())
@@ -54,9 +63,9 @@ def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
     modified = sum(1 for k in new_fp.keys() & old_fp.keys() if new_fp[k] != old_fp[k])
     changed = bool(added or removed or modified) or list(old_fp) != list(new_fp)
     if changed:
-        store.write_clips(result.clips)
-    if changed or not result.rejects.equals(store.rejects()):
-        store.write_rejects(result.rejects)
+        store.write_clip_tables(result.clips, result.rejects)
+    elif not result.rejects.equals(store.rejects()) or not store.rejects_belong(digest):
+        store.write_rejects(result.rejects, digest)
     reasons: dict[str, int] = {}
     for r in result.rejects.column("reason").to_pylist():
         reasons[r] = reasons.get(r, 0) + 1

@@ -19,8 +19,10 @@ from torch import nn
 
 from store.errors import ConfigError
 from store.featurestore import quote_name
+from store.fs import atomic_path
 from store.ids import new_id
 from store.runtime import resolve_device
+from store.views import open_view
 from training.checks import open_training_view
 from training.config import TrainConfig, with_ablation
 from training.loop import EpochCallback
@@ -94,8 +96,11 @@ def _write_summary(run_root: Path, kind: str, per_seed: Mapping[int, Mapping[str
         summary["ensemble"] = ensemble
         rows.update({f"{split} (ensemble of {len(per_seed)})": m for split, m in ensemble.items()})
     summary["notes"] = undefined_notes(rows)
-    (run_root / f"{kind}.json").write_text(metrics_json(summary))
-    (run_root / f"{kind}.md").write_text(summary_table(rows))
+    # the table first: the JSON is what marks a run whole (``run_train``)
+    with atomic_path(run_root / f"{kind}.md") as tmp:
+        Path(tmp).write_text(summary_table(rows))
+    with atomic_path(run_root / f"{kind}.json") as tmp:
+        Path(tmp).write_text(metrics_json(summary))
     return summary
 
 
@@ -225,21 +230,42 @@ def run_train(
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``ablation`` of ``config`` with 1 (``config.seed``) or the first ``seeds`` seeds;
     ``progress`` hears about every epoch of every seed. ``ensemble``: also score the seeds'
-    predictions averaged per clip (``summary["ensemble"]``, next to the mean ± std)."""
+    predictions averaged per clip (``summary["ensemble"]``, next to the mean ± std). The run is
+    whole once ``summary.json`` is written; run again under the same ``name`` after a stop, it keeps
+    the seeds that finished (``_kept_seed``) and trains the others afresh."""
     run_root = Path(runs_dir) / run_dir_name(view, ablation, name)
     cfg, seed_list = train_plan(config, ablation, seeds, store=store, view=view)
+    if (run_root / "summary.json").exists():
+        raise ConfigError(f"{run_root} already holds a finished run; choose a new run name")
+    view_fingerprint = open_view(store, view).fingerprint
     per_seed = {}
     run_dirs: list[Path] = []
     clock = EpochClock(len(seed_list), cfg.patience, cfg.max_epochs)
     for k, seed in enumerate(seed_list, start=1):
-        on_epoch = _progress_callback(progress, clock, seed, k, selection_metric(cfg.target)) if progress else None
-        run, fitted = train_on_view(store, view, cfg.model_copy(update={"seed": seed}), run_root / f"seed-{seed}",
-                                    on_epoch=on_epoch)
-        clock.finished_epochs.append(len(fitted.history))
-        per_seed[seed] = json.loads((run.path / "metrics.json").read_text())
-        run_dirs.append(run.path)
+        seed_cfg = cfg.model_copy(update={"seed": seed})
+        path = run_root / f"seed-{seed}"
+        if _kept_seed(RunDir(path), seed_cfg, view_fingerprint):  # a rerun after a stop keeps finished seeds
+            clock.finished_epochs.append(len(RunDir(path).epochs()))
+        else:
+            on_epoch = _progress_callback(progress, clock, seed, k, selection_metric(cfg.target)) if progress else None
+            _, fitted = train_on_view(store, view, seed_cfg, path, on_epoch=on_epoch)
+            clock.finished_epochs.append(len(fitted.history))
+        per_seed[seed] = json.loads((path / "metrics.json").read_text())
+        run_dirs.append(path)
     ens = ensemble_metrics(run_dirs) if ensemble else None
     return run_root, _write_summary(run_root, "summary", per_seed, ens)
+
+
+def _kept_seed(run: RunDir, config: TrainConfig, view_fingerprint: str) -> bool:
+    """Whether a seed of a run started again (the same name, after it was stopped) is kept as it is:
+    finished with this config on this build of the view. A finished seed of another config or view
+    is refused: the run's seeds would not be one experiment. An unfinished one is trained afresh."""
+    if not run.finished():
+        return False
+    if run.config() != config or run.info()["view_fingerprint"] != view_fingerprint:
+        raise ConfigError(f"{run.path} holds a finished seed trained with another config or view build; "
+                          "choose a new run name")
+    return True
 
 
 def seed_runs(run: str | Path) -> list[Path]:

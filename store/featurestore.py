@@ -32,6 +32,7 @@ from store.ids import new_id, now_utc
 
 FORMAT = "emoflow-store"
 MEDIA_SOURCES = "predict_sources.json"
+REJECTS_OF = "clips_sha256"  # rejects.parquet's metadata key: the clip table they were ingested with
 FINGERPRINT_CACHE = "cache/fingerprints"  # planning's per-set feature fingerprints of the clip table
 FORMAT_VERSION = 2  # 2: a feature set's index may be consolidated (store.index); version 1 code would miss rows
 READABLE_VERSIONS = (1, 2)  # a version 1 store is a version 2 store that was never compacted
@@ -115,6 +116,17 @@ class FeatureStore:
     def write_clips(self, table: pa.Table) -> None:
         self.fs.write_parquet("clips.parquet", schema.conform(table, schema.CLIPS))
 
+    def write_clip_tables(self, clips: pa.Table, rejects: pa.Table) -> None:
+        """One ingest's clip table and rejects. The rejects go first, tagged with the sha256 of the
+        clip table they belong to; the clip table, which every later stage reads, last. A writer
+        killed between the two leaves the older clip table whole, and rejects ``rejects_belong``
+        tells apart (``store verify`` names them; the next ingest rewrites them)."""
+        buf = io.BytesIO()
+        pq.write_table(schema.conform(clips, schema.CLIPS), buf, compression="zstd")
+        data = buf.getvalue()
+        self.write_rejects(rejects, hashlib.sha256(data).hexdigest())
+        self.fs.write_bytes_atomic("clips.parquet", data)
+
     def clips(self) -> pa.Table:
         return self.clips_with_digest()[0]
 
@@ -164,8 +176,20 @@ class FeatureStore:
         table = pa.table({"fingerprint": pa.array(fingerprints, pa.string())}).replace_schema_metadata({"key": key})
         self.fs.write_parquet(f"{FINGERPRINT_CACHE}/{quote_name(set_name)}.parquet", table)
 
-    def write_rejects(self, table: pa.Table) -> None:
-        self.fs.write_parquet("rejects.parquet", table.cast(schema.REJECTS))
+    def write_rejects(self, table: pa.Table, clips_sha256: str | None = None) -> None:
+        """``clips_sha256``: the digest of the clip table these rejects belong to (``write_clip_tables``)."""
+        table = table.cast(schema.REJECTS)
+        if clips_sha256 is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), REJECTS_OF: clips_sha256})
+        self.fs.write_parquet("rejects.parquet", table)
+
+    def rejects_belong(self, clips_sha256: str) -> bool:
+        """Whether the rejects table belongs to the clip table of digest ``clips_sha256``: untagged
+        rejects (written before the tag, or none at all) are taken to."""
+        if not self.fs.exists("rejects.parquet"):
+            return True
+        tag = (self.fs.read_parquet("rejects.parquet").schema.metadata or {}).get(REJECTS_OF.encode())
+        return tag is None or tag.decode() == clips_sha256
 
     def rejects(self) -> pa.Table:
         if not self.fs.exists("rejects.parquet"):

@@ -80,6 +80,12 @@ def _store_files(store: FeatureStore) -> list[Problem]:
             read()
         except StoreError as exc:
             problems.append(Problem(STORE, "", str(exc)))
+    try:
+        if not store.rejects_belong(store.clips_with_digest()[1]):
+            problems.append(Problem(STORE, "", f"{store.fs.path('rejects.parquet')} belongs to another clip table "
+                                    "than clips.parquet (an ingest was stopped between the two): run it again"))
+    except StoreError:
+        pass  # a damaged table: named above
     for name in store.fs.ls("features"):
         if not name.startswith(".") and not store.fs.exists(f"features/{name}/zarr.json"):
             problems.append(Problem(name, "", f"{store.fs.path('features', name, 'zarr.json')} is missing: every "

@@ -49,6 +49,9 @@ from training.targets import SCORE, Target
 CHECKPOINT = "best.safetensors"
 VIEW_STATS = "view_stats.safetensors"
 PREDICTIONS = "predictions.csv"
+#: what a run writes after its config and run.json: an unfinished attempt's are removed when it starts again
+ATTEMPT_FILES = ("epochs.json", "epochs.csv", CHECKPOINT, VIEW_STATS, PREDICTIONS, "metrics.json", "metrics.md",
+                 "confusion.json")
 
 
 def _now() -> str:
@@ -131,17 +134,36 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], config: TrainConfig, info: dict[str, Any]) -> RunDir:
-        """Start a run: write the resolved config and run info; refuse to overwrite a finished run."""
+        """Start a run: write the resolved config and run info; refuse to overwrite a finished run.
+        A run that did not finish (stopped, failed) is started afresh: what its attempt wrote goes
+        first, so a killed start never leaves an older checkpoint under a newer run.json."""
         run = cls(path)
-        if (run.path / "metrics.json").exists():
+        if run.finished():
             raise ConfigError(f"{run.path} already holds a finished run; choose a new run directory")
         run.path.mkdir(parents=True, exist_ok=True)
-        (run.path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        for name in (*ATTEMPT_FILES, *(p.name for p in run.path.glob("confusion_*.csv"))):
+            (run.path / name).unlink(missing_ok=True)
+        with atomic_path(run.path / "config.yaml") as tmp:
+            Path(tmp).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         base = {"started": _now(), "torch": torch.__version__, "python": platform.python_version()}
         _write_json(run.path / "run.json", {**base, **info})
-        for name in ("epochs.json", "epochs.csv", CHECKPOINT):
-            (run.path / name).unlink(missing_ok=True)
         return run
+
+    def finished(self) -> bool:
+        """Whether ``finish`` stamped this run (False also when it has no readable run.json yet)."""
+        try:
+            return "finished" in json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return False
+
+    def check_finished(self) -> None:
+        """Refuse a run that did not finish (stopped, failed or still training): its checkpoint is
+        an epoch's, not the run's result, and it has no metrics to compare with."""
+        if "finished" not in self.info():
+            raise ConfigError(
+                f"run {self.path} did not finish training (its run.json has no 'finished' stamp: it was "
+                "stopped, failed, or is still training); train it again (the same --name starts it afresh) "
+                "or use a finished run")
 
     @property
     def checkpoint(self) -> Path:
@@ -190,7 +212,7 @@ class RunDir:
         records = [*self.epochs(), null_undefined(record)]  # as read back: the CSV shows every undefined value alike
         _write_json(self.path / "epochs.json", records)
         columns = list(dict.fromkeys(k for r in records for k in r))
-        with open(self.path / "epochs.csv", "w", newline="") as f:
+        with atomic_path(self.path / "epochs.csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(records)
@@ -235,7 +257,8 @@ class RunDir:
 
     def write_metrics(self, metrics: dict[str, dict[str, float]]) -> None:
         _write_json(self.path / "metrics.json", metrics)
-        (self.path / "metrics.md").write_text(format_table(metrics))
+        with atomic_path(self.path / "metrics.md") as tmp:
+            Path(tmp).write_text(format_table(metrics))
 
     def write_confusion(self, confusion: dict[str, dict[str, Any]]) -> None:
         """``confusion.json`` (split -> classes, matrix) and one ``confusion_<split>.csv`` per split."""

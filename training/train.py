@@ -126,9 +126,11 @@ def _chain(*callbacks: EpochCallback) -> EpochCallback:
 
 def load_run_model(run_dir: str | os.PathLike[str], device: str | None = None) -> MCMF:
     """Rebuild a run's model from its config and load the best checkpoint; a damaged or missing file
-    of the run is a ``StoreError`` naming it (``reading_run_file``), so evaluate and predict call this
-    for every seed before any other work."""
+    of the run is a ``StoreError`` naming it (``reading_run_file``), and a run that did not finish a
+    ``ConfigError`` (``RunDir.check_finished``), so evaluate and predict call this for every seed
+    before any other work."""
     run = RunDir(run_dir)
+    run.check_finished()
     config = run.config()
     info = run.info()
     model = build_model(config, _dims_short(info["dims"]), info.get("text_model_path"), run.target().outputs)
