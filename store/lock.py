@@ -36,18 +36,43 @@ STALE_SECONDS = 6 * 3600.0
 _POLL_SECONDS = 0.5
 
 
-def _describe(holder: dict[str, Any]) -> str:
+def me(command: str) -> dict[str, Any]:
+    """A lock holder's description of this process, for whoever finds the lock taken."""
+    return {"command": command, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+
+
+def describe(holder: dict[str, Any]) -> str:
     since = time.time() - float(holder.get("time", time.time()))
     return (f"{holder.get('command', 'another run')} (host {holder.get('host')}, pid {holder.get('pid')}, "
             f"for {since:.0f} s)")
 
 
-def _holder(fs: StoreFS) -> dict[str, Any]:
-    """Who holds the lock: the holder file beside a local OS lock, an object-store lock's own body."""
+def read_holder(fs: StoreFS, rel: str) -> dict[str, Any]:
+    """The holder a lock file names; empty when it is gone, not written yet, or damaged by a killed holder."""
     try:
-        return fs.read_json(HOLDER if fs.is_local else LOCK, "store writer lock")
+        return fs.read_json(rel, "lock")
     except (FileNotFoundError, StoreError):
-        return {}  # not written yet, or left damaged by a killed holder
+        return {}
+
+
+def try_lock_object(fs: StoreFS, rel: str, holder: dict[str, Any], stale_seconds: float) -> dict[str, Any] | None:
+    """Take the lock object ``rel`` (an exclusive create, on every backend), holding ``holder``: None
+    when taken, else the holder that has it. A lock older than ``stale_seconds`` (or unreadable) is a
+    killed holder's: it is broken and taken."""
+    if fs.create_exclusive(rel, json.dumps(holder).encode()):
+        return None
+    found = read_holder(fs, rel)
+    if time.time() - float(found.get("time", 0.0)) >= stale_seconds:
+        fs.rm(rel)
+        if fs.create_exclusive(rel, json.dumps(holder).encode()):
+            return None
+        found = read_holder(fs, rel)
+    return found
+
+
+def _holder(fs: StoreFS) -> dict[str, Any]:
+    """Who holds the writer lock: the holder file beside a local OS lock, an object-store lock's body."""
+    return read_holder(fs, HOLDER if fs.is_local else LOCK)
 
 
 @contextmanager
@@ -60,18 +85,17 @@ def store_writer(
     names the holder."""
     fs = StoreFS(url)
     fs.makedirs("")
-    me = {"command": command, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
     start = time.monotonic()
     told = False
 
     def waiting() -> None:
         nonlocal told
         if on_wait is not None and not told:
-            on_wait(f"store {fs.url} is held by {_describe(_holder(fs))}; waiting for it")
+            on_wait(f"store {fs.url} is held by {describe(_holder(fs))}; waiting for it")
         told = True
 
     def refuse() -> StoreError:
-        return StoreError(f"store {fs.url} is held by {_describe(_holder(fs))}; gave up after {timeout:.0f} s. "
+        return StoreError(f"store {fs.url} is held by {describe(_holder(fs))}; gave up after {timeout:.0f} s. "
                           "Run again when it has finished")
 
     if fs.is_local:
@@ -86,11 +110,7 @@ def store_writer(
                 raise refuse() from None
         release: Callable[[], None] = lock.release
     else:
-        while not fs.create_exclusive(LOCK, json.dumps(me).encode()):
-            holder = _holder(fs)
-            if holder and time.time() - float(holder.get("time", 0.0)) >= STALE_SECONDS:
-                fs.rm(LOCK)  # its holder was killed
-                continue
+        while try_lock_object(fs, LOCK, me(command), STALE_SECONDS) is not None:  # its time: when taken
             if time.monotonic() - start >= timeout:
                 raise StoreError(f"{refuse()}, or delete {fs.path(LOCK)} if that run is dead")
             waiting()
@@ -100,7 +120,7 @@ def store_writer(
             fs.rm(LOCK)
     try:
         if fs.is_local:
-            fs.write_bytes_atomic(HOLDER, json.dumps(me).encode())
+            fs.write_bytes_atomic(HOLDER, json.dumps(me(command)).encode())
         yield time.monotonic() - start
     finally:
         release()

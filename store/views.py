@@ -33,8 +33,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +43,7 @@ import zarr
 from store.errors import StoreError
 from store.featureset import COMPRESSORS
 from store.fs import StoreFS, damaged_as_store_error
+from store.lock import describe, me, try_lock_object
 from store.schema import CLASS_LABELS, conform
 
 #: a view's clip table: the score and, for categorical targets, the class labels (null when absent)
@@ -87,22 +86,10 @@ def _key(name: str) -> str:
 
 def _take_lock(fs: StoreFS, name: str, lock: str) -> None:
     """Create the build lock of view ``name`` (breaking a stale one), or raise naming its holder."""
-    body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
-    if fs.create_exclusive(lock, body):
-        return
-    try:
-        holder = fs.read_json(lock, "view build lock")
-    except (FileNotFoundError, StoreError):
-        holder = {}  # gone, or damaged by its killed holder: as good as stale
-    since = float(holder.get("time", 0.0))
-    if time.time() - since >= VIEW_LOCK_STALE_S:
-        fs.rm(lock)
-        if fs.create_exclusive(lock, body):
-            return
-    raise StoreError(
-        f"view {name!r} in {fs.url} is being built by another run (host {holder.get('host')}, "
-        f"pid {holder.get('pid')}, {time.time() - since:.0f} s ago); wait for it, or delete "
-        f"{fs.path(lock)} if that run is dead")
+    holder = try_lock_object(fs, lock, me("another run"), VIEW_LOCK_STALE_S)
+    if holder is not None:
+        raise StoreError(f"view {name!r} in {fs.url} is being built by {describe(holder)}; wait for it, or delete "
+                         f"{fs.path(lock)} if that run is dead")
 
 
 def _cause(exc: BaseException) -> str:
