@@ -4,6 +4,7 @@ they changed, with the diff against the stored clip table (added / removed / mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from corpora.ingest import IngestResult, ingest
@@ -42,10 +43,9 @@ def run_ingest(config: PipelineConfig, on_wait: Callable[[str], None] | None = N
     path = dataset_path(config)
     writer = store_writer(config.store, f"emoflow ingest {path}", on_wait=on_wait)
     if config.dataset.layout == "mmsa-pkl":
-        with writer:
-            return ingest_mmsa_pickle(config)
-    result = ingest(path, config.dataset.layout, config.dataset.folds)  # reading the media needs no lock
-    with writer:
+        return ingest_mmsa_pickle(config, writer)
+    result = ingest(path, config.dataset.layout, config.dataset.folds)  # reading needs no lock, and a
+    with writer:  # dataset that cannot be read leaves no store behind
         return store_ingest(config.store, result)
 
 
@@ -76,13 +76,15 @@ def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
                          first_rejects=first)
 
 
-def ingest_mmsa_pickle(config: PipelineConfig) -> IngestSummary:
+def ingest_mmsa_pickle(config: PipelineConfig, writer: AbstractContextManager[float]) -> IngestSummary:
     """An MMSA feature pickle (``interop.mmsa_import``): the clip table as any ingest writes it,
-    then the file's arrays as feature sets and the view ``align.view``, which need those clip rows.
-    ``read_mmsa_pickle`` checks every split and key first: a malformed file stops before any write."""
+    then the file's arrays as feature sets and the view ``align.view``, which need those clip rows,
+    under ``writer`` (the store's writer lock). ``read_mmsa_pickle`` checks every split and key
+    first: a malformed file stops before the store is touched."""
     from interop.mmsa_import import import_features, read_mmsa_pickle
 
     source = read_mmsa_pickle(dataset_path(config))
-    summary = store_ingest(config.store, source.result)
-    summary.notes = import_features(config.store, source, config.align.view).notes
+    with writer:
+        summary = store_ingest(config.store, source.result)
+        summary.notes = import_features(config.store, source, config.align.view).notes
     return summary

@@ -189,7 +189,13 @@ class StoreFS:
         return max(times) if times else None
 
     def makedirs(self, rel: str) -> None:
-        self.fs.makedirs(self.path(rel), exist_ok=True)
+        """Create the folder ``rel`` (and its parents) if absent; a path that cannot be one (a file in
+        the way, no permission) is a ``StoreError`` naming it."""
+        target = self.path(rel)
+        try:
+            self.fs.makedirs(target, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {target}: {exc.strerror or exc}") from exc
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         """Write then rename (local) or a single PUT (object stores): readers never see half a file."""

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ import yaml
 
 from store import FeatureStore
 from store.verify import verify
+from tests.helpers.extract_driver import run_batch
 from tests.helpers.paths import REPO
 
 N_CLIPS = 16
@@ -75,7 +76,7 @@ def _patch(spec: dict[str, Any], action: Callable[[], None]) -> None:
     setattr(owner, name, wrapper)
 
 
-def _child(job: dict[str, Any]) -> None:
+def _child(job: dict[str, Any]) -> NoReturn:
     """One ``emoflow`` command: output to the job's log; never returns."""
     import traceback
 
@@ -112,24 +113,6 @@ def _child(job: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def _run_batch(jobs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    t0 = time.time()
-    pids = {}
-    for k, job in enumerate(jobs):
-        pid = os.fork()
-        if pid == 0:
-            _child(job)
-        pids[pid] = k
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
-    while pids:
-        pid, status = os.waitpid(-1, 0)
-        k = pids.pop(pid)
-        results[k] = {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                      "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                      "seconds": time.time() - t0}
-    return results
-
-
 def main() -> None:
     """Import what every command needs, then run each batch of jobs read from stdin."""
     import threading
@@ -143,7 +126,7 @@ def main() -> None:
     assert threading.active_count() == 1, "forking needs a single-threaded driver"
     print("ready", flush=True)
     for line in sys.stdin:
-        print(json.dumps(_run_batch(json.loads(line))), flush=True)
+        print(json.dumps(run_batch(json.loads(line), _child)), flush=True)
 
 
 # -- the test's side -----------------------------------------------------------------------------

@@ -21,10 +21,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tests.helpers.paths import REPO
 
@@ -127,7 +127,7 @@ def _install_kill(spec: dict[str, Any] | None) -> None:
         raise ValueError(at)
 
 
-def _child(job: dict[str, Any]) -> None:
+def _child(job: dict[str, Any]) -> NoReturn:
     """The extract process: output to the job's log, a ``SUMMARY`` line on success, never returns."""
     import traceback
 
@@ -153,14 +153,17 @@ def _child(job: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def _run_batch(jobs: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """Fork a child per job, kill those with a ``kill_after`` when it has passed, reap them all."""
+def run_batch(
+    jobs: list[dict[str, Any]], child: Callable[[dict[str, Any]], NoReturn] | None = None,
+) -> list[dict[str, Any] | None]:
+    """Fork a ``child`` per job (default: an extract process), kill those with a ``kill_after`` when it
+    has passed, reap them all: each job's signal or exit status and when it ended."""
     t0 = time.time()
     pids = {}
     for k, job in enumerate(jobs):
         pid = os.fork()
         if pid == 0:
-            _child(job)
+            (child or _child)(job)
         pids[pid] = k
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     while pids:
@@ -196,7 +199,7 @@ def main() -> None:
     assert threading.active_count() == 1, "forking needs a single-threaded driver"
     print("ready", flush=True)
     for line in sys.stdin:
-        print(json.dumps(_run_batch(json.loads(line))), flush=True)
+        print(json.dumps(run_batch(json.loads(line))), flush=True)
 
 
 if __name__ == "__main__":
