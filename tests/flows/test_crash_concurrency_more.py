@@ -23,10 +23,8 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,8 +36,7 @@ import yaml
 
 from store import FeatureStore
 from store.verify import verify
-from tests.helpers.extract_driver import run_batch
-from tests.helpers.paths import REPO
+from tests.helpers.extract_driver import Driver, run_batch
 
 N_CLIPS = 16
 EXTRACT = {"extractors": {"audio.mfcc": {}}, "batch_clips": 4}
@@ -130,45 +127,15 @@ def main() -> None:
 
 
 # -- the test's side -----------------------------------------------------------------------------
-class Commands:
-    """The running driver: ``run`` starts jobs at once and returns when all have ended."""
-
-    def __init__(self, proc: subprocess.Popen, logs: Path) -> None:
-        self.proc, self.logs = proc, logs
-
-    def run(self, *jobs: dict[str, Any]) -> list[dict[str, Any]]:
-        for job in jobs:
-            job.setdefault("log", str(self.logs / f"{uuid.uuid4().hex}.log"))
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(list(jobs)) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"driver died: {self.proc.poll()}"
-        results = json.loads(line)
-        for job, res in zip(jobs, results):
-            res["log"] = Path(job["log"]).read_text()
-        return results
-
-
 @pytest.fixture(scope="module")
-def commands(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Commands]:
+def commands(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    """The driver of this module: its jobs are ``emoflow`` commands (``_child``)."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_LEVEL": "WARNING",
            "COLUMNS": "400"}
-    proc = subprocess.Popen([sys.executable, "-m", __name__], cwd=REPO, env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
-    try:
-        assert proc.stdout and proc.stdout.readline().strip() == "ready"
-        yield Commands(proc, tmp_path_factory.mktemp("command-logs"))
-    finally:
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with Driver.start(tmp_path_factory.mktemp("command-logs"), env, module=__name__) as driver:
+        yield driver
 
 
 def _ok(res: dict[str, Any]) -> None:

@@ -39,9 +39,10 @@ class Driver:
 
     @classmethod
     @contextmanager
-    def start(cls, logs: Path, env: dict[str, str]) -> Iterator[Driver]:
-        """Start the driver (ready once its imports are done); each job's output goes to ``logs``."""
-        proc = subprocess.Popen([sys.executable, "-m", __name__], cwd=REPO, env=env, text=True,
+    def start(cls, logs: Path, env: dict[str, str], module: str = __name__) -> Iterator[Driver]:
+        """Start the driver ``python -m module`` (this one: extract processes; ready once its imports
+        are done); each job's output goes to ``logs``."""
+        proc = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=env, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
         try:
             assert proc.stdout and proc.stdout.readline().strip() == "ready"
