@@ -36,7 +36,7 @@ import yaml
 
 from store import FeatureStore
 from store.verify import verify
-from tests.helpers.extract_driver import Driver, run_batch
+from tests.helpers.extract_driver import Driver, child_process, run_batch
 
 N_CLIPS = 16
 EXTRACT = {"extractors": {"audio.mfcc": {}}, "batch_clips": 4}
@@ -74,14 +74,9 @@ def _patch(spec: dict[str, Any], action: Callable[[], None]) -> None:
 
 
 def _child(job: dict[str, Any]) -> NoReturn:
-    """One ``emoflow`` command: output to the job's log; never returns."""
-    import traceback
+    """One ``emoflow`` command, killed or paused where the job says; its exit status is the command's."""
 
-    fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    code = 0
-    try:
+    def command() -> int:
         if job.get("kill"):
             _patch(job["kill"], lambda: os.kill(os.getpid(), signal.SIGKILL))
         if job.get("pause"):
@@ -100,14 +95,10 @@ def _child(job: dict[str, Any]) -> NoReturn:
         try:
             app(job["args"], prog_name="emoflow")
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-        code = 3
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+            return exc.code if isinstance(exc.code, int) else 1
+        return 0
+
+    child_process(job, command)
 
 
 def main() -> None:

@@ -128,30 +128,40 @@ def _install_kill(spec: dict[str, Any] | None) -> None:
         raise ValueError(at)
 
 
-def _child(job: dict[str, Any]) -> NoReturn:
-    """The extract process: output to the job's log, a ``SUMMARY`` line on success, never returns."""
+def child_process(job: dict[str, Any], body: Callable[[], int]) -> NoReturn:
+    """A forked job: ``body``'s output to the job's log, its return value the exit status (3 and the
+    traceback in the log for whatever else ends it); never returns."""
     import traceback
-
-    from flows.extract import run_extract
-    from stages.config import PipelineConfig
 
     fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    code = 0
+    code = 3
     try:
+        code = body()
+    except BaseException:  # whatever ends the run goes to its log
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _child(job: dict[str, Any]) -> NoReturn:
+    """The extract process: a ``SUMMARY`` line on success."""
+
+    def extract() -> int:
+        from flows.extract import run_extract
+        from stages.config import PipelineConfig
+
         _install_kill(job.get("kill"))
         cfg = PipelineConfig.model_validate_json(job["config"])
         time.sleep(max(0.0, job.get("start_at", 0.0) - time.time()))
         summary = run_extract(cfg)
         print("SUMMARY " + json.dumps(summary.sets))
-    except BaseException:  # whatever ends the run goes to its log
-        traceback.print_exc()
-        code = 3
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        return 0
+
+    child_process(job, extract)
 
 
 def run_batch(
