@@ -64,8 +64,10 @@ def store_ingest(store_url: str, result: IngestResult) -> IngestSummary:
     changed = bool(added or removed or modified) or list(old_fp) != list(new_fp)
     if changed:
         store.write_clip_tables(result.clips, result.rejects)
-    elif not result.rejects.equals(store.rejects()) or not store.rejects_belong(digest):
-        store.write_rejects(result.rejects, digest)
+    else:
+        stored = store.rejects()
+        if not result.rejects.equals(stored) or not store.rejects_belong(stored, digest):
+            store.write_rejects(result.rejects, digest)
     reasons: dict[str, int] = {}
     for r in result.rejects.column("reason").to_pylist():
         reasons[r] = reasons.get(r, 0) + 1

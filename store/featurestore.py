@@ -183,12 +183,11 @@ class FeatureStore:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), REJECTS_OF: clips_sha256})
         self.fs.write_parquet("rejects.parquet", table)
 
-    def rejects_belong(self, clips_sha256: str) -> bool:
-        """Whether the rejects table belongs to the clip table of digest ``clips_sha256``: untagged
-        rejects (written before the tag, or none at all) are taken to."""
-        if not self.fs.exists("rejects.parquet"):
-            return True
-        tag = (self.fs.read_parquet("rejects.parquet").schema.metadata or {}).get(REJECTS_OF.encode())
+    @staticmethod
+    def rejects_belong(rejects: pa.Table, clips_sha256: str) -> bool:
+        """Whether ``rejects`` (as ``rejects()`` read them) belong to the clip table of digest
+        ``clips_sha256``: untagged rejects (written before the tag, or none at all) are taken to."""
+        tag = (rejects.schema.metadata or {}).get(REJECTS_OF.encode())
         return tag is None or tag.decode() == clips_sha256
 
     def rejects(self) -> pa.Table:

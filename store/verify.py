@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,8 @@ from store.featurestore import FeatureStore
 from store.index import CompactResult
 from store.shards import retired_records
 from store.views import VIEW_SHARD, open_view
+
+T = TypeVar("T")
 
 VERIFY_BLOCK_ROWS = 4096  # index rows turned into IndexRows at a time: verify's memory is one block + one shard
 
@@ -75,17 +78,20 @@ def _store_files(store: FeatureStore) -> list[Problem]:
     """The clip, reject and failure tables, each aligned view, and feature-set folders that every
     command skips because their group document (``zarr.json``) is gone."""
     problems = []
-    for read in (store.clips, store.rejects, lambda: store.failures(active_only=False)):
+
+    def readable(read: Callable[[], T]) -> T | None:
         try:
-            read()
+            return read()
         except StoreError as exc:
             problems.append(Problem(STORE, "", str(exc)))
-    try:
-        if not store.rejects_belong(store.clips_with_digest()[1]):
-            problems.append(Problem(STORE, "", f"{store.fs.path('rejects.parquet')} belongs to another clip table "
-                                    "than clips.parquet (an ingest was stopped between the two): run it again"))
-    except StoreError:
-        pass  # a damaged table: named above
+            return None
+
+    clips = readable(store.clips_with_digest)
+    rejects = readable(store.rejects)
+    readable(lambda: store.failures(active_only=False))
+    if clips is not None and rejects is not None and not store.rejects_belong(rejects, clips[1]):
+        problems.append(Problem(STORE, "", f"{store.fs.path('rejects.parquet')} belongs to another clip table "
+                                "than clips.parquet (an ingest was stopped between the two): run it again"))
     for name in store.fs.ls("features"):
         if not name.startswith(".") and not store.fs.exists(f"features/{name}/zarr.json"):
             problems.append(Problem(name, "", f"{store.fs.path('features', name, 'zarr.json')} is missing: every "
